@@ -1,0 +1,1 @@
+//! drainpipe ingester library.

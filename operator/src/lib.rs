@@ -1,0 +1,1 @@
+//! drainpipe operator library.

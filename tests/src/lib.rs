@@ -1,0 +1,1 @@
+//! Shared helpers for drainpipe end-to-end tests.
