@@ -1,1 +1,22 @@
-//! drainpipe ingester library.
+//! drainpipe ingester: receives Heroku Logplex drains, parses RFC 5424 and
+//! archives gzip JSON lines partitioned by app and UTC day.
+//!
+//! The parsing modules (`logplex`, `rfc5424`, `timestamp`, `router`, `logfmt`,
+//! `record`, `batch`) know nothing of transport; the runtime modules
+//! (`server`, `wal`, `uploader`, `archive`, `routes`, `metrics`, `config`)
+//! know nothing of syslog syntax.
+
+pub mod archive;
+pub mod batch;
+pub mod config;
+pub mod logfmt;
+pub mod logplex;
+pub mod metrics;
+pub mod record;
+pub mod rfc5424;
+pub mod router;
+pub mod routes;
+pub mod server;
+pub mod timestamp;
+pub mod uploader;
+pub mod wal;
