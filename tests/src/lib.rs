@@ -1,1 +1,3 @@
 //! Shared helpers for drainpipe end-to-end tests.
+
+pub mod env;
