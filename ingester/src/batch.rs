@@ -4,6 +4,14 @@
 //! raw request bodies, and the uploader (or `--ack archive`) calls
 //! `encode_logplex_body` to turn a body into archive lines.
 
+use crate::logfmt::{self, Value};
+use crate::logplex::{self, Frame};
+use crate::record::Record;
+use crate::rfc5424::{self, Mode, Timestamp};
+use crate::router::{self, RouterFields};
+use crate::timestamp::utc_day;
+use std::borrow::Cow;
+
 /// A UTC calendar day: the archive partition below the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Day {
@@ -57,6 +65,667 @@ pub fn encode_logplex_body(
     body: &[u8],
     sink: &mut impl LineSink,
 ) -> BatchStats {
-    let _ = (meta, body, sink);
-    unimplemented!("being written by the parsing work")
+    let mut enc = Encoder::new(meta);
+    for frame in logplex::frames(body) {
+        match frame {
+            Frame::Counted { content, .. } => {
+                enc.message(logplex::strip_newline(content), Mode::HerokuHttps, sink)
+            }
+            Frame::Broken { raw, error, .. } => enc.raw(raw, error.as_str(), sink),
+        }
+    }
+    enc.finish()
+}
+
+/// Encode one syslog-drain message (one frame's content, framing removed) in
+/// strict RFC 5424 mode: STRUCTURED-DATA is parsed and not part of the
+/// message. `meta.msg_count` is compared with the one record written.
+pub fn encode_syslog_frame(
+    meta: &RequestMeta<'_>,
+    frame: &[u8],
+    sink: &mut impl LineSink,
+) -> BatchStats {
+    let mut enc = Encoder::new(meta);
+    enc.message(logplex::strip_newline(frame), Mode::Strict, sink);
+    enc.finish()
+}
+
+/// At most this many `kv` pairs per record: keys are de-duplicated with a
+/// linear scan, and a hostile line of thousands of pairs must not make that
+/// quadratic. The message keeps every pair regardless.
+pub const MAX_KV_PAIRS: usize = 128;
+
+type Pair<'a> = (&'a str, Value<'a>);
+
+struct Encoder<'m, 'b> {
+    meta: &'m RequestMeta<'m>,
+    stats: BatchStats,
+    /// Reused for every message of the body: no allocation per message.
+    kv: Vec<Pair<'b>>,
+}
+
+impl<'m, 'b> Encoder<'m, 'b> {
+    fn new(meta: &'m RequestMeta<'m>) -> Self {
+        Encoder {
+            meta,
+            stats: BatchStats::default(),
+            kv: Vec::with_capacity(32),
+        }
+    }
+
+    fn finish(mut self) -> BatchStats {
+        self.stats.count_mismatch = self
+            .meta
+            .msg_count
+            .is_some_and(|n| n != self.stats.messages);
+        self.stats
+    }
+
+    fn base(&self) -> Record<'m> {
+        Record {
+            app: self.meta.app,
+            log_ts_us: self.meta.received_at_us,
+            received_at_us: self.meta.received_at_us,
+            drain_token: self.meta.drain_token,
+            frame_id: self.meta.frame_id,
+            ..Record::default()
+        }
+    }
+
+    fn emit(&mut self, r: &Record<'_>, sink: &mut impl LineSink) {
+        self.stats.messages += 1;
+        if r.parse_error.is_some() {
+            self.stats.parse_errors += 1;
+        }
+        if r.message_b64.is_some() {
+            self.stats.invalid_utf8 += 1;
+        }
+        if let Some(n) = r.l10_dropped {
+            self.stats.l10_dropped += n;
+        }
+        r.write_json_line(sink.buffer(utc_day(r.log_ts_us)));
+    }
+
+    /// Bytes that are not a message: kept whole with the reason.
+    fn raw(&mut self, raw: &[u8], reason: &'static str, sink: &mut impl LineSink) {
+        let (text, exact) = lossy(raw);
+        let r = Record {
+            message: &text,
+            message_b64: exact,
+            parse_error: Some(reason),
+            ..self.base()
+        };
+        self.emit(&r, sink);
+    }
+
+    fn message(&mut self, content: &'b [u8], mode: Mode, sink: &mut impl LineSink) {
+        let m = match rfc5424::parse(content, mode) {
+            Ok(m) => m,
+            Err(e) => return self.raw(content, e.as_str(), sink),
+        };
+        let header = Record {
+            log_ts_us: match m.timestamp {
+                Timestamp::At(us) => us,
+                Timestamp::Nil | Timestamp::Invalid => self.meta.received_at_us,
+            },
+            facility: Some(m.facility),
+            severity: Some(m.severity),
+            hostname: m.hostname,
+            source: m.app_name,
+            proc_id: m.proc_id,
+            msg_id: m.msg_id,
+            ..self.base()
+        };
+        if m.timestamp == Timestamp::Invalid {
+            // The header is kept, but the timestamp text would be lost: the
+            // message holds the whole frame, as for any parse error.
+            let (text, exact) = lossy(content);
+            let r = Record {
+                message: &text,
+                message_b64: exact,
+                parse_error: Some("invalid TIMESTAMP"),
+                ..header
+            };
+            return self.emit(&r, sink);
+        }
+        match std::str::from_utf8(m.msg) {
+            Ok(text) => {
+                let mut kv = std::mem::take(&mut self.kv);
+                self.body(header, text, None, &mut kv, sink);
+                self.kv = kv;
+            }
+            Err(_) => {
+                let text = String::from_utf8_lossy(m.msg);
+                let mut kv = Vec::new();
+                self.body(header, &text, Some(m.msg), &mut kv, sink);
+            }
+        }
+    }
+
+    /// The message text: logfmt pairs, router columns, L10 count.
+    fn body<'t>(
+        &mut self,
+        header: Record<'_>,
+        text: &'t str,
+        exact: Option<&[u8]>,
+        kv: &mut Vec<Pair<'t>>,
+        sink: &mut impl LineSink,
+    ) {
+        kv.clear();
+        let is_router = router::is_router_line(header.source, header.proc_id);
+        let mut router = RouterFields::default();
+        for (k, v) in logfmt::pairs(text) {
+            if is_router && router.take(k, v) {
+                continue;
+            }
+            if let Some(slot) = kv.iter_mut().find(|(key, _)| *key == k) {
+                // Last one wins, as logfmt decoders into maps do.
+                slot.1 = v;
+            } else if kv.len() < MAX_KV_PAIRS {
+                kv.push((k, v));
+            }
+        }
+        let r = Record {
+            message: text,
+            message_b64: exact,
+            kv,
+            router,
+            l10_dropped: logplex::l10_dropped(header.source, header.proc_id, text),
+            ..header
+        };
+        self.emit(&r, sink);
+    }
+}
+
+/// The text of `raw`, and `raw` itself when the text had to replace some of
+/// its bytes.
+fn lossy(raw: &[u8]) -> (Cow<'_, str>, Option<&[u8]>) {
+    let text = String::from_utf8_lossy(raw);
+    let exact = matches!(text, Cow::Owned(_)).then_some(raw);
+    (text, exact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::FIELDS;
+    use base64::Engine as _;
+    use proptest::prelude::*;
+    use serde_json::{Value as Json, json};
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct Sink(BTreeMap<Day, Vec<u8>>);
+
+    impl LineSink for Sink {
+        fn buffer(&mut self, day: Day) -> &mut Vec<u8> {
+            self.0.entry(day).or_default()
+        }
+    }
+
+    impl Sink {
+        fn records(&self) -> Vec<(Day, Json)> {
+            self.0
+                .iter()
+                .flat_map(|(day, buf)| {
+                    buf.split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| (*day, serde_json::from_slice(l).expect("valid JSON line")))
+                })
+                .collect()
+        }
+    }
+
+    // 2026-06-17T12:00:00Z
+    const RECEIVED: i64 = 1_781_697_600_000_000;
+
+    fn meta(msg_count: Option<u64>) -> RequestMeta<'static> {
+        RequestMeta {
+            app: "myapp",
+            drain_token: Some("d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"),
+            frame_id: Some("09C557EAFCFB6CF2740EE62F62971098"),
+            msg_count,
+            received_at_us: RECEIVED,
+        }
+    }
+
+    fn frame(msg: &[u8]) -> Vec<u8> {
+        let mut v = format!("{} ", msg.len()).into_bytes();
+        v.extend_from_slice(msg);
+        v
+    }
+
+    fn body(msgs: &[&str]) -> Vec<u8> {
+        msgs.iter()
+            .flat_map(|m| frame(format!("{m}\n").as_bytes()))
+            .collect()
+    }
+
+    fn encode(body: &[u8], msg_count: Option<u64>) -> (BatchStats, Vec<Json>) {
+        let mut sink = Sink::default();
+        let stats = encode_logplex_body(&meta(msg_count), body, &mut sink);
+        let recs: Vec<Json> = sink.records().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(recs.len() as u64, stats.messages);
+        (stats, recs)
+    }
+
+    fn day(year: i32, month: u8, day: u8) -> Day {
+        Day { year, month, day }
+    }
+
+    #[test]
+    fn heroku_documentation_body() {
+        let body = b"83 <40>1 2012-11-30T06:45:29+00:00 host app web.3 - State changed from starting to up\n119 <40>1 2012-11-30T06:45:26+00:00 host app web.3 - Starting process with command `bundle exec rackup config.ru -p 24405`\n";
+        let mut sink = Sink::default();
+        let stats = encode_logplex_body(&meta(Some(2)), body, &mut sink);
+        assert_eq!(
+            stats,
+            BatchStats {
+                messages: 2,
+                ..BatchStats::default()
+            }
+        );
+        let recs = sink.records();
+        assert_eq!(recs[0].0, day(2012, 11, 30));
+        let r = &recs[0].1;
+        assert_eq!(r["app"], "myapp");
+        assert_eq!(r["log_ts"], "2012-11-30T06:45:29.000000Z");
+        assert_eq!(r["received_at"], "2026-06-17T12:00:00.000000Z");
+        assert_eq!(
+            (r["facility"].clone(), r["severity"].clone()),
+            (json!(5), json!(0))
+        );
+        assert_eq!(r["hostname"], "host");
+        assert_eq!(r["source"], "app");
+        assert_eq!(r["proc_id"], "web.3");
+        assert_eq!(r["msg_id"], Json::Null);
+        assert_eq!(r["message"], "State changed from starting to up");
+        assert_eq!(r["message_b64"], Json::Null);
+        assert_eq!(r["drain_token"], "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a");
+        assert_eq!(r["frame_id"], "09C557EAFCFB6CF2740EE62F62971098");
+        assert_eq!(r["kv"], json!({}));
+        assert_eq!(r["status"], Json::Null);
+        assert_eq!(r["parse_error"], Json::Null);
+        assert_eq!(
+            recs[1].1["message"],
+            "Starting process with command `bundle exec rackup config.ru -p 24405`"
+        );
+    }
+
+    #[test]
+    fn every_line_has_exactly_the_schema_keys() {
+        let b = body(&[
+            r#"<158>1 2020-02-21T16:07:34.515030+00:00 host heroku router - at=info method=GET path="/" host=quiet-lake-27894.herokuapp.com request_id=d7c85cc2-b289-4443-8c1d-2327066d6a3e fwd="37.73.223.49" dyno=web.1 connect=641ms service=3629ms status=200 bytes=153 protocol=https"#,
+            "<190>1 2020-02-21T16:07:34.511485+00:00 host app web.1 - 10.11.241.172 - - [21/Feb/2020 16:07:34] \"GET / HTTP/1.1\" 200 -",
+        ]);
+        let mut with_garbage = b.clone();
+        with_garbage.extend_from_slice(b"garbage \xff\n");
+        let mut sink = Sink::default();
+        encode_logplex_body(&meta(None), &with_garbage, &mut sink);
+        let want: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        let mut lines = 0;
+        for buf in sink.0.values() {
+            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let obj: serde_json::Map<String, Json> =
+                    serde_json::from_slice(line).expect("JSON object");
+                let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+                let mut want_sorted = want.clone();
+                got.sort_unstable();
+                want_sorted.sort_unstable();
+                assert_eq!(got, want_sorted);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 3);
+    }
+
+    #[test]
+    fn router_info_line() {
+        let (_, recs) = encode(
+            &body(&[
+                r#"<158>1 2020-02-21T16:07:34.515030+00:00 host heroku router - at=info method=GET path="/" host=quiet-lake-27894.herokuapp.com request_id=d7c85cc2-b289-4443-8c1d-2327066d6a3e fwd="37.73.223.49" dyno=web.1 connect=641ms service=3629ms status=200 bytes=153 protocol=https"#,
+            ]),
+            Some(1),
+        );
+        let r = &recs[0];
+        assert_eq!(r["source"], "heroku");
+        assert_eq!(r["proc_id"], "router");
+        assert_eq!(r["log_ts"], "2020-02-21T16:07:34.515030Z");
+        assert_eq!(r["at"], "info");
+        assert_eq!(r["code"], Json::Null);
+        assert_eq!(r["method"], "GET");
+        assert_eq!(r["path"], "/");
+        assert_eq!(r["host"], "quiet-lake-27894.herokuapp.com");
+        assert_eq!(r["request_id"], "d7c85cc2-b289-4443-8c1d-2327066d6a3e");
+        assert_eq!(r["fwd"], "37.73.223.49");
+        assert_eq!(r["dyno"], "web.1");
+        assert_eq!(r["protocol"], "https");
+        assert_eq!(r["connect_ms"], 641);
+        assert_eq!(r["service_ms"], 3629);
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["bytes"], 153);
+        assert_eq!(r["kv"], json!({}), "router pairs live in their columns");
+    }
+
+    #[test]
+    fn router_error_line() {
+        let (_, recs) = encode(
+            &body(&[
+                r#"<158>1 2026-06-17T11:59:30.000001+00:00 host heroku router - sock=client at=error code=H12 desc="Request timeout" method=POST path="/api/v1/orders?page=2" host=myapp.herokuapp.com request_id=8601b555-6a83-4c12-8269-97c8e32cdb22 fwd="204.204.204.204,10.1.2.3" dyno=web.1 connect=0ms service=30000ms status=503 bytes=0 protocol=https"#,
+            ]),
+            None,
+        );
+        let r = &recs[0];
+        assert_eq!(r["at"], "error");
+        assert_eq!(r["code"], "H12");
+        assert_eq!(r["desc"], "Request timeout");
+        assert_eq!(r["path"], "/api/v1/orders?page=2");
+        assert_eq!(r["fwd"], "204.204.204.204,10.1.2.3");
+        assert_eq!(r["service_ms"], 30000);
+        assert_eq!(r["status"], 503);
+        assert_eq!(r["kv"], json!({"sock": "client"}));
+    }
+
+    #[test]
+    fn app_lines_keep_request_id_and_dash_prefixes() {
+        let (_, recs) = encode(
+            &body(&[
+                "<190>1 2026-06-17T12:00:00.100000+00:00 host app web.1 - [8601b555-6a83-4c12-8269-97c8e32cdb22] Completed 200 OK in 12ms (Views: 3.1ms | ActiveRecord: 2.0ms)",
+                "<190>1 2026-06-17T12:00:00.200000+00:00 host app worker.1 - - job=SendEmail status=done",
+                "<190>1 2026-06-17T12:00:00.300000+00:00 host app scheduler.3161 - [heroku-exec] Starting",
+            ]),
+            Some(3),
+        );
+        assert_eq!(
+            recs[0]["message"],
+            "[8601b555-6a83-4c12-8269-97c8e32cdb22] Completed 200 OK in 12ms (Views: 3.1ms | ActiveRecord: 2.0ms)"
+        );
+        assert_eq!(recs[0]["kv"], json!({}));
+        assert_eq!(recs[1]["message"], "- job=SendEmail status=done");
+        assert_eq!(recs[1]["proc_id"], "worker.1");
+        assert_eq!(recs[1]["kv"], json!({"job": "SendEmail", "status": "done"}));
+        assert_eq!(
+            recs[1]["status"],
+            Json::Null,
+            "only router lines fill router columns"
+        );
+        assert_eq!(recs[2]["message"], "[heroku-exec] Starting");
+    }
+
+    #[test]
+    fn heroku_postgres_metrics_go_to_kv() {
+        let (_, recs) = encode(
+            &body(&[
+                "<134>1 2016-02-13T21:20:25+00:00 host app heroku-postgres - source=DATABASE sample#current_transaction=15365 sample#db_size=4347350804bytes sample#tables=43 sample#active-connections=6 sample#waiting-connections=0 sample#index-cache-hit-rate=0.97116 sample#table-cache-hit-rate=0.73958 sample#load-avg-1m=0.05 sample#load-avg-5m=0.03 sample#load-avg-15m=0.035 sample#read-iops=0 sample#write-iops=112.73 sample#memory-total=15405636.0kB sample#memory-free=214004kB sample#memory-cached=14392920.0kB sample#memory-postgres=181644kB",
+            ]),
+            None,
+        );
+        let r = &recs[0];
+        assert_eq!(r["source"], "app");
+        assert_eq!(r["proc_id"], "heroku-postgres");
+        assert_eq!(r["kv"]["source"], "DATABASE");
+        assert_eq!(r["kv"]["sample#db_size"], "4347350804bytes");
+        assert_eq!(r["kv"]["sample#memory-postgres"], "181644kB");
+        assert_eq!(r["kv"].as_object().expect("map").len(), 17);
+    }
+
+    #[test]
+    fn l10_drops_are_counted() {
+        let (stats, recs) = encode(
+            &body(&[
+                "<172>1 2016-10-11T09:44:49+00:00 host heroku logplex - Error L10 (output buffer overflow): 13 messages dropped since 2016-10-11T09:43:26+00:00.",
+                "<172>1 2025-10-22T14:25:27.747804+00:00 host heroku logplex - Error L10 (output buffer overflow): drain 'd.efe51fd5-8fdb-4153-b094-f5e9f7df3058' dropped 12 messages since 2025-10-22T14:24:27.798935+00:00.",
+            ]),
+            Some(2),
+        );
+        assert_eq!(stats.l10_dropped, 25);
+        assert_eq!(recs[0]["l10_dropped"], 13);
+        assert_eq!(recs[1]["l10_dropped"], 12);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_kept_exactly() {
+        let mut b =
+            frame(b"<190>1 2026-06-17T12:00:00+00:00 host app web.1 - caf\xe9 user=\xffx ok=1\n");
+        b.extend(frame(
+            b"<190>1 2026-06-17T12:00:01+00:00 host app web.1 - fine\n",
+        ));
+        let (stats, recs) = encode(&b, Some(2));
+        assert_eq!(stats.invalid_utf8, 1);
+        assert_eq!(stats.parse_errors, 0);
+        let r = &recs[0];
+        assert_eq!(r["message"], "caf\u{fffd} user=\u{fffd}x ok=1");
+        let exact = base64::engine::general_purpose::STANDARD
+            .decode(r["message_b64"].as_str().expect("b64 string"))
+            .expect("base64");
+        assert_eq!(exact, b"caf\xe9 user=\xffx ok=1");
+        assert_eq!(r["kv"], json!({"user": "\u{fffd}x", "ok": "1"}));
+        assert_eq!(recs[1]["message_b64"], Json::Null);
+    }
+
+    #[test]
+    fn broken_framing_keeps_the_whole_frame() {
+        let good =
+            "<40>1 2012-11-30T06:45:29+00:00 host app web.3 - State changed from starting to up\n";
+        let mut b = frame(good.as_bytes());
+        b.extend_from_slice(
+            b"119 <40>1 2012-11-30T06:45:26+00:00 host app web.3 - Starting process \xff",
+        );
+        let (stats, recs) = encode(&b, Some(2));
+        assert_eq!(stats.messages, 2);
+        assert_eq!(stats.parse_errors, 1);
+        assert_eq!(stats.invalid_utf8, 1);
+        assert!(!stats.count_mismatch);
+        let r = &recs[1];
+        assert_eq!(
+            r["parse_error"],
+            "truncated frame: count exceeds the bytes left"
+        );
+        assert_eq!(
+            r["message"],
+            "119 <40>1 2012-11-30T06:45:26+00:00 host app web.3 - Starting process \u{fffd}"
+        );
+        assert!(r["message_b64"].is_string());
+        assert_eq!(r["log_ts"], "2026-06-17T12:00:00.000000Z", "receipt time");
+        assert_eq!(r["source"], Json::Null);
+        assert_eq!(r["facility"], Json::Null);
+        assert_eq!(r["app"], "myapp");
+        assert_eq!(r["frame_id"], "09C557EAFCFB6CF2740EE62F62971098");
+    }
+
+    #[test]
+    fn not_octet_counted_body() {
+        let b = b"<40>1 2012-11-30T06:45:29+00:00 host app web.3 - State changed from starting to up\n<40>1 2012-11-30T06:45:26+00:00 host app web.3 - Starting process\n";
+        let (stats, recs) = encode(b, Some(2));
+        assert_eq!(stats.parse_errors, 2);
+        assert_eq!(recs[0]["parse_error"], "not octet-counted");
+        assert_eq!(
+            recs[0]["message"],
+            "<40>1 2012-11-30T06:45:29+00:00 host app web.3 - State changed from starting to up\n"
+        );
+    }
+
+    #[test]
+    fn bad_header_keeps_the_frame_content() {
+        let (stats, recs) = encode(
+            &body(&["Oct 11 22:14:15 mymachine su: 'su root' failed"]),
+            None,
+        );
+        assert_eq!(stats.parse_errors, 1);
+        assert_eq!(recs[0]["parse_error"], "invalid PRI");
+        assert_eq!(
+            recs[0]["message"],
+            "Oct 11 22:14:15 mymachine su: 'su root' failed"
+        );
+    }
+
+    #[test]
+    fn missing_and_invalid_timestamps_use_receipt_time() {
+        let (stats, recs) = encode(
+            &body(&[
+                "<190>1 - host app web.1 - no timestamp",
+                "<190>1 2026-06-17 host app web.1 - bad timestamp",
+            ]),
+            None,
+        );
+        assert_eq!(recs[0]["log_ts"], "2026-06-17T12:00:00.000000Z");
+        assert_eq!(recs[0]["parse_error"], Json::Null);
+        assert_eq!(recs[0]["message"], "no timestamp");
+        assert_eq!(stats.parse_errors, 1);
+        let r = &recs[1];
+        assert_eq!(r["log_ts"], "2026-06-17T12:00:00.000000Z");
+        assert_eq!(r["parse_error"], "invalid TIMESTAMP");
+        assert_eq!(
+            r["message"],
+            "<190>1 2026-06-17 host app web.1 - bad timestamp"
+        );
+        assert_eq!(r["proc_id"], "web.1", "the rest of the header is kept");
+    }
+
+    #[test]
+    fn records_are_partitioned_by_utc_day_of_their_timestamp() {
+        let b = body(&[
+            "<190>1 2026-06-16T23:59:59.999999+00:00 host app web.1 - late",
+            "<190>1 2026-06-17T01:30:00+02:00 host app web.1 - early local, late UTC",
+            "<190>1 2026-06-17T00:00:00Z host app web.1 - midnight",
+            "<190>1 - host app web.1 - no timestamp",
+        ]);
+        let mut sink = Sink::default();
+        encode_logplex_body(&meta(None), &b, &mut sink);
+        let recs = sink.records();
+        let by_day: Vec<(Day, &str)> = recs
+            .iter()
+            .map(|(d, r)| (*d, r["message"].as_str().expect("string")))
+            .collect();
+        assert_eq!(
+            by_day,
+            vec![
+                (day(2026, 6, 16), "late"),
+                (day(2026, 6, 16), "early local, late UTC"),
+                (day(2026, 6, 17), "midnight"),
+                (day(2026, 6, 17), "no timestamp"),
+            ]
+        );
+        assert_eq!(recs[1].1["log_ts"], "2026-06-16T23:30:00.000000Z");
+    }
+
+    #[test]
+    fn count_mismatch() {
+        let b = body(&[
+            "<190>1 - host app web.1 - one",
+            "<190>1 - host app web.1 - two",
+        ]);
+        assert!(encode(&b, Some(3)).0.count_mismatch);
+        assert!(!encode(&b, Some(2)).0.count_mismatch);
+        assert!(!encode(&b, None).0.count_mismatch);
+        assert!(encode(b"", Some(1)).0.count_mismatch);
+        assert_eq!(encode(b"", Some(0)).0, BatchStats::default());
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins_and_pairs_are_capped() {
+        let (_, recs) = encode(&body(&["<190>1 - host app web.1 - a=1 b=2 a=3"]), None);
+        assert_eq!(recs[0]["kv"], json!({"a": "3", "b": "2"}));
+        let many: String = (0..MAX_KV_PAIRS + 10).map(|i| format!("k{i}=v ")).collect();
+        let (_, recs) = encode(&body(&[&format!("<190>1 - host app web.1 - {many}")]), None);
+        assert_eq!(recs[0]["kv"].as_object().expect("map").len(), MAX_KV_PAIRS);
+        assert_eq!(recs[0]["message"].as_str().expect("s").len(), many.len());
+    }
+
+    #[test]
+    fn quoted_values_with_escapes_reach_kv_resolved() {
+        let (_, recs) = encode(
+            &body(&[
+                r#"<190>1 - host app web.1 - level=error err="open \"/tmp/x\": no such file\n" path=C:\\tmp"#,
+            ]),
+            None,
+        );
+        assert_eq!(
+            recs[0]["kv"],
+            json!({"level": "error", "err": "open \"/tmp/x\": no such file\n", "path": "C:\\\\tmp"})
+        );
+    }
+
+    #[test]
+    fn syslog_frame_in_strict_mode() {
+        let mut sink = Sink::default();
+        let m = RequestMeta {
+            app: "myapp",
+            drain_token: Some("d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"),
+            frame_id: None,
+            msg_count: None,
+            received_at_us: RECEIVED,
+        };
+        let stats = encode_syslog_frame(
+            &m,
+            b"<40>1 2012-11-30T06:45:29+00:00 d.73ea7440-270a-435a-a0ea-adf50b4e5f5a app web.3 - - State changed from starting to up\n",
+            &mut sink,
+        );
+        assert_eq!(stats.messages, 1);
+        let recs = sink.records();
+        assert_eq!(
+            recs[0].1["hostname"],
+            "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"
+        );
+        assert_eq!(recs[0].1["message"], "State changed from starting to up");
+    }
+
+    fn exact_message(r: &Json) -> Vec<u8> {
+        match r["message_b64"].as_str() {
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .expect("base64"),
+            None => r["message"].as_str().expect("message").as_bytes().to_vec(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_give_valid_json_and_keep_every_byte(
+            body in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'\n'), Just(b' '), Just(b'<'), Just(b'"'), Just(b'='), (b'0'..=b'9')],
+                0..600)
+        ) {
+            let mut sink = Sink::default();
+            let stats = encode_logplex_body(&meta(None), &body, &mut sink);
+            let recs = sink.records();
+            prop_assert_eq!(recs.len() as u64, stats.messages);
+            prop_assert_eq!(stats.messages as usize, logplex::frames(&body).count());
+            // Each record holds its frame's bytes: the message for parsed
+            // frames, the whole frame for the rest.
+            for (f, (_, r)) in logplex::frames(&body).zip(&recs) {
+                let exact = exact_message(r);
+                match f {
+                    Frame::Broken { raw, .. } => prop_assert_eq!(&exact[..], raw),
+                    Frame::Counted { content, .. } => {
+                        let content = logplex::strip_newline(content);
+                        if r["parse_error"].is_null() {
+                            prop_assert!(content.ends_with(&exact));
+                        } else {
+                            prop_assert_eq!(&exact[..], content);
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn message_bytes_survive_exactly(
+            msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 1..10)
+        ) {
+            let mut b = Vec::new();
+            for m in &msgs {
+                let mut content = b"<190>1 2026-06-17T12:00:00.5+00:00 host app web.1 - ".to_vec();
+                content.extend_from_slice(m);
+                content.push(b'\n');
+                b.extend(frame(&content));
+            }
+            let (stats, recs) = encode(&b, Some(msgs.len() as u64));
+            prop_assert!(!stats.count_mismatch);
+            prop_assert_eq!(stats.parse_errors, 0);
+            for (m, r) in msgs.iter().zip(&recs) {
+                prop_assert_eq!(&exact_message(r), m);
+            }
+        }
+    }
 }
