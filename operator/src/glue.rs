@@ -1,0 +1,744 @@
+//! The Glue Data Catalog table Athena queries the archive through.
+//!
+//! The table uses partition projection, so no partitions are ever added:
+//! `projection.app.values` (an enum) must list every app that has data, and
+//! the operator only ever *adds* to it. Several LogDrains may share a table,
+//! and data outlives a LogDrain, so removing a value would hide old logs.
+//!
+//! UpdateTable replaces the whole table definition, so an update copies every
+//! field GetTable returned, changes one parameter, and sends the VersionId it
+//! read; a ConcurrentModificationException means someone else won the race,
+//! and the read-modify-write starts over. After a successful update the table
+//! is read again to confirm the values are there, which also catches lost
+//! updates on catalogs that do not check VersionId.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, Table, TableInput};
+use drainpipe_ingester::record::FIELDS;
+use rand::Rng;
+
+/// Parameter holding the comma-separated app enum.
+pub const APP_VALUES: &str = "projection.app.values";
+
+/// Glue's limit on one table parameter value, in bytes.
+pub const PARAMETER_VALUE_LIMIT: usize = 512_000;
+
+/// `projection.app.values` longer than this counts as near the limit.
+pub const NEAR_LIMIT_BYTES: usize = PARAMETER_VALUE_LIMIT * 8 / 10;
+
+pub const SERDE_LIBRARY: &str = "org.openx.data.jsonserde.JsonSerDe";
+pub const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
+pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
+
+/// Partition keys, in the order of the archive layout.
+pub const PARTITION_KEYS: [&str; 4] = ["app", "year", "month", "day"];
+
+/// A Glue table by database and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    pub database: String,
+    pub table: String,
+}
+
+impl TableRef {
+    pub fn new(database: impl Into<String>, table: impl Into<String>) -> Self {
+        TableRef {
+            database: database.into(),
+            table: table.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.database, self.table)
+    }
+}
+
+/// Where the archive is, for a table the operator creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// S3 bucket name (no `s3://`).
+    pub bucket: String,
+    /// Key prefix of the archive, `logs/` by default; a trailing `/` is added
+    /// when missing, an empty prefix means the bucket root.
+    pub prefix: String,
+    /// Apps to put in `projection.app.values` at creation.
+    pub apps: BTreeSet<String>,
+    /// Inclusive range of `projection.year.range`.
+    pub years: (u16, u16),
+}
+
+impl TableSpec {
+    pub fn new(bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        TableSpec {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            apps: BTreeSet::new(),
+            years: (2020, 2099),
+        }
+    }
+
+    pub fn with_apps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, apps: I) -> Self {
+        self.apps = apps.into_iter().map(Into::into).collect();
+        self
+    }
+
+    fn normalized_prefix(&self) -> String {
+        let p = self.prefix.trim_start_matches('/');
+        if p.is_empty() || p.ends_with('/') {
+            p.to_owned()
+        } else {
+            format!("{p}/")
+        }
+    }
+
+    /// `s3://bucket/prefix` (the table's location).
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.normalized_prefix())
+    }
+
+    /// `s3://bucket/prefix${app}/${year}/${month}/${day}/`, the archive layout.
+    pub fn location_template(&self) -> String {
+        format!("{}${{app}}/${{year}}/${{month}}/${{day}}/", self.location())
+    }
+
+    /// The TableInput of a new table.
+    pub fn table_input(&self, name: &str) -> Result<TableInput, GlueError> {
+        let columns = FIELDS
+            .iter()
+            .map(|f| {
+                Column::builder()
+                    .name(f.name)
+                    .r#type(f.kind.hive())
+                    .comment(f.comment)
+                    .build()
+                    .map_err(build_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let partition_keys = PARTITION_KEYS
+            .iter()
+            .map(|k| {
+                Column::builder()
+                    .name(*k)
+                    .r#type("string")
+                    .comment(match *k {
+                        "app" => "Heroku app name",
+                        "year" => "UTC year of log_ts (YYYY)",
+                        "month" => "UTC month of log_ts (MM)",
+                        _ => "UTC day of log_ts (DD)",
+                    })
+                    .build()
+                    .map_err(build_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let serde = SerDeInfo::builder()
+            .serialization_library(SERDE_LIBRARY)
+            // One damaged line must not make every query over its day fail.
+            .parameters("ignore.malformed.json", "true")
+            .build();
+        let sd = StorageDescriptor::builder()
+            .set_columns(Some(columns))
+            .location(self.location())
+            .input_format(INPUT_FORMAT)
+            .output_format(OUTPUT_FORMAT)
+            .compressed(true)
+            .serde_info(serde)
+            .build();
+        let (y0, y1) = self.years;
+        let params: [(&str, String); 17] = [
+            ("EXTERNAL", "TRUE".into()),
+            ("classification", "json".into()),
+            ("compressionType", "gzip".into()),
+            ("typeOfData", "file".into()),
+            ("projection.enabled", "true".into()),
+            ("projection.app.type", "enum".into()),
+            (APP_VALUES, join_values(self.apps.iter().map(String::as_str))),
+            ("projection.year.type", "integer".into()),
+            ("projection.year.range", format!("{y0},{y1}")),
+            ("projection.month.type", "integer".into()),
+            ("projection.month.range", "1,12".into()),
+            ("projection.month.digits", "2".into()),
+            ("projection.day.type", "integer".into()),
+            ("projection.day.range", "1,31".into()),
+            ("projection.day.digits", "2".into()),
+            ("storage.location.template", self.location_template()),
+            ("drainpipe.managed", "true".into()),
+        ];
+        TableInput::builder()
+            .name(name)
+            .description("Heroku application logs archived by drainpipe (gzip JSON lines, partition projection)")
+            .table_type("EXTERNAL_TABLE")
+            .storage_descriptor(sd)
+            .set_partition_keys(Some(partition_keys))
+            .set_parameters(Some(params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            .build()
+            .map_err(build_error)
+    }
+}
+
+/// What [`Catalog::ensure_apps`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppsUpdate {
+    /// Apps this call added to `projection.app.values` (sorted).
+    pub added: Vec<String>,
+    /// Length in bytes of `projection.app.values` afterwards.
+    pub values_len: usize,
+    /// Number of apps in `projection.app.values` afterwards.
+    pub app_count: usize,
+    /// The values passed 80% of Glue's 512,000-byte parameter limit.
+    pub near_limit: bool,
+}
+
+/// A failed catalog call; messages are for a status condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlueError {
+    #[error("Glue database {database} does not exist (set catalog.glue.manageTable to create it)")]
+    DatabaseNotFound { database: String },
+    #[error("Glue table {table} does not exist (set catalog.glue.manageTable to create it)")]
+    TableNotFound { table: TableRef },
+    #[error("Glue denied {operation}: {message} (check the operator's IAM permissions)")]
+    AccessDenied { operation: &'static str, message: String },
+    #[error("Glue table {table} kept changing under {operation}: gave up after {attempts} attempts")]
+    Conflict {
+        table: TableRef,
+        operation: &'static str,
+        attempts: u32,
+    },
+    #[error("Glue table {table} cannot be managed: {reason}")]
+    InvalidTable { table: TableRef, reason: String },
+    #[error("projection.app.values of {table} would be {len} bytes, over Glue's limit of {PARAMETER_VALUE_LIMIT}")]
+    TooManyApps { table: TableRef, len: usize },
+    #[error("Glue {operation} failed: {code}: {message}")]
+    Service {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach Glue for {operation}: {message}")]
+    Transport { operation: &'static str, message: String },
+    #[error("cannot build a Glue request: {0}")]
+    Build(String),
+}
+
+impl GlueError {
+    /// A fixed, low-cardinality name for metrics labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            GlueError::DatabaseNotFound { .. } => "database_not_found",
+            GlueError::TableNotFound { .. } => "table_not_found",
+            GlueError::AccessDenied { .. } => "access_denied",
+            GlueError::Conflict { .. } => "conflict",
+            GlueError::InvalidTable { .. } => "invalid_table",
+            GlueError::TooManyApps { .. } => "too_many_apps",
+            GlueError::Service { .. } => "service",
+            GlueError::Transport { .. } => "transport",
+            GlueError::Build(_) => "build",
+        }
+    }
+
+    /// True when retrying later may succeed with nothing changed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GlueError::Conflict { .. } | GlueError::Transport { .. } => true,
+            GlueError::Service { code, .. } => matches!(
+                code.as_str(),
+                "InternalServiceException"
+                    | "OperationTimeoutException"
+                    | "ThrottlingException"
+                    | "ResourceNotReadyException"
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn build_error(e: aws_smithy_types_build::BuildError) -> GlueError {
+    GlueError::Build(e.to_string())
+}
+
+// The BuildError type lives in aws-smithy-types; reach it through the SDK's
+// re-export so no extra dependency is needed.
+mod aws_smithy_types_build {
+    pub use aws_sdk_glue::error::BuildError;
+}
+
+/// The error code and message of an SDK error, or a transport failure.
+enum Failure {
+    Code { code: String, message: String },
+    Transport(String),
+}
+
+fn failure<E, R>(err: SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(_) => Failure::Code {
+            code: err.code().unwrap_or("Unknown").to_owned(),
+            message: err.message().unwrap_or("").to_owned(),
+        },
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Failure::Transport(aws_sdk_glue::error::DisplayErrorContext(&err).to_string())
+        }
+        _ => Failure::Code {
+            code: err.code().unwrap_or("Unknown").to_owned(),
+            message: aws_sdk_glue::error::DisplayErrorContext(&err).to_string(),
+        },
+    }
+}
+
+fn general(operation: &'static str, f: Failure) -> GlueError {
+    match f {
+        Failure::Transport(message) => GlueError::Transport { operation, message },
+        Failure::Code { code, message } if code == "AccessDeniedException" => {
+            GlueError::AccessDenied { operation, message }
+        }
+        Failure::Code { code, message } => GlueError::Service {
+            operation,
+            code,
+            message,
+        },
+    }
+}
+
+/// How hard to retry a read-modify-write that keeps losing races.
+#[derive(Debug, Clone, Copy)]
+pub struct ConflictRetry {
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ConflictRetry {
+    fn default() -> Self {
+        ConflictRetry {
+            max_attempts: 10,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Glue catalog operations. Clones share the per-table locks that serialise
+/// this process's own updates of one table (cross-process races are left to
+/// VersionId and the retry).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    client: aws_sdk_glue::Client,
+    retry: ConflictRetry,
+    locks: Arc<Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Catalog {
+    pub fn new(client: aws_sdk_glue::Client) -> Self {
+        Catalog {
+            client,
+            retry: ConflictRetry::default(),
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn with_retry(mut self, retry: ConflictRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn client(&self) -> &aws_sdk_glue::Client {
+        &self.client
+    }
+
+    fn table_lock(&self, t: &TableRef) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(t.clone()).or_default().clone()
+    }
+
+    /// Creates the database and the table when missing (for `manageTable`).
+    /// An existing table is left as it is apart from nothing: its apps are
+    /// reconciled by [`Catalog::ensure_apps`]. Returns true when the table
+    /// was created by this call.
+    pub async fn ensure_table(&self, t: &TableRef, spec: &TableSpec) -> Result<bool, GlueError> {
+        self.ensure_database(&t.database).await?;
+        if self.get_table_opt(t).await?.is_some() {
+            return Ok(false);
+        }
+        let input = spec.table_input(&t.table)?;
+        if join_values(spec.apps.iter().map(String::as_str)).len() > PARAMETER_VALUE_LIMIT {
+            return Err(GlueError::TooManyApps {
+                table: t.clone(),
+                len: join_values(spec.apps.iter().map(String::as_str)).len(),
+            });
+        }
+        let res = self
+            .client
+            .create_table()
+            .database_name(&t.database)
+            .table_input(input)
+            .send()
+            .await;
+        match res {
+            Ok(_) => {
+                tracing::info!(table = %t, "created Glue table");
+                Ok(true)
+            }
+            Err(e) => match failure(e) {
+                // Another reconcile created it between our read and our create.
+                Failure::Code { code, .. } if code == "AlreadyExistsException" => Ok(false),
+                Failure::Code { code, .. } if code == "EntityNotFoundException" => {
+                    Err(GlueError::DatabaseNotFound {
+                        database: t.database.clone(),
+                    })
+                }
+                f => Err(general("CreateTable", f)),
+            },
+        }
+    }
+
+    /// Creates the database when missing; true when this call created it.
+    pub async fn ensure_database(&self, database: &str) -> Result<bool, GlueError> {
+        match self.client.get_database().name(database).send().await {
+            Ok(_) => return Ok(false),
+            Err(e) => match failure(e) {
+                Failure::Code { code, .. } if code == "EntityNotFoundException" => {}
+                f => return Err(general("GetDatabase", f)),
+            },
+        }
+        let input = DatabaseInput::builder()
+            .name(database)
+            .description("Heroku log archives (drainpipe)")
+            .build()
+            .map_err(build_error)?;
+        match self.client.create_database().database_input(input).send().await {
+            Ok(_) => {
+                tracing::info!(database, "created Glue database");
+                Ok(true)
+            }
+            Err(e) => match failure(e) {
+                Failure::Code { code, .. } if code == "AlreadyExistsException" => Ok(false),
+                f => Err(general("CreateDatabase", f)),
+            },
+        }
+    }
+
+    /// Makes `projection.app.values` a superset of `apps`: adds what is
+    /// missing, keeps everything already there (in its order), never removes.
+    /// No write when nothing is missing.
+    pub async fn ensure_apps(&self, t: &TableRef, apps: &BTreeSet<String>) -> Result<AppsUpdate, GlueError> {
+        let lock = self.table_lock(t);
+        let _held = lock.lock().await;
+        let mut added: BTreeSet<String> = BTreeSet::new();
+        let mut attempts = 0u32;
+        loop {
+            let table = self.get_table(t).await?;
+            check_manageable(t, &table)?;
+            let current_text = table
+                .parameters()
+                .and_then(|p| p.get(APP_VALUES))
+                .map(String::as_str)
+                .unwrap_or("");
+            let current = parse_values(current_text);
+            let present: BTreeSet<&str> = current.iter().map(String::as_str).collect();
+            let missing: Vec<&String> = apps.iter().filter(|a| !present.contains(a.as_str())).collect();
+            if missing.is_empty() {
+                let values_len = current_text.len();
+                return Ok(AppsUpdate {
+                    added: added.into_iter().collect(),
+                    values_len,
+                    app_count: present.len(),
+                    near_limit: values_len > NEAR_LIMIT_BYTES,
+                });
+            }
+            attempts += 1;
+            if attempts > self.retry.max_attempts {
+                return Err(GlueError::Conflict {
+                    table: t.clone(),
+                    operation: "UpdateTable",
+                    attempts: attempts - 1,
+                });
+            }
+            let new_text = join_values(
+                current
+                    .iter()
+                    .map(String::as_str)
+                    .chain(missing.iter().map(|s| s.as_str())),
+            );
+            if new_text.len() > PARAMETER_VALUE_LIMIT {
+                return Err(GlueError::TooManyApps {
+                    table: t.clone(),
+                    len: new_text.len(),
+                });
+            }
+            let version = table.version_id().map(str::to_owned);
+            let input = table_input_from(table, |params| {
+                params.insert(APP_VALUES.to_owned(), new_text.clone());
+            })?;
+            let mut req = self
+                .client
+                .update_table()
+                .database_name(&t.database)
+                .table_input(input);
+            if let Some(v) = version {
+                req = req.version_id(v);
+            }
+            match req.send().await {
+                Ok(_) => {
+                    tracing::info!(table = %t, added = ?missing, "added apps to Glue partition projection");
+                    added.extend(missing.into_iter().cloned());
+                    // Loop: re-read to confirm (and to count) before returning.
+                }
+                Err(e) => match failure(e) {
+                    Failure::Code { code, message } if code == "ConcurrentModificationException" => {
+                        tracing::debug!(table = %t, %message, "Glue table changed concurrently; retrying");
+                        tokio::time::sleep(backoff(self.retry, attempts - 1)).await;
+                    }
+                    Failure::Code { code, .. } if code == "EntityNotFoundException" => {
+                        return Err(GlueError::TableNotFound { table: t.clone() });
+                    }
+                    f => return Err(general("UpdateTable", f)),
+                },
+            }
+        }
+    }
+
+    /// The apps in `projection.app.values` now.
+    pub async fn projected_apps(&self, t: &TableRef) -> Result<BTreeSet<String>, GlueError> {
+        let table = self.get_table(t).await?;
+        Ok(table
+            .parameters()
+            .and_then(|p| p.get(APP_VALUES))
+            .map(|v| parse_values(v).into_iter().collect())
+            .unwrap_or_default())
+    }
+
+    /// The table as Glue has it.
+    pub async fn get_table(&self, t: &TableRef) -> Result<Table, GlueError> {
+        self.get_table_opt(t)
+            .await?
+            .ok_or_else(|| GlueError::TableNotFound { table: t.clone() })
+    }
+
+    async fn get_table_opt(&self, t: &TableRef) -> Result<Option<Table>, GlueError> {
+        let res = self
+            .client
+            .get_table()
+            .database_name(&t.database)
+            .name(&t.table)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(out.table),
+            Err(e) => match failure(e) {
+                Failure::Code { code, .. } if code == "EntityNotFoundException" => Ok(None),
+                f => Err(general("GetTable", f)),
+            },
+        }
+    }
+}
+
+/// Views and federated tables have fields a TableInput cannot carry back.
+fn check_manageable(t: &TableRef, table: &Table) -> Result<(), GlueError> {
+    let reason = if table.view_definition().is_some()
+        || table.view_original_text().is_some()
+        || table.table_type() == Some("VIRTUAL_VIEW")
+    {
+        Some("it is a view")
+    } else if table.federated_table().is_some() {
+        Some("it is a federated table")
+    } else if table.storage_descriptor().is_none() {
+        Some("it has no storage descriptor")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(GlueError::InvalidTable {
+            table: t.clone(),
+            reason: r.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Every TableInput field from a GetTable result, with `edit` applied to the
+/// parameters. Fields of `Table` that are not in `TableInput` (create and
+/// update times, version, catalog id, creator, Lake Formation flags, status)
+/// are output-only and Glue keeps them itself.
+pub fn table_input_from(
+    table: Table,
+    edit: impl FnOnce(&mut HashMap<String, String>),
+) -> Result<TableInput, GlueError> {
+    let mut params = table.parameters.unwrap_or_default();
+    edit(&mut params);
+    TableInput::builder()
+        .name(table.name)
+        .set_description(table.description)
+        .set_owner(table.owner)
+        .set_last_access_time(table.last_access_time)
+        .set_last_analyzed_time(table.last_analyzed_time)
+        .retention(table.retention)
+        .set_storage_descriptor(table.storage_descriptor)
+        .set_partition_keys(table.partition_keys)
+        .set_view_original_text(table.view_original_text)
+        .set_view_expanded_text(table.view_expanded_text)
+        .set_table_type(table.table_type)
+        .set_parameters(Some(params))
+        .set_target_table(table.target_table)
+        .build()
+        .map_err(build_error)
+}
+
+/// The enum values as Athena reads them: comma-separated, blanks ignored,
+/// duplicates dropped (first occurrence kept).
+pub fn parse_values(text: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    text.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .filter(|v| seen.insert(*v))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn join_values<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values.collect::<Vec<_>>().join(",")
+}
+
+fn backoff(retry: ConflictRetry, attempt: u32) -> Duration {
+    let full = retry
+        .backoff_base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(retry.backoff_max);
+    if full.is_zero() {
+        return full;
+    }
+    let micros = full.as_micros().min(u128::from(u64::MAX)) as u64;
+    Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_follow_the_record_schema() {
+        let input = TableSpec::new("bucket", "logs/").table_input("logs").unwrap();
+        let sd = input.storage_descriptor().unwrap();
+        assert_eq!(sd.columns().len(), FIELDS.len());
+        for (c, f) in sd.columns().iter().zip(FIELDS) {
+            assert_eq!(c.name(), f.name);
+            assert_eq!(c.r#type(), Some(f.kind.hive()));
+            assert_eq!(c.comment(), Some(f.comment));
+        }
+        let kv = sd.columns().iter().find(|c| c.name() == "kv").unwrap();
+        assert_eq!(kv.r#type(), Some("map<string,string>"));
+        assert_eq!(sd.serde_info().unwrap().serialization_library(), Some(SERDE_LIBRARY));
+        assert_eq!(sd.input_format(), Some(INPUT_FORMAT));
+        assert_eq!(sd.output_format(), Some(OUTPUT_FORMAT));
+        assert_eq!(input.table_type(), Some("EXTERNAL_TABLE"));
+        let keys: Vec<_> = input.partition_keys().iter().map(|c| (c.name(), c.r#type())).collect();
+        assert_eq!(
+            keys,
+            [("app", Some("string")), ("year", Some("string")), ("month", Some("string")), ("day", Some("string"))]
+        );
+    }
+
+    #[test]
+    fn projection_parameters_match_the_archive_layout() {
+        let spec = TableSpec::new("archive-bucket", "logs").with_apps(["b-app", "a-app"]);
+        let input = spec.table_input("logs").unwrap();
+        let p = input.parameters().unwrap();
+        assert_eq!(p["projection.enabled"], "true");
+        assert_eq!(p["projection.app.type"], "enum");
+        assert_eq!(p[APP_VALUES], "a-app,b-app");
+        assert_eq!(p["projection.year.type"], "integer");
+        assert_eq!(p["projection.year.range"], "2020,2099");
+        assert_eq!(p["projection.month.digits"], "2");
+        assert_eq!(p["projection.day.digits"], "2");
+        assert_eq!(p["projection.day.range"], "1,31");
+        assert_eq!(
+            p["storage.location.template"],
+            "s3://archive-bucket/logs/${app}/${year}/${month}/${day}/"
+        );
+        assert_eq!(p["classification"], "json");
+        assert_eq!(p["compressionType"], "gzip");
+        assert_eq!(input.storage_descriptor().unwrap().location(), Some("s3://archive-bucket/logs/"));
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        assert_eq!(TableSpec::new("b", "").location(), "s3://b/");
+        assert_eq!(TableSpec::new("b", "/x/y").location(), "s3://b/x/y/");
+        assert_eq!(
+            TableSpec::new("b", "").location_template(),
+            "s3://b/${app}/${year}/${month}/${day}/"
+        );
+    }
+
+    #[test]
+    fn values_parse_like_athena_reads_them() {
+        assert_eq!(parse_values(""), Vec::<String>::new());
+        assert_eq!(parse_values("a, b,,a ,c"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn table_input_from_copies_every_field_and_edits_parameters() {
+        let spec = TableSpec::new("b", "logs/").with_apps(["x"]);
+        let input = spec.table_input("t").unwrap();
+        let ts = aws_sdk_glue::primitives::DateTime::from_secs(1_700_000_000);
+        let table = Table::builder()
+            .name("t")
+            .database_name("db")
+            .description("d")
+            .owner("o")
+            .last_access_time(ts)
+            .last_analyzed_time(ts)
+            .retention(7)
+            .storage_descriptor(input.storage_descriptor().unwrap().clone())
+            .set_partition_keys(Some(input.partition_keys().to_vec()))
+            .table_type("EXTERNAL_TABLE")
+            .set_parameters(input.parameters().cloned())
+            .version_id("3")
+            .build()
+            .unwrap();
+        let out = table_input_from(table, |p| {
+            p.insert(APP_VALUES.into(), "x,y".into());
+        })
+        .unwrap();
+        assert_eq!(out.name(), "t");
+        assert_eq!(out.description(), Some("d"));
+        assert_eq!(out.owner(), Some("o"));
+        assert_eq!(out.last_access_time(), Some(&ts));
+        assert_eq!(out.last_analyzed_time(), Some(&ts));
+        assert_eq!(out.retention(), 7);
+        assert_eq!(out.storage_descriptor(), input.storage_descriptor());
+        assert_eq!(out.partition_keys(), input.partition_keys());
+        assert_eq!(out.table_type(), Some("EXTERNAL_TABLE"));
+        let mut expected = input.parameters().unwrap().clone();
+        expected.insert(APP_VALUES.into(), "x,y".into());
+        assert_eq!(out.parameters(), Some(&expected));
+    }
+
+    #[test]
+    fn near_limit_is_eighty_percent_of_glues_limit() {
+        assert_eq!(NEAR_LIMIT_BYTES, 409_600);
+    }
+
+    #[test]
+    fn errors_have_labels_and_actionable_messages() {
+        let e = GlueError::TableNotFound {
+            table: TableRef::new("db", "t"),
+        };
+        assert_eq!(e.metric_label(), "table_not_found");
+        assert!(e.to_string().contains("db.t") && e.to_string().contains("manageTable"));
+        assert!(GlueError::Conflict {
+            table: TableRef::new("db", "t"),
+            operation: "UpdateTable",
+            attempts: 3
+        }
+        .is_transient());
+    }
+}

@@ -1,0 +1,1051 @@
+//! Heroku Platform API v3 client for log drains.
+//!
+//! Only the calls the operator needs: list (with `Range` pagination), create,
+//! info and delete of an app's log drains. Every request goes through one
+//! [`RateLimiter`] shared by all clones of a [`HerokuClient`], since Heroku's
+//! budget (4,500 requests an hour) belongs to the account, not to a reconcile.
+//!
+//! Drain URLs carry the ingester's basic-auth password. [`DrainUrl`] masks it
+//! in `Debug` and `Display`, and [`HerokuError`] messages are scrubbed of the
+//! API token and of any URL credentials before they are built, so an error can
+//! go into a status condition or an event as it is.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+
+pub use crate::ratelimit::{RateLimitConfig, RateLimitSnapshot, RateLimiter};
+
+/// Heroku's production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
+
+/// The media type that selects version 3 of the Platform API.
+pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
+
+/// The message Heroku sends (as a 422) when a drain is added to an app too
+/// soon after the app was created; it goes away by itself within seconds.
+pub const LOG_CHANNEL_PENDING_MESSAGE: &str =
+    "App hasn't yet been assigned a log channel. Please try again momentarily.";
+
+/// What replaces a secret wherever one would otherwise be shown.
+pub const MASK: &str = "****";
+
+/// `drainpipe-operator/<crate version>`.
+pub fn default_user_agent() -> String {
+    format!("drainpipe-operator/{}", env!("CARGO_PKG_VERSION"))
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+
+/// A Heroku API token (OAuth bearer token). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Surrounding whitespace is dropped: tokens pasted into a Secret with
+    /// `--from-file` usually end with a newline, which Heroku would refuse.
+    pub fn new(token: impl Into<String>) -> Self {
+        let t: String = token.into();
+        ApiToken(t.trim().to_owned())
+    }
+
+    /// The token itself, for the `Authorization` header only.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(****)")
+    }
+}
+
+impl fmt::Display for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// A drain URL as Heroku stores it; it may carry credentials
+/// (`https://drainpipe:PASSWORD@host/logplex/app`). `Debug` and `Display`
+/// show it with the password (and any `token=` query value) masked; the full
+/// URL is only reachable through [`DrainUrl::expose_secret`].
+///
+/// Deliberately not `Serialize`, so it cannot slip into a status by derive.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct DrainUrl(String);
+
+impl DrainUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DrainUrl(url.into())
+    }
+
+    /// The drain URL an ingester endpoint gets for `app`:
+    /// `{endpoint}/logplex/{app}` with `username:password` as userinfo.
+    /// `endpoint` must be an http(s) URL without credentials of its own.
+    pub fn for_app(
+        endpoint: &str,
+        app: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<DrainUrl, HerokuError> {
+        let mut url = Url::parse(endpoint).map_err(|e| {
+            HerokuError::InvalidDrainUrl(format!("endpoint {}: {e}", mask_url_text(endpoint)))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HerokuError::InvalidDrainUrl(format!(
+                "endpoint {} must be http or https",
+                mask_url_text(endpoint)
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(HerokuError::InvalidDrainUrl(format!(
+                "endpoint {} must not carry credentials",
+                mask_url_text(endpoint)
+            )));
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        {
+            let mut segs = url.path_segments_mut().map_err(|()| {
+                HerokuError::InvalidDrainUrl(format!("endpoint {} cannot take a path", mask_url_text(endpoint)))
+            })?;
+            segs.pop_if_empty();
+            segs.push("logplex");
+            segs.push(app);
+        }
+        let bad = |what: &str| {
+            HerokuError::InvalidDrainUrl(format!("endpoint {} cannot take a {what}", mask_url_text(endpoint)))
+        };
+        url.set_username(username).map_err(|()| bad("username"))?;
+        url.set_password(Some(password)).map_err(|()| bad("password"))?;
+        Ok(DrainUrl(url.into()))
+    }
+
+    /// The full URL, credentials included. Only for Heroku requests and the
+    /// comparison of drains; never for logs, events, status or errors.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password and `token=` query values masked.
+    pub fn masked(&self) -> String {
+        mask_url_text(&self.0)
+    }
+
+    /// The URL with userinfo and query removed: what identifies the endpoint
+    /// regardless of the credentials (which change when a password rotates).
+    pub fn without_credentials(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(mut u) => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.set_fragment(None);
+                u.into()
+            }
+            Err(_) => strip_userinfo(&self.0),
+        }
+    }
+
+    /// The password in the URL's userinfo, if any (to scrub it from text).
+    fn password(&self) -> Option<String> {
+        Url::parse(&self.0)
+            .ok()
+            .and_then(|u| u.password().map(|p| p.to_owned()))
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Same drain target: equal after URL normalisation (scheme and host case,
+    /// default port), credentials included.
+    pub fn same_as(&self, other: &DrainUrl) -> bool {
+        if self.0 == other.0 {
+            return true;
+        }
+        match (Url::parse(&self.0), Url::parse(&other.0)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for DrainUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DrainUrl({:?})", self.masked())
+    }
+}
+
+impl fmt::Display for DrainUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// Masks credentials in every URL found in `text`: the password part of a
+/// `scheme://user:password@host` and the value of `token=` query parameters.
+/// Works on free text (Heroku error messages), not only on a lone URL.
+pub fn mask_url_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(tail.len());
+        let (url, after) = tail.split_at(end);
+        out.push_str(&mask_one_url(url));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `url` is everything after `scheme://` up to the end of the URL.
+fn mask_one_url(url: &str) -> String {
+    let auth_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    let (authority, path) = url.split_at(auth_end);
+    let mut out = String::with_capacity(url.len());
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push(':');
+                    out.push_str(MASK);
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    match path.find('?') {
+        Some(q) => {
+            out.push_str(&path[..=q]);
+            let query = &path[q + 1..];
+            let (query, fragment) = match query.find('#') {
+                Some(h) => query.split_at(h),
+                None => (query, ""),
+            };
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_secret_param(k) => format!("{k}={MASK}"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push_str(&pairs.join("&"));
+            out.push_str(fragment);
+        }
+        None => out.push_str(path),
+    }
+    out
+}
+
+fn is_secret_param(key: &str) -> bool {
+    matches!(
+        key.to_ascii_lowercase().as_str(),
+        "token" | "password" | "secret" | "access_token" | "api_key"
+    )
+}
+
+fn strip_userinfo(url: &str) -> String {
+    let Some(pos) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(pos + 3);
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let rest = match rest[..auth_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    format!("{scheme}{rest}")
+}
+
+/// Masks URL credentials and replaces each known secret verbatim.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut s = mask_url_text(text);
+    for secret in secrets {
+        // Short strings would mask innocent text and are not real secrets.
+        if secret.len() >= 4 {
+            s = s.replace(secret, MASK);
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Resources
+
+/// A log drain as the Platform API returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Drain {
+    /// Unique identifier (uuid).
+    pub id: String,
+    /// Logplex drain token (`d.<uuid>`): what Logplex sends as
+    /// `Logplex-Drain-Token` and as HOSTNAME on syslog drains. Not a secret.
+    pub token: String,
+    pub url: DrainUrl,
+    /// Set when an add-on made the drain; such drains can only be removed by
+    /// removing the add-on, so the operator never touches them.
+    #[serde(default)]
+    pub addon: Option<DrainAddon>,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+    /// RFC 3339, as Heroku sent it.
+    pub created_at: String,
+    /// RFC 3339, as Heroku sent it.
+    pub updated_at: String,
+}
+
+impl Drain {
+    /// True when this drain sends to `url` (credentials included).
+    pub fn targets(&self, url: &DrainUrl) -> bool {
+        self.url.same_as(url)
+    }
+}
+
+/// The add-on that made a drain.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DrainAddon {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+}
+
+/// An app reference (`{"id": ..., "name": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Heroku's error body: `{"id": "not_found", "message": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    message: String,
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// A failed Heroku call. Messages are scrubbed of credentials and written for
+/// a person reading a status condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HerokuError {
+    #[error(
+        "Heroku refused the API token (401): check the Secret named by heroku.apiTokenSecretRef"
+    )]
+    Unauthorized,
+    #[error("Heroku denied access to app {app} ({id}): {message}")]
+    Forbidden {
+        app: String,
+        id: String,
+        message: String,
+    },
+    #[error("Heroku app {app} not found, or the API token's account cannot see it")]
+    AppNotFound { app: String },
+    #[error("Heroku rate limit exhausted after {attempts} attempts{}", fmt_retry_after(.retry_after))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        attempts: u32,
+    },
+    #[error(
+        "Heroku has not yet assigned app {app} a log channel after {attempts} attempts; it usually does within a minute of the app's creation"
+    )]
+    LogChannelPending { app: String, attempts: u32 },
+    #[error("Heroku API error {status} ({id}): {message}")]
+    Api {
+        status: u16,
+        id: String,
+        message: String,
+    },
+    #[error("cannot reach the Heroku API: {0}")]
+    Transport(String),
+    #[error("unexpected response from the Heroku API: {0}")]
+    InvalidResponse(String),
+    #[error("invalid Heroku API base URL: {0}")]
+    InvalidBaseUrl(String),
+    #[error("invalid drain URL: {0}")]
+    InvalidDrainUrl(String),
+}
+
+fn fmt_retry_after(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("; Heroku asks to wait {}s", d.as_secs().max(1)),
+        None => String::new(),
+    }
+}
+
+impl HerokuError {
+    /// A fixed, low-cardinality name for metrics labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            HerokuError::Unauthorized => "unauthorized",
+            HerokuError::Forbidden { .. } => "forbidden",
+            HerokuError::AppNotFound { .. } => "app_not_found",
+            HerokuError::RateLimited { .. } => "rate_limited",
+            HerokuError::LogChannelPending { .. } => "log_channel_pending",
+            HerokuError::Api { status, .. } if *status >= 500 => "server_error",
+            HerokuError::Api { .. } => "api_error",
+            HerokuError::Transport(_) => "transport",
+            HerokuError::InvalidResponse(_) => "invalid_response",
+            HerokuError::InvalidBaseUrl(_) | HerokuError::InvalidDrainUrl(_) => "config",
+        }
+    }
+
+    /// True when the same call may succeed later without anyone changing
+    /// anything (the controller requeues sooner for these).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HerokuError::RateLimited { .. }
+            | HerokuError::LogChannelPending { .. }
+            | HerokuError::Transport(_) => true,
+            HerokuError::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// How long Heroku asked to wait, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HerokuError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/// Tunables of a [`HerokuClient`]. The defaults suit the real API; tests
+/// shorten the waits.
+#[derive(Debug, Clone)]
+pub struct HerokuOptions {
+    pub user_agent: String,
+    /// `max` in the `Range` header (Heroku allows up to 1000).
+    pub page_size: u32,
+    /// Retries after a 429, a 5xx or a transport error, per call.
+    pub max_retries: u32,
+    /// First backoff; doubles with each retry, with jitter.
+    pub backoff_base: Duration,
+    /// Upper bound of one backoff.
+    pub backoff_max: Duration,
+    /// A `Retry-After` longer than this is not waited out inside the call:
+    /// the call fails with [`HerokuError::RateLimited`] so the caller can
+    /// requeue instead of holding a reconcile for minutes.
+    pub max_retry_after: Duration,
+    /// Retries of the "log channel" 422 on create.
+    pub log_channel_retries: u32,
+    /// First wait before retrying the "log channel" 422; doubles, capped by
+    /// `backoff_max`.
+    pub log_channel_backoff: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for HerokuOptions {
+    fn default() -> Self {
+        HerokuOptions {
+            user_agent: default_user_agent(),
+            page_size: 1000,
+            max_retries: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
+            log_channel_retries: 8,
+            log_channel_backoff: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Platform API client. Cheap to clone; clones share the HTTP connection
+/// pool, the rate limiter and the request counter.
+#[derive(Debug, Clone)]
+pub struct HerokuClient {
+    http: reqwest::Client,
+    base: Url,
+    opts: Arc<HerokuOptions>,
+    limiter: RateLimiter,
+    requests: Arc<AtomicU64>,
+}
+
+/// What a create or ensure did.
+#[derive(Debug, Clone)]
+pub struct EnsuredDrain {
+    pub drain: Drain,
+    /// True when this call added the drain; false when it was already there.
+    pub created: bool,
+}
+
+impl HerokuClient {
+    /// A client with default options and the given User-Agent.
+    pub fn new(base_url: &str, user_agent: &str) -> Result<Self, HerokuError> {
+        Self::with_options(
+            base_url,
+            HerokuOptions {
+                user_agent: user_agent.to_owned(),
+                ..HerokuOptions::default()
+            },
+        )
+    }
+
+    pub fn with_options(base_url: &str, opts: HerokuOptions) -> Result<Self, HerokuError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| HerokuError::InvalidBaseUrl(format!("{}: {e}", mask_url_text(base_url))))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(HerokuError::InvalidBaseUrl(format!(
+                "{} is not an http(s) URL",
+                mask_url_text(base_url)
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_V3));
+        let http = reqwest::Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .default_headers(headers)
+            .timeout(opts.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| HerokuError::Transport(e.without_url().to_string()))?;
+        Ok(HerokuClient {
+            http,
+            base,
+            limiter: RateLimiter::new(opts.rate_limit),
+            opts: Arc::new(opts),
+            requests: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn options(&self) -> &HerokuOptions {
+        &self.opts
+    }
+
+    /// The remaining budget as this client sees it.
+    pub fn rate_limit(&self) -> RateLimitSnapshot {
+        self.limiter.snapshot()
+    }
+
+    /// HTTP requests sent so far by this client and its clones (retries
+    /// included).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every drain of `app`, following `Next-Range` until the last page.
+    pub async fn list_drains(&self, token: &ApiToken, app: &str) -> Result<Vec<Drain>, HerokuError> {
+        let url = self.url(&["apps", app, "log-drains"])?;
+        let mut range = format!("id ..; max={}", self.opts.page_size.max(1));
+        let mut drains = Vec::new();
+        // Bounds a server that keeps answering the same Next-Range.
+        for _ in 0..10_000 {
+            let resp = self
+                .send(token, Method::GET, url.clone(), Some(&range), None, true)
+                .await?;
+            let status = resp.status();
+            if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
+                return Err(self.error_from(resp, app, token, None).await);
+            }
+            let next = resp
+                .headers()
+                .get("Next-Range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let page: Vec<Drain> = parse_json(resp, token).await?;
+            drains.extend(page);
+            match next {
+                Some(next) if status == StatusCode::PARTIAL_CONTENT => {
+                    if next == range {
+                        return Err(HerokuError::InvalidResponse(
+                            "Next-Range repeats the requested range".into(),
+                        ));
+                    }
+                    range = next;
+                }
+                _ => return Ok(drains),
+            }
+        }
+        Err(HerokuError::InvalidResponse("too many pages of drains".into()))
+    }
+
+    /// Info for one drain by id, URL or token; `None` when Heroku has no such
+    /// drain (or no such app).
+    pub async fn get_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        id_or_token: &str,
+    ) -> Result<Option<Drain>, HerokuError> {
+        let url = self.url(&["apps", app, "log-drains", id_or_token])?;
+        let resp = self.send(token, Method::GET, url, None, None, true).await?;
+        match resp.status() {
+            s if s.is_success() => parse_json(resp, token).await.map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.error_from(resp, app, token, None).await),
+        }
+    }
+
+    /// Makes sure `app` has a drain to `url`: lists first and creates only
+    /// when no drain targets that URL. Costs one list (plus pages) when the
+    /// drain exists, one list and one create when it does not.
+    pub async fn ensure_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        url: &DrainUrl,
+    ) -> Result<EnsuredDrain, HerokuError> {
+        let drains = self.list_drains(token, app).await?;
+        if let Some(d) = drains.into_iter().find(|d| d.targets(url)) {
+            return Ok(EnsuredDrain {
+                drain: d,
+                created: false,
+            });
+        }
+        self.create_drain(token, app, url).await
+    }
+
+    /// Adds a drain to `url` without listing first (for callers that have
+    /// just listed). Idempotent all the same: an "already exists" 422, or a
+    /// 5xx/transport failure after which the drain turns out to exist, ends
+    /// in a lookup instead of a second drain. The "log channel" 422 of a new
+    /// app is retried with backoff.
+    pub async fn create_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        url: &DrainUrl,
+    ) -> Result<EnsuredDrain, HerokuError> {
+        let endpoint = self.url(&["apps", app, "log-drains"])?;
+        let body = serde_json::json!({ "url": url.expose_secret() });
+        let mut log_channel_attempts = 0u32;
+        let mut failures = 0u32;
+        loop {
+            let sent = self
+                .send(token, Method::POST, endpoint.clone(), None, Some(&body), false)
+                .await;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(HerokuError::Transport(msg)) => {
+                    // The create may have landed before the connection broke.
+                    if let Some(found) = self.lookup(token, app, url).await? {
+                        return Ok(EnsuredDrain { drain: found, created: true });
+                    }
+                    failures += 1;
+                    if failures > self.opts.max_retries {
+                        return Err(HerokuError::Transport(msg));
+                    }
+                    tokio::time::sleep(self.backoff(failures - 1)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let status = resp.status();
+            if status.is_success() {
+                let drain: Drain = parse_json(resp, token).await?;
+                return Ok(EnsuredDrain { drain, created: true });
+            }
+            if status.is_server_error() {
+                let err = self.error_from(resp, app, token, Some(url)).await;
+                if let Some(found) = self.lookup(token, app, url).await? {
+                    return Ok(EnsuredDrain { drain: found, created: true });
+                }
+                failures += 1;
+                if failures > self.opts.max_retries {
+                    return Err(err);
+                }
+                tokio::time::sleep(self.backoff(failures - 1)).await;
+                continue;
+            }
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                let err = self.error_from(resp, app, token, Some(url)).await;
+                if is_log_channel_pending(&err) {
+                    log_channel_attempts += 1;
+                    if log_channel_attempts > self.opts.log_channel_retries {
+                        return Err(HerokuError::LogChannelPending {
+                            app: app.to_owned(),
+                            attempts: log_channel_attempts,
+                        });
+                    }
+                    let wait = exp_backoff(
+                        self.opts.log_channel_backoff,
+                        self.opts.backoff_max,
+                        log_channel_attempts - 1,
+                    );
+                    tracing::debug!(app, ?wait, "Heroku log channel not assigned yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                // Most likely "already exists" (a concurrent create or an
+                // earlier attempt whose answer was lost): look it up.
+                if let Some(found) = self.lookup(token, app, url).await? {
+                    return Ok(EnsuredDrain { drain: found, created: false });
+                }
+                return Err(err);
+            }
+            return Err(self.error_from(resp, app, token, Some(url)).await);
+        }
+    }
+
+    /// Removes a drain by id (or URL or token). Returns false when it was
+    /// already gone (404), which counts as success.
+    pub async fn delete_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        drain_id: &str,
+    ) -> Result<bool, HerokuError> {
+        let url = self.url(&["apps", app, "log-drains", drain_id])?;
+        let resp = self.send(token, Method::DELETE, url, None, None, true).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.error_from(resp, app, token, None).await),
+        }
+    }
+
+    async fn lookup(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        url: &DrainUrl,
+    ) -> Result<Option<Drain>, HerokuError> {
+        let drains = self.list_drains(token, app).await?;
+        Ok(drains.into_iter().find(|d| d.targets(url)))
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, HerokuError> {
+        let mut url = self.base.clone();
+        {
+            let mut segs = url
+                .path_segments_mut()
+                .map_err(|()| HerokuError::InvalidBaseUrl("cannot take a path".into()))?;
+            segs.pop_if_empty();
+            segs.extend(segments);
+        }
+        Ok(url)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        exp_backoff(self.opts.backoff_base, self.opts.backoff_max, attempt)
+    }
+
+    /// Sends one request through the rate limiter. A 429 is retried (after
+    /// `Retry-After` or a backoff) up to `max_retries` times; 5xx answers and
+    /// transport errors too when `idempotent`. Any other answer, and the last
+    /// 5xx, is returned for the caller to interpret.
+    async fn send(
+        &self,
+        token: &ApiToken,
+        method: Method,
+        url: Url,
+        range: Option<&str>,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<reqwest::Response, HerokuError> {
+        let mut attempt = 0u32;
+        loop {
+            self.limiter.acquire().await;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, bearer(token)?);
+            if let Some(r) = range {
+                req = req.header("Range", r);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = req.send().await;
+            let resp = match result {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let msg = scrub(&e.without_url().to_string(), &[token.expose_secret()]);
+                    if idempotent && attempt < self.opts.max_retries {
+                        tracing::debug!(%method, path = url.path(), error = %msg, "Heroku request failed; retrying");
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(HerokuError::Transport(msg));
+                }
+            };
+            let status = resp.status();
+            tracing::debug!(%method, path = url.path(), status = status.as_u16(), "Heroku request");
+            if let Some(remaining) = header_u32(resp.headers(), "RateLimit-Remaining") {
+                self.limiter.observe_remaining(remaining);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let asked = retry_after(resp.headers());
+                let pause = asked.unwrap_or_else(|| self.backoff(attempt));
+                self.limiter.observe_throttled(pause);
+                if attempt >= self.opts.max_retries || pause > self.opts.max_retry_after {
+                    return Err(HerokuError::RateLimited {
+                        retry_after: Some(pause),
+                        attempts: attempt + 1,
+                    });
+                }
+                tracing::debug!(%method, path = url.path(), ?pause, "Heroku rate limit hit; backing off");
+                // The limiter's pause makes the next acquire() wait it out.
+                attempt += 1;
+                continue;
+            }
+            if status.is_server_error() && idempotent && attempt < self.opts.max_retries {
+                tracing::debug!(%method, path = url.path(), status = status.as_u16(), "Heroku server error; retrying");
+                tokio::time::sleep(self.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Turns an unsuccessful answer into an error, scrubbing the token and
+    /// the drain URL's password from whatever Heroku wrote.
+    async fn error_from(
+        &self,
+        resp: reqwest::Response,
+        app: &str,
+        token: &ApiToken,
+        url: Option<&DrainUrl>,
+    ) -> HerokuError {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+        let password = url.and_then(DrainUrl::password);
+        let mut secrets = vec![token.expose_secret()];
+        if let Some(p) = password.as_deref() {
+            secrets.push(p);
+        }
+        let message = if body.message.is_empty() {
+            status.canonical_reason().unwrap_or("no message").to_owned()
+        } else {
+            scrub(&body.message, &secrets)
+        };
+        let id = scrub(&body.id, &secrets);
+        match status {
+            StatusCode::UNAUTHORIZED => HerokuError::Unauthorized,
+            StatusCode::FORBIDDEN => HerokuError::Forbidden {
+                app: app.to_owned(),
+                id,
+                message,
+            },
+            StatusCode::NOT_FOUND => HerokuError::AppNotFound { app: app.to_owned() },
+            _ => HerokuError::Api {
+                status: status.as_u16(),
+                id,
+                message,
+            },
+        }
+    }
+}
+
+fn is_log_channel_pending(err: &HerokuError) -> bool {
+    matches!(err, HerokuError::Api { status: 422, message, .. } if message.contains("log channel"))
+}
+
+fn bearer(token: &ApiToken) -> Result<HeaderValue, HerokuError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| HerokuError::Unauthorized)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+async fn parse_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    token: &ApiToken,
+) -> Result<T, HerokuError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| HerokuError::Transport(scrub(&e.without_url().to_string(), &[token.expose_secret()])))?;
+    // serde_json's message names a position and an expectation, never the
+    // input, so it cannot leak a drain URL.
+    serde_json::from_slice(&bytes).map_err(|e| HerokuError::InvalidResponse(e.to_string()))
+}
+
+fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `Retry-After` in seconds; the HTTP-date form is not used by Heroku.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `base * 2^attempt`, capped, with jitter in its upper half so that many
+/// reconciles backing off together spread out.
+fn exp_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let full = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    if full.is_zero() {
+        return full;
+    }
+    let half = full / 2;
+    let jitter = rand::rng().random_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
+    half + Duration::from_micros(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PW: &str = "s3cr3t-Pa55word";
+
+    fn url() -> DrainUrl {
+        DrainUrl::new(format!("https://drainpipe:{PW}@logs.example.com/logplex/my-app"))
+    }
+
+    #[test]
+    fn drain_url_debug_and_display_mask_the_password() {
+        let u = url();
+        assert_eq!(u.to_string(), "https://drainpipe:****@logs.example.com/logplex/my-app");
+        let dbg = format!("{u:?}");
+        assert!(!dbg.contains(PW), "{dbg}");
+        assert!(dbg.contains("drainpipe:****@logs.example.com"), "{dbg}");
+        assert_eq!(u.expose_secret(), format!("https://drainpipe:{PW}@logs.example.com/logplex/my-app"));
+    }
+
+    #[test]
+    fn drain_url_masks_token_query_values() {
+        let u = DrainUrl::new(format!("https://logs.example.com/logplex/app?token={PW}&x=1#frag"));
+        assert_eq!(u.masked(), "https://logs.example.com/logplex/app?token=****&x=1#frag");
+    }
+
+    #[test]
+    fn for_app_builds_the_design_url() {
+        let u = DrainUrl::for_app("https://logs.example.com/base/", "my-app", "drainpipe", PW).unwrap();
+        assert_eq!(
+            u.expose_secret(),
+            format!("https://drainpipe:{PW}@logs.example.com/base/logplex/my-app")
+        );
+        assert_eq!(u.without_credentials(), "https://logs.example.com/base/logplex/my-app");
+        let e = DrainUrl::for_app("https://u:p@host/", "a", "drainpipe", PW).unwrap_err();
+        assert!(!e.to_string().contains(":p@"), "{e}");
+        assert!(DrainUrl::for_app("ftp://host/", "a", "drainpipe", PW).is_err());
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_round_trip() {
+        let u = DrainUrl::for_app("https://h", "a", "drainpipe", "p@ss:w/rd").unwrap();
+        assert!(!u.to_string().contains("p@ss"), "{u}");
+        assert_eq!(Url::parse(u.expose_secret()).unwrap().password(), Some("p%40ss%3Aw%2Frd"));
+    }
+
+    #[test]
+    fn same_as_normalises_but_keeps_credentials() {
+        let a = DrainUrl::new(format!("HTTPS://drainpipe:{PW}@Logs.Example.com:443/logplex/my-app"));
+        assert!(a.same_as(&url()));
+        let other_pw = DrainUrl::new("https://drainpipe:other@logs.example.com/logplex/my-app");
+        assert!(!other_pw.same_as(&url()));
+        assert_eq!(other_pw.without_credentials(), url().without_credentials());
+    }
+
+    #[test]
+    fn mask_url_text_finds_urls_inside_prose() {
+        let text = format!(
+            "Url https://drainpipe:{PW}@h.example/logplex/a is invalid; see 'syslog+tls://x:{PW}@h:6514' and http://plain/"
+        );
+        let masked = mask_url_text(&text);
+        assert!(!masked.contains(PW), "{masked}");
+        assert!(masked.contains("https://drainpipe:****@h.example/logplex/a is invalid"), "{masked}");
+        assert!(masked.contains("syslog+tls://x:****@h:6514'"), "{masked}");
+        assert!(masked.ends_with("http://plain/"), "{masked}");
+    }
+
+    #[test]
+    fn api_token_is_never_printed_and_is_trimmed() {
+        let t = ApiToken::new("HRKU-abcdef0123456789\n");
+        assert_eq!(t.expose_secret(), "HRKU-abcdef0123456789");
+        assert!(!format!("{t:?}").contains("abcdef"));
+        assert!(!t.to_string().contains("abcdef"));
+    }
+
+    #[test]
+    fn scrub_removes_token_and_password_from_heroku_messages() {
+        let msg = format!("Url https://drainpipe:{PW}@h/logplex/a is taken; token HRKU-abcdef0123456789 and {PW}");
+        let s = scrub(&msg, &["HRKU-abcdef0123456789", PW]);
+        assert!(!s.contains(PW) && !s.contains("HRKU-abcdef"), "{s}");
+    }
+
+    #[test]
+    fn error_messages_are_actionable_and_labelled() {
+        let e = HerokuError::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+            attempts: 6,
+        };
+        assert_eq!(e.to_string(), "Heroku rate limit exhausted after 6 attempts; Heroku asks to wait 30s");
+        assert_eq!(e.metric_label(), "rate_limited");
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+        assert!(HerokuError::Unauthorized.to_string().contains("apiTokenSecretRef"));
+        assert!(!HerokuError::Unauthorized.is_transient());
+        let five = HerokuError::Api {
+            status: 503,
+            id: "unavailable".into(),
+            message: "down".into(),
+        };
+        assert_eq!(five.metric_label(), "server_error");
+        assert!(five.is_transient());
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 0..20 {
+            let d = exp_backoff(base, max, attempt);
+            let full = base.saturating_mul(1 << attempt.min(16)).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn drains_parse_from_the_schema_example() {
+        let json = r#"[{
+            "addon": null,
+            "app": {"id": "01234567-89ab-cdef-0123-456789abcdef", "name": "example"},
+            "created_at": "2012-01-01T12:00:00Z",
+            "id": "01234567-89ab-cdef-0123-456789abcdef",
+            "token": "d.01234567-89ab-cdef-0123-456789abcdef",
+            "updated_at": "2012-01-01T12:00:00Z",
+            "url": "https://example.com/drain"
+        }, {
+            "addon": {"id": "01234567-89ab-cdef-0123-456789abcdef", "name": "singing-swiftly-1242",
+                      "app": {"id": "01234567-89ab-cdef-0123-456789abcdef", "name": "example"}},
+            "created_at": "2012-01-01T12:00:00Z",
+            "id": "11234567-89ab-cdef-0123-456789abcdef",
+            "token": "d.11234567-89ab-cdef-0123-456789abcdef",
+            "updated_at": "2012-01-01T12:00:00Z",
+            "url": "syslog://logs.papertrailapp.com:1234"
+        }]"#;
+        let drains: Vec<Drain> = serde_json::from_str(json).unwrap();
+        assert_eq!(drains.len(), 2);
+        assert!(drains[0].addon.is_none());
+        assert_eq!(drains[1].addon.as_ref().unwrap().name, "singing-swiftly-1242");
+        assert_eq!(drains[0].app.as_ref().unwrap().name, "example");
+    }
+}
