@@ -1,1 +1,5 @@
 //! drainpipe operator library.
+
+pub mod glue;
+pub mod heroku;
+pub mod ratelimit;
