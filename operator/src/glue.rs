@@ -157,7 +157,10 @@ impl TableSpec {
             ("typeOfData", "file".into()),
             ("projection.enabled", "true".into()),
             ("projection.app.type", "enum".into()),
-            (APP_VALUES, join_values(self.apps.iter().map(String::as_str))),
+            (
+                APP_VALUES,
+                join_values(self.apps.iter().map(String::as_str)),
+            ),
             ("projection.year.type", "integer".into()),
             ("projection.year.range", format!("{y0},{y1}")),
             ("projection.month.type", "integer".into()),
@@ -202,8 +205,13 @@ pub enum GlueError {
     #[error("Glue table {table} does not exist (set catalog.glue.manageTable to create it)")]
     TableNotFound { table: TableRef },
     #[error("Glue denied {operation}: {message} (check the operator's IAM permissions)")]
-    AccessDenied { operation: &'static str, message: String },
-    #[error("Glue table {table} kept changing under {operation}: gave up after {attempts} attempts")]
+    AccessDenied {
+        operation: &'static str,
+        message: String,
+    },
+    #[error(
+        "Glue table {table} kept changing under {operation}: gave up after {attempts} attempts"
+    )]
     Conflict {
         table: TableRef,
         operation: &'static str,
@@ -211,7 +219,9 @@ pub enum GlueError {
     },
     #[error("Glue table {table} cannot be managed: {reason}")]
     InvalidTable { table: TableRef, reason: String },
-    #[error("projection.app.values of {table} would be {len} bytes, over Glue's limit of {PARAMETER_VALUE_LIMIT}")]
+    #[error(
+        "projection.app.values of {table} would be {len} bytes, over Glue's limit of {PARAMETER_VALUE_LIMIT}"
+    )]
     TooManyApps { table: TableRef, len: usize },
     #[error("Glue {operation} failed: {code}: {message}")]
     Service {
@@ -220,7 +230,10 @@ pub enum GlueError {
         message: String,
     },
     #[error("cannot reach Glue for {operation}: {message}")]
-    Transport { operation: &'static str, message: String },
+    Transport {
+        operation: &'static str,
+        message: String,
+    },
     #[error("cannot build a Glue request: {0}")]
     Build(String),
 }
@@ -413,7 +426,13 @@ impl Catalog {
             .description("Heroku log archives (drainpipe)")
             .build()
             .map_err(build_error)?;
-        match self.client.create_database().database_input(input).send().await {
+        match self
+            .client
+            .create_database()
+            .database_input(input)
+            .send()
+            .await
+        {
             Ok(_) => {
                 tracing::info!(database, "created Glue database");
                 Ok(true)
@@ -428,7 +447,11 @@ impl Catalog {
     /// Makes `projection.app.values` a superset of `apps`: adds what is
     /// missing, keeps everything already there (in its order), never removes.
     /// No write when nothing is missing.
-    pub async fn ensure_apps(&self, t: &TableRef, apps: &BTreeSet<String>) -> Result<AppsUpdate, GlueError> {
+    pub async fn ensure_apps(
+        &self,
+        t: &TableRef,
+        apps: &BTreeSet<String>,
+    ) -> Result<AppsUpdate, GlueError> {
         let lock = self.table_lock(t);
         let _held = lock.lock().await;
         let mut added: BTreeSet<String> = BTreeSet::new();
@@ -443,7 +466,10 @@ impl Catalog {
                 .unwrap_or("");
             let current = parse_values(current_text);
             let present: BTreeSet<&str> = current.iter().map(String::as_str).collect();
-            let missing: Vec<&String> = apps.iter().filter(|a| !present.contains(a.as_str())).collect();
+            let missing: Vec<&String> = apps
+                .iter()
+                .filter(|a| !present.contains(a.as_str()))
+                .collect();
             if missing.is_empty() {
                 let values_len = current_text.len();
                 return Ok(AppsUpdate {
@@ -492,7 +518,9 @@ impl Catalog {
                     // Loop: re-read to confirm (and to count) before returning.
                 }
                 Err(e) => match failure(e) {
-                    Failure::Code { code, message } if code == "ConcurrentModificationException" => {
+                    Failure::Code { code, message }
+                        if code == "ConcurrentModificationException" =>
+                    {
                         tracing::debug!(table = %t, %message, "Glue table changed concurrently; retrying");
                         tokio::time::sleep(backoff(self.retry, attempts - 1)).await;
                     }
@@ -625,7 +653,9 @@ mod tests {
 
     #[test]
     fn columns_follow_the_record_schema() {
-        let input = TableSpec::new("bucket", "logs/").table_input("logs").unwrap();
+        let input = TableSpec::new("bucket", "logs/")
+            .table_input("logs")
+            .unwrap();
         let sd = input.storage_descriptor().unwrap();
         assert_eq!(sd.columns().len(), FIELDS.len());
         for (c, f) in sd.columns().iter().zip(FIELDS) {
@@ -635,14 +665,26 @@ mod tests {
         }
         let kv = sd.columns().iter().find(|c| c.name() == "kv").unwrap();
         assert_eq!(kv.r#type(), Some("map<string,string>"));
-        assert_eq!(sd.serde_info().unwrap().serialization_library(), Some(SERDE_LIBRARY));
+        assert_eq!(
+            sd.serde_info().unwrap().serialization_library(),
+            Some(SERDE_LIBRARY)
+        );
         assert_eq!(sd.input_format(), Some(INPUT_FORMAT));
         assert_eq!(sd.output_format(), Some(OUTPUT_FORMAT));
         assert_eq!(input.table_type(), Some("EXTERNAL_TABLE"));
-        let keys: Vec<_> = input.partition_keys().iter().map(|c| (c.name(), c.r#type())).collect();
+        let keys: Vec<_> = input
+            .partition_keys()
+            .iter()
+            .map(|c| (c.name(), c.r#type()))
+            .collect();
         assert_eq!(
             keys,
-            [("app", Some("string")), ("year", Some("string")), ("month", Some("string")), ("day", Some("string"))]
+            [
+                ("app", Some("string")),
+                ("year", Some("string")),
+                ("month", Some("string")),
+                ("day", Some("string"))
+            ]
         );
     }
 
@@ -665,7 +707,10 @@ mod tests {
         );
         assert_eq!(p["classification"], "json");
         assert_eq!(p["compressionType"], "gzip");
-        assert_eq!(input.storage_descriptor().unwrap().location(), Some("s3://archive-bucket/logs/"));
+        assert_eq!(
+            input.storage_descriptor().unwrap().location(),
+            Some("s3://archive-bucket/logs/")
+        );
     }
 
     #[test]
@@ -734,11 +779,13 @@ mod tests {
         };
         assert_eq!(e.metric_label(), "table_not_found");
         assert!(e.to_string().contains("db.t") && e.to_string().contains("manageTable"));
-        assert!(GlueError::Conflict {
-            table: TableRef::new("db", "t"),
-            operation: "UpdateTable",
-            attempts: 3
-        }
-        .is_transient());
+        assert!(
+            GlueError::Conflict {
+                table: TableRef::new("db", "t"),
+                operation: "UpdateTable",
+                attempts: 3
+            }
+            .is_transient()
+        );
     }
 }

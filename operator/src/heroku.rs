@@ -121,17 +121,24 @@ impl DrainUrl {
         url.set_fragment(None);
         {
             let mut segs = url.path_segments_mut().map_err(|()| {
-                HerokuError::InvalidDrainUrl(format!("endpoint {} cannot take a path", mask_url_text(endpoint)))
+                HerokuError::InvalidDrainUrl(format!(
+                    "endpoint {} cannot take a path",
+                    mask_url_text(endpoint)
+                ))
             })?;
             segs.pop_if_empty();
             segs.push("logplex");
             segs.push(app);
         }
         let bad = |what: &str| {
-            HerokuError::InvalidDrainUrl(format!("endpoint {} cannot take a {what}", mask_url_text(endpoint)))
+            HerokuError::InvalidDrainUrl(format!(
+                "endpoint {} cannot take a {what}",
+                mask_url_text(endpoint)
+            ))
         };
         url.set_username(username).map_err(|()| bad("username"))?;
-        url.set_password(Some(password)).map_err(|()| bad("password"))?;
+        url.set_password(Some(password))
+            .map_err(|()| bad("password"))?;
         Ok(DrainUrl(url.into()))
     }
 
@@ -514,8 +521,9 @@ impl HerokuClient {
     }
 
     pub fn with_options(base_url: &str, opts: HerokuOptions) -> Result<Self, HerokuError> {
-        let base = Url::parse(base_url)
-            .map_err(|e| HerokuError::InvalidBaseUrl(format!("{}: {e}", mask_url_text(base_url))))?;
+        let base = Url::parse(base_url).map_err(|e| {
+            HerokuError::InvalidBaseUrl(format!("{}: {e}", mask_url_text(base_url)))
+        })?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(HerokuError::InvalidBaseUrl(format!(
                 "{} is not an http(s) URL",
@@ -556,7 +564,11 @@ impl HerokuClient {
     }
 
     /// Every drain of `app`, following `Next-Range` until the last page.
-    pub async fn list_drains(&self, token: &ApiToken, app: &str) -> Result<Vec<Drain>, HerokuError> {
+    pub async fn list_drains(
+        &self,
+        token: &ApiToken,
+        app: &str,
+    ) -> Result<Vec<Drain>, HerokuError> {
         let url = self.url(&["apps", app, "log-drains"])?;
         let mut range = format!("id ..; max={}", self.opts.page_size.max(1));
         let mut drains = Vec::new();
@@ -588,7 +600,9 @@ impl HerokuClient {
                 _ => return Ok(drains),
             }
         }
-        Err(HerokuError::InvalidResponse("too many pages of drains".into()))
+        Err(HerokuError::InvalidResponse(
+            "too many pages of drains".into(),
+        ))
     }
 
     /// Info for one drain by id, URL or token; `None` when Heroku has no such
@@ -644,14 +658,24 @@ impl HerokuClient {
         let mut failures = 0u32;
         loop {
             let sent = self
-                .send(token, Method::POST, endpoint.clone(), None, Some(&body), false)
+                .send(
+                    token,
+                    Method::POST,
+                    endpoint.clone(),
+                    None,
+                    Some(&body),
+                    false,
+                )
                 .await;
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(HerokuError::Transport(msg)) => {
                     // The create may have landed before the connection broke.
                     if let Some(found) = self.lookup(token, app, url).await? {
-                        return Ok(EnsuredDrain { drain: found, created: true });
+                        return Ok(EnsuredDrain {
+                            drain: found,
+                            created: true,
+                        });
                     }
                     failures += 1;
                     if failures > self.opts.max_retries {
@@ -665,12 +689,18 @@ impl HerokuClient {
             let status = resp.status();
             if status.is_success() {
                 let drain: Drain = parse_json(resp, token).await?;
-                return Ok(EnsuredDrain { drain, created: true });
+                return Ok(EnsuredDrain {
+                    drain,
+                    created: true,
+                });
             }
             if status.is_server_error() {
                 let err = self.error_from(resp, app, token, Some(url)).await;
                 if let Some(found) = self.lookup(token, app, url).await? {
-                    return Ok(EnsuredDrain { drain: found, created: true });
+                    return Ok(EnsuredDrain {
+                        drain: found,
+                        created: true,
+                    });
                 }
                 failures += 1;
                 if failures > self.opts.max_retries {
@@ -699,9 +729,13 @@ impl HerokuClient {
                     continue;
                 }
                 // Most likely "already exists" (a concurrent create or an
-                // earlier attempt whose answer was lost): look it up.
-                if let Some(found) = self.lookup(token, app, url).await? {
-                    return Ok(EnsuredDrain { drain: found, created: false });
+                // earlier attempt whose answer was lost): look it up. When
+                // the lookup fails too, the create's own error says more.
+                if let Ok(Some(found)) = self.lookup(token, app, url).await {
+                    return Ok(EnsuredDrain {
+                        drain: found,
+                        created: false,
+                    });
                 }
                 return Err(err);
             }
@@ -718,7 +752,9 @@ impl HerokuClient {
         drain_id: &str,
     ) -> Result<bool, HerokuError> {
         let url = self.url(&["apps", app, "log-drains", drain_id])?;
-        let resp = self.send(token, Method::DELETE, url, None, None, true).await?;
+        let resp = self
+            .send(token, Method::DELETE, url, None, None, true)
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -853,7 +889,9 @@ impl HerokuClient {
                 id,
                 message,
             },
-            StatusCode::NOT_FOUND => HerokuError::AppNotFound { app: app.to_owned() },
+            StatusCode::NOT_FOUND => HerokuError::AppNotFound {
+                app: app.to_owned(),
+            },
             _ => HerokuError::Api {
                 status: status.as_u16(),
                 id,
@@ -878,10 +916,12 @@ async fn parse_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     token: &ApiToken,
 ) -> Result<T, HerokuError> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| HerokuError::Transport(scrub(&e.without_url().to_string(), &[token.expose_secret()])))?;
+    let bytes = resp.bytes().await.map_err(|e| {
+        HerokuError::Transport(scrub(
+            &e.without_url().to_string(),
+            &[token.expose_secret()],
+        ))
+    })?;
     // serde_json's message names a position and an expectation, never the
     // input, so it cannot leak a drain URL.
     serde_json::from_slice(&bytes).map_err(|e| HerokuError::InvalidResponse(e.to_string()))
@@ -893,7 +933,13 @@ fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
 
 /// `Retry-After` in seconds; the HTTP-date form is not used by Heroku.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
@@ -916,33 +962,50 @@ mod tests {
     const PW: &str = "s3cr3t-Pa55word";
 
     fn url() -> DrainUrl {
-        DrainUrl::new(format!("https://drainpipe:{PW}@logs.example.com/logplex/my-app"))
+        DrainUrl::new(format!(
+            "https://drainpipe:{PW}@logs.example.com/logplex/my-app"
+        ))
     }
 
     #[test]
     fn drain_url_debug_and_display_mask_the_password() {
         let u = url();
-        assert_eq!(u.to_string(), "https://drainpipe:****@logs.example.com/logplex/my-app");
+        assert_eq!(
+            u.to_string(),
+            "https://drainpipe:****@logs.example.com/logplex/my-app"
+        );
         let dbg = format!("{u:?}");
         assert!(!dbg.contains(PW), "{dbg}");
         assert!(dbg.contains("drainpipe:****@logs.example.com"), "{dbg}");
-        assert_eq!(u.expose_secret(), format!("https://drainpipe:{PW}@logs.example.com/logplex/my-app"));
+        assert_eq!(
+            u.expose_secret(),
+            format!("https://drainpipe:{PW}@logs.example.com/logplex/my-app")
+        );
     }
 
     #[test]
     fn drain_url_masks_token_query_values() {
-        let u = DrainUrl::new(format!("https://logs.example.com/logplex/app?token={PW}&x=1#frag"));
-        assert_eq!(u.masked(), "https://logs.example.com/logplex/app?token=****&x=1#frag");
+        let u = DrainUrl::new(format!(
+            "https://logs.example.com/logplex/app?token={PW}&x=1#frag"
+        ));
+        assert_eq!(
+            u.masked(),
+            "https://logs.example.com/logplex/app?token=****&x=1#frag"
+        );
     }
 
     #[test]
     fn for_app_builds_the_design_url() {
-        let u = DrainUrl::for_app("https://logs.example.com/base/", "my-app", "drainpipe", PW).unwrap();
+        let u =
+            DrainUrl::for_app("https://logs.example.com/base/", "my-app", "drainpipe", PW).unwrap();
         assert_eq!(
             u.expose_secret(),
             format!("https://drainpipe:{PW}@logs.example.com/base/logplex/my-app")
         );
-        assert_eq!(u.without_credentials(), "https://logs.example.com/base/logplex/my-app");
+        assert_eq!(
+            u.without_credentials(),
+            "https://logs.example.com/base/logplex/my-app"
+        );
         let e = DrainUrl::for_app("https://u:p@host/", "a", "drainpipe", PW).unwrap_err();
         assert!(!e.to_string().contains(":p@"), "{e}");
         assert!(DrainUrl::for_app("ftp://host/", "a", "drainpipe", PW).is_err());
@@ -952,12 +1015,17 @@ mod tests {
     fn passwords_with_reserved_characters_round_trip() {
         let u = DrainUrl::for_app("https://h", "a", "drainpipe", "p@ss:w/rd").unwrap();
         assert!(!u.to_string().contains("p@ss"), "{u}");
-        assert_eq!(Url::parse(u.expose_secret()).unwrap().password(), Some("p%40ss%3Aw%2Frd"));
+        assert_eq!(
+            Url::parse(u.expose_secret()).unwrap().password(),
+            Some("p%40ss%3Aw%2Frd")
+        );
     }
 
     #[test]
     fn same_as_normalises_but_keeps_credentials() {
-        let a = DrainUrl::new(format!("HTTPS://drainpipe:{PW}@Logs.Example.com:443/logplex/my-app"));
+        let a = DrainUrl::new(format!(
+            "HTTPS://drainpipe:{PW}@Logs.Example.com:443/logplex/my-app"
+        ));
         assert!(a.same_as(&url()));
         let other_pw = DrainUrl::new("https://drainpipe:other@logs.example.com/logplex/my-app");
         assert!(!other_pw.same_as(&url()));
@@ -971,7 +1039,10 @@ mod tests {
         );
         let masked = mask_url_text(&text);
         assert!(!masked.contains(PW), "{masked}");
-        assert!(masked.contains("https://drainpipe:****@h.example/logplex/a is invalid"), "{masked}");
+        assert!(
+            masked.contains("https://drainpipe:****@h.example/logplex/a is invalid"),
+            "{masked}"
+        );
         assert!(masked.contains("syslog+tls://x:****@h:6514'"), "{masked}");
         assert!(masked.ends_with("http://plain/"), "{masked}");
     }
@@ -986,7 +1057,9 @@ mod tests {
 
     #[test]
     fn scrub_removes_token_and_password_from_heroku_messages() {
-        let msg = format!("Url https://drainpipe:{PW}@h/logplex/a is taken; token HRKU-abcdef0123456789 and {PW}");
+        let msg = format!(
+            "Url https://drainpipe:{PW}@h/logplex/a is taken; token HRKU-abcdef0123456789 and {PW}"
+        );
         let s = scrub(&msg, &["HRKU-abcdef0123456789", PW]);
         assert!(!s.contains(PW) && !s.contains("HRKU-abcdef"), "{s}");
     }
@@ -997,11 +1070,18 @@ mod tests {
             retry_after: Some(Duration::from_secs(30)),
             attempts: 6,
         };
-        assert_eq!(e.to_string(), "Heroku rate limit exhausted after 6 attempts; Heroku asks to wait 30s");
+        assert_eq!(
+            e.to_string(),
+            "Heroku rate limit exhausted after 6 attempts; Heroku asks to wait 30s"
+        );
         assert_eq!(e.metric_label(), "rate_limited");
         assert!(e.is_transient());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
-        assert!(HerokuError::Unauthorized.to_string().contains("apiTokenSecretRef"));
+        assert!(
+            HerokuError::Unauthorized
+                .to_string()
+                .contains("apiTokenSecretRef")
+        );
         assert!(!HerokuError::Unauthorized.is_transient());
         let five = HerokuError::Api {
             status: 503,
@@ -1045,7 +1125,10 @@ mod tests {
         let drains: Vec<Drain> = serde_json::from_str(json).unwrap();
         assert_eq!(drains.len(), 2);
         assert!(drains[0].addon.is_none());
-        assert_eq!(drains[1].addon.as_ref().unwrap().name, "singing-swiftly-1242");
+        assert_eq!(
+            drains[1].addon.as_ref().unwrap().name,
+            "singing-swiftly-1242"
+        );
         assert_eq!(drains[0].app.as_ref().unwrap().name, "example");
     }
 }

@@ -84,7 +84,8 @@ impl RateLimiter {
 
     fn refill(&self, s: &mut State, now: Instant) {
         let elapsed = now.saturating_duration_since(s.last_refill).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * self.refill_per_sec()).min(f64::from(self.config.capacity));
+        s.tokens =
+            (s.tokens + elapsed * self.refill_per_sec()).min(f64::from(self.config.capacity));
         s.last_refill = now;
     }
 
@@ -175,7 +176,10 @@ mod tests {
         assert_eq!(rl.try_acquire(now), Duration::ZERO);
         let wait = rl.try_acquire(now);
         // One token a second: the third request waits about a second.
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! Shared helpers for drainpipe end-to-end tests.
 
 pub mod env;
+pub mod heroku_fake;

@@ -1,0 +1,769 @@
+//! An in-process fake of the Heroku Platform API's log-drain endpoints.
+//!
+//! Heroku has no public test server, so the operator's tests talk to this one.
+//! It follows `shared/heroku/platform-api-log-drains.schema.json` and the
+//! behaviours the operator must cope with:
+//!
+//! - `Accept: application/vnd.heroku+json; version=3` required (400 without);
+//! - bearer auth: 401 `{"id":"unauthorized",...}` for a wrong token;
+//! - unknown app: 404 `not_found`; duplicate drain URL: 422 `invalid_params`;
+//! - the first create for a new app: 422 "App hasn't yet been assigned a log
+//!   channel. Please try again momentarily." (once per app);
+//! - a request budget with `RateLimit-Remaining` on every response and 429
+//!   when spent, refilled continuously (4,500/hour by default) or by hand;
+//! - `Range: id ..; max=N` pagination: 206 with `Next-Range` while more remain;
+//! - injected failures (`fail_next`) and latency for backoff tests.
+//!
+//! Apps are addressed by name or id, drains by id, URL or token, as in the
+//! schema's `identity` and `query_identity`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// The 422 message Heroku sends while a new app has no log channel yet.
+pub const LOG_CHANNEL_MESSAGE: &str =
+    "App hasn't yet been assigned a log channel. Please try again momentarily.";
+
+/// How the fake behaves. `Default` is Heroku-like; tests shrink it.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// The bearer token accepted (replaceable with `set_token`).
+    pub token: String,
+    /// Largest page served, whatever `max` the client asks for.
+    pub page_size: usize,
+    /// Request budget: tokens in a full bucket (and at start).
+    pub budget: u32,
+    /// Tokens added back per hour (Heroku: 4,500). 0 = only by hand.
+    pub refill_per_hour: u32,
+    /// Answer the first create of each app with the "log channel" 422.
+    pub log_channel_pending: bool,
+    /// `Retry-After` seconds sent with a 429 (Heroku sends none).
+    pub retry_after: Option<u64>,
+    /// Delay before every answer.
+    pub latency: Duration,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            token: "fake-heroku-api-token".into(),
+            page_size: 1000,
+            budget: 4500,
+            refill_per_hour: 4500,
+            log_channel_pending: true,
+            retry_after: None,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// A drain as the fake stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeDrain {
+    pub id: String,
+    pub token: String,
+    pub url: String,
+    /// Name of the add-on that made it, if one did.
+    pub addon: Option<String>,
+    /// Id of that add-on.
+    pub addon_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub status: u16,
+    pub user_agent: Option<String>,
+    pub range: Option<String>,
+}
+
+/// Requests by kind, for "how many calls did that cost" assertions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub list: u64,
+    pub info: u64,
+    pub create: u64,
+    pub delete: u64,
+    /// Answered 429 because the budget was spent (injected ones excluded).
+    pub throttled: u64,
+    /// Answered with a `fail_next` status.
+    pub injected: u64,
+    /// Every request, whatever the answer.
+    pub total: u64,
+}
+
+#[derive(Debug)]
+struct FakeApp {
+    id: String,
+    log_channel_ready: bool,
+    drains: Vec<FakeDrain>,
+}
+
+#[derive(Debug)]
+struct State {
+    opts: FakeOptions,
+    apps: BTreeMap<String, FakeApp>,
+    tokens: f64,
+    last_refill: Instant,
+    fail_next: VecDeque<u16>,
+    counts: RequestCounts,
+    requests: Vec<RecordedRequest>,
+}
+
+impl State {
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let secs = now
+            .saturating_duration_since(self.last_refill)
+            .as_secs_f64();
+        self.last_refill = now;
+        self.tokens = (self.tokens + secs * f64::from(self.opts.refill_per_hour) / 3600.0)
+            .min(f64::from(self.opts.budget));
+    }
+
+    fn remaining(&self) -> u32 {
+        self.tokens.max(0.0).floor() as u32
+    }
+
+    fn app_key(&self, ident: &str) -> Option<String> {
+        if self.apps.contains_key(ident) {
+            return Some(ident.to_owned());
+        }
+        self.apps
+            .iter()
+            .find(|(_, a)| a.id == ident)
+            .map(|(name, _)| name.clone())
+    }
+}
+
+/// A running fake. Stops when dropped.
+pub struct FakeHeroku {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeHeroku {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeHeroku {
+    /// Binds a loopback port and serves until dropped.
+    pub async fn start(opts: FakeOptions) -> FakeHeroku {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port for the fake Heroku API");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the fake Heroku API");
+        let state = Arc::new(Mutex::new(State {
+            tokens: f64::from(opts.budget),
+            opts,
+            apps: BTreeMap::new(),
+            last_refill: Instant::now(),
+            fail_next: VecDeque::new(),
+            counts: RequestCounts::default(),
+            requests: Vec::new(),
+        }));
+        let shared = state.clone();
+        let app = Router::new().fallback(move |req: Request<Body>| {
+            let state = shared.clone();
+            async move { handle(state, req).await }
+        });
+        let task = tokio::spawn(async move {
+            // Serving ends only when the task is aborted on drop.
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeHeroku { addr, state, task }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash), the client's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The token currently accepted.
+    pub fn token(&self) -> String {
+        self.lock().opts.token.clone()
+    }
+
+    /// Creates an app (no drains, log channel not yet assigned when the
+    /// options say so). Returns its id. Adding an existing app is a no-op.
+    pub fn add_app(&self, name: &str) -> String {
+        let mut s = self.lock();
+        let ready = !s.opts.log_channel_pending;
+        s.apps
+            .entry(name.to_owned())
+            .or_insert_with(|| FakeApp {
+                id: uuid::Uuid::new_v4().to_string(),
+                log_channel_ready: ready,
+                drains: Vec::new(),
+            })
+            .id
+            .clone()
+    }
+
+    /// Deletes an app and its drains.
+    pub fn remove_app(&self, name: &str) {
+        self.lock().apps.remove(name);
+    }
+
+    /// Replaces the accepted token (a rotation: the old one now gets 401).
+    pub fn set_token(&self, token: &str) {
+        self.lock().opts.token = token.to_owned();
+    }
+
+    /// Drains of `app` in id order (empty for an unknown app).
+    pub fn drains(&self, app: &str) -> Vec<FakeDrain> {
+        let s = self.lock();
+        let mut d = s
+            .apps
+            .get(app)
+            .map(|a| a.drains.clone())
+            .unwrap_or_default();
+        d.sort_by(|a, b| a.id.cmp(&b.id));
+        d
+    }
+
+    /// Adds a drain directly (not a request: no budget spent, no counts),
+    /// e.g. one a person made with the CLI, or an add-on's drain.
+    pub fn insert_drain(&self, app: &str, url: &str, addon: Option<&str>) -> FakeDrain {
+        let mut s = self.lock();
+        let app = s.apps.get_mut(app).expect("insert_drain: add_app first");
+        let d = new_drain(url, addon);
+        app.drains.push(d.clone());
+        d
+    }
+
+    /// Counters by request kind.
+    pub fn counts(&self) -> RequestCounts {
+        self.lock().counts
+    }
+
+    /// Every request served so far.
+    pub fn request_count(&self) -> u64 {
+        self.lock().counts.total
+    }
+
+    /// The request log.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Clears counters and the request log (e.g. between the first apply and
+    /// a resync in a benchmark).
+    pub fn reset_counts(&self) {
+        let mut s = self.lock();
+        s.counts = RequestCounts::default();
+        s.requests.clear();
+    }
+
+    /// The next `n` requests are answered with `status` (429 or 5xx are the
+    /// useful ones) before anything else is looked at.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut s = self.lock();
+        s.fail_next.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Sets what is left of the budget now.
+    pub fn set_budget(&self, remaining: u32) {
+        let mut s = self.lock();
+        s.refill();
+        s.tokens = f64::from(remaining);
+        if remaining > s.opts.budget {
+            s.opts.budget = remaining;
+        }
+    }
+
+    /// What is left of the budget now.
+    pub fn remaining(&self) -> u32 {
+        let mut s = self.lock();
+        s.refill();
+        s.remaining()
+    }
+
+    /// Changes the refill rate (0 stops refilling).
+    pub fn set_refill_per_hour(&self, per_hour: u32) {
+        let mut s = self.lock();
+        s.refill();
+        s.opts.refill_per_hour = per_hour;
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().opts.latency = latency;
+    }
+
+    pub fn set_retry_after(&self, secs: Option<u64>) {
+        self.lock().opts.retry_after = secs;
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+fn new_drain(url: &str, addon: Option<&str>) -> FakeDrain {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_rfc3339();
+    FakeDrain {
+        token: format!("d.{}", uuid::Uuid::new_v4()),
+        id,
+        url: url.to_owned(),
+        addon: addon.map(str::to_owned),
+        addon_id: addon.map(|_| uuid::Uuid::new_v4().to_string()),
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+fn drain_json(d: &FakeDrain, app_name: &str, app_id: &str) -> Value {
+    json!({
+        "addon": d.addon.as_ref().map(|name| json!({
+            "id": d.addon_id,
+            "name": name,
+            "app": {"id": app_id, "name": app_name},
+        })),
+        "app": {"id": app_id, "name": app_name},
+        "created_at": d.created_at,
+        "id": d.id,
+        "token": d.token,
+        "updated_at": d.updated_at,
+        "url": d.url,
+    })
+}
+
+fn error_body(id: &str, message: &str) -> Value {
+    json!({ "id": id, "message": message })
+}
+
+/// An answer before the common headers are added.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn json(status: StatusCode, body: Value) -> Answer {
+        Answer {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: StatusCode, id: &str, message: &str) -> Answer {
+        Answer::json(status, error_body(id, message))
+    }
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let latency = lock(&state).opts.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let path = parts.uri.path().to_owned();
+    let mut s = lock(&state);
+    let answer = answer(&mut s, &parts.method, &path, &parts.headers, &body);
+    s.refill();
+    let remaining = s.remaining();
+    s.counts.total += 1;
+    s.requests.push(RecordedRequest {
+        method: parts.method.clone(),
+        path,
+        status: answer.status.as_u16(),
+        user_agent: header_str(&parts.headers, header::USER_AGENT.as_str()),
+        range: header_str(&parts.headers, "range"),
+    });
+    drop(s);
+
+    let mut resp = Response::new(Body::from(answer.body.to_string()));
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        h.insert("request-id", v);
+    }
+    for (name, value) in answer.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
+    // Injected failures come first, like an outage in front of the API.
+    if let Some(status) = s.fail_next.pop_front() {
+        s.counts.injected += 1;
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut a = match status {
+            429 => Answer::error(
+                code,
+                "rate_limit",
+                "Your account reached the API rate limit\nPlease wait a few minutes before making new requests",
+            ),
+            503 => Answer::error(
+                code,
+                "unavailable",
+                "The service is temporarily unavailable.",
+            ),
+            _ => Answer::error(code, "internal_server_error", "Internal server error."),
+        };
+        if status == 429 {
+            if let Some(secs) = s.opts.retry_after {
+                a.headers.push(("retry-after", secs.to_string()));
+            }
+        }
+        return a;
+    }
+
+    // The account-rate-limit endpoint is free, as on Heroku.
+    if method == Method::GET && path == "/account/rate-limits" {
+        s.refill();
+        return Answer::json(StatusCode::OK, json!({ "remaining": s.remaining() }));
+    }
+
+    s.refill();
+    if s.tokens < 1.0 {
+        s.counts.throttled += 1;
+        let mut a = Answer::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit",
+            "Your account reached the API rate limit\nPlease wait a few minutes before making new requests",
+        );
+        if let Some(secs) = s.opts.retry_after {
+            a.headers.push(("retry-after", secs.to_string()));
+        }
+        return a;
+    }
+    s.tokens -= 1.0;
+
+    let accept = header_str(headers, "accept").unwrap_or_default();
+    if !accept.contains("application/vnd.heroku+json; version=3") {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Please specify a version along with Heroku's API MIME type. For example, `Accept: application/vnd.heroku+json; version=3`.",
+        );
+    }
+    let authorized = header_str(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .is_some_and(|t| !t.is_empty() && t == s.opts.token);
+    if !authorized {
+        return Answer::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid credentials provided.",
+        );
+    }
+
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["apps", app, "log-drains"]) => {
+            s.counts.list += 1;
+            list(s, app, headers)
+        }
+        (Method::POST, ["apps", app, "log-drains"]) => {
+            s.counts.create += 1;
+            create(s, app, body)
+        }
+        (Method::GET, ["apps", app, "log-drains", drain]) => {
+            s.counts.info += 1;
+            with_drain(s, app, drain, |s, app_name, idx| {
+                let a = &s.apps[app_name];
+                Answer::json(StatusCode::OK, drain_json(&a.drains[idx], app_name, &a.id))
+            })
+        }
+        (Method::DELETE, ["apps", app, "log-drains", drain]) => {
+            s.counts.delete += 1;
+            with_drain(s, app, drain, |s, app_name, idx| {
+                let Some(a) = s.apps.get_mut(app_name) else {
+                    return Answer::error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "Couldn't find that app.",
+                    );
+                };
+                if a.drains[idx].addon.is_some() {
+                    return Answer::error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_params",
+                        "Log drains added by add-ons can only be removed by removing the add-on.",
+                    );
+                }
+                let d = a.drains.remove(idx);
+                let id = a.id.clone();
+                Answer::json(StatusCode::OK, drain_json(&d, app_name, &id))
+            })
+        }
+        _ => Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The requested API endpoint was not found. Are you using the right HTTP verb (i.e. `GET` vs. `POST`), and did you specify your intended version with the `Accept` header?",
+        ),
+    }
+}
+
+fn with_drain(
+    s: &mut State,
+    app: &str,
+    drain: &str,
+    f: impl FnOnce(&mut State, &str, usize) -> Answer,
+) -> Answer {
+    let Some(name) = s.app_key(app) else {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Couldn't find that app.",
+        );
+    };
+    let idx = s.apps[&name]
+        .drains
+        .iter()
+        .position(|d| d.id == drain || d.token == drain || d.url == drain);
+    match idx {
+        Some(i) => f(s, &name, i),
+        None => Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Couldn't find that log drain.",
+        ),
+    }
+}
+
+/// `id ..; max=N`, `id ]ID..; max=N` (after ID) or `id ID..; max=N` (from ID).
+struct Range {
+    start: Option<(String, bool)>,
+    max: Option<usize>,
+}
+
+fn parse_range(text: &str) -> Option<Range> {
+    let mut parts = text.split(';').map(str::trim);
+    let head = parts.next()?;
+    let spec = head.strip_prefix("id")?.trim();
+    let spec = spec.strip_suffix("..")?.trim();
+    let start = if spec.is_empty() {
+        None
+    } else if let Some(after) = spec.strip_prefix(']') {
+        Some((after.to_owned(), true))
+    } else {
+        Some((spec.to_owned(), false))
+    };
+    let mut max = None;
+    for p in parts {
+        if let Some(v) = p.strip_prefix("max=") {
+            max = Some(v.trim().parse().ok()?);
+        } else if !p.starts_with("order=") && !p.is_empty() {
+            return None;
+        }
+    }
+    Some(Range { start, max })
+}
+
+fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
+    let Some(name) = s.app_key(app) else {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Couldn't find that app.",
+        );
+    };
+    let range = match header_str(headers, "range") {
+        Some(text) => match parse_range(&text) {
+            Some(r) => r,
+            None => {
+                return Answer::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "Invalid Range header. Use `Range: id ..; max=N`.",
+                );
+            }
+        },
+        None => Range {
+            start: None,
+            max: None,
+        },
+    };
+    // Heroku serves 200 per page unless asked, 1000 at most.
+    let max = range
+        .max
+        .unwrap_or(200)
+        .clamp(1, 1000)
+        .min(s.opts.page_size.max(1));
+    let a = &s.apps[&name];
+    let mut drains: Vec<&FakeDrain> = a.drains.iter().collect();
+    drains.sort_by(|x, y| x.id.cmp(&y.id));
+    let from: Vec<&FakeDrain> = drains
+        .into_iter()
+        .filter(|d| match &range.start {
+            None => true,
+            Some((id, true)) => d.id.as_str() > id.as_str(),
+            Some((id, false)) => d.id.as_str() >= id.as_str(),
+        })
+        .collect();
+    let page: Vec<Value> = from
+        .iter()
+        .take(max)
+        .map(|d| drain_json(d, &name, &a.id))
+        .collect();
+    let mut ans = Answer::json(StatusCode::OK, Value::Array(page));
+    if let (Some(first), Some(last)) = (from.first(), from.iter().take(max).last()) {
+        ans.headers
+            .push(("content-range", format!("id {}..{}", first.id, last.id)));
+    }
+    if from.len() > max {
+        ans.status = StatusCode::PARTIAL_CONTENT;
+        if let Some(last) = from.get(max - 1) {
+            ans.headers
+                .push(("next-range", format!("id ]{}..; max={max}", last.id)));
+        }
+    }
+    ans
+}
+
+fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
+    let Some(name) = s.app_key(app) else {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Couldn't find that app.",
+        );
+    };
+    let url = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_owned));
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return Answer::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            "Url can't be blank",
+        );
+    };
+    let scheme_ok = ["https://", "http://", "syslog://", "syslog+tls://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len());
+    if !scheme_ok {
+        return Answer::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            "Url is invalid",
+        );
+    }
+    let a = s
+        .apps
+        .get_mut(&name)
+        .expect("app_key returned an existing app");
+    if !a.log_channel_ready {
+        a.log_channel_ready = true;
+        return Answer::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            LOG_CHANNEL_MESSAGE,
+        );
+    }
+    if a.drains.iter().any(|d| d.url == url) {
+        return Answer::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            "Url has already been taken",
+        );
+    }
+    let d = new_drain(&url, None);
+    a.drains.push(d.clone());
+    let id = a.id.clone();
+    Answer::json(StatusCode::CREATED, drain_json(&d, &name, &id))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_herokus() {
+        let r = parse_range("id ..; max=2").unwrap();
+        assert!(r.start.is_none());
+        assert_eq!(r.max, Some(2));
+        let r = parse_range("id ]abc..; max=10").unwrap();
+        assert_eq!(r.start, Some(("abc".into(), true)));
+        let r = parse_range("id abc..").unwrap();
+        assert_eq!(r.start, Some(("abc".into(), false)));
+        assert!(parse_range("name ..; max=2").is_none());
+        assert!(parse_range("id ..; max=x").is_none());
+    }
+
+    #[test]
+    fn percent_decoding_handles_drain_urls_in_paths() {
+        assert_eq!(percent_decode("https%3A%2F%2Fh%2Fx"), "https://h/x");
+        assert_eq!(percent_decode("abc%"), "abc%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}

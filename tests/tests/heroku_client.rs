@@ -1,0 +1,495 @@
+//! The operator's Heroku client against the in-repo fake Platform API.
+
+use std::time::Duration;
+
+use drainpipe_operator::heroku::{
+    ApiToken, DrainUrl, HerokuClient, HerokuError, HerokuOptions, RateLimitConfig,
+};
+use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions, LOG_CHANNEL_MESSAGE};
+
+const PASSWORD: &str = "pw-9f8e7d6c5b4a";
+
+fn fast_options() -> HerokuOptions {
+    HerokuOptions {
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+        log_channel_backoff: Duration::from_millis(10),
+        ..HerokuOptions::default()
+    }
+}
+
+fn client(fake: &FakeHeroku) -> HerokuClient {
+    HerokuClient::with_options(&fake.base_url(), fast_options()).unwrap()
+}
+
+fn drain_url(app: &str) -> DrainUrl {
+    DrainUrl::for_app("https://logs.example.com", app, "drainpipe", PASSWORD).unwrap()
+}
+
+fn token(fake: &FakeHeroku) -> ApiToken {
+    ApiToken::new(fake.token())
+}
+
+#[tokio::test]
+async fn list_follows_next_range_across_pages() {
+    let fake = FakeHeroku::start(FakeOptions {
+        page_size: 2,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("paged-app");
+    for i in 0..5 {
+        fake.insert_drain(
+            "paged-app",
+            &format!("https://other{i}.example.com/drain"),
+            None,
+        );
+    }
+    let c = client(&fake);
+    let drains = c.list_drains(&token(&fake), "paged-app").await.unwrap();
+
+    let mut got: Vec<_> = drains.iter().map(|d| d.id.clone()).collect();
+    got.sort();
+    let want: Vec<_> = fake.drains("paged-app").into_iter().map(|d| d.id).collect();
+    assert_eq!(got, want, "every drain exactly once");
+    assert_eq!(fake.counts().list, 3, "pages of 2, 2 and 1");
+    let ranges: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert!(ranges[0].starts_with("id ..; max="), "{ranges:?}");
+    assert!(
+        ranges[1].starts_with("id ]"),
+        "the client sends Next-Range back: {ranges:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_of_an_app_without_drains_is_empty_and_unknown_app_is_not_found() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("empty-app");
+    let c = client(&fake);
+    assert!(
+        c.list_drains(&token(&fake), "empty-app")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = c
+        .list_drains(&token(&fake), "no-such-app")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HerokuError::AppNotFound {
+            app: "no-such-app".into()
+        }
+    );
+    assert_eq!(err.metric_label(), "app_not_found");
+}
+
+#[tokio::test]
+async fn ensure_drain_is_idempotent_and_retries_the_log_channel_422() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("new-app");
+    let c = client(&fake);
+    let url = drain_url("new-app");
+
+    let first = c
+        .ensure_drain(&token(&fake), "new-app", &url)
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert!(first.drain.token.starts_with("d."), "{}", first.drain.token);
+    assert!(first.drain.url.same_as(&url));
+    assert!(first.drain.addon.is_none());
+    let counts = fake.counts();
+    assert_eq!(counts.list, 1);
+    assert_eq!(
+        counts.create, 2,
+        "the log-channel 422, then the real create"
+    );
+    assert!(
+        fake.requests().iter().any(|r| r.status == 422),
+        "the fake answered `{LOG_CHANNEL_MESSAGE}` once"
+    );
+
+    fake.reset_counts();
+    let second = c
+        .ensure_drain(&token(&fake), "new-app", &url)
+        .await
+        .unwrap();
+    assert!(!second.created);
+    assert_eq!(second.drain.id, first.drain.id);
+    assert_eq!(
+        fake.counts().create,
+        0,
+        "a present drain costs one list and no write"
+    );
+    assert_eq!(fake.counts().list, 1);
+    assert_eq!(fake.drains("new-app").len(), 1);
+}
+
+#[tokio::test]
+async fn create_after_someone_else_created_the_same_url_is_a_lookup() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("race-app");
+    let url = drain_url("race-app");
+    let existing = fake.insert_drain("race-app", url.expose_secret(), None);
+    let c = client(&fake);
+
+    let got = c
+        .create_drain(&token(&fake), "race-app", &url)
+        .await
+        .unwrap();
+    assert!(
+        !got.created,
+        "the 422 'already taken' is answered by a lookup"
+    );
+    assert_eq!(got.drain.id, existing.id);
+    assert_eq!(fake.drains("race-app").len(), 1);
+}
+
+#[tokio::test]
+async fn log_channel_that_never_comes_gives_a_transient_error() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("slow-app");
+    let c = HerokuClient::with_options(
+        &fake.base_url(),
+        HerokuOptions {
+            log_channel_retries: 0,
+            ..fast_options()
+        },
+    )
+    .unwrap();
+    let err = c
+        .create_drain(&token(&fake), "slow-app", &drain_url("slow-app"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HerokuError::LogChannelPending { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn rate_limited_then_success() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("busy-app");
+    fake.fail_next(3, 429);
+    let c = client(&fake);
+    let drains = c.list_drains(&token(&fake), "busy-app").await.unwrap();
+    assert!(drains.is_empty());
+    let counts = fake.counts();
+    assert_eq!(counts.injected, 3);
+    assert_eq!(counts.list, 1, "the fourth attempt got through");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_shared_by_clones() {
+    let fake = FakeHeroku::start(FakeOptions {
+        retry_after: Some(1),
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("ra-app");
+    fake.fail_next(1, 429);
+    let c = client(&fake);
+    let clone = c.clone();
+    let t = token(&fake);
+    let started = std::time::Instant::now();
+    c.list_drains(&t, "ra-app").await.unwrap();
+    // The 429 paused the shared limiter: the clone saw the same budget.
+    assert_eq!(
+        clone.rate_limit().server_remaining,
+        c.rate_limit().server_remaining
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited out Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_allowed_fails_fast_for_a_requeue() {
+    let fake = FakeHeroku::start(FakeOptions {
+        retry_after: Some(3600),
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("ra-app");
+    fake.fail_next(1, 429);
+    let c = client(&fake);
+    let err = c.list_drains(&token(&fake), "ra-app").await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+    assert_eq!(err.metric_label(), "rate_limited");
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn spent_budget_paces_the_client_instead_of_drawing_429s() {
+    // Budget 3, refilled at 4 per second on both sides.
+    let fake = FakeHeroku::start(FakeOptions {
+        budget: 3,
+        refill_per_hour: 4 * 3600,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("paced-app");
+    let c = HerokuClient::with_options(
+        &fake.base_url(),
+        HerokuOptions {
+            rate_limit: RateLimitConfig {
+                capacity: 4500,
+                refill_per_hour: 4 * 3600,
+            },
+            ..fast_options()
+        },
+    )
+    .unwrap();
+    let t = token(&fake);
+    for _ in 0..8 {
+        c.list_drains(&t, "paced-app").await.unwrap();
+    }
+    let counts = fake.counts();
+    assert_eq!(counts.list, 8);
+    assert_eq!(
+        counts.throttled, 0,
+        "RateLimit-Remaining: 0 made the client wait for refill"
+    );
+    assert_eq!(c.rate_limit().server_remaining, Some(0));
+}
+
+#[tokio::test]
+async fn budget_spent_by_someone_else_then_refilled() {
+    let fake = FakeHeroku::start(FakeOptions {
+        refill_per_hour: 20 * 3600,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("shared-app");
+    // Another client of the same account spent everything.
+    fake.set_budget(0);
+    let c = client(&fake);
+    c.list_drains(&token(&fake), "shared-app").await.unwrap();
+    assert!(fake.counts().throttled >= 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("flaky-app");
+    let c = client(&fake);
+    let t = token(&fake);
+
+    fake.fail_next(2, 503);
+    assert!(c.list_drains(&t, "flaky-app").await.unwrap().is_empty());
+    assert_eq!(fake.counts().injected, 2);
+
+    fake.reset_counts();
+    fake.fail_next(100, 500);
+    let err = c.list_drains(&t, "flaky-app").await.unwrap_err();
+    assert!(
+        matches!(err, HerokuError::Api { status: 500, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.metric_label(), "server_error");
+    assert!(err.is_transient());
+    assert_eq!(
+        fake.request_count(),
+        u64::from(fast_options().max_retries) + 1
+    );
+}
+
+#[tokio::test]
+async fn create_during_an_outage_does_not_duplicate() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("outage-app");
+    let c = client(&fake);
+    let url = drain_url("outage-app");
+    // POST fails, the lookup list fails and is retried, then POST succeeds.
+    fake.fail_next(2, 502);
+    let got = c
+        .create_drain(&token(&fake), "outage-app", &url)
+        .await
+        .unwrap();
+    assert!(got.created);
+    assert_eq!(fake.drains("outage-app").len(), 1);
+}
+
+#[tokio::test]
+async fn wrong_token_is_unauthorized_without_the_token_in_the_error() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("auth-app");
+    let c = client(&fake);
+    let wrong = "HRKU-wrong-token-0123456789abcdef";
+    let err = c
+        .list_drains(&ApiToken::new(wrong), "auth-app")
+        .await
+        .unwrap_err();
+    assert_eq!(err, HerokuError::Unauthorized);
+    assert_eq!(err.metric_label(), "unauthorized");
+    assert!(!err.is_transient());
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(wrong), "{text}");
+        assert!(!text.contains(&fake.token()), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_token_is_used_by_the_next_call() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("rot-app");
+    let c = client(&fake);
+    let old = token(&fake);
+    c.list_drains(&old, "rot-app").await.unwrap();
+    fake.set_token("HRKU-rotated-token-abcdef");
+    assert_eq!(
+        c.list_drains(&old, "rot-app").await.unwrap_err(),
+        HerokuError::Unauthorized
+    );
+    c.list_drains(&ApiToken::new("HRKU-rotated-token-abcdef"), "rot-app")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn requests_carry_the_v3_accept_header_and_a_user_agent() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("ua-app");
+    let c = client(&fake);
+    // The fake answers 400 without the v3 media type, so success proves it.
+    c.list_drains(&token(&fake), "ua-app").await.unwrap();
+    let reqs = fake.requests();
+    let ua = reqs[0].user_agent.clone().unwrap_or_default();
+    assert!(ua.starts_with("drainpipe-operator/"), "{ua}");
+}
+
+#[tokio::test]
+async fn delete_removes_and_a_second_delete_is_fine() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("del-app");
+    let c = client(&fake);
+    let t = token(&fake);
+    let d = c
+        .ensure_drain(&t, "del-app", &drain_url("del-app"))
+        .await
+        .unwrap()
+        .drain;
+    assert!(c.get_drain(&t, "del-app", &d.id).await.unwrap().is_some());
+    assert!(
+        c.get_drain(&t, "del-app", &d.token)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(c.delete_drain(&t, "del-app", &d.id).await.unwrap());
+    assert!(fake.drains("del-app").is_empty());
+    assert!(
+        !c.delete_drain(&t, "del-app", &d.id).await.unwrap(),
+        "404 = already gone"
+    );
+    assert!(c.get_drain(&t, "del-app", &d.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn addon_drains_are_listed_with_their_addon_and_cannot_be_deleted() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("addon-app");
+    let addon = fake.insert_drain(
+        "addon-app",
+        "syslog://logs.papertrailapp.com:1234",
+        Some("papertrail-rigid-1234"),
+    );
+    let c = client(&fake);
+    let t = token(&fake);
+    let drains = c.list_drains(&t, "addon-app").await.unwrap();
+    assert_eq!(
+        drains[0].addon.as_ref().map(|a| a.name.as_str()),
+        Some("papertrail-rigid-1234")
+    );
+    let err = c
+        .delete_drain(&t, "addon-app", &addon.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HerokuError::Api { status: 422, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_password_never_appears_in_results_or_errors() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("secret-app");
+    let c = client(&fake);
+    let t = token(&fake);
+    let url = drain_url("secret-app");
+    let ok = c.ensure_drain(&t, "secret-app", &url).await.unwrap();
+    let shown = format!("{ok:?} {} {:?}", ok.drain.url, ok.drain);
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(shown.contains("drainpipe:****@logs.example.com"), "{shown}");
+
+    let err = c.ensure_drain(&t, "missing-app", &url).await.unwrap_err();
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
+}
+
+/// A server that echoes the request's secrets back in its error message,
+/// the worst case for what ends up in a status condition.
+#[tokio::test]
+async fn secrets_echoed_by_the_server_are_scrubbed() {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().fallback(|headers: HeaderMap, body: String| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let msg = format!("Url rejected: {body} (you sent {auth})");
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [("ratelimit-remaining", "100")],
+            serde_json::json!({"id": "invalid_params", "message": msg}).to_string(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let c = HerokuClient::with_options(&format!("http://{addr}"), fast_options()).unwrap();
+    let t = ApiToken::new("HRKU-echoed-token-0123456789");
+    let url = drain_url("echo-app");
+    let err = c.create_drain(&t, "echo-app", &url).await.unwrap_err();
+    server.abort();
+    assert!(
+        matches!(err, HerokuError::Api { status: 422, .. }),
+        "{err:?}"
+    );
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(PASSWORD), "{text}");
+        assert!(!text.contains("HRKU-echoed-token"), "{text}");
+        assert!(text.contains("Url rejected"), "{text}");
+    }
+}
