@@ -1,1 +1,281 @@
-//! (placeholder, being written)
+//! Archive backends: where finished objects are stored.
+//!
+//! `file://` writes each object as a temp file, fsyncs it, renames it into
+//! place and fsyncs the directory, so a reader never sees half an object and
+//! a stored object survives a crash. `s3://` uses aws-sdk-s3 with the
+//! standard credential chain; `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL` point
+//! it at an S3-compatible store (path-style addressing then, as MinIO needs).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::batch::Day;
+
+/// Prefix of object keys when the archive URL gives none.
+pub const DEFAULT_PREFIX: &str = "logs/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "archive URL {0:?} is not supported: use file:///absolute/path, file://./relative/path or s3://bucket/prefix/"
+    )]
+    Url(String),
+    #[error("archive URL {0:?}: the bucket name is missing")]
+    NoBucket(String),
+    #[error("archive folder {path}: {source}")]
+    Folder { path: PathBuf, source: io::Error },
+}
+
+/// A failed `put`; the caller retries.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PutError(String);
+
+/// Where archive objects go.
+pub enum Archive {
+    File(FileArchive),
+    S3(S3Archive),
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Archive {
+    /// Open the archive an `--archive` URL names.
+    pub async fn from_url(url: &str) -> Result<Archive, ArchiveError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(ArchiveError::Url(url.to_owned()));
+            }
+            let root = PathBuf::from(path);
+            fs::create_dir_all(&root).map_err(|source| ArchiveError::Folder {
+                path: root.clone(),
+                source,
+            })?;
+            return Ok(Archive::File(FileArchive {
+                root,
+                prefix: DEFAULT_PREFIX.to_owned(),
+            }));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(ArchiveError::NoBucket(url.to_owned()));
+            }
+            let prefix = match prefix.trim_matches('/') {
+                "" => DEFAULT_PREFIX.to_owned(),
+                p => format!("{p}/"),
+            };
+            return Ok(Archive::S3(S3Archive::new(bucket.to_owned(), prefix).await));
+        }
+        Err(ArchiveError::Url(url.to_owned()))
+    }
+
+    /// Key prefix, ending in `/`.
+    pub fn prefix(&self) -> &str {
+        match self {
+            Archive::File(a) => &a.prefix,
+            Archive::S3(a) => &a.prefix,
+        }
+    }
+
+    /// For logs: where objects go (no credentials in it).
+    pub fn describe(&self) -> String {
+        match self {
+            Archive::File(a) => format!("folder {}/{}", a.root.display(), a.prefix),
+            Archive::S3(a) => match &a.endpoint {
+                Some(e) => format!("s3://{}/{} at {e}", a.bucket, a.prefix),
+                None => format!("s3://{}/{}", a.bucket, a.prefix),
+            },
+        }
+    }
+
+    /// Store one object under `key` (a full key, prefix included).
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), PutError> {
+        match self {
+            Archive::File(a) => a.put(key, body).await,
+            Archive::S3(a) => a.put(key, body).await,
+        }
+    }
+}
+
+/// `{prefix}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}.json.gz`
+pub fn object_key(prefix: &str, app: &str, day: Day, epoch_ms: i64, id: uuid::Uuid) -> String {
+    format!(
+        "{prefix}{app}/{:04}/{:02}/{:02}/{epoch_ms}-{id}.json.gz",
+        day.year, day.month, day.day
+    )
+}
+
+/// A local folder archive (`file://`).
+pub struct FileArchive {
+    root: PathBuf,
+    prefix: String,
+}
+
+impl FileArchive {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), PutError> {
+        let root = self.root.clone();
+        let shown = root_display(&root);
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || write_durably(&root, &key, &body))
+            .await
+            .map_err(|e| PutError(format!("file archive writer panicked: {e}")))?
+            .map_err(|e| PutError(format!("file archive {shown}: {e}")))
+    }
+}
+
+fn root_display(root: &Path) -> String {
+    root.display().to_string()
+}
+
+/// Temp file in the target directory, fsync, rename, fsync the directory
+/// (and every directory created for it, so the new path survives a crash).
+fn write_durably(root: &Path, key: &str, body: &[u8]) -> io::Result<()> {
+    let path = root.join(key);
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("object key has no directory"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("object key has no file name"))?;
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing {
+        if d.exists() || d == root {
+            break;
+        }
+        created.push(d.to_owned());
+        missing = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    // A leading dot keeps half-written objects out of `*.json.gz` globs.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()?;
+        for d in &created {
+            if let Some(parent) = d.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An S3 (or S3-compatible) archive (`s3://`).
+pub struct S3Archive {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+}
+
+impl S3Archive {
+    async fn new(bucket: String, prefix: String) -> S3Archive {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // aws-config reads AWS_ENDPOINT_URL_S3 itself; we only need to know
+        // whether one is set: S3-compatible stores want path-style requests.
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .ok()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| sdk.endpoint_url().map(str::to_owned))
+            .filter(|e| !e.is_empty());
+        let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(endpoint.is_some())
+            .build();
+        S3Archive {
+            client: aws_sdk_s3::Client::from_conf(config),
+            bucket,
+            prefix,
+            endpoint,
+        }
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), PutError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/gzip")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                PutError(format!(
+                    "s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let id = uuid::Uuid::nil();
+        let day = Day {
+            year: 2026,
+            month: 6,
+            day: 7,
+        };
+        assert_eq!(
+            object_key("logs/", "shop", day, 1_781_000_000_123, id),
+            "logs/shop/2026/06/07/1781000000123-00000000-0000-0000-0000-000000000000.json.gz"
+        );
+    }
+
+    #[tokio::test]
+    async fn urls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().display());
+        let a = Archive::from_url(&url).await.expect("file url");
+        assert_eq!(a.prefix(), "logs/");
+        assert!(Archive::from_url("http://x").await.is_err());
+        assert!(Archive::from_url("file://").await.is_err());
+        assert!(matches!(
+            Archive::from_url("s3:///prefix").await,
+            Err(ArchiveError::NoBucket(_))
+        ));
+        let a = Archive::from_url("s3://bucket/some/prefix")
+            .await
+            .expect("s3");
+        assert_eq!(a.prefix(), "some/prefix/");
+        let a = Archive::from_url("s3://bucket").await.expect("s3");
+        assert_eq!(a.prefix(), "logs/");
+    }
+
+    #[tokio::test]
+    async fn file_put_writes_the_object_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().display());
+        let a = Archive::from_url(&url).await.expect("file url");
+        let key = "logs/shop/2026/06/07/1-x.json.gz";
+        a.put(key, Bytes::from_static(b"data")).await.expect("put");
+        assert_eq!(fs::read(dir.path().join(key)).expect("read"), b"data");
+        let names: Vec<_> = fs::read_dir(dir.path().join("logs/shop/2026/06/07"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("1-x.json.gz")]);
+    }
+}

@@ -1,1 +1,279 @@
-//! (placeholder, being written)
+//! Command line and environment configuration.
+//!
+//! Every flag can also be set through a `DRAINPIPE_*` environment variable so
+//! the same binary is configured by a Kubernetes Deployment without a shell.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// When a request is answered 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AckMode {
+    /// After the body is fsynced in the local write-ahead log.
+    Wal,
+    /// After the object holding the body is stored in the archive.
+    Archive,
+}
+
+/// Shape of the ingester's own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// drainpipe ingester: receives Heroku Logplex drains and archives them as
+/// gzip JSON lines, partitioned by app and UTC day.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "drainpipe-ingester", version, about)]
+pub struct Config {
+    /// Address of the HTTP listener (drains, /healthz, /readyz, /metrics).
+    #[arg(long, env = "DRAINPIPE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where objects go: `file:///abs/path`, `file://./relative/path` or
+    /// `s3://bucket/prefix/` (prefix defaults to `logs/`).
+    #[arg(long, env = "DRAINPIPE_ARCHIVE", default_value = "file://./archive")]
+    pub archive: String,
+
+    /// Directory of the write-ahead log (`--ack wal`).
+    #[arg(long, env = "DRAINPIPE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Routes file (YAML) listing the accepted apps, their passwords and
+    /// drain tokens; re-read when it changes. Without it any app is accepted
+    /// without authentication, and only on a loopback address.
+    #[arg(long, env = "DRAINPIPE_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// When to answer 200: `wal` (fsynced locally) or `archive` (stored).
+    #[arg(long, env = "DRAINPIPE_ACK", value_enum, default_value = "wal")]
+    pub ack: AckMode,
+
+    /// Close an archive object this long after its first record.
+    #[arg(long, env = "DRAINPIPE_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Close an archive object once it holds this much JSON (uncompressed).
+    #[arg(long, env = "DRAINPIPE_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub flush_bytes: u64,
+
+    /// Largest accepted request body; larger requests get 413.
+    #[arg(long, env = "DRAINPIPE_MAX_BODY", default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Bound of the write-ahead log on disk; past it requests get 503 until
+    /// the uploader catches up.
+    #[arg(long, env = "DRAINPIPE_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub wal_max_bytes: u64,
+
+    /// Size at which the write-ahead log starts a new segment file.
+    #[arg(long, env = "DRAINPIPE_WAL_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub wal_segment_bytes: u64,
+
+    /// Request bodies held in memory at once (being received or waiting for
+    /// the log); past it requests wait briefly, then get 503.
+    #[arg(long, env = "DRAINPIPE_MAX_INFLIGHT_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_inflight_bytes: u64,
+
+    /// gzip level of archive objects (0-9).
+    #[arg(long, env = "DRAINPIPE_GZIP_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub gzip_level: u32,
+
+    /// Uploads running at once.
+    #[arg(long, env = "DRAINPIPE_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub upload_concurrency: u32,
+
+    /// How many acknowledged (drain token, frame id) pairs are remembered to
+    /// answer Logplex retries without storing them twice.
+    #[arg(long, env = "DRAINPIPE_DEDUPE_CAPACITY", default_value_t = 100_000)]
+    pub dedupe_capacity: usize,
+
+    /// Format of the ingester's own logs.
+    #[arg(long, env = "DRAINPIPE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Syslog drains (TCP/TLS) are not implemented yet; setting this fails.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_LISTEN", hide = true)]
+    pub syslog_listen: Option<String>,
+
+    /// Syslog TLS certificate (not implemented yet; setting this fails).
+    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_CERT", hide = true)]
+    pub syslog_tls_cert: Option<PathBuf>,
+
+    /// Syslog TLS key (not implemented yet; setting this fails).
+    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_KEY", hide = true)]
+    pub syslog_tls_key: Option<PathBuf>,
+}
+
+/// A configuration that parses but cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--listen {0}: without --routes every app is accepted without authentication, so the ingester only listens on a loopback address; give a routes file or listen on 127.0.0.1"
+    )]
+    OpenOnNonLoopback(SocketAddr),
+    #[error(
+        "--syslog-listen/--syslog-tls-*: syslog drains are not implemented yet; use HTTPS drains (POST /logplex/{{app}})"
+    )]
+    SyslogUnsupported,
+    #[error("--flush-bytes must be at least 1 KiB")]
+    FlushBytesTooSmall,
+    #[error("--max-body must be between 1 KiB and --max-inflight-bytes")]
+    MaxBody,
+    #[error("--wal-segment-bytes must be at least 1 MiB and at most --wal-max-bytes")]
+    SegmentBytes,
+}
+
+impl Config {
+    /// Checks that need more than one flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.routes.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::OpenOnNonLoopback(self.listen));
+        }
+        if self.syslog_listen.is_some()
+            || self.syslog_tls_cert.is_some()
+            || self.syslog_tls_key.is_some()
+        {
+            return Err(ConfigError::SyslogUnsupported);
+        }
+        if self.flush_bytes < 1024 {
+            return Err(ConfigError::FlushBytesTooSmall);
+        }
+        if self.max_body < 1024 || self.max_body > self.max_inflight_bytes {
+            return Err(ConfigError::MaxBody);
+        }
+        if self.wal_segment_bytes < 1 << 20 || self.wal_segment_bytes > self.wal_max_bytes {
+            return Err(ConfigError::SegmentBytes);
+        }
+        Ok(())
+    }
+}
+
+/// Parse a size such as `64MiB`, `16MB`, `100k`, `1GiB` or `4096` (bytes).
+/// Decimal units are powers of 1000, binary units powers of 1024, single
+/// letters (`k`, `m`, `g`) binary as most tools read them.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let digits: String = digits.chars().filter(|c| *c != '_').collect();
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 4096, 100KiB, 64MiB, 1GB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// Parse a duration such as `60s`, `500ms`, `2m`, `1h` or `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (examples: 500ms, 60s, 2m, 1h)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if split == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..split].parse().map_err(|_| bad())?;
+        rest = &rest[split..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100KB"), Ok(100_000));
+        assert_eq!(parse_size("100k"), Ok(100 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1_000"), Ok(1000));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("60").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::try_parse_from(["drainpipe-ingester"]).expect("defaults parse");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.archive, "file://./archive");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.ack, AckMode::Wal);
+        assert_eq!(c.flush_interval, Duration::from_secs(60));
+        assert_eq!(c.flush_bytes, 64 << 20);
+        assert_eq!(c.max_body, 16 << 20);
+        assert_eq!(c.log_format, LogFormat::Text);
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn open_mode_refuses_non_loopback() {
+        let c = Config::try_parse_from(["x", "--listen", "0.0.0.0:8080"]).expect("parses");
+        let err = c.validate().expect_err("must refuse");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let c = Config::try_parse_from(["x", "--listen", "0.0.0.0:8080", "--routes", "r.yaml"])
+            .expect("parses");
+        c.validate().expect("routes make it valid");
+        let c = Config::try_parse_from(["x", "--listen", "[::1]:8080"]).expect("parses");
+        c.validate().expect("v6 loopback is fine");
+    }
+
+    #[test]
+    fn syslog_flags_are_rejected_clearly() {
+        let c = Config::try_parse_from(["x", "--syslog-listen", "0.0.0.0:6514"]).expect("parses");
+        let err = c.validate().expect_err("not implemented");
+        assert!(err.to_string().contains("not implemented"), "{err}");
+    }
+}

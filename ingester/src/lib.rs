@@ -9,13 +9,18 @@
 pub mod archive;
 pub mod batch;
 pub mod config;
+pub mod dedupe;
+pub mod direct;
 pub mod logfmt;
 pub mod logplex;
 pub mod metrics;
+pub mod objects;
 pub mod record;
 pub mod rfc5424;
 pub mod router;
 pub mod routes;
+#[doc(hidden)]
+pub mod samples;
 pub mod server;
 pub mod timestamp;
 pub mod uploader;

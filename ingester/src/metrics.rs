@@ -1,1 +1,229 @@
-//! (placeholder, being written)
+//! Prometheus metrics served on `GET /metrics`.
+//!
+//! One `Metrics` value is shared by every part of the runtime; all metrics
+//! are lock-free atomics except the label families, whose label sets are few.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::batch::BatchStats;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// Every metric of the ingester.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<StatusLabel, Counter>,
+    pub received_bytes: Counter,
+    pub messages: Counter,
+    pub parse_errors: Counter,
+    pub invalid_utf8: Counter,
+    pub count_mismatches: Counter,
+    pub l10_dropped: Counter,
+    pub duplicate_frames: Counter,
+    pub ack_latency: Histogram,
+    pub wal_bytes: Gauge,
+    pub wal_segments: Gauge,
+    pub wal_write_errors: Counter,
+    pub archive_objects: Counter,
+    pub archive_bytes: Counter,
+    pub upload_latency: Histogram,
+    pub upload_errors: Counter,
+    pub routes_reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("drainpipe");
+        let m = Metrics {
+            requests: Family::default(),
+            received_bytes: Counter::default(),
+            messages: Counter::default(),
+            parse_errors: Counter::default(),
+            invalid_utf8: Counter::default(),
+            count_mismatches: Counter::default(),
+            l10_dropped: Counter::default(),
+            duplicate_frames: Counter::default(),
+            // 0.5 ms .. ~16 s: fsync on a slow disk and archive round trips.
+            ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            wal_bytes: Gauge::default(),
+            wal_segments: Gauge::default(),
+            wal_write_errors: Counter::default(),
+            archive_objects: Counter::default(),
+            archive_bytes: Counter::default(),
+            upload_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upload_errors: Counter::default(),
+            routes_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "Logplex drain requests answered, by HTTP status",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "received",
+            "Request body bytes received on drains",
+            Unit::Bytes,
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages (frames) written to archive objects",
+            m.messages.clone(),
+        );
+        registry.register(
+            "parse_errors",
+            "Frames kept raw with parse_error set",
+            m.parse_errors.clone(),
+        );
+        registry.register(
+            "invalid_utf8_messages",
+            "Messages that were not valid UTF-8 (message_b64 set)",
+            m.invalid_utf8.clone(),
+        );
+        registry.register(
+            "msg_count_mismatches",
+            "Requests whose Logplex-Msg-Count differs from the frames found",
+            m.count_mismatches.clone(),
+        );
+        registry.register(
+            "logplex_dropped_messages",
+            "Messages Logplex reports dropped (Error L10)",
+            m.l10_dropped.clone(),
+        );
+        registry.register(
+            "duplicate_frames",
+            "Retried frames already acknowledged, answered 200 and not stored again",
+            m.duplicate_frames.clone(),
+        );
+        registry.register_with_unit(
+            "ack_latency",
+            "Time from request start to a 200",
+            Unit::Seconds,
+            m.ack_latency.clone(),
+        );
+        registry.register_with_unit(
+            "wal",
+            "Write-ahead log size on disk",
+            Unit::Bytes,
+            m.wal_bytes.clone(),
+        );
+        registry.register(
+            "wal_segments",
+            "Write-ahead log segment files on disk",
+            m.wal_segments.clone(),
+        );
+        registry.register(
+            "wal_write_errors",
+            "Failed write-ahead log writes or fsyncs (requests answered 503)",
+            m.wal_write_errors.clone(),
+        );
+        registry.register(
+            "archive_objects",
+            "Objects stored in the archive",
+            m.archive_objects.clone(),
+        );
+        registry.register_with_unit(
+            "archive",
+            "Compressed bytes stored in the archive",
+            Unit::Bytes,
+            m.archive_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "upload_latency",
+            "Time to store one object (successful attempts)",
+            Unit::Seconds,
+            m.upload_latency.clone(),
+        );
+        registry.register(
+            "upload_errors",
+            "Failed attempts to store an object (retried)",
+            m.upload_errors.clone(),
+        );
+        registry.register(
+            "routes_reloads",
+            "Routes file reloads, by result",
+            m.routes_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Count what the parser reported for one request body.
+    pub fn record_batch(&self, stats: &BatchStats) {
+        self.messages.inc_by(stats.messages);
+        self.parse_errors.inc_by(stats.parse_errors);
+        self.invalid_utf8.inc_by(stats.invalid_utf8);
+        self.l10_dropped.inc_by(stats.l10_dropped);
+        if stats.count_mismatch {
+            self.count_mismatches.inc();
+        }
+    }
+
+    pub fn request(&self, status: u16) {
+        self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_metrics_operators_look_for() {
+        let m = Metrics::new();
+        m.request(200);
+        m.request(200);
+        m.request(503);
+        m.record_batch(&BatchStats {
+            messages: 411,
+            parse_errors: 1,
+            invalid_utf8: 2,
+            l10_dropped: 7,
+            count_mismatch: true,
+        });
+        m.ack_latency.observe(0.004);
+        let text = m.render();
+        for line in [
+            "drainpipe_http_requests_total{status=\"200\"} 2",
+            "drainpipe_http_requests_total{status=\"503\"} 1",
+            "drainpipe_messages_total 411",
+            "drainpipe_parse_errors_total 1",
+            "drainpipe_logplex_dropped_messages_total 7",
+            "drainpipe_msg_count_mismatches_total 1",
+            "drainpipe_ack_latency_seconds_count 1",
+            "drainpipe_wal_bytes 0",
+            "drainpipe_upload_errors_total 0",
+            "drainpipe_duplicate_frames_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

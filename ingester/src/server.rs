@@ -1,1 +1,489 @@
-//! (placeholder, being written)
+//! HTTP front: `POST /logplex/{app}` and the operations endpoints.
+//!
+//! Status codes follow Logplex's rules (see DESIGN.md): 200 only when the
+//! request is durable, 401/403/404 for auth and routing, 413 over the body
+//! limit, 503 + Retry-After when the data cannot be made durable right now.
+//! The content of a body never causes a 4xx: parsing happens later and keeps
+//! every byte.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::dedupe::{Claim, Dedupe};
+use crate::direct::Direct;
+use crate::metrics::Metrics;
+use crate::routes::{Denied, Routes};
+use crate::wal::{AppendError, Entry, Wal};
+
+/// Seconds Logplex is asked to wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "5";
+/// How long a request waits for memory held by other requests' bodies.
+const INFLIGHT_WAIT: Duration = Duration::from_secs(2);
+
+/// Where accepted requests are made durable.
+pub enum Sink {
+    Wal(Arc<Wal>),
+    Archive(Arc<Direct>),
+}
+
+impl Sink {
+    async fn store(&self, entry: Entry) -> Result<(), &'static str> {
+        match self {
+            Sink::Wal(wal) => wal.append(entry).await.map_err(|e| match e {
+                AppendError::Full => "write-ahead log full",
+                AppendError::Io => "write-ahead log write failed",
+                AppendError::Closed => "shutting down",
+            }),
+            Sink::Archive(direct) => direct
+                .submit(entry)
+                .await
+                .map_err(|()| "archive unavailable"),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Sink::Wal(wal) => wal.is_healthy(),
+            Sink::Archive(direct) => direct.is_healthy(),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Server {
+    pub routes: Routes,
+    pub metrics: Arc<Metrics>,
+    pub sink: Sink,
+    pub dedupe: Arc<Dedupe>,
+    pub max_body: u64,
+    /// Bytes of request bodies held in memory at once.
+    inflight: Arc<Semaphore>,
+    inflight_max: u64,
+    ready: AtomicBool,
+}
+
+type Body = Full<Bytes>;
+
+impl Server {
+    pub fn new(
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        sink: Sink,
+        dedupe: Arc<Dedupe>,
+        max_body: u64,
+        max_inflight_bytes: u64,
+    ) -> Arc<Server> {
+        let permits = usize::try_from(max_inflight_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Arc::new(Server {
+            routes,
+            metrics,
+            sink,
+            dedupe,
+            max_body,
+            inflight: Arc::new(Semaphore::new(permits)),
+            inflight_max: permits as u64,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Readiness goes false (shutdown); requests are still served.
+    pub fn set_unready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        let method = req.method();
+        if let Some(app) = path.strip_prefix("/logplex/") {
+            if method != Method::POST {
+                return with_header(
+                    plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+                    ALLOW,
+                    "POST",
+                );
+            }
+            let app = app.to_owned();
+            let started = Instant::now();
+            let response = self.drain(&app, req).await;
+            let status = response.status();
+            self.metrics.request(status.as_u16());
+            if status == StatusCode::OK {
+                self.metrics
+                    .ack_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            return response;
+        }
+        let get = method == Method::GET || method == Method::HEAD;
+        match path {
+            "/healthz" | "/readyz" | "/metrics" if !get => with_header(
+                plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+                ALLOW,
+                "GET, HEAD",
+            ),
+            "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.ready.load(Ordering::Relaxed) && self.sink.is_ready() {
+                    plain(StatusCode::OK, "ready\n")
+                } else {
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }
+            "/metrics" => with_header(
+                Response::new(Full::new(Bytes::from(self.metrics.render()))),
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    async fn drain(&self, app: &str, req: Request<Incoming>) -> Response<Body> {
+        let received_at_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        if !valid_app_name(app) {
+            return plain(StatusCode::NOT_FOUND, "unknown app\n");
+        }
+        let headers = req.headers();
+        let drain_token = header_str(headers, "logplex-drain-token");
+        let frame_id = header_str(headers, "logplex-frame-id");
+        let msg_count =
+            header_str(headers, "logplex-msg-count").and_then(|c| c.trim().parse().ok());
+        let password = password(headers, req.uri().query());
+        match self
+            .routes
+            .check(app, password.as_deref(), drain_token.as_deref())
+        {
+            Ok(()) => {}
+            Err(Denied::UnknownApp) => return plain(StatusCode::NOT_FOUND, "unknown app\n"),
+            Err(Denied::BadPassword) => {
+                return with_header(
+                    plain(StatusCode::UNAUTHORIZED, "wrong or missing password\n"),
+                    WWW_AUTHENTICATE,
+                    "Basic realm=\"drainpipe\"",
+                );
+            }
+            Err(Denied::TokenMismatch) => {
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "drain token does not match this app\n",
+                );
+            }
+        }
+        let content_length =
+            header_str(headers, CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok());
+        if content_length.is_some_and(|l| l > self.max_body) {
+            return too_large();
+        }
+
+        let key = drain_token.clone().zip(frame_id.clone());
+        let guard = match self.dedupe.claim_waiting(key).await {
+            Claim::New(guard) => guard,
+            Claim::Duplicate | Claim::Wait(_) => {
+                self.metrics.duplicate_frames.inc();
+                // Read the body anyway so the connection stays reusable.
+                let _ = read_body(req.into_body(), self.max_body).await;
+                return ok();
+            }
+        };
+        if !self.sink.is_ready() {
+            return unavailable("cannot make data durable right now");
+        }
+        let want = content_length
+            .unwrap_or(self.max_body)
+            .min(self.inflight_max);
+        let permit = match tokio::time::timeout(
+            INFLIGHT_WAIT,
+            Arc::clone(&self.inflight).acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => return unavailable("too many request bodies in memory"),
+        };
+        let body = match read_body(req.into_body(), self.max_body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return too_large(),
+            Err(BodyError::Broken) => {
+                return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
+            }
+        };
+        self.metrics.received_bytes.inc_by(body.len() as u64);
+        let entry = Entry {
+            app: app.to_owned(),
+            drain_token,
+            frame_id,
+            msg_count,
+            received_at_us,
+            body,
+        };
+        let stored = self.sink.store(entry).await;
+        drop(permit);
+        match stored {
+            Ok(()) => {
+                guard.ack();
+                ok()
+            }
+            Err(why) => unavailable(why),
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Collect a body, stopping as soon as it passes `max` (a chunked body has
+/// no Content-Length to check up front).
+async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > max {
+                return Err(BodyError::TooLarge);
+            }
+            if buf.is_empty() && body.is_end_stream() {
+                // The whole body in one frame: keep it without copying.
+                return Ok(data);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The drain password: HTTP Basic (any user name) or `?token=`.
+fn password(headers: &HeaderMap, query: Option<&str>) -> Option<Vec<u8>> {
+    if let Some(auth) = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes) {
+        let (scheme, rest) = auth.split_at(auth.len().min(6));
+        if scheme.eq_ignore_ascii_case(b"basic ") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim_ascii())
+                .ok()?;
+            let colon = decoded.iter().position(|b| *b == b':')?;
+            return Some(decoded[colon + 1..].to_vec());
+        }
+    }
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(percent_decode)
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Heroku app names: `^[a-z][a-z0-9-]{1,28}[a-z0-9]$`. Anything else cannot
+/// be a drain of ours, and the name becomes part of object keys and paths.
+pub fn valid_app_name(app: &str) -> bool {
+    let b = app.as_bytes();
+    (3..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_header(
+    mut r: Response<Body>,
+    name: http::header::HeaderName,
+    value: &'static str,
+) -> Response<Body> {
+    r.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+    r
+}
+
+fn ok() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn too_large() -> Response<Body> {
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body over the limit\n",
+    )
+}
+
+fn unavailable(why: &'static str) -> Response<Body> {
+    tracing::debug!(reason = why, "answering 503");
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot make data durable now; retry\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    r
+}
+
+/// Accept connections until `shutdown`, then let in-flight requests finish
+/// (at most `grace`) and return.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let server = Arc::clone(&server);
+        let service = service_fn(move |req| {
+            let server = Arc::clone(&server);
+            async move { Ok::<_, Infallible>(server.handle(req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still running after the shutdown grace period; closing"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_follow_heroku() {
+        for ok in [
+            "shop",
+            "my-app-123",
+            "abc",
+            "a23456789012345678901234567890",
+        ] {
+            assert!(valid_app_name(ok), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "Shop",
+            "1app",
+            "app-",
+            "../etc",
+            "a/b",
+            "",
+            "a234567890123456789012345678901",
+            "app_x",
+        ] {
+            assert!(!valid_app_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_from_basic_auth_or_token() {
+        let mut h = HeaderMap::new();
+        // user "u", password "p:w d" (a colon in the password is allowed)
+        let enc = base64::engine::general_purpose::STANDARD.encode("u:p:w d");
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {enc}")).expect("hv"),
+        );
+        assert_eq!(password(&h, None), Some(b"p:w d".to_vec()));
+        assert_eq!(
+            password(&HeaderMap::new(), Some("a=1&token=s%3Acr+t%zz")),
+            Some(b"s:cr t%zz".to_vec())
+        );
+        assert_eq!(password(&HeaderMap::new(), Some("a=1")), None);
+        assert_eq!(password(&HeaderMap::new(), None), None);
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert_eq!(password(&h, None), None);
+    }
+}

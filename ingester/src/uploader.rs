@@ -1,1 +1,321 @@
-//! (placeholder, being written)
+//! Turns the write-ahead log into archive objects (`--ack wal`).
+//!
+//! Three stages, so parsing and compression run on different cores:
+//! 1. the *encoder* thread reads log entries in order (from the page cache)
+//!    and parses each body into JSON lines grouped by app and day;
+//! 2. the *compressor* thread appends those lines to open gzip objects, one
+//!    per (app, day), and closes an object by age or size;
+//! 3. the *upload* task stores closed objects, retrying with backoff forever
+//!    (the log absorbs an archive outage), a few at a time.
+//!
+//! A log segment is deleted only when it has been read completely and every
+//! object that holds data from it is stored: each object remembers the first
+//! segment it took data from, and a segment goes once no live object started
+//! at or before it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::archive::Archive;
+use crate::batch::Day;
+use crate::metrics::Metrics;
+use crate::objects::{Encoded, Finished, OpenObject};
+use crate::wal::{Read, Wal};
+
+/// Bytes of log read and parsed in one step.
+const READ_CHUNK: usize = 4 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct UploaderOptions {
+    pub flush_interval: Duration,
+    pub flush_bytes: u64,
+    pub gzip_level: u32,
+    pub concurrency: usize,
+}
+
+/// Which log segments may be deleted.
+#[derive(Debug, Default)]
+struct Tracker {
+    /// Objects open or being uploaded, with the first segment they hold.
+    live: BTreeMap<u64, u64>,
+    /// Segments read completely and not deleted yet.
+    read: BTreeSet<u64>,
+}
+
+impl Tracker {
+    fn deletable(&mut self) -> Vec<u64> {
+        let oldest_live = self.live.values().min().copied().unwrap_or(u64::MAX);
+        let gone: Vec<u64> = self.read.range(..oldest_live).copied().collect();
+        for seq in &gone {
+            self.read.remove(seq);
+        }
+        gone
+    }
+}
+
+struct Shared {
+    wal: Arc<Wal>,
+    tracker: Mutex<Tracker>,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn delete_done_segments(&self) {
+        let gone = self.tracker().deletable();
+        for seq in gone {
+            if let Err(e) = self.wal.delete_segment(seq) {
+                tracing::error!(segment = seq, error = %e, "cannot delete uploaded write-ahead log segment");
+            } else {
+                tracing::debug!(
+                    segment = seq,
+                    "write-ahead log segment archived and deleted"
+                );
+            }
+        }
+    }
+}
+
+struct ChunkMsg {
+    seq: u64,
+    segment_done: bool,
+    encoded: Encoded,
+}
+
+struct Upload {
+    id: u64,
+    object: Finished,
+    records_from: (Arc<str>, Day),
+}
+
+/// Start the pipeline. The returned task ends once the log is closed and
+/// everything in it is stored and deleted.
+pub fn start(
+    wal: Arc<Wal>,
+    archive: Arc<Archive>,
+    metrics: Arc<Metrics>,
+    options: UploaderOptions,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let shared = Arc::new(Shared {
+        wal: Arc::clone(&wal),
+        tracker: Mutex::new(Tracker::default()),
+    });
+    let (chunk_tx, chunk_rx) = sync_channel::<ChunkMsg>(2);
+    let (upload_tx, upload_rx) = mpsc::channel::<Upload>(options.concurrency.max(1));
+
+    let reader = wal.reader();
+    let enc_metrics = Arc::clone(&metrics);
+    std::thread::Builder::new()
+        .name("wal-encoder".into())
+        .spawn(move || encode_loop(reader, chunk_tx, &enc_metrics))?;
+
+    let comp_shared = Arc::clone(&shared);
+    let prefix = archive.prefix().to_owned();
+    let comp_options = options.clone();
+    std::thread::Builder::new()
+        .name("wal-compressor".into())
+        .spawn(move || compress_loop(chunk_rx, upload_tx, &comp_shared, &prefix, &comp_options))?;
+
+    Ok(tokio::spawn(upload_loop(
+        upload_rx,
+        archive,
+        metrics,
+        shared,
+        options.concurrency,
+    )))
+}
+
+fn encode_loop(mut reader: crate::wal::WalReader, tx: SyncSender<ChunkMsg>, metrics: &Metrics) {
+    loop {
+        match reader.next_chunk(READ_CHUNK, Duration::from_millis(250)) {
+            Ok(Read::Chunk(chunk)) => {
+                let mut encoded = Encoded::default();
+                for entry in &chunk.entries {
+                    let stats = encoded.add(entry);
+                    metrics.record_batch(&stats);
+                }
+                let msg = ChunkMsg {
+                    seq: chunk.seq,
+                    segment_done: chunk.segment_done,
+                    encoded,
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+            Ok(Read::Idle) => {}
+            Ok(Read::End) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the write-ahead log; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn compress_loop(
+    rx: std::sync::mpsc::Receiver<ChunkMsg>,
+    tx: mpsc::Sender<Upload>,
+    shared: &Shared,
+    prefix: &str,
+    options: &UploaderOptions,
+) {
+    let mut open: HashMap<(Arc<str>, Day), (u64, OpenObject)> = HashMap::new();
+    let mut next_id = 0u64;
+    let tick =
+        (options.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let close = |key: (Arc<str>, Day), id: u64, object: OpenObject| -> bool {
+        let object = object.finish(prefix);
+        tx.blocking_send(Upload {
+            id,
+            object,
+            records_from: key,
+        })
+        .is_ok()
+    };
+    loop {
+        let msg = match rx.recv_timeout(tick) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(msg) = msg {
+            for (app, sink) in msg.encoded.apps {
+                for (day, json) in sink.days {
+                    if json.is_empty() {
+                        continue;
+                    }
+                    let key = (Arc::clone(&app), day);
+                    let (_, object) = open.entry(key.clone()).or_insert_with(|| {
+                        next_id += 1;
+                        shared.tracker().live.insert(next_id, msg.seq);
+                        (
+                            next_id,
+                            OpenObject::new(Arc::clone(&app), day, options.gzip_level),
+                        )
+                    });
+                    object.write(&json);
+                    if object.json_bytes >= options.flush_bytes
+                        && let Some((id, object)) = open.remove(&key)
+                        && !close(key, id, object)
+                    {
+                        return;
+                    }
+                }
+            }
+            if msg.segment_done {
+                shared.tracker().read.insert(msg.seq);
+                shared.delete_done_segments();
+            }
+        }
+        let now = Instant::now();
+        let aged: Vec<(Arc<str>, Day)> = open
+            .iter()
+            .filter(|(_, (_, o))| now.duration_since(o.opened) >= options.flush_interval)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in aged {
+            if let Some((id, object)) = open.remove(&key)
+                && !close(key, id, object)
+            {
+                return;
+            }
+        }
+    }
+    // The log is closed and read to its end: flush everything.
+    for (key, (id, object)) in open.drain() {
+        if !close(key, id, object) {
+            return;
+        }
+    }
+}
+
+async fn upload_loop(
+    mut rx: mpsc::Receiver<Upload>,
+    archive: Arc<Archive>,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    concurrency: usize,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut running = JoinSet::new();
+    while let Some(upload) = rx.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let archive = Arc::clone(&archive);
+        let metrics = Arc::clone(&metrics);
+        let shared = Arc::clone(&shared);
+        running.spawn(async move {
+            store_with_retry(&archive, &metrics, &upload.object, &upload.records_from).await;
+            drop(slot);
+            shared.tracker().live.remove(&upload.id);
+            let shared2 = Arc::clone(&shared);
+            // Deleting files is blocking work.
+            let _ = tokio::task::spawn_blocking(move || shared2.delete_done_segments()).await;
+        });
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    let _ = tokio::task::spawn_blocking(move || shared.delete_done_segments()).await;
+}
+
+/// Store one object, retrying until it works.
+pub(crate) async fn store_with_retry(
+    archive: &Archive,
+    metrics: &Metrics,
+    object: &Finished,
+    from: &(Arc<str>, Day),
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = Instant::now();
+        match archive.put(&object.key, object.body.clone()).await {
+            Ok(()) => {
+                metrics
+                    .upload_latency
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.archive_objects.inc();
+                metrics.archive_bytes.inc_by(object.body.len() as u64);
+                tracing::debug!(key = %object.key, bytes = object.body.len(), json_bytes = object.json_bytes, "object stored");
+                return;
+            }
+            Err(e) => {
+                metrics.upload_errors.inc();
+                tracing::warn!(app = %from.0, error = %e, retry_in = ?backoff, "storing an archive object failed; the write-ahead log keeps the data");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_go_only_when_no_live_object_started_at_or_before_them() {
+        let mut t = Tracker::default();
+        t.live.insert(1, 5); // object 1 holds data from segment 5 on
+        t.read.insert(5);
+        t.read.insert(6);
+        assert!(t.deletable().is_empty());
+        t.live.insert(2, 7);
+        t.live.remove(&1);
+        assert_eq!(t.deletable(), vec![5, 6]);
+        t.read.insert(7);
+        assert!(t.deletable().is_empty());
+        t.live.remove(&2);
+        assert_eq!(t.deletable(), vec![7]);
+        assert!(t.deletable().is_empty());
+    }
+}

@@ -1,0 +1,263 @@
+//! `--ack archive`: no local log; a request is answered 200 once the object
+//! holding its records is stored.
+//!
+//! Requests that arrive while earlier groups are being stored queue up and
+//! are encoded together into shared objects (one per app and day), so a busy
+//! ingester makes few, larger objects instead of one per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use std::sync::Mutex;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::archive::Archive;
+use crate::batch::Day;
+use crate::metrics::Metrics;
+use crate::objects::{DaySink, Finished, OpenObject};
+use crate::wal::Entry;
+
+/// Logplex gives up on a request after 5 s; answer 503 before that.
+const DEADLINE: Duration = Duration::from_millis(4500);
+/// Request bytes encoded into one group at most.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
+struct Pending {
+    entry: Entry,
+    arrived: Instant,
+    done: oneshot::Sender<bool>,
+}
+
+pub struct Direct {
+    /// None once closed.
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    healthy: Arc<AtomicBool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirectOptions {
+    pub gzip_level: u32,
+    /// Groups being stored at once.
+    pub concurrency: usize,
+}
+
+impl Direct {
+    pub fn start(
+        archive: Arc<Archive>,
+        metrics: Arc<Metrics>,
+        options: DirectOptions,
+    ) -> Arc<Direct> {
+        let (tx, rx) = mpsc::channel(1024);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(group_loop(
+            rx,
+            archive,
+            metrics,
+            Arc::clone(&healthy),
+            options,
+        ));
+        Arc::new(Direct {
+            tx: Mutex::new(Some(tx)),
+            healthy,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Store `entry`; Ok once it is in the archive.
+    pub async fn submit(&self, entry: Entry) -> Result<(), ()> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tx.ok_or(())?
+            .send(Pending {
+                entry,
+                arrived: Instant::now(),
+                done,
+            })
+            .await
+            .map_err(|_| ())?;
+        match wait.await {
+            Ok(true) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// The last group was stored (readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Stop taking requests; returns once every queued group is answered.
+    pub async fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn group_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    archive: Arc<Archive>,
+    metrics: Arc<Metrics>,
+    healthy: Arc<AtomicBool>,
+    options: DirectOptions,
+) {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            // Closed and drained: wait for the groups still being stored.
+            drop(slot);
+            let all = u32::try_from(options.concurrency.max(1)).unwrap_or(u32::MAX);
+            let _ = slots.acquire_many(all).await;
+            return;
+        };
+        let mut bytes = first.entry.body.len();
+        let mut group = vec![first];
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.entry.body.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let archive = Arc::clone(&archive);
+        let metrics = Arc::clone(&metrics);
+        let healthy = Arc::clone(&healthy);
+        let level = options.gzip_level;
+        tokio::spawn(async move {
+            store_group(group, &archive, &metrics, &healthy, level).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn store_group(
+    group: Vec<Pending>,
+    archive: &Archive,
+    metrics: &Arc<Metrics>,
+    healthy: &AtomicBool,
+    level: u32,
+) {
+    let deadline = group
+        .iter()
+        .map(|p| p.arrived)
+        .min()
+        .unwrap_or_else(Instant::now)
+        + DEADLINE;
+    let prefix = archive.prefix().to_owned();
+    let (entries, waiters): (Vec<Entry>, Vec<oneshot::Sender<bool>>) =
+        group.into_iter().map(|p| (p.entry, p.done)).unzip();
+    let enc_metrics = Arc::clone(metrics);
+    let built =
+        tokio::task::spawn_blocking(move || build(&entries, level, &prefix, &enc_metrics)).await;
+    let Ok(objects) = built else {
+        for w in waiters {
+            let _ = w.send(false);
+        }
+        return;
+    };
+    let results = futures::future::join_all(
+        objects
+            .iter()
+            .map(|(object, _)| store_until(archive, metrics, object, deadline)),
+    )
+    .await;
+    let mut ok = vec![true; waiters.len()];
+    for ((_, requests), stored) in objects.iter().zip(&results) {
+        if !stored {
+            for &i in requests {
+                ok[i] = false;
+            }
+        }
+    }
+    healthy.store(results.iter().all(|r| *r), Ordering::Relaxed);
+    for (w, ok) in waiters.into_iter().zip(ok) {
+        let _ = w.send(ok);
+    }
+}
+
+/// Encode a group into objects; each object lists the requests it holds.
+fn build(
+    entries: &[Entry],
+    level: u32,
+    prefix: &str,
+    metrics: &Metrics,
+) -> Vec<(Finished, Vec<usize>)> {
+    let mut objects: HashMap<(Arc<str>, Day), (OpenObject, Vec<usize>)> = HashMap::new();
+    let mut sink = DaySink::default();
+    for (i, entry) in entries.iter().enumerate() {
+        sink.days.clear();
+        let meta = crate::batch::RequestMeta {
+            app: &entry.app,
+            drain_token: entry.drain_token.as_deref(),
+            frame_id: entry.frame_id.as_deref(),
+            msg_count: entry.msg_count,
+            received_at_us: entry.received_at_us,
+        };
+        let stats = crate::batch::encode_logplex_body(&meta, &entry.body, &mut sink);
+        metrics.record_batch(&stats);
+        let app: Arc<str> = Arc::from(entry.app.as_str());
+        for (day, json) in sink.days.drain(..) {
+            if json.is_empty() {
+                continue;
+            }
+            let (object, requests) = objects
+                .entry((Arc::clone(&app), day))
+                .or_insert_with(|| (OpenObject::new(Arc::clone(&app), day, level), Vec::new()));
+            object.write(&json);
+            requests.push(i);
+        }
+    }
+    objects
+        .into_values()
+        .map(|(object, requests)| (object.finish(prefix), requests))
+        .collect()
+}
+
+/// Try to store until `deadline`; false when it could not be done in time.
+async fn store_until(
+    archive: &Archive,
+    metrics: &Metrics,
+    object: &Finished,
+    deadline: Instant,
+) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        if left.is_zero() {
+            return false;
+        }
+        match tokio::time::timeout(left, archive.put(&object.key, object.body.clone())).await {
+            Ok(Ok(())) => {
+                metrics
+                    .upload_latency
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.archive_objects.inc();
+                metrics.archive_bytes.inc_by(object.body.len() as u64);
+                return true;
+            }
+            Ok(Err(e)) => {
+                metrics.upload_errors.inc();
+                tracing::warn!(error = %e, "storing an archive object failed (--ack archive: requests get 503 if it keeps failing)");
+            }
+            Err(_) => {
+                metrics.upload_errors.inc();
+                tracing::warn!(key = %object.key, "storing an archive object timed out; answering 503");
+                return false;
+            }
+        }
+        tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
