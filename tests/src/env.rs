@@ -46,6 +46,7 @@ impl TestEnv {
     ///
     /// Panics with [`NOT_RUNNING`] followed by what is missing, so a test without its servers fails
     /// loudly instead of passing vacuously.
+    #[track_caller]
     pub fn require() -> TestEnv {
         match Self::load().and_then(|env| env.check_reachable().map(|()| env)) {
             Ok(env) => env,
@@ -55,6 +56,9 @@ impl TestEnv {
 
     /// A client for the test kube-apiserver, authenticated as the admin identity of the kubeconfig.
     pub async fn kube_client(&self) -> kube::Client {
+        // Both ring (kube) and aws-lc-rs (AWS SDK) are linked in, so rustls needs to be told;
+        // an error only means another caller already chose.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kubeconfig =
             kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap_or_else(|e| {
                 panic!(
