@@ -6,7 +6,7 @@
 
 use crate::logfmt::{self, Value};
 use crate::logplex::{self, Frame};
-use crate::record::Record;
+use crate::record::{Record, WriterCache};
 use crate::rfc5424::{self, Mode, Timestamp};
 use crate::router::{self, RouterFields};
 use crate::timestamp::utc_day;
@@ -97,11 +97,16 @@ pub const MAX_KV_PAIRS: usize = 128;
 
 type Pair<'a> = (&'a str, Value<'a>);
 
+const US_PER_DAY: i64 = 86_400_000_000;
+
 struct Encoder<'m, 'b> {
     meta: &'m RequestMeta<'m>,
     stats: BatchStats,
     /// Reused for every message of the body: no allocation per message.
     kv: Vec<Pair<'b>>,
+    cache: WriterCache,
+    /// The last partition day computed, by day number since the epoch.
+    day: (i64, Day),
 }
 
 impl<'m, 'b> Encoder<'m, 'b> {
@@ -110,6 +115,8 @@ impl<'m, 'b> Encoder<'m, 'b> {
             meta,
             stats: BatchStats::default(),
             kv: Vec::with_capacity(32),
+            cache: WriterCache::default(),
+            day: (0, utc_day(0)),
         }
     }
 
@@ -143,7 +150,11 @@ impl<'m, 'b> Encoder<'m, 'b> {
         if let Some(n) = r.l10_dropped {
             self.stats.l10_dropped += n;
         }
-        r.write_json_line(sink.buffer(utc_day(r.log_ts_us)));
+        let day_number = r.log_ts_us.div_euclid(US_PER_DAY);
+        if day_number != self.day.0 {
+            self.day = (day_number, utc_day(r.log_ts_us));
+        }
+        r.write_json_line_cached(sink.buffer(self.day.1), &mut self.cache);
     }
 
     /// Bytes that are not a message: kept whole with the reason.

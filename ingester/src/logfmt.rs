@@ -127,12 +127,45 @@ pub struct Pairs<'a> {
 
 /// The pairs of `message`, in order of appearance.
 pub fn pairs(message: &str) -> Pairs<'_> {
-    Pairs { s: message, pos: 0 }
+    // Most free-text lines have no `=` at all: one vectorised search
+    // settles them.
+    let pos = match memchr::memchr(b'=', message.as_bytes()) {
+        Some(_) => 0,
+        None => message.len(),
+    };
+    Pairs { s: message, pos }
 }
 
+const SPACE: u8 = 1;
+const EQUALS: u8 = 2;
+const QUOTE: u8 = 4;
+
+/// Byte classes, so the scanning loops test one table entry per byte.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b' ' as usize] = SPACE;
+    t[b'\t' as usize] = SPACE;
+    t[b'\n' as usize] = SPACE;
+    t[b'\r' as usize] = SPACE;
+    t[0x0b] = SPACE;
+    t[0x0c] = SPACE;
+    t[b'=' as usize] = EQUALS;
+    t[b'"' as usize] = QUOTE;
+    t
+};
+
 #[inline]
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+fn class(b: u8) -> u8 {
+    CLASS[usize::from(b)]
+}
+
+/// First index at or after `i` holding a space (or the end).
+#[inline]
+fn skip_to_space(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && class(b[i]) != SPACE {
+        i += 1;
+    }
+    i
 }
 
 /// Index of the quote closing a quoted string whose body starts at `from`,
@@ -157,7 +190,7 @@ impl<'a> Iterator for Pairs<'a> {
         let b = self.s.as_bytes();
         let mut i = self.pos;
         loop {
-            while i < b.len() && is_space(b[i]) {
+            while i < b.len() && class(b[i]) == SPACE {
                 i += 1;
             }
             if i >= b.len() {
@@ -170,14 +203,12 @@ impl<'a> Iterator for Pairs<'a> {
                 continue;
             }
             let key_start = i;
-            while i < b.len() && !is_space(b[i]) && b[i] != b'=' && b[i] != b'"' {
+            while i < b.len() && class(b[i]) == 0 {
                 i += 1;
             }
             if i >= b.len() || b[i] != b'=' || i == key_start {
                 // Bare word (or `=value` with no key): skip to the next space.
-                while i < b.len() && !is_space(b[i]) {
-                    i += 1;
-                }
+                i = skip_to_space(b, i);
                 continue;
             }
             // Every index used to slice is at an ASCII byte or an end, so
@@ -199,9 +230,7 @@ impl<'a> Iterator for Pairs<'a> {
                 }
             }
             let value_start = i;
-            while i < b.len() && !is_space(b[i]) {
-                i += 1;
-            }
+            i = skip_to_space(b, i);
             self.pos = i;
             return Some((key, Value::plain(&self.s[value_start..i])));
         }

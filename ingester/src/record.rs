@@ -6,7 +6,7 @@
 
 use crate::logfmt::{Piece, Unescape, Value};
 use crate::router::RouterFields;
-use crate::timestamp::FORMATTED_LEN;
+use crate::timestamp::{MAX_US, MIN_US, format_utc_us};
 use base64::Engine as _;
 
 /// Column type as Athena/Hive sees it through the OpenX JSON SerDe.
@@ -169,13 +169,19 @@ pub struct Record<'a> {
 impl Record<'_> {
     /// Append the record as one JSON object and a newline.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        self.write_json_line_cached(out, &mut WriterCache::default());
+    }
+
+    /// [`Record::write_json_line`], reusing formatting work from the previous
+    /// records written with the same cache.
+    pub fn write_json_line_cached(&self, out: &mut Vec<u8>, cache: &mut WriterCache) {
         out.reserve(640 + self.message.len() + self.message.len() / 8);
         out.extend_from_slice(b"{\"app\":");
         write_str(out, self.app);
         out.extend_from_slice(b",\"log_ts\":");
-        write_ts(out, self.log_ts_us);
+        cache.log_ts.write(out, self.log_ts_us);
         out.extend_from_slice(b",\"received_at\":");
-        write_ts(out, self.received_at_us);
+        cache.received_at.write(out, self.received_at_us);
         out.extend_from_slice(b",\"facility\":");
         write_opt_u64(out, self.facility.map(u64::from));
         out.extend_from_slice(b",\"severity\":");
@@ -246,10 +252,53 @@ impl Record<'_> {
     }
 }
 
-fn write_ts(out: &mut Vec<u8>, us: i64) {
-    let mut b = [b'"'; FORMATTED_LEN + 2];
-    b[1..=FORMATTED_LEN].copy_from_slice(&crate::timestamp::format_utc_us(us));
-    out.extend_from_slice(&b);
+/// The last second formatted for one timestamp column: messages of a batch
+/// are close in time, so most timestamps only need their fraction written.
+#[derive(Debug, Clone, Copy)]
+struct SecondCache {
+    sec: i64,
+    /// `"YYYY-MM-DDTHH:MM:SS.`
+    text: [u8; 21],
+}
+
+impl Default for SecondCache {
+    fn default() -> Self {
+        SecondCache {
+            sec: i64::MIN,
+            text: [0; 21],
+        }
+    }
+}
+
+impl SecondCache {
+    #[inline]
+    fn write(&mut self, out: &mut Vec<u8>, us: i64) {
+        let us = us.clamp(MIN_US, MAX_US);
+        let sec = us.div_euclid(1_000_000);
+        if sec != self.sec {
+            self.text[0] = b'"';
+            self.text[1..].copy_from_slice(&format_utc_us(us)[..20]);
+            self.sec = sec;
+        }
+        let frac = us.rem_euclid(1_000_000) as usize;
+        let mut b = [0u8; 29];
+        b[..21].copy_from_slice(&self.text);
+        let (hi, mid, lo) = (frac / 10_000 * 2, frac / 100 % 100 * 2, frac % 100 * 2);
+        b[21..23].copy_from_slice(&DIGIT_PAIRS[hi..hi + 2]);
+        b[23..25].copy_from_slice(&DIGIT_PAIRS[mid..mid + 2]);
+        b[25..27].copy_from_slice(&DIGIT_PAIRS[lo..lo + 2]);
+        b[27] = b'Z';
+        b[28] = b'"';
+        out.extend_from_slice(&b);
+    }
+}
+
+/// Formatting state kept across the records of a batch (see
+/// [`Record::write_json_line_cached`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterCache {
+    log_ts: SecondCache,
+    received_at: SecondCache,
 }
 
 fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -351,8 +400,21 @@ fn write_value(out: &mut Vec<u8>, v: Value<'_>) {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Index of the first byte JSON needs escaped (`"`, `\`, below 0x20),
-/// eight bytes at a time.
+/// High bit set in each byte of `x` that JSON needs escaped (`"`, `\`,
+/// below 0x20). Classic "has zero byte" / "has byte less than n": the lowest
+/// set bit marks the first match exactly (false positives can only sit above
+/// a true one, carried by the borrow).
+#[inline]
+fn escape_mask(x: u64) -> u64 {
+    let quote = x ^ (LO * u64::from(b'"'));
+    let backslash = x ^ (LO * u64::from(b'\\'));
+    (quote.wrapping_sub(LO) & !quote
+        | backslash.wrapping_sub(LO) & !backslash
+        | x.wrapping_sub(LO * 0x20) & !x)
+        & HI
+}
+
+/// Index of the first byte JSON needs escaped, eight bytes at a time.
 #[inline]
 fn find_escape(b: &[u8]) -> Option<usize> {
     let mut chunks = b.chunks_exact(8);
@@ -360,26 +422,21 @@ fn find_escape(b: &[u8]) -> Option<usize> {
     for chunk in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(w);
-        let quote = x ^ (LO * u64::from(b'"'));
-        let backslash = x ^ (LO * u64::from(b'\\'));
-        // Classic "has zero byte" / "has byte less than n": the lowest set
-        // high bit marks the first match exactly (false positives can only
-        // sit above a true one, carried by the borrow).
-        let hit = (quote.wrapping_sub(LO) & !quote
-            | backslash.wrapping_sub(LO) & !backslash
-            | x.wrapping_sub(LO * 0x20) & !x)
-            & HI;
+        let hit = escape_mask(u64::from_le_bytes(w));
         if hit != 0 {
             return Some(base + (hit.trailing_zeros() / 8) as usize);
         }
         base += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
-        .map(|i| base + i)
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return None;
+    }
+    // Pad with a byte that needs no escape, and test the tail in one go.
+    let mut w = [b'A'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    let hit = escape_mask(u64::from_le_bytes(w));
+    (hit != 0).then(|| base + (hit.trailing_zeros() / 8) as usize)
 }
 
 /// The body of a JSON string for `b` (valid UTF-8), escaped.
@@ -579,6 +636,24 @@ mod tests {
             write_str(&mut out, &s);
             let back: String = serde_json::from_slice(&out).expect("valid JSON string");
             prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn cached_timestamps_match_uncached(
+            times in proptest::collection::vec(
+                prop_oneof![MIN_US..=MAX_US, 1_781_697_600_000_000i64..1_781_697_603_000_000, Just(i64::MIN), Just(i64::MAX)],
+                1..20)
+        ) {
+            let mut cache = WriterCache::default();
+            for us in times {
+                let r = Record { log_ts_us: us, received_at_us: us / 2, ..Record::default() };
+                let mut cached = Vec::new();
+                r.write_json_line_cached(&mut cached, &mut cache);
+                let v: serde_json::Value = serde_json::from_slice(&cached).expect("valid JSON");
+                let want = String::from_utf8(format_utc_us(us).to_vec()).expect("ascii");
+                prop_assert_eq!(v["log_ts"].as_str(), Some(want.as_str()));
+                prop_assert_eq!(cached, line(&r));
+            }
         }
 
         #[test]

@@ -1,0 +1,207 @@
+//! Parser and encoder throughput on one core, over realistic 100 KB Logplex
+//! bodies (the mix of `drainpipe_ingester::samples`).
+//!
+//! `cargo bench -p drainpipe-ingester --bench parse` prints, per stage:
+//! input MB/s (request-body bytes) and messages/s per second of CPU time of
+//! the benchmark thread (one core), and for gzip the compression ratio.
+//! Set `PARSE_BENCH_SECS` to change the time per stage (default 3), and
+//! `PARSE_BENCH_ONLY` to a stage label (`a0`, `a`, `b`, `c`) to run one
+//! stage (for profiling).
+
+use drainpipe_ingester::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
+use drainpipe_ingester::logplex::{self, Frame};
+use drainpipe_ingester::rfc5424::{self, Mode};
+use drainpipe_ingester::samples::LogplexGen;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const BODY_BYTES: usize = 100 * 1024;
+const BODIES: usize = 16;
+// 2026-06-17T12:00:00Z
+const START_US: i64 = 1_781_697_600_000_000;
+
+struct Body {
+    bytes: Vec<u8>,
+    messages: u64,
+}
+
+/// One growing buffer, as the uploader's per-day buffer would be.
+struct Sink(Vec<u8>);
+
+impl LineSink for Sink {
+    fn buffer(&mut self, _day: Day) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Counts compressed bytes and throws them away.
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn meta(b: &Body) -> RequestMeta<'static> {
+    RequestMeta {
+        app: "myapp",
+        drain_token: Some("d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"),
+        frame_id: Some("09C557EAFCFB6CF2740EE62F62971098"),
+        msg_count: Some(b.messages),
+        received_at_us: START_US + 5_000_000,
+    }
+}
+
+/// CPU time this thread has run, from the scheduler (nanosecond
+/// resolution): on a shared 2-core machine wall time also counts the time
+/// other processes held the core, CPU time does not.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Runs `f` over the bodies round-robin for `secs` of wall time; returns
+/// (CPU time, or wall time where CPU time is unavailable; bodies done).
+fn run(bodies: &[Body], secs: f64, mut f: impl FnMut(&Body)) -> (Duration, u64) {
+    // Warm-up.
+    for b in bodies {
+        f(b);
+    }
+    let start = Instant::now();
+    let cpu_start = thread_cpu();
+    let mut n = 0u64;
+    loop {
+        for b in bodies {
+            f(b);
+        }
+        n += bodies.len() as u64;
+        if start.elapsed().as_secs_f64() >= secs {
+            break;
+        }
+    }
+    match (cpu_start, thread_cpu()) {
+        (Some(a), Some(b)) => (b - a, n),
+        _ => (start.elapsed(), n),
+    }
+}
+
+fn report(name: &str, bodies: &[Body], elapsed: Duration, n: u64, extra: &str) {
+    let per_round_bytes: usize = bodies.iter().map(|b| b.bytes.len()).sum();
+    let per_round_msgs: u64 = bodies.iter().map(|b| b.messages).sum();
+    let rounds = n as f64 / bodies.len() as f64;
+    let s = elapsed.as_secs_f64();
+    println!(
+        "{name:<34} {:>9.1} MB/s {:>12.0} msg/s{extra}",
+        per_round_bytes as f64 * rounds / s / 1e6,
+        per_round_msgs as f64 * rounds / s,
+    );
+}
+
+fn enabled(stage: &str) -> bool {
+    std::env::var("PARSE_BENCH_ONLY").map_or(true, |only| only == stage)
+}
+
+fn main() {
+    let secs: f64 = std::env::var("PARSE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let mut generator = LogplexGen::new(42, "myapp", START_US);
+    let bodies: Vec<Body> = (0..BODIES)
+        .map(|_| {
+            let (bytes, messages) = generator.body(BODY_BYTES);
+            Body { bytes, messages }
+        })
+        .collect();
+    let total: usize = bodies.iter().map(|b| b.bytes.len()).sum();
+    let msgs: u64 = bodies.iter().map(|b| b.messages).sum();
+    println!(
+        "{} bodies, {} bytes, {} messages ({:.0} per body, {:.0} bytes per message incl. framing)",
+        bodies.len(),
+        total,
+        msgs,
+        msgs as f64 / bodies.len() as f64,
+        total as f64 / msgs as f64
+    );
+
+    if enabled("a0") {
+        let (t, n) = run(&bodies, secs, |b| {
+            let mut frames = 0u64;
+            for f in logplex::frames(&b.bytes) {
+                if let Frame::Counted { content, .. } = f {
+                    frames += content.len() as u64;
+                }
+            }
+            black_box(frames);
+        });
+        report("(a0) framing only", &bodies, t, n, "");
+    }
+
+    if enabled("a") {
+        let (t, n) = run(&bodies, secs, |b| {
+            let mut acc = 0u64;
+            for f in logplex::frames(&b.bytes) {
+                if let Frame::Counted { content, .. } = f
+                    && let Ok(m) =
+                        rfc5424::parse(logplex::strip_newline(content), Mode::HerokuHttps)
+                {
+                    acc += m.msg.len() as u64 + u64::from(m.severity);
+                }
+            }
+            black_box(acc);
+        });
+        report("(a) framing + header parse", &bodies, t, n, "");
+    }
+
+    let mut sink = Sink(Vec::with_capacity(4 * BODY_BYTES));
+    if enabled("b") {
+        let mut json_bytes = 0u64;
+        let (t, n) = run(&bodies, secs, |b| {
+            sink.0.clear();
+            let stats = encode_logplex_body(&meta(b), &b.bytes, &mut sink);
+            assert_eq!(stats.parse_errors, 0);
+            json_bytes += sink.0.len() as u64;
+            black_box(&sink.0);
+        });
+        let json_per_body = sink.0.len() as f64 / bodies[BODIES - 1].bytes.len() as f64;
+        report(
+            "(b) full encode to JSON lines",
+            &bodies,
+            t,
+            n,
+            &format!("   (JSON is {json_per_body:.2}x the body)"),
+        );
+        black_box(json_bytes);
+    }
+
+    if !enabled("c") {
+        return;
+    }
+    for level in [1u32, 3, 6] {
+        let mut gz = GzEncoder::new(Count(0), Compression::new(level));
+        let mut json = 0u64;
+        let (t, n) = run(&bodies, secs, |b| {
+            sink.0.clear();
+            encode_logplex_body(&meta(b), &b.bytes, &mut sink);
+            json += sink.0.len() as u64;
+            gz.write_all(&sink.0).expect("counting writer");
+        });
+        let out = gz.finish().expect("counting writer").0;
+        report(
+            &format!("(c) encode + gzip level {level}"),
+            &bodies,
+            t,
+            n,
+            &format!("   (gzip ratio {:.1}:1 of JSON)", json as f64 / out as f64),
+        );
+    }
+}
