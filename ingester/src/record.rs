@@ -428,15 +428,19 @@ fn find_escape(b: &[u8]) -> Option<usize> {
         }
         base += 8;
     }
-    let rest = chunks.remainder();
-    if rest.is_empty() {
+    let rest = chunks.remainder().len();
+    if rest == 0 {
         return None;
     }
-    // Pad with a byte that needs no escape, and test the tail in one go.
-    let mut w = [b'A'; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    let hit = escape_mask(u64::from_le_bytes(w));
-    (hit != 0).then(|| base + (hit.trailing_zeros() / 8) as usize)
+    if b.len() >= 8 {
+        // Re-read the last eight bytes (no partial copy: a padded copy costs
+        // a store-forwarding stall) and ignore the ones already checked.
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[b.len() - 8..]);
+        let hit = escape_mask(u64::from_le_bytes(w)) & (u64::MAX << (8 * (8 - rest)));
+        return (hit != 0).then(|| b.len() - 8 + (hit.trailing_zeros() / 8) as usize);
+    }
+    b.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// The body of a JSON string for `b` (valid UTF-8), escaped.
