@@ -195,8 +195,14 @@ impl S3Archive {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .or_else(|| sdk.endpoint_url().map(str::to_owned))
             .filter(|e| !e.is_empty());
+        // Without a bound a stalled connection would hold an upload slot forever.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .operation_attempt_timeout(std::time::Duration::from_secs(120))
+            .build();
         let config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(endpoint.is_some())
+            .timeout_config(timeouts)
             .build();
         S3Archive {
             client: aws_sdk_s3::Client::from_conf(config),

@@ -14,6 +14,7 @@
 //! at or before it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use crate::wal::{Read, Wal};
 
 /// Bytes of log read and parsed in one step.
 const READ_CHUNK: usize = 4 << 20;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct UploaderOptions {
@@ -62,6 +63,8 @@ impl Tracker {
 struct Shared {
     wal: Arc<Wal>,
     tracker: Mutex<Tracker>,
+    /// The encoder has read everything committed so far.
+    caught_up: AtomicBool,
 }
 
 impl Shared {
@@ -107,15 +110,17 @@ pub fn start(
     let shared = Arc::new(Shared {
         wal: Arc::clone(&wal),
         tracker: Mutex::new(Tracker::default()),
+        caught_up: AtomicBool::new(false),
     });
     let (chunk_tx, chunk_rx) = sync_channel::<ChunkMsg>(2);
     let (upload_tx, upload_rx) = mpsc::channel::<Upload>(options.concurrency.max(1));
 
     let reader = wal.reader();
     let enc_metrics = Arc::clone(&metrics);
+    let enc_shared = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("wal-encoder".into())
-        .spawn(move || encode_loop(reader, chunk_tx, &enc_metrics))?;
+        .spawn(move || encode_loop(reader, chunk_tx, &enc_metrics, &enc_shared))?;
 
     let comp_shared = Arc::clone(&shared);
     let prefix = archive.prefix().to_owned();
@@ -133,10 +138,16 @@ pub fn start(
     )))
 }
 
-fn encode_loop(mut reader: crate::wal::WalReader, tx: SyncSender<ChunkMsg>, metrics: &Metrics) {
+fn encode_loop(
+    mut reader: crate::wal::WalReader,
+    tx: SyncSender<ChunkMsg>,
+    metrics: &Metrics,
+    shared: &Shared,
+) {
     loop {
         match reader.next_chunk(READ_CHUNK, Duration::from_millis(250)) {
             Ok(Read::Chunk(chunk)) => {
+                shared.caught_up.store(false, Ordering::Relaxed);
                 let mut encoded = Encoded::default();
                 for entry in &chunk.entries {
                     let stats = encoded.add(entry);
@@ -151,7 +162,7 @@ fn encode_loop(mut reader: crate::wal::WalReader, tx: SyncSender<ChunkMsg>, metr
                     return;
                 }
             }
-            Ok(Read::Idle) => {}
+            Ok(Read::Idle) => shared.caught_up.store(true, Ordering::Relaxed),
             Ok(Read::End) => return,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the write-ahead log; retrying");
@@ -215,6 +226,12 @@ fn compress_loop(
                 shared.tracker().read.insert(msg.seq);
                 shared.delete_done_segments();
             }
+        }
+        if open.is_empty()
+            && shared.caught_up.load(Ordering::Relaxed)
+            && shared.tracker().live.is_empty()
+        {
+            shared.wal.request_roll();
         }
         let now = Instant::now();
         let aged: Vec<(Arc<str>, Day)> = open

@@ -227,6 +227,8 @@ impl Shared {
 
 enum Msg {
     Append(Entry, oneshot::Sender<Result<(), AppendError>>),
+    /// Seal the current segment if it holds anything.
+    Roll,
     Close,
 }
 
@@ -464,6 +466,15 @@ impl Wal {
         wait.await.map_err(|_| AppendError::Closed)?
     }
 
+    /// Ask the writer to seal the current segment (when it holds records)
+    /// so it can be deleted once archived. The uploader does this when it
+    /// has caught up, so a quiet ingester keeps no archived data in its log
+    /// (which a crash would otherwise replay as duplicates).
+    pub fn request_roll(&self) {
+        // A full queue means traffic, which rolls segments anyway.
+        let _ = self.tx.try_send(Msg::Roll);
+    }
+
     /// Bytes of all segment files.
     pub fn bytes(&self) -> u64 {
         self.shared.bytes.load(Ordering::Relaxed)
@@ -563,6 +574,7 @@ impl Writer {
             };
             self.buf.clear();
             waiting.clear();
+            let mut roll = false;
             let mut next = Some(first);
             // Take everything queued behind the previous fsync: one write,
             // one fsync for all of it.
@@ -573,6 +585,9 @@ impl Writer {
                         entry.encode_into(&mut self.buf);
                         waiting.push(done);
                     }
+                    Msg::Roll => {
+                        roll = true;
+                    }
                     Msg::Close => {
                         closing = true;
                         break;
@@ -581,6 +596,9 @@ impl Writer {
                 if self.buf.len() < MAX_GROUP_BYTES {
                     next = self.rx.try_recv().ok();
                 }
+            }
+            if roll && waiting.is_empty() && self.len > HEADER {
+                let _ = self.roll();
             }
             if waiting.is_empty() {
                 continue;

@@ -1,0 +1,460 @@
+//! Helpers for the integration tests: run the real `drainpipe-ingester`
+//! binary on a free loopback port, post Logplex bodies, read the archive.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const NOT_RUNNING: &str =
+    "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
+
+pub const TOKEN: &str = "d.01234567-89ab-cdef-0123-456789abcdef";
+
+/// A running ingester process.
+pub struct Ingester {
+    child: Child,
+    pub addr: SocketAddr,
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ingester {
+    /// Start with `args` (plus `--listen 127.0.0.1:0`); panics with the
+    /// process output when it does not come up.
+    pub fn start(args: &[String], envs: &[(&str, &str)]) -> Ingester {
+        match Self::try_start(args, envs) {
+            Ok(i) => i,
+            Err(out) => panic!("ingester did not start:\n{out}"),
+        }
+    }
+
+    /// Start, or return everything the process printed when it exits first.
+    pub fn try_start(args: &[String], envs: &[(&str, &str)]) -> Result<Ingester, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drainpipe-ingester"));
+        if !args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.args(args);
+        // Never let the developer's environment configure the process under test.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DRAINPIPE_") || k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("DRAINPIPE_LOG", "info,drainpipe_ingester=debug");
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn drainpipe-ingester");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (stream, tx) in [
+            (Box::new(stdout) as Box<dyn Read + Send>, Some(tx)),
+            (Box::new(stderr) as Box<dyn Read + Send>, None),
+        ] {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(tx) = &tx
+                        && let Some(rest) = line.split("listening on http://").nth(1)
+                    {
+                        let addr = rest.split(',').next().unwrap_or("");
+                        if let Ok(addr) = addr.parse() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Ingester {
+                    child,
+                    addr,
+                    base: format!("http://{addr}"),
+                    logs,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                let out = logs.lock().expect("logs").join("\n");
+                return Err(format!("exited with {status}\n{out}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = logs.lock().expect("logs").join("\n");
+                return Err(format!("no listening line within 30 s\n{out}"));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// SIGTERM, then wait for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait(within)
+    }
+
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "ingester did not exit within {within:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Ingester {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A temp dir with `archive/` and `data/`, and the flags that use them.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        Dirs {
+            root: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn archive(&self) -> PathBuf {
+        self.root.path().join("archive")
+    }
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--archive".to_owned(),
+            format!("file://{}", self.archive().display()),
+            "--data-dir".to_owned(),
+            self.data().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::read_dir(self.data())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// One octet-counted frame: the count includes the trailing newline.
+pub fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut out = format!("{} ", msg.len() + 1).into_bytes();
+    out.extend_from_slice(msg);
+    out.push(b'\n');
+    out
+}
+
+pub fn body(msgs: &[Vec<u8>]) -> Vec<u8> {
+    msgs.iter().flat_map(|m| frame(m)).collect()
+}
+
+/// An app line as Heroku sends it on HTTPS drains (no STRUCTURED-DATA).
+pub fn app_line(text: &str) -> Vec<u8> {
+    format!("<190>1 2026-06-17T12:00:00.123456+00:00 host app web.1 - {text}").into_bytes()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// POST a Logplex body the way Logplex does.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    app: &str,
+    password: Option<&str>,
+    frame_id: Option<&str>,
+    msgs: &[Vec<u8>],
+) -> reqwest::Response {
+    let mut req = client
+        .post(format!("{base}/logplex/{app}"))
+        .header("Content-Type", "application/logplex-1")
+        .header("Logplex-Msg-Count", msgs.len().to_string())
+        .header("Logplex-Drain-Token", TOKEN)
+        .body(body(msgs));
+    if let Some(f) = frame_id {
+        req = req.header("Logplex-Frame-Id", f);
+    }
+    if let Some(p) = password {
+        req = req.basic_auth("user", Some(p));
+    }
+    req.send().await.expect("request")
+}
+
+/// Every record in a folder archive, by object key.
+pub fn read_archive(root: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd {
+            let path = e.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".json.gz") {
+                let key = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(
+                    key,
+                    gunzip_lines(&std::fs::read(&path).expect("read object")),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn gunzip_lines(gz: &[u8]) -> Vec<serde_json::Value> {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(gz)
+        .read_to_string(&mut text)
+        .expect("valid gzip of UTF-8 JSON lines");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn all_records(root: &Path) -> Vec<serde_json::Value> {
+    read_archive(root).into_values().flatten().collect()
+}
+
+/// Poll `f` until it returns Some, for at most `within`.
+pub async fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A metric's value from the `/metrics` text.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The S3 side of the test environment (`scripts/testenv up`).
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3Env {
+    /// The environment from `DRAINPIPE_TEST_BUCKET` & co when set, else from
+    /// the env file `scripts/testenv up` writes; fails (never skips) when
+    /// it is absent or MinIO does not answer.
+    pub fn require() -> S3Env {
+        let vars = if std::env::var("DRAINPIPE_TEST_BUCKET").is_ok_and(|b| !b.is_empty()) {
+            std::env::vars().collect::<BTreeMap<_, _>>()
+        } else {
+            let file = state_dir().join("env");
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{NOT_RUNNING}\ncannot read {}: {e}", file.display()));
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix("export "))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        v.trim_matches('\'').trim_matches('"').to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let get = |k: &str| {
+            vars.get(k)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| panic!("{NOT_RUNNING}\n{k} is not set"))
+        };
+        let env = S3Env {
+            endpoint: get("AWS_ENDPOINT_URL_S3"),
+            bucket: get("DRAINPIPE_TEST_BUCKET"),
+            region: get("AWS_REGION"),
+            access_key: get("AWS_ACCESS_KEY_ID"),
+            secret_key: get("AWS_SECRET_ACCESS_KEY"),
+        };
+        let hostport = env
+            .endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned();
+        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+            });
+        assert!(
+            reachable,
+            "{NOT_RUNNING}\nMinIO at {} does not answer",
+            env.endpoint
+        );
+        env
+    }
+
+    /// The environment variables the ingester needs, with `endpoint`.
+    pub fn ingester_env<'a>(&'a self, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("AWS_ENDPOINT_URL_S3", endpoint),
+            ("AWS_REGION", &self.region),
+            ("AWS_ACCESS_KEY_ID", &self.access_key),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret_key),
+        ]
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "drainpipe-testenv",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Every record under `prefix`, by key.
+    pub async fn read(&self, prefix: &str) -> BTreeMap<String, Vec<serde_json::Value>> {
+        let s3 = self.client();
+        let mut out = BTreeMap::new();
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list objects");
+            for obj in page.contents() {
+                let key = obj.key().expect("key").to_owned();
+                let body = s3
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("get object")
+                    .body
+                    .collect()
+                    .await
+                    .expect("object body")
+                    .into_bytes();
+                out.insert(key, gunzip_lines(&body));
+            }
+        }
+        out
+    }
+}
+
+fn state_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("DRAINPIPE_TESTENV_DIR")
+        && !dir.is_empty()
+    {
+        return PathBuf::from(dir);
+    }
+    if let Ok(dir) = std::env::var("XDG_RUNTIME_DIR")
+        && !dir.is_empty()
+    {
+        return Path::new(&dir).join("drainpipe-testenv");
+    }
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "0".to_owned());
+    PathBuf::from(format!("/tmp/drainpipe-testenv-{uid}"))
+}
