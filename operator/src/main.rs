@@ -1,1 +1,261 @@
-fn main() {}
+//! `drainpipe-operator`: `crd` prints the LogDrain CRD, `run` runs the
+//! controller (with leader election, metrics and health endpoints).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
+use drainpipe_operator::crd::LogDrain;
+use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
+use drainpipe_operator::http::{self, Readiness};
+use drainpipe_operator::leader::{self, LeaseConfig};
+use drainpipe_operator::metrics::Metrics;
+use drainpipe_operator::resources::IngesterDefaults;
+use drainpipe_operator::telemetry::{self, LogFormat};
+use drainpipe_operator::{crd, heroku};
+use kube::api::{Api, ListParams};
+
+#[derive(Parser)]
+#[command(
+    name = "drainpipe-operator",
+    version,
+    about = "Kubernetes operator for drainpipe LogDrains"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the LogDrain CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the controller.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Heroku Platform API base URL.
+    #[arg(long, env = "DRAINPIPE_HEROKU_API_URL", default_value = heroku::DEFAULT_BASE_URL)]
+    heroku_api_url: String,
+
+    /// Drift-check period: each LogDrain is re-verified against Heroku and
+    /// Glue about this often (±10%).
+    #[arg(long, env = "DRAINPIPE_RESYNC", default_value = "10m", value_parser = parse_duration)]
+    resync: Duration,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "DRAINPIPE_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+
+    #[arg(long, env = "DRAINPIPE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    /// Namespaces to watch, comma separated; all when empty.
+    #[arg(
+        long,
+        env = "DRAINPIPE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    namespaces: Vec<String>,
+
+    /// Ingester image for LogDrains that name none.
+    #[arg(long, env = "DRAINPIPE_INGESTER_IMAGE", default_value_t = controller::default_ingester_image())]
+    ingester_image: String,
+
+    /// LogDrains reconciled at once.
+    #[arg(long, env = "DRAINPIPE_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+
+    /// Elect a leader through a Lease so several replicas can run.
+    #[arg(long, env = "DRAINPIPE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "DRAINPIPE_LEADER_ELECTION_ID",
+        default_value = "drainpipe-operator"
+    )]
+    leader_election_id: String,
+
+    /// This replica's identity in the Lease and in events (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml().context("serializing the CRD")?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let metrics = Metrics::new();
+    let ready = Readiness::default();
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+    ));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    Api::<LogDrain>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing LogDrains: is the CRD installed (drainpipe-operator crd | kubectl apply -f -) and may the operator list them?")?;
+    ready.set(true);
+
+    let heroku = HerokuClient::with_options(&args.heroku_api_url, HerokuOptions::default())
+        .context("configuring the Heroku client")?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("drainpipe-operator-{}", std::process::id()));
+    let settings = Settings {
+        resync: args.resync,
+        namespaces: args
+            .namespaces
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
+        ingester: IngesterDefaults {
+            image: args.ingester_image,
+        },
+        concurrency: args.concurrency,
+        instance: Some(identity.clone()),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        heroku,
+        Catalogs::per_region(aws),
+        metrics.clone(),
+        settings,
+    ));
+
+    let lease = args.leader_election.then(|| {
+        LeaseConfig::new(
+            args.leader_election_namespace,
+            args.leader_election_id,
+            identity,
+        )
+    });
+    if let Some(lease) = &lease {
+        leader::acquire(&client, lease).await;
+        metrics.leader.set(1);
+    }
+
+    let shutdown = async {
+        // Kubernetes stops pods with SIGTERM; a person at a terminal uses ^C.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let result = match &lease {
+        Some(lease) => {
+            tokio::select! {
+                () = controller::run(ctx, shutdown) => Ok(()),
+                lost = leader::hold(&client, lease) => Err(anyhow::Error::new(lost)),
+                r = server => Err(anyhow::anyhow!("metrics server stopped: {r:?}")),
+            }
+        }
+        None => {
+            tokio::select! {
+                () = controller::run(ctx, shutdown) => Ok(()),
+                r = server => Err(anyhow::anyhow!("metrics server stopped: {r:?}")),
+            }
+        }
+    };
+    if let Some(lease) = &lease {
+        metrics.leader.set(0);
+        if result.is_ok() {
+            leader::release(&client, lease).await;
+        }
+    }
+    result
+}
+
+/// `90s`, `10m`, `1h`, `500ms`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "drainpipe-operator",
+            "run",
+            "--namespaces",
+            "a,b",
+            "--resync",
+            "5m",
+            "--leader-election",
+            "false",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert_eq!(args.resync, Duration::from_secs(300));
+        assert!(!args.leader_election);
+    }
+}

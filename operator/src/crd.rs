@@ -1,0 +1,473 @@
+//! The `LogDrain` custom resource (`drainpipe.dev/v1alpha1`).
+//!
+//! The doc comments on these types become the CRD's OpenAPI descriptions, so
+//! they are written for `kubectl explain` readers, not for Rust readers.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Heroku's own app-name pattern (platform API schema, `app/definitions/name`).
+pub const APP_NAME_PATTERN: &str = "^[a-z][a-z0-9-]{1,28}[a-z0-9]$";
+
+/// The finalizer that holds a deleted LogDrain until its Heroku drains are handled.
+pub const FINALIZER: &str = "drainpipe.dev/cleanup";
+
+/// A LogDrain ships the logs of a set of Heroku apps into an S3 archive that
+/// Athena can query: drainpipe registers one Heroku HTTPS drain per app, runs
+/// the ingester that receives them, and keeps the Glue table's partition
+/// projection listing every app.
+// kube's printcolumn(...) items repeat `type_`/`name` keys by design.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "drainpipe.dev",
+    version = "v1alpha1",
+    kind = "LogDrain",
+    plural = "logdrains",
+    singular = "logdrain",
+    shortname = "ld",
+    namespaced,
+    status = "LogDrainStatus",
+    derive = "PartialEq",
+    doc = "LogDrain ships the logs of Heroku apps into an S3 archive queryable with Athena: one Heroku drain per app, an ingester Deployment receiving them, and a Glue table whose partition projection lists every app.",
+    scale(
+        spec_replicas_path = ".spec.ingester.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Apps",
+        type_ = "integer",
+        description = "Number of Heroku apps drained",
+        json_path = ".status.appCount"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        description = "Whether every drain, the catalog and the ingester are in place",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        description = "Why the LogDrain is or is not ready",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        description = "Ingester replicas that are ready",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LogDrainSpec {
+    /// Heroku app names whose logs this LogDrain archives (Heroku's app-name
+    /// rules: 3 to 30 characters, lowercase letters, digits and dashes,
+    /// starting with a letter). Each app gets exactly one HTTPS drain pointing
+    /// at `endpoint.url`. Removing an app removes its drain; its archived logs
+    /// stay queryable.
+    #[schemars(
+        length(min = 1, max = 500),
+        inner(regex(pattern = r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub apps: Vec<String>,
+
+    /// Access to the Heroku Platform API.
+    pub heroku: HerokuSpec,
+
+    /// Where Heroku reaches the ingester.
+    pub endpoint: EndpointSpec,
+
+    /// Where the ingester archives the logs.
+    pub archive: ArchiveSpec,
+
+    /// The query catalog kept in step with the archive. Omit to manage no
+    /// catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSpec>,
+
+    /// The ingester Deployment that receives the drains.
+    #[serde(default)]
+    pub ingester: IngesterSpec,
+
+    /// What happens to the Heroku drains when this LogDrain is deleted:
+    /// `Delete` removes the drains drainpipe created; `Retain` (default)
+    /// leaves them registered (Heroku keeps sending, so point them elsewhere
+    /// or remove them by hand). Archived logs and the catalog table are never
+    /// deleted by drainpipe.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Access to the Heroku Platform API.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HerokuSpec {
+    /// A Secret in the LogDrain's namespace holding a Heroku API token (for
+    /// example from `heroku authorizations:create`) allowed to manage the
+    /// apps' log drains. Changing the Secret takes effect on the next call.
+    pub api_token_secret_ref: SecretKeySelector,
+}
+
+/// A key in a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Where Heroku reaches the ingester.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSpec {
+    /// Public HTTPS base URL of the ingester as Heroku sees it (an Ingress or
+    /// load balancer in front of the ingester Service), without a trailing
+    /// slash, credentials, query or fragment, e.g.
+    /// `https://logs.example.com`. Each app's drain is
+    /// `{url}/logplex/{app}` with the drain password added by drainpipe.
+    #[schemars(length(min = 9, max = 200))]
+    #[x_kube(validation = Rule::new("self.matches('^https://[^/@?#\\\\s]+(/[^@?#\\\\s]*[^/@?#\\\\s])?$')").message("must be an https:// URL without credentials, query, fragment or trailing slash, e.g. https://logs.example.com"))]
+    pub url: String,
+}
+
+/// Where the ingester archives the logs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSpec {
+    /// An S3 (or S3-compatible) bucket.
+    pub s3: S3Archive,
+}
+
+/// An S3 archive location.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Archive {
+    /// Bucket name. drainpipe does not create it.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// Key prefix for the archive, empty or ending in `/`; objects are
+    /// `{prefix}{app}/{YYYY}/{MM}/{DD}/...json.gz`.
+    #[serde(default = "default_prefix")]
+    #[schemars(regex(pattern = r"^([^/\s]\S*/)?$"), length(max = 512))]
+    pub prefix: String,
+    /// AWS region of the bucket, e.g. `eu-west-1`.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: String,
+    /// S3 endpoint URL for S3-compatible stores (MinIO, ...); omit for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^/@?#\s]+(/\S*)?$"))]
+    pub endpoint: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "logs/".to_string()
+}
+
+/// The query catalog kept in step with the archive.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogSpec {
+    /// An AWS Glue Data Catalog table (what Athena queries).
+    pub glue: GlueCatalog,
+}
+
+/// An AWS Glue table with partition projection over the archive.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GlueCatalog {
+    /// Glue database name (lowercase letters, digits, underscores).
+    #[schemars(regex(pattern = r"^[a-z0-9_]{1,255}$"))]
+    pub database: String,
+    /// Glue table name (lowercase letters, digits, underscores). Several
+    /// LogDrains may share one table when they archive to the same location;
+    /// its app list is then the union of theirs.
+    #[schemars(regex(pattern = r"^[a-z0-9_]{1,255}$"))]
+    pub table: String,
+    /// AWS region of the Glue catalog, e.g. `eu-west-1`.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: String,
+    /// Create the database and table when missing (default true). When
+    /// false, the table must exist and drainpipe only adds apps to its
+    /// `projection.app.values`.
+    #[serde(default = "default_true")]
+    pub manage_table: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The ingester Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngesterSpec {
+    /// Number of ingester pods (default 2). Also set by `kubectl scale
+    /// logdrain/NAME --replicas=N` and by a HorizontalPodAutoscaler through
+    /// the scale subresource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Ingester container image; defaults to the operator's
+    /// `--ingester-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// CPU and memory requests and limits of the ingester container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Local buffer (write-ahead log) of each ingester pod.
+    #[serde(default)]
+    pub buffer_storage: BufferStorage,
+    /// Service account the ingester pods run as, e.g. one bound to an IAM
+    /// role allowed to write the bucket. Defaults to the namespace's
+    /// `default` account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+}
+
+impl Default for IngesterSpec {
+    fn default() -> Self {
+        IngesterSpec {
+            replicas: default_replicas(),
+            image: None,
+            resources: None,
+            buffer_storage: BufferStorage::default(),
+            service_account_name: None,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// The ingester's local buffer: an emptyDir holding messages that are
+/// acknowledged to Heroku but not yet uploaded. A pod flushes it to the
+/// archive when it is stopped.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferStorage {
+    /// Size limit of the buffer volume (default `2Gi`). When it is full the
+    /// ingester answers 503 and Heroku retries.
+    #[serde(default = "default_buffer_size")]
+    pub size_limit: Quantity,
+}
+
+impl Default for BufferStorage {
+    fn default() -> Self {
+        BufferStorage {
+            size_limit: default_buffer_size(),
+        }
+    }
+}
+
+fn default_buffer_size() -> Quantity {
+    Quantity("2Gi".to_string())
+}
+
+/// What happens to the Heroku drains when the LogDrain is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Remove the drains drainpipe created.
+    Delete,
+    /// Leave the drains registered with Heroku.
+    #[default]
+    Retain,
+}
+
+/// Observed state of a LogDrain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LogDrainStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `DrainsRegistered`, `CatalogSynced` and `IngesterAvailable`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The Heroku drains drainpipe created, one per app.
+    #[serde(default)]
+    pub drains: Vec<DrainStatus>,
+    /// Number of apps in the spec.
+    #[serde(default)]
+    pub app_count: i32,
+    /// Ingester pods (scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ingester pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the ingester pods (scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// One Heroku drain drainpipe created.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// Heroku app name.
+    pub app: String,
+    /// Heroku drain id (`heroku drains --json` shows it).
+    pub id: String,
+    /// Drain token Logplex sends in `Logplex-Drain-Token`.
+    pub token: String,
+    /// The drain URL without its credentials.
+    pub url: String,
+}
+
+impl LogDrain {
+    /// Apps in the spec, deduplicated (the API server already rejects
+    /// duplicates; this keeps the operator correct on objects written before
+    /// the CRD had that rule).
+    pub fn app_set(&self) -> BTreeSet<String> {
+        self.spec.apps.iter().cloned().collect()
+    }
+}
+
+/// The CRD as YAML, as `drainpipe-operator crd` prints it and
+/// `crds/logdrain.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&LogDrain::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn crd_json() -> Value {
+        serde_json::to_value(LogDrain::crd()).expect("crd serializes")
+    }
+
+    fn spec_schema(crd: &Value) -> &Value {
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    }
+
+    #[test]
+    fn names_scope_and_subresources() {
+        let crd = crd_json();
+        assert_eq!(crd["metadata"]["name"], "logdrains.drainpipe.dev");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["ld"]));
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        assert_eq!(version["subresources"]["status"], json!({}));
+        assert_eq!(
+            version["subresources"]["scale"],
+            json!({
+                "specReplicasPath": ".spec.ingester.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector"
+            })
+        );
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("printer columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(columns, ["Apps", "Ready", "Reason", "Replicas", "Age"]);
+    }
+
+    #[test]
+    fn apps_are_a_non_empty_set_of_heroku_names() {
+        let crd = crd_json();
+        let apps = &spec_schema(&crd)["properties"]["apps"];
+        assert_eq!(apps["minItems"], 1);
+        assert_eq!(apps["x-kubernetes-list-type"], "set");
+        assert_eq!(apps["items"]["pattern"], APP_NAME_PATTERN);
+        let required = spec_schema(&crd)["required"].as_array().expect("required");
+        for field in ["apps", "heroku", "endpoint", "archive"] {
+            assert!(required.contains(&json!(field)), "{field} required");
+        }
+    }
+
+    #[test]
+    fn endpoint_url_has_a_cel_rule_with_a_message() {
+        let crd = crd_json();
+        let url = &spec_schema(&crd)["properties"]["endpoint"]["properties"]["url"];
+        let rules = url["x-kubernetes-validations"].as_array().expect("rules");
+        assert_eq!(rules.len(), 1);
+        assert!(
+            rules[0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("https://")
+        );
+    }
+
+    #[test]
+    fn every_spec_field_is_documented() {
+        fn walk(path: &str, schema: &Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, prop) in props {
+                    let p = format!("{path}.{name}");
+                    if prop.get("description").is_none() {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, prop, missing);
+                }
+            }
+            if schema["items"].is_object() {
+                walk(&format!("{path}[]"), &schema["items"], missing);
+            }
+        }
+        let crd = crd_json();
+        let mut missing = Vec::new();
+        walk("spec", spec_schema(&crd), &mut missing);
+        // ResourceRequirements comes documented from k8s-openapi.
+        assert!(missing.is_empty(), "undocumented fields: {missing:?}");
+    }
+
+    #[test]
+    fn defaults_are_in_the_schema_and_in_serde() {
+        let crd = crd_json();
+        let spec = spec_schema(&crd);
+        assert_eq!(spec["properties"]["deletionPolicy"]["default"], "Retain");
+        assert_eq!(
+            spec["properties"]["archive"]["properties"]["s3"]["properties"]["prefix"]["default"],
+            "logs/"
+        );
+        let ld: LogDrainSpec = serde_json::from_value(json!({
+            "apps": ["my-app"],
+            "heroku": {"apiTokenSecretRef": {"name": "heroku", "key": "token"}},
+            "endpoint": {"url": "https://logs.example.com"},
+            "archive": {"s3": {"bucket": "logs-bucket", "region": "eu-west-1"}},
+            "catalog": {"glue": {"database": "logs", "table": "heroku", "region": "eu-west-1"}}
+        }))
+        .expect("minimal spec");
+        assert_eq!(ld.ingester.replicas, 2);
+        assert_eq!(ld.archive.s3.prefix, "logs/");
+        assert_eq!(ld.deletion_policy, DeletionPolicy::Retain);
+        assert!(ld.catalog.as_ref().is_some_and(|c| c.glue.manage_table));
+        assert_eq!(ld.ingester.buffer_storage.size_limit.0, "2Gi");
+    }
+
+    #[test]
+    fn crd_yaml_round_trips() {
+        let yaml = crd_yaml().expect("yaml");
+        assert!(yaml.starts_with("apiVersion: apiextensions.k8s.io/v1\n"));
+        let back: Value = serde_yaml::from_str(&yaml).expect("parses");
+        assert_eq!(back, crd_json());
+    }
+}

@@ -1,0 +1,108 @@
+//! Why a reconcile failed. Messages end up in status conditions and events,
+//! so they name what a person can fix and never carry a secret.
+
+use std::time::Duration;
+
+use crate::glue::GlueError;
+use crate::heroku::HerokuError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+
+    #[error("the LogDrain has no name, namespace or uid yet")]
+    MissingObjectKey,
+
+    #[error("Secret {namespace}/{name} named by heroku.apiTokenSecretRef {problem}")]
+    HerokuTokenMissing {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+
+    #[error("{0}")]
+    Heroku(#[source] HerokuError),
+
+    /// Several apps failed; the first error decides the label.
+    #[error("{message}")]
+    Drains { message: String, first: HerokuError },
+
+    #[error("{0}")]
+    Glue(#[source] GlueError),
+
+    #[error("cannot write the routes file: {0}")]
+    Routes(String),
+
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A fixed, low-cardinality name for the failures metric.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(_) => "kube".to_string(),
+            Error::MissingObjectKey => "missing_object_key".to_string(),
+            Error::HerokuTokenMissing { .. } => "heroku_token_missing".to_string(),
+            Error::Heroku(e) | Error::Drains { first: e, .. } => {
+                format!("heroku_{}", e.metric_label())
+            }
+            Error::Glue(e) => format!("glue_{}", e.metric_label()),
+            Error::Routes(_) => "routes".to_string(),
+            Error::Finalizer(_) => "finalizer".to_string(),
+        }
+    }
+
+    /// True when retrying soon may succeed with nothing changed; otherwise a
+    /// person has to act (and the change they make triggers a reconcile).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(_) | Error::Finalizer(_) => true,
+            Error::Heroku(e) | Error::Drains { first: e, .. } => e.is_transient(),
+            Error::Glue(e) => e.is_transient(),
+            Error::MissingObjectKey | Error::HerokuTokenMissing { .. } | Error::Routes(_) => false,
+        }
+    }
+
+    /// A wait the remote service asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Heroku(e) | Error::Drains { first: e, .. } => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_prefixed_by_service() {
+        assert_eq!(
+            Error::Heroku(HerokuError::Unauthorized).metric_label(),
+            "heroku_unauthorized"
+        );
+        let e = Error::HerokuTokenMissing {
+            namespace: "logs".into(),
+            name: "heroku".into(),
+            problem: "does not exist".into(),
+        };
+        assert_eq!(e.metric_label(), "heroku_token_missing");
+        assert_eq!(
+            e.to_string(),
+            "Secret logs/heroku named by heroku.apiTokenSecretRef does not exist"
+        );
+        assert!(!e.is_transient());
+        assert!(Error::Heroku(HerokuError::Transport("reset".into())).is_transient());
+    }
+}

@@ -1,0 +1,492 @@
+//! The Kubernetes objects a LogDrain owns: the drain password Secret, the
+//! routes Secret, the ingester Deployment and its Service. Pure builders:
+//! the controller applies them with server-side apply.
+
+use std::collections::BTreeMap;
+
+use drainpipe_ingester::routes::RoutesFile;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use crate::crd::LogDrain;
+
+/// Key of the drain password in `<name>-drain-password`.
+pub const PASSWORD_KEY: &str = "password";
+/// Key of the routes file in `<name>-routes`.
+pub const ROUTES_KEY: &str = "routes.yaml";
+/// Where the ingester container finds the routes Secret.
+pub const ROUTES_DIR: &str = "/etc/drainpipe";
+/// Where the ingester container keeps its write-ahead log.
+pub const DATA_DIR: &str = "/var/lib/drainpipe";
+/// The ingester's HTTP port inside the pod.
+pub const INGESTER_PORT: i32 = 8080;
+
+const MANAGED_BY: &str = "drainpipe-operator";
+/// Label on every object a LogDrain owns, naming it.
+pub const LOGDRAIN_LABEL: &str = "drainpipe.dev/logdrain";
+
+pub fn password_secret_name(ld_name: &str) -> String {
+    format!("{ld_name}-drain-password")
+}
+
+pub fn routes_secret_name(ld_name: &str) -> String {
+    format!("{ld_name}-routes")
+}
+
+pub fn ingester_name(ld_name: &str) -> String {
+    format!("{ld_name}-ingester")
+}
+
+/// A fresh drain password: 32 alphanumerics (about 190 bits), safe in a URL
+/// userinfo without escaping.
+pub fn generate_password() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Labels that select one LogDrain's ingester pods.
+pub fn selector_labels(ld_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "drainpipe-ingester".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            ld_name.to_string(),
+        ),
+    ])
+}
+
+/// The selector as a string, for the scale subresource.
+pub fn selector_string(ld_name: &str) -> String {
+    selector_labels(ld_name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(ld_name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(ld_name);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        MANAGED_BY.to_string(),
+    );
+    labels.insert(LOGDRAIN_LABEL.to_string(), ld_name.to_string());
+    labels
+}
+
+/// Name, namespace and owner of the LogDrain, needed by every builder.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub name: String,
+    pub namespace: String,
+    pub reference: OwnerReference,
+}
+
+impl Owner {
+    /// `None` when the object lacks a name, namespace or uid (not yet stored).
+    pub fn of(ld: &LogDrain) -> Option<Owner> {
+        Some(Owner {
+            name: ld.metadata.name.clone()?,
+            namespace: ld.metadata.namespace.clone()?,
+            reference: ld.controller_owner_ref(&())?,
+        })
+    }
+
+    fn meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name)),
+            owner_references: Some(vec![self.reference.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+fn secret(meta: ObjectMeta, key: &str, value: String) -> Secret {
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// The drain password Secret, written once: later reconciles read it back so
+/// a person can rotate the password by editing it.
+pub fn password_secret(owner: &Owner, password: String) -> Secret {
+    secret(
+        owner.meta(password_secret_name(&owner.name)),
+        PASSWORD_KEY,
+        password,
+    )
+}
+
+/// The routes Secret mounted into the ingester.
+pub fn routes_secret(owner: &Owner, routes_yaml: String) -> Secret {
+    secret(
+        owner.meta(routes_secret_name(&owner.name)),
+        ROUTES_KEY,
+        routes_yaml,
+    )
+}
+
+/// Reads a Secret value as UTF-8 text (from `data`, or from `stringData`
+/// when a client wrote that and the server has not normalized it).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(bytes.0.clone()).ok();
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
+}
+
+/// Operator-wide settings the Deployment needs.
+#[derive(Clone, Debug)]
+pub struct IngesterDefaults {
+    /// Image used when the LogDrain names none.
+    pub image: String,
+}
+
+/// `s3://bucket/prefix` as the ingester's `--archive` takes it.
+pub fn archive_url(ld: &LogDrain) -> String {
+    let s3 = &ld.spec.archive.s3;
+    format!("s3://{}/{}", s3.bucket, s3.prefix)
+}
+
+/// Parses the Kubernetes quantity forms people write for volume sizes
+/// (`512Mi`, `2Gi`, `1G`, `1073741824`); `None` for anything fancier.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (digits, suffix) = q.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The ingester Deployment.
+pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
+    let spec = &ld.spec.ingester;
+    let name = ingester_name(&owner.name);
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("0.0.0.0:{INGESTER_PORT}"),
+        "--routes".to_string(),
+        format!("{ROUTES_DIR}/{ROUTES_KEY}"),
+        "--archive".to_string(),
+        archive_url(ld),
+        "--data-dir".to_string(),
+        format!("{DATA_DIR}/wal"),
+        "--log-format".to_string(),
+        "json".to_string(),
+    ];
+    // The write-ahead log must refuse data (503, Heroku retries) before the
+    // emptyDir hits its limit, which would get the pod evicted.
+    if let Some(bytes) = quantity_bytes(&spec.buffer_storage.size_limit.0) {
+        args.push("--wal-max-bytes".to_string());
+        args.push((bytes / 10 * 8).to_string());
+    }
+    let mut env = vec![EnvVar {
+        name: "AWS_REGION".to_string(),
+        value: Some(ld.spec.archive.s3.region.clone()),
+        ..EnvVar::default()
+    }];
+    if let Some(endpoint) = &ld.spec.archive.s3.endpoint {
+        env.push(EnvVar {
+            name: "AWS_ENDPOINT_URL_S3".to_string(),
+            value: Some(endpoint.clone()),
+            ..EnvVar::default()
+        });
+    }
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "ingester".to_string(),
+        image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_string()),
+            container_port: INGESTER_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "routes".to_string(),
+                mount_path: ROUTES_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "buffer".to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        service_account_name: spec.service_account_name.clone(),
+        // Room to flush the write-ahead log to the archive on SIGTERM.
+        termination_grace_period_seconds: Some(120),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "routes".to_string(),
+                // A whole-directory mount (not subPath) so Secret updates
+                // reach the running ingester, which re-reads the file.
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(routes_secret_name(&owner.name)),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "buffer".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(spec.buffer_storage.size_limit.clone()),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+    Deployment {
+        metadata: owner.meta(name),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&owner.name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ClusterIP Service (port 8080) in front of the ingester pods; an Ingress or load
+/// balancer the user owns exposes it as `endpoint.url`.
+pub fn service(owner: &Owner) -> Service {
+    Service {
+        metadata: owner.meta(ingester_name(&owner.name)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&owner.name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port: INGESTER_PORT,
+                target_port: Some(IntOrString::String("http".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Serializes routes for the routes Secret.
+pub fn routes_yaml(routes: &RoutesFile) -> Result<String, drainpipe_ingester::routes::RoutesError> {
+    routes.to_yaml()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LogDrainSpec;
+    use serde_json::json;
+
+    fn logdrain() -> LogDrain {
+        let spec: LogDrainSpec = serde_json::from_value(json!({
+            "apps": ["app-one", "app-two"],
+            "heroku": {"apiTokenSecretRef": {"name": "heroku", "key": "token"}},
+            "endpoint": {"url": "https://logs.example.com"},
+            "archive": {"s3": {"bucket": "logs-bucket", "region": "eu-west-1",
+                               "endpoint": "http://minio:9000"}},
+            "ingester": {"replicas": 3, "bufferStorage": {"sizeLimit": "1Gi"}}
+        }))
+        .expect("spec");
+        let mut ld = LogDrain::new("prod", spec);
+        ld.metadata.namespace = Some("logs".to_string());
+        ld.metadata.uid = Some("0b5e5f4e-1111-2222-3333-444455556666".to_string());
+        ld
+    }
+
+    fn defaults() -> IngesterDefaults {
+        IngesterDefaults {
+            image: "ghcr.io/drainpipe/ingester:0.1.0".to_string(),
+        }
+    }
+
+    #[test]
+    fn owner_reference_points_at_the_logdrain() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        assert_eq!(owner.reference.kind, "LogDrain");
+        assert_eq!(owner.reference.api_version, "drainpipe.dev/v1alpha1");
+        assert_eq!(owner.reference.controller, Some(true));
+        let svc = service(&owner);
+        assert_eq!(svc.metadata.owner_references, Some(vec![owner.reference]));
+        assert_eq!(svc.metadata.name.as_deref(), Some("prod-ingester"));
+    }
+
+    #[test]
+    fn deployment_runs_the_ingester_against_the_archive() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let d = deployment(&owner, &ld, &defaults());
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        let template_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("template labels");
+        for (k, v) in spec.selector.match_labels.as_ref().expect("selector") {
+            assert_eq!(
+                template_labels.get(k),
+                Some(v),
+                "template lacks selector label {k}"
+            );
+        }
+        let pod = spec.template.spec.expect("pod");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/drainpipe/ingester:0.1.0"));
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(args.contains("--listen 0.0.0.0:8080"), "{args}");
+        assert!(
+            args.contains("--routes /etc/drainpipe/routes.yaml"),
+            "{args}"
+        );
+        assert!(args.contains("--archive s3://logs-bucket/logs/"), "{args}");
+        assert!(args.contains(&format!("--wal-max-bytes {}", (1u64 << 30) / 10 * 8)));
+        let env = c.env.clone().expect("env");
+        assert!(
+            env.iter().any(|e| e.name == "AWS_ENDPOINT_URL_S3"
+                && e.value.as_deref() == Some("http://minio:9000"))
+        );
+        let readiness = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+        assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
+        let volumes = pod.volumes.expect("volumes");
+        assert_eq!(
+            volumes[0]
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("prod-routes")
+        );
+    }
+
+    #[test]
+    fn selector_string_matches_the_labels() {
+        assert_eq!(
+            selector_string("prod"),
+            "app.kubernetes.io/instance=prod,app.kubernetes.io/name=drainpipe-ingester"
+        );
+    }
+
+    #[test]
+    fn passwords_are_long_random_and_url_safe() {
+        let a = generate_password();
+        let b = generate_password();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes("2Gi"), Some(2 << 30));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1024"), Some(1024));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+        assert_eq!(quantity_bytes("1e9"), None);
+    }
+
+    #[test]
+    fn secret_values_read_back() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let s = password_secret(&owner, "hunter2hunter2".to_string());
+        assert_eq!(s.metadata.name.as_deref(), Some("prod-drain-password"));
+        assert_eq!(
+            secret_value(&s, PASSWORD_KEY).as_deref(),
+            Some("hunter2hunter2")
+        );
+        assert_eq!(secret_value(&s, "other"), None);
+    }
+}
