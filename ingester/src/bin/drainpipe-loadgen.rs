@@ -1,0 +1,405 @@
+//! Replays Logplex HTTPS-drain traffic against an ingester and reports what
+//! it acknowledged: messages/s, MB/s, ack latency and status codes.
+//!
+//! Like Logplex, each drain keeps exactly one request in flight on its own
+//! keep-alive connection. Bodies come from `drainpipe_ingester::samples` (the
+//! benchmark's mix: router, app and add-on lines), pre-generated into a pool
+//! so the generator costs no CPU during the run; every request still gets
+//! its own `Logplex-Frame-Id`, so the server's dedupe never drops one.
+//!
+//! ```text
+//! drainpipe-loadgen --url http://127.0.0.1:8080 --drains 8 --duration 30s
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderValue, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use drainpipe_ingester::samples::LogplexGen;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drainpipe-loadgen",
+    about = "Replay realistic Logplex HTTPS-drain traffic against a drainpipe ingester"
+)]
+struct Args {
+    /// Base URL of the ingester; requests go to `{url}/logplex/{app}`.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "DRAINPIPE_LOADGEN_URL"
+    )]
+    url: String,
+
+    /// Concurrent drains (one app each), each with one request in flight.
+    #[arg(long, visible_alias = "apps", default_value_t = 8)]
+    drains: usize,
+
+    /// App names are `{prefix}-1` .. `{prefix}-N`.
+    #[arg(long, default_value = "loadgen")]
+    app_prefix: String,
+
+    /// How long to send, e.g. `30s`, `2m`, `500ms` (default 10s unless
+    /// --requests is given).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    duration: Option<Duration>,
+
+    /// Total requests to send, spread over the drains.
+    #[arg(long)]
+    requests: Option<u64>,
+
+    /// Body size in KiB; Logplex sends up to about 100 KiB.
+    #[arg(long, default_value_t = 100)]
+    body_kb: usize,
+
+    /// Distinct bodies generated up front per drain.
+    #[arg(long, default_value_t = 8)]
+    pool: usize,
+
+    /// Drain password (HTTP Basic). Never printed.
+    #[arg(long, env = "DRAINPIPE_LOADGEN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
+    /// Runtime worker threads (the ingester usually shares the machine).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+
+    /// Per-request timeout; Logplex gives up after 5 s.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    timeout: Duration,
+}
+
+/// `30s`, `2m`, `500ms`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+struct Drain {
+    token: String,
+    uri: Uri,
+    bodies: Vec<(Bytes, u64)>,
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, u64>,
+    errors: BTreeMap<String, u64>,
+    acked_messages: u64,
+    acked_bytes: u64,
+}
+
+/// Shared counters for the progress line.
+#[derive(Default)]
+struct Live {
+    acked_messages: AtomicU64,
+    requests: AtomicU64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.drains == 0 || args.pool == 0 || args.body_kb == 0 || args.threads == 0 {
+        bail!("--drains, --pool, --body-kb and --threads must be at least 1");
+    }
+    let base = args.url.trim_end_matches('/').to_string();
+    if !base.starts_with("http://") {
+        bail!(
+            "--url must be an http:// URL (put TLS in front of the ingester, not in the load generator)"
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(args, base))
+}
+
+async fn run(args: Args, base: String) -> anyhow::Result<()> {
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_micros() as i64;
+    // Frame ids must not repeat across runs either: the ingester would
+    // answer a repeated (token, frame id) with 200 and store nothing.
+    let run_id = now_us as u64;
+
+    let mut drains = Vec::with_capacity(args.drains);
+    for i in 1..=args.drains {
+        let app = format!("{}-{i}", args.app_prefix);
+        let uri: Uri = format!("{base}/logplex/{app}")
+            .parse()
+            .with_context(|| format!("{base}/logplex/{app} is not a valid URL"))?;
+        let mut generator = LogplexGen::new(i as u64, &app, now_us);
+        let bodies = (0..args.pool)
+            .map(|_| {
+                let (body, n) = generator.body(args.body_kb * 1024);
+                (Bytes::from(body), n)
+            })
+            .collect();
+        drains.push(Drain {
+            token: format!("d.00000000-0000-4000-8000-{i:012}"),
+            uri,
+            bodies,
+        });
+    }
+    let msgs_per_body = drains[0].bodies.iter().map(|b| b.1).sum::<u64>() / args.pool as u64;
+    let stop_after = match (args.duration, args.requests) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    eprintln!(
+        "drainpipe-loadgen: {} drains ({}-1..{}), {} KiB bodies of about {} messages, {} against {}",
+        args.drains,
+        args.app_prefix,
+        args.drains,
+        args.body_kb,
+        msgs_per_body,
+        match (stop_after, args.requests) {
+            (Some(d), _) => format!("for {:.1}s", d.as_secs_f64()),
+            (None, Some(n)) => format!("{n} requests"),
+            (None, None) => String::new(),
+        },
+        base
+    );
+    eprintln!(
+        "drain tokens: d.00000000-0000-4000-8000-000000000001 .. -{:012}",
+        args.drains
+    );
+
+    let auth = match &args.password {
+        Some(p) => {
+            let enc = base64::engine::general_purpose::STANDARD.encode(format!("logplex:{p}"));
+            let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+                .context("password makes an invalid header")?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.drains)
+        .build(connector);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let remaining = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
+    let live = Arc::new(Live::default());
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+
+    let mut tasks = Vec::with_capacity(drains.len());
+    for drain in drains {
+        let client = client.clone();
+        let auth = auth.clone();
+        let (stop, remaining, live, seq) =
+            (stop.clone(), remaining.clone(), live.clone(), seq.clone());
+        let timeout = args.timeout;
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut next = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Claim one request from the budget.
+                if remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
+                    .is_err()
+                {
+                    break;
+                }
+                let (body, n) = drain.bodies[next % drain.bodies.len()].clone();
+                next += 1;
+                let frame_id = format!("{run_id:016x}{:016x}", seq.fetch_add(1, Ordering::Relaxed));
+                let req = Request::post(drain.uri.clone())
+                    .header(header::CONTENT_TYPE, "application/logplex-1")
+                    .header("Logplex-Msg-Count", n)
+                    .header("Logplex-Frame-Id", frame_id)
+                    .header("Logplex-Drain-Token", &drain.token)
+                    .header(header::USER_AGENT, "Logplex/v72")
+                    .body(Full::new(body.clone()));
+                let mut req = match req {
+                    Ok(r) => r,
+                    Err(_) => {
+                        *tally.errors.entry("request".into()).or_default() += 1;
+                        break;
+                    }
+                };
+                if let Some(a) = &auth {
+                    req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+                }
+                let t0 = Instant::now();
+                let result = tokio::time::timeout(timeout, async {
+                    let resp = client.request(req).await?;
+                    let status = resp.status();
+                    resp.into_body().collect().await?;
+                    Ok::<_, anyhow::Error>(status)
+                })
+                .await;
+                let elapsed = t0.elapsed();
+                live.requests.fetch_add(1, Ordering::Relaxed);
+                match result {
+                    Ok(Ok(status)) => {
+                        tally.latencies_us.push(elapsed.as_micros() as u64);
+                        *tally.statuses.entry(status.as_u16()).or_default() += 1;
+                        if status.is_success() {
+                            tally.acked_messages += n;
+                            tally.acked_bytes += body.len() as u64;
+                            live.acked_messages.fetch_add(n, Ordering::Relaxed);
+                        } else if status.as_u16() == 503 || status.as_u16() == 429 {
+                            // Logplex would retry after a pause; so do we, briefly.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        *tally.errors.entry(error_kind(&e)).or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(_) => *tally.errors.entry("timeout".into()).or_default() += 1,
+                }
+            }
+            tally
+        }));
+    }
+
+    // Progress every 5 s on stderr; stop when the duration is up.
+    let progress = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let now = Instant::now();
+                let acked = live.acked_messages.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {:>6.1}s  {:>10.0} messages/s  {} requests",
+                    now.duration_since(started).as_secs_f64(),
+                    (acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64(),
+                    live.requests.load(Ordering::Relaxed)
+                );
+                last = (now, acked);
+            }
+        })
+    };
+    if let Some(d) = stop_after {
+        tokio::time::sleep(d).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut total = Tally::default();
+    for t in tasks {
+        let t = t.await.context("a drain task panicked")?;
+        total.latencies_us.extend(t.latencies_us);
+        for (k, v) in t.statuses {
+            *total.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in t.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        total.acked_messages += t.acked_messages;
+        total.acked_bytes += t.acked_bytes;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.abort();
+    report(&total, elapsed);
+    Ok(())
+}
+
+fn error_kind(e: &anyhow::Error) -> String {
+    if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if e.is_connect() {
+            return "connect".into();
+        }
+        return "http".into();
+    }
+    "other".into()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn report(t: &Tally, elapsed: f64) {
+    let mut lat = t.latencies_us.clone();
+    lat.sort_unstable();
+    let requests: u64 = t.statuses.values().sum::<u64>() + t.errors.values().sum::<u64>();
+    println!("elapsed:      {elapsed:.2} s, {requests} requests");
+    println!(
+        "acknowledged: {} messages, {:.1} MB of bodies",
+        t.acked_messages,
+        t.acked_bytes as f64 / 1e6
+    );
+    println!(
+        "throughput:   {:.0} messages/s, {:.1} MB/s",
+        t.acked_messages as f64 / elapsed,
+        t.acked_bytes as f64 / 1e6 / elapsed
+    );
+    println!(
+        "ack latency:  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |&m| m as f64 / 1000.0)
+    );
+    let statuses: Vec<String> = t.statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("status:       {}", statuses.join(" "));
+    if !t.errors.is_empty() {
+        let errors: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("errors:       {}", errors.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
