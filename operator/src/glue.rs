@@ -13,7 +13,7 @@
 //! updates on catalogs that do not check VersionId.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
@@ -338,14 +338,23 @@ impl Default for ConflictRetry {
     }
 }
 
-/// Glue catalog operations. Clones share the per-table locks that serialise
-/// this process's own updates of one table (cross-process races are left to
-/// VersionId and the retry).
+type TableLocks = Arc<Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// Per-table locks shared by every `Catalog` of the process, however the
+/// caller builds them (one per reconcile, one per region...).
+static PROCESS_LOCKS: LazyLock<TableLocks> = LazyLock::new(TableLocks::default);
+
+/// Glue catalog operations.
+///
+/// Updates of one table by this process are serialised by a process-wide
+/// lock per table, so two reconciles never race each other; races with other
+/// processes are settled by VersionId and the retry on
+/// ConcurrentModificationException.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     client: aws_sdk_glue::Client,
     retry: ConflictRetry,
-    locks: Arc<Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: TableLocks,
 }
 
 impl Catalog {
@@ -353,8 +362,15 @@ impl Catalog {
         Catalog {
             client,
             retry: ConflictRetry::default(),
-            locks: Arc::default(),
+            locks: PROCESS_LOCKS.clone(),
         }
+    }
+
+    /// Gives this catalog (and its clones) locks of its own, as if it ran in
+    /// another process: for tests of cross-process races.
+    pub fn with_private_locks(mut self) -> Self {
+        self.locks = TableLocks::default();
+        self
     }
 
     pub fn with_retry(mut self, retry: ConflictRetry) -> Self {
@@ -648,6 +664,7 @@ fn backoff(retry: ConflictRetry, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

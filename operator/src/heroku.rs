@@ -956,6 +956,7 @@ fn exp_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -454,10 +454,8 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
             ),
             _ => Answer::error(code, "internal_server_error", "Internal server error."),
         };
-        if status == 429 {
-            if let Some(secs) = s.opts.retry_after {
-                a.headers.push(("retry-after", secs.to_string()));
-            }
+        if let (429, Some(secs)) = (status, s.opts.retry_after) {
+            a.headers.push(("retry-after", secs.to_string()));
         }
         return a;
     }
@@ -657,7 +655,10 @@ fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
         .map(|d| drain_json(d, &name, &a.id))
         .collect();
     let mut ans = Answer::json(StatusCode::OK, Value::Array(page));
-    if let (Some(first), Some(last)) = (from.first(), from.iter().take(max).last()) {
+    if let (Some(first), Some(last)) = (
+        from.first(),
+        from.get(from.len().min(max).saturating_sub(1)),
+    ) {
         ans.headers
             .push(("content-range", format!("id {}..{}", first.id, last.id)));
     }

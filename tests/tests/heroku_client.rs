@@ -1,4 +1,6 @@
 //! The operator's Heroku client against the in-repo fake Platform API.
+// A failed unwrap is how a test reports an unexpected error.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
