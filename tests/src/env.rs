@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const NOT_RUNNING: &str =
     "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
-const VARS: [&str; 7] = [
+const VARS: [&str; 8] = [
     "KUBECONFIG",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL_GLUE",
@@ -26,6 +26,7 @@ const VARS: [&str; 7] = [
     "AWS_REGION",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "DRAINPIPE_TESTENV_HELM",
 ];
 
 /// Connection details of the running test environment.
@@ -38,6 +39,8 @@ pub struct TestEnv {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
+    /// The Helm binary `scripts/testenv install` built.
+    pub helm: PathBuf,
 }
 
 impl TestEnv {
@@ -161,6 +164,7 @@ impl TestEnv {
             region: get("AWS_REGION"),
             access_key: get("AWS_ACCESS_KEY_ID"),
             secret_key: get("AWS_SECRET_ACCESS_KEY"),
+            helm: PathBuf::from(get("DRAINPIPE_TESTENV_HELM")),
         })
     }
 

@@ -1,0 +1,424 @@
+//! The Helm chart against the real kube-apiserver: lint, render and validate
+//! server-side, install, upgrade, uninstall, and the examples/ manifests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use drainpipe_tests::env::TestEnv;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/drainpipe")
+}
+
+/// Runs helm with the test environment's kubeconfig; panics with helm's
+/// output when it fails.
+fn helm(env: &TestEnv, args: &[&str]) -> String {
+    let out = Command::new(&env.helm)
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", env.helm.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helm {} failed ({}):\n{}\n{}",
+        args.join(" "),
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+}
+
+fn parse_documents(yaml: &str) -> Vec<DynamicObject> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| {
+            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML document");
+            (!value.is_null()).then(|| {
+                serde_yaml::from_value::<DynamicObject>(value).expect("a Kubernetes object")
+            })
+        })
+        .collect()
+}
+
+/// Server-side dry-run apply of every object: the API server validates it
+/// against its schema (and, for LogDrains, the CRD's rules) and stores
+/// nothing.
+async fn dry_run_apply(client: &Client, objects: &[DynamicObject], default_ns: &str) {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+    for obj in objects {
+        let types = obj.types.as_ref().expect("object has apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(types).expect("valid apiVersion");
+        let (resource, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the API server does not serve {gvk:?}"));
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().unwrap_or(default_ns),
+                &resource,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = obj.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("drainpipe-tests").dry_run().force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("API server rejected {} {name}: {e}", types.kind));
+    }
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let generated = std::fs::read_to_string(repo_root().join("crds/logdrain.yaml"))
+        .expect("crds/logdrain.yaml");
+    let in_chart = std::fs::read_to_string(chart_dir().join("crds/logdrain.yaml"))
+        .expect("charts/drainpipe/crds/logdrain.yaml");
+    assert!(
+        generated == in_chart,
+        "charts/drainpipe/crds/logdrain.yaml differs from crds/logdrain.yaml: copy it \
+         (cp crds/logdrain.yaml charts/drainpipe/crds/)"
+    );
+}
+
+#[test]
+fn chart_lints_strictly() {
+    let env = TestEnv::require();
+    let out = helm(
+        &env,
+        &[
+            "lint",
+            "--strict",
+            chart_dir().to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn values_schema_rejects_unknown_and_invalid_values() {
+    let env = TestEnv::require();
+    let chart = chart_dir();
+    for bad in [
+        "operator.replicaz=2",
+        "operator.logFormat=xml",
+        "operator.resync=ten minutes",
+        "watchNamespaces={Not_A_Namespace}",
+    ] {
+        let out = Command::new(&env.helm)
+            .args([
+                "template",
+                "t",
+                chart.to_str().expect("utf-8"),
+                "--set",
+                bad,
+            ])
+            .output()
+            .expect("run helm");
+        assert!(!out.status.success(), "helm accepted --set {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("values don't meet the specifications"),
+            "--set {bad}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rendered_chart_is_accepted_by_the_api_server() {
+    let env = TestEnv::require();
+    let client = env.kube_client().await;
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+    let release_ns = format!("dp-chart-{}", suffix());
+    let watched = format!("dp-team-{}", suffix());
+    create_namespace(&client, &release_ns).await;
+    create_namespace(&client, &watched).await;
+
+    // Defaults: cluster-wide RBAC.
+    let default = parse_documents(&helm(&env, &["template", "dp", chart, "-n", &release_ns]));
+    let kinds: Vec<&str> = default
+        .iter()
+        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
+        .collect();
+    for kind in [
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "Service",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "default render lacks a {kind}: {kinds:?}"
+        );
+    }
+    dry_run_apply(&client, &default, &release_ns).await;
+
+    // Non-default: namespaced RBAC, PDB, extra env, two replicas.
+    let custom = parse_documents(&helm(
+        &env,
+        &[
+            "template",
+            "dp",
+            chart,
+            "-n",
+            &release_ns,
+            "--set",
+            &format!("watchNamespaces={{{watched}}}"),
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "operator.replicas=2",
+            "--set",
+            "operator.extraEnv[0].name=AWS_REGION",
+            "--set",
+            "operator.extraEnv[0].value=eu-west-1",
+            "--set",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/drainpipe",
+        ],
+    ));
+    let kinds: Vec<&str> = custom
+        .iter()
+        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
+        .collect();
+    assert!(
+        !kinds.contains(&"ClusterRole"),
+        "watchNamespaces must not need a ClusterRole: {kinds:?}"
+    );
+    assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
+    let team_role = custom.iter().find(|o| {
+        o.types.as_ref().is_some_and(|t| t.kind == "Role")
+            && o.namespace().as_deref() == Some(watched.as_str())
+    });
+    assert!(
+        team_role.is_some(),
+        "no Role in the watched namespace {watched}"
+    );
+    dry_run_apply(&client, &custom, &release_ns).await;
+}
+
+#[tokio::test]
+async fn install_upgrade_uninstall_leave_nothing_but_the_crd() {
+    let env = TestEnv::require();
+    let client = env.kube_client().await;
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+    let ns = format!("dp-install-{}", suffix());
+    let team = format!("dp-team-{}", suffix());
+    let release = format!("dp{}", suffix());
+    create_namespace(&client, &team).await;
+
+    helm(
+        &env,
+        &["install", &release, chart, "-n", &ns, "--create-namespace"],
+    );
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let lp = ListParams::default().labels(&selector);
+    let crr = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone());
+    assert_eq!(
+        crr.list(&lp).await.expect("list ClusterRoles").items.len(),
+        1
+    );
+    let deploys = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns);
+    let d = deploys.list(&lp).await.expect("list Deployments").items;
+    assert_eq!(d.len(), 1, "one operator Deployment");
+    let pod = d[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let c = &pod.containers[0];
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone());
+    crds.get("logdrains.drainpipe.dev")
+        .await
+        .expect("the chart installed the CRD");
+
+    // Upgrade to namespaced RBAC: the ClusterRole goes, a Role appears.
+    helm(
+        &env,
+        &[
+            "upgrade",
+            &release,
+            chart,
+            "-n",
+            &ns,
+            "--set",
+            &format!("watchNamespaces={{{team}}}"),
+        ],
+    );
+    assert!(
+        crr.list(&lp).await.expect("list").items.is_empty(),
+        "ClusterRole left after upgrade"
+    );
+    let roles = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &team);
+    assert_eq!(roles.list(&lp).await.expect("list Roles").items.len(), 1);
+
+    helm(&env, &["uninstall", &release, "-n", &ns, "--wait"]);
+    let left = leftovers(&client, &ns, &team, &lp).await;
+    assert!(left.is_empty(), "helm uninstall left: {left:?}");
+    crds.get("logdrains.drainpipe.dev")
+        .await
+        .expect("CRDs are kept by design");
+}
+
+async fn leftovers(client: &Client, ns: &str, team: &str, lp: &ListParams) -> Vec<String> {
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{Service, ServiceAccount},
+        rbac::v1::*,
+    };
+    let mut left = Vec::new();
+    let names = |kind: &str, items: Vec<String>| {
+        items
+            .into_iter()
+            .map(|n| format!("{kind}/{n}"))
+            .collect::<Vec<_>>()
+    };
+    macro_rules! collect {
+        ($api:expr, $kind:literal) => {
+            left.extend(names(
+                $kind,
+                $api.list(lp)
+                    .await
+                    .expect($kind)
+                    .items
+                    .iter()
+                    .map(|o| o.name_any())
+                    .collect(),
+            ));
+        };
+    }
+    collect!(Api::<ClusterRole>::all(client.clone()), "ClusterRole");
+    collect!(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        "ClusterRoleBinding"
+    );
+    for n in [ns, team] {
+        collect!(Api::<Role>::namespaced(client.clone(), n), "Role");
+        collect!(
+            Api::<RoleBinding>::namespaced(client.clone(), n),
+            "RoleBinding"
+        );
+        collect!(
+            Api::<Deployment>::namespaced(client.clone(), n),
+            "Deployment"
+        );
+        collect!(Api::<Service>::namespaced(client.clone(), n), "Service");
+        collect!(
+            Api::<ServiceAccount>::namespaced(client.clone(), n),
+            "ServiceAccount"
+        );
+    }
+    left
+}
+
+#[tokio::test]
+async fn every_example_is_accepted_by_the_api_server() {
+    let env = TestEnv::require();
+    let client = env.kube_client().await;
+    install_crd(&client).await;
+    let dir = repo_root().join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "expected the three example LogDrains, found {files:?}"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read example");
+        let mut objects = parse_documents(&text);
+        // Each example names its own namespace; test them in fresh ones.
+        let ns = format!("dp-example-{}", suffix());
+        create_namespace(&client, &ns).await;
+        for o in &mut objects {
+            o.metadata.namespace = Some(ns.clone());
+        }
+        assert!(!objects.is_empty(), "{} holds no object", file.display());
+        dry_run_apply(&client, &objects, &ns).await;
+    }
+}
+
+async fn install_crd(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("crds/logdrain.yaml"))
+            .expect("crds/logdrain.yaml"),
+    )
+    .expect("CRD YAML");
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.patch(
+        "logdrains.drainpipe.dev",
+        &PatchParams::apply("drainpipe-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    // Established before objects of the kind can be created.
+    for _ in 0..100 {
+        let c = api.get("logdrains.drainpipe.dev").await.expect("get CRD");
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("CRD logdrains.drainpipe.dev not Established after 10 s");
+}
