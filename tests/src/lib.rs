@@ -2,3 +2,4 @@
 
 pub mod env;
 pub mod heroku_fake;
+pub mod operator;

@@ -1,0 +1,447 @@
+//! Running the operator in-process against the test environment: the real
+//! kube-apiserver (with kube-controller-manager), moto's Glue and the fake
+//! Heroku API, one namespace and one Glue database per test.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
+use drainpipe_operator::crd::{DrainStatus, LogDrain};
+use drainpipe_operator::glue::Catalog;
+use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
+use drainpipe_operator::metrics::Metrics;
+use drainpipe_operator::resources::IngesterDefaults;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+use crate::env::TestEnv;
+use crate::heroku_fake::{FakeHeroku, FakeOptions};
+
+/// Field manager of what the tests themselves write.
+pub const TEST_MANAGER: &str = "drainpipe-tests";
+
+/// The endpoint every test LogDrain uses; nothing listens there (Heroku is
+/// fake), it only shapes the drain URLs.
+pub const ENDPOINT: &str = "https://logs.example.com";
+
+/// Installs (or updates) the LogDrain CRD and waits until it is served.
+pub async fn apply_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = LogDrain::crd();
+    let name = crd.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying the LogDrain CRD: {e}"));
+    wait_for(
+        "the LogDrain CRD to be established",
+        Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// A fresh namespace `ld-{prefix}-{random}`.
+pub async fn test_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!(
+        "ld-{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace object");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, panicking with `what`
+/// after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Heroku client options with waits shrunk for tests.
+pub fn fast_heroku_options() -> HerokuOptions {
+    HerokuOptions {
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(500),
+        log_channel_backoff: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(10),
+        ..HerokuOptions::default()
+    }
+}
+
+/// One test's world: a namespace, a Glue database name, a fake Heroku with
+/// its token in a Secret, and the controller running in-process.
+pub struct Harness {
+    pub env: TestEnv,
+    pub client: Client,
+    pub ns: String,
+    pub database: String,
+    pub heroku: FakeHeroku,
+    pub glue: aws_sdk_glue::Client,
+    pub settings: Settings,
+    pub heroku_options: HerokuOptions,
+    /// The running controller's context (metrics, Heroku client).
+    pub ctx: Option<Arc<Context>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Sets the world up; the controller is not started yet.
+    pub async fn new(prefix: &str, fake: FakeOptions) -> Harness {
+        let env = TestEnv::require();
+        let client = env.kube_client().await;
+        apply_crd(&client).await;
+        let ns = test_namespace(&client, prefix).await;
+        let heroku = FakeHeroku::start(fake).await;
+        let glue = env.glue_client();
+        let settings = Settings {
+            namespaces: vec![ns.clone()],
+            ingester: IngesterDefaults {
+                image: "drainpipe-ingester:test".to_string(),
+            },
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(300),
+            instance: Some(format!("test-{prefix}")),
+            ..Settings::default()
+        };
+        let h = Harness {
+            database: format!("ld_{}", ns.replace('-', "_")),
+            env,
+            client,
+            ns,
+            heroku,
+            glue,
+            settings,
+            heroku_options: fast_heroku_options(),
+            ctx: None,
+            task: None,
+        };
+        h.put_token_secret("heroku", &h.heroku.token()).await;
+        h
+    }
+
+    /// Creates or replaces the Secret `name` with `token` under key `token`.
+    pub async fn put_token_secret(&self, name: &str, token: &str) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"token": token},
+        }))
+        .expect("secret object");
+        api.patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+    }
+
+    /// Starts the controller in a task with a fresh context, as a newly
+    /// started operator process would have.
+    pub fn start(&mut self) {
+        let heroku =
+            HerokuClient::with_options(&self.heroku.base_url(), self.heroku_options.clone())
+                .expect("Heroku client for the fake");
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            heroku,
+            Catalogs::Fixed(Catalog::new(self.glue.clone())),
+            Metrics::new(),
+            self.settings.clone(),
+        ));
+        self.ctx = Some(ctx.clone());
+        self.task = Some(tokio::spawn(controller::run(ctx, std::future::pending())));
+    }
+
+    /// Kills the controller where it stands (an operator crash).
+    pub async fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.ctx = None;
+    }
+
+    pub fn logdrains(&self) -> Api<LogDrain> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// A LogDrain spec as JSON: `apps`, the test's token Secret, the shared
+    /// endpoint, the test bucket, and a catalog on `table` unless `None`.
+    pub fn spec(&self, apps: &[&str], table: Option<&str>) -> serde_json::Value {
+        let mut spec = json!({
+            "apps": apps,
+            "heroku": {"apiTokenSecretRef": {"name": "heroku", "key": "token"}},
+            "endpoint": {"url": ENDPOINT},
+            "archive": {"s3": {
+                "bucket": self.env.bucket,
+                "prefix": format!("{}/", self.ns),
+                "region": self.env.region,
+                "endpoint": self.env.s3_endpoint,
+            }},
+            "ingester": {"replicas": 2},
+            "deletionPolicy": "Delete",
+        });
+        if let Some(table) = table {
+            spec["catalog"] = json!({"glue": {
+                "database": self.database,
+                "table": table,
+                "region": self.env.region,
+            }});
+        }
+        spec
+    }
+
+    /// Creates or updates a LogDrain by server-side apply.
+    pub async fn apply(&self, name: &str, spec: serde_json::Value) -> LogDrain {
+        let obj = json!({
+            "apiVersion": "drainpipe.dev/v1alpha1",
+            "kind": "LogDrain",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        self.logdrains()
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying LogDrain {name}: {e}"))
+    }
+
+    pub async fn get(&self, name: &str) -> LogDrain {
+        self.logdrains()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading LogDrain {name}: {e}"))
+    }
+
+    /// Waits until the LogDrain's status satisfies `check` for its current
+    /// generation.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&LogDrain) -> bool,
+    ) -> LogDrain {
+        let api = self.logdrains();
+        let check = &check;
+        wait_for(&format!("LogDrain {name}: {what}"), timeout, || {
+            let api = api.clone();
+            async move {
+                let ld = api.get(name).await.ok()?;
+                let st = ld.status.as_ref()?;
+                (st.observed_generation == ld.metadata.generation && check(&ld)).then_some(ld)
+            }
+        })
+        .await
+    }
+
+    /// Waits until the drains are registered (and the catalog, if any, in step).
+    pub async fn wait_drains_registered(&self, name: &str, apps: &[&str]) -> LogDrain {
+        let want: BTreeSet<String> = apps.iter().map(|s| s.to_string()).collect();
+        self.wait_status(
+            name,
+            &format!("drains registered for {want:?}"),
+            Duration::from_secs(60),
+            |ld| {
+                let got: BTreeSet<String> =
+                    status_drains(ld).iter().map(|d| d.app.clone()).collect();
+                condition_is(ld, "DrainsRegistered", "True")
+                    && condition_is(ld, "CatalogSynced", "True")
+                    && got == want
+            },
+        )
+        .await
+    }
+
+    /// The drain password the operator generated for LogDrain `name`.
+    pub async fn drain_password(&self, name: &str) -> String {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let s = api
+            .get(&format!("{name}-drain-password"))
+            .await
+            .unwrap_or_else(|e| panic!("reading the drain password Secret: {e}"));
+        let bytes = s
+            .data
+            .and_then(|d| d.get("password").cloned())
+            .expect("password key");
+        String::from_utf8(bytes.0).expect("UTF-8 password")
+    }
+
+    /// `projection.app.values` of a table in this test's database.
+    pub async fn projected_apps(&self, table: &str) -> Option<BTreeSet<String>> {
+        let out = self
+            .glue
+            .get_table()
+            .database_name(&self.database)
+            .name(table)
+            .send()
+            .await
+            .ok()?;
+        let values = out
+            .table()?
+            .parameters()?
+            .get("projection.app.values")?
+            .clone();
+        Some(
+            values
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Reasons of the events recorded about LogDrain `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let events = api
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing events: {e}"));
+        events
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("LogDrain") && r.name.as_deref() == Some(name)
+                })
+            })
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Plays the kubelet: marks every pod of LogDrain `name`'s ingester
+    /// Running and Ready (the test cluster has no nodes). Returns how many.
+    pub async fn mark_ingester_pods_ready(&self, name: &str) -> usize {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let selector =
+            format!("app.kubernetes.io/instance={name},app.kubernetes.io/name=drainpipe-ingester");
+        let pods = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap_or_else(|e| panic!("listing ingester pods: {e}"));
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        for pod in &pods.items {
+            let status = json!({"status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                ],
+            }});
+            api.patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("marking pod {} ready: {e}", pod.name_any()));
+        }
+        pods.items.len()
+    }
+
+    /// Deletes every LogDrain (the controller releases the finalizers), then
+    /// stops the controller and deletes the namespace.
+    pub async fn teardown(mut self) {
+        let api = self.logdrains();
+        if self.task.is_none() {
+            self.start();
+        }
+        let _ = api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        let api2 = api.clone();
+        wait_for("LogDrains to be deleted", Duration::from_secs(60), || {
+            let api = api2.clone();
+            async move {
+                let list = api.list(&ListParams::default()).await.ok()?;
+                list.items.is_empty().then_some(())
+            }
+        })
+        .await;
+        self.kill().await;
+        let ns: Api<Namespace> = Api::all(self.client.clone());
+        let _ = ns.delete(&self.ns, &DeleteParams::default()).await;
+        let _ = self
+            .glue
+            .delete_database()
+            .name(&self.database)
+            .send()
+            .await;
+    }
+}
+
+/// The status drains of a LogDrain (empty without a status).
+pub fn status_drains(ld: &LogDrain) -> Vec<DrainStatus> {
+    ld.status
+        .as_ref()
+        .map(|s| s.drains.clone())
+        .unwrap_or_default()
+}
+
+/// A condition by type.
+pub fn condition<'a>(ld: &'a LogDrain, type_: &str) -> Option<&'a Condition> {
+    ld.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub fn condition_is(ld: &LogDrain, type_: &str, status: &str) -> bool {
+    condition(ld, type_).is_some_and(|c| c.status == status)
+}
+
+pub fn condition_reason(ld: &LogDrain, type_: &str) -> String {
+    condition(ld, type_)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}

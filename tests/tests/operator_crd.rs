@@ -1,0 +1,138 @@
+//! The committed CRD matches the Rust types, and the API server enforces its
+//! validation (so users get errors at `kubectl apply`, not in a status).
+
+use std::path::PathBuf;
+
+use drainpipe_operator::crd::{self, LogDrain};
+use drainpipe_tests::env::TestEnv;
+use drainpipe_tests::operator::{apply_crd, test_namespace};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+fn crd_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/logdrain.yaml")
+}
+
+/// `DRAINPIPE_UPDATE_CRDS=1 cargo test -p drainpipe-tests --test operator_crd`
+/// rewrites the file; without it a difference fails the test.
+#[test]
+fn committed_crd_matches_the_types() {
+    let generated = crd::crd_yaml().expect("CRD serializes");
+    let path = crd_path();
+    if std::env::var_os("DRAINPIPE_UPDATE_CRDS").is_some() {
+        std::fs::write(&path, &generated).expect("write crds/logdrain.yaml");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "crds/logdrain.yaml is out of date: run `cargo run -p drainpipe-operator -- crd > crds/logdrain.yaml` \
+         (or DRAINPIPE_UPDATE_CRDS=1 cargo test -p drainpipe-tests --test operator_crd)"
+    );
+}
+
+fn valid() -> serde_json::Value {
+    json!({
+        "apps": ["app-one", "app-two"],
+        "heroku": {"apiTokenSecretRef": {"name": "heroku", "key": "token"}},
+        "endpoint": {"url": "https://logs.example.com"},
+        "archive": {"s3": {"bucket": "logs-bucket", "region": "us-east-1"}},
+    })
+}
+
+fn with(path: &[&str], value: serde_json::Value) -> serde_json::Value {
+    let mut spec = valid();
+    let mut cur = &mut spec;
+    for p in &path[..path.len() - 1] {
+        cur = &mut cur[*p];
+    }
+    cur[path[path.len() - 1]] = value;
+    spec
+}
+
+async fn create(
+    api: &Api<LogDrain>,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<LogDrain, String> {
+    let obj: LogDrain = serde_json::from_value(json!({
+        "apiVersion": "drainpipe.dev/v1alpha1",
+        "kind": "LogDrain",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .map_err(|e| format!("client-side: {e}"))?;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn api_server_enforces_the_schema() {
+    let env = TestEnv::require();
+    let client = env.kube_client().await;
+    apply_crd(&client).await;
+    let ns = test_namespace(&client, "crd").await;
+    let api: Api<LogDrain> = Api::namespaced(client.clone(), &ns);
+
+    let ok = create(&api, "ok", valid())
+        .await
+        .expect("a valid LogDrain is accepted");
+    assert_eq!(ok.spec.ingester.replicas, 2, "defaults applied");
+    assert_eq!(ok.spec.archive.s3.prefix, "logs/");
+
+    let rejected = [
+        ("empty-apps", with(&["apps"], json!([]))),
+        ("bad-app", with(&["apps"], json!(["Not_An_App"]))),
+        ("short-app", with(&["apps"], json!(["ab"]))),
+        ("dup-apps", with(&["apps"], json!(["app-one", "app-one"]))),
+        (
+            "http-url",
+            with(&["endpoint", "url"], json!("http://logs.example.com")),
+        ),
+        (
+            "slash-url",
+            with(&["endpoint", "url"], json!("https://logs.example.com/")),
+        ),
+        (
+            "creds-url",
+            with(&["endpoint", "url"], json!("https://u:p@logs.example.com")),
+        ),
+        (
+            "query-url",
+            with(
+                &["endpoint", "url"],
+                json!("https://logs.example.com/x?token=1"),
+            ),
+        ),
+        (
+            "bad-prefix",
+            with(&["archive", "s3", "prefix"], json!("/logs")),
+        ),
+        ("bad-policy", with(&["deletionPolicy"], json!("Destroy"))),
+        ("neg-replicas", with(&["ingester"], json!({"replicas": -1}))),
+    ];
+    for (name, spec) in rejected {
+        let err = create(&api, name, spec).await.expect_err(name);
+        assert!(
+            err.contains("Invalid") || err.contains("invalid") || err.contains("client-side"),
+            "{name}: {err}"
+        );
+    }
+    // The CEL rule's message reaches the user.
+    let err = create(
+        &api,
+        "creds",
+        with(&["endpoint", "url"], json!("https://u:p@logs.example.com")),
+    )
+    .await
+    .expect_err("credentials in the URL");
+    assert!(err.contains("without credentials"), "{err}");
+
+    let path_ok = with(
+        &["endpoint", "url"],
+        json!("https://logs.example.com:8443/drainpipe"),
+    );
+    create(&api, "path-ok", path_ok)
+        .await
+        .expect("a URL with a port and a path is accepted");
+}
