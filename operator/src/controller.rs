@@ -241,11 +241,18 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        // The recorder folds events with equal (reason, action) into one
+        // series and keeps the first note, so three drains created in a row
+        // would read as one drain "x3". The action carries a digest of the
+        // note: distinct changes stay distinct events, a repeat of the very
+        // same change still counts up a series.
+        let note = truncate(note, 1000);
+        let action = format!("{reason}-{:08x}", fingerprint(&note) & 0xffff_ffff);
         let event = KubeEvent {
             type_,
             reason: reason.to_string(),
-            note: Some(truncate(note, 1000)),
-            action: reason.to_string(),
+            note: Some(note),
+            action,
             secondary: None,
         };
         // An event that cannot be written must not fail the change it reports.

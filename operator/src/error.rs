@@ -60,6 +60,11 @@ impl Error {
         match self {
             Error::Kube(_) | Error::Finalizer(_) => true,
             Error::Heroku(e) | Error::Drains { first: e, .. } => e.is_transient(),
+            // A table that manageTable=false waits for is usually created
+            // by another LogDrain sharing it: keep retrying, with backoff.
+            Error::Glue(GlueError::TableNotFound { .. } | GlueError::DatabaseNotFound { .. }) => {
+                true
+            }
             Error::Glue(e) => e.is_transient(),
             Error::MissingObjectKey | Error::HerokuTokenMissing { .. } | Error::Routes(_) => false,
         }
