@@ -203,6 +203,11 @@ async fn on_moto_a_lost_concurrent_update_is_repaired_by_the_next_reconcile() {
         task.await.unwrap();
     }
     let after_race = catalog(&env).projected_apps(&t).await.unwrap();
+    eprintln!(
+        "moto kept {} of 21 values after the race (lost updates: {})",
+        after_race.len(),
+        21 - after_race.len()
+    );
     // The resync: each writer ensures its whole set once more.
     for writer in 0..2 {
         catalog(&env)

@@ -495,3 +495,24 @@ async fn secrets_echoed_by_the_server_are_scrubbed() {
         assert!(text.contains("Url rejected"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_ensures_of_one_url_make_one_drain() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("twin-app");
+    let c = client(&fake);
+    let t = token(&fake);
+    let url = drain_url("twin-app");
+    let (a, b) = tokio::join!(
+        c.ensure_drain(&t, "twin-app", &url),
+        c.ensure_drain(&t, "twin-app", &url)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.drain.id, b.drain.id);
+    assert_eq!(
+        u8::from(a.created) + u8::from(b.created),
+        1,
+        "one of them made it"
+    );
+    assert_eq!(fake.drains("twin-app").len(), 1);
+}
