@@ -181,11 +181,17 @@ impl Harness {
     /// Starts the controller in a task with a fresh context, as a newly
     /// started operator process would have.
     pub fn start(&mut self) {
+        self.start_as(self.client.clone());
+    }
+
+    /// Starts the controller talking to Kubernetes as `client`'s identity
+    /// (e.g. the chart's ServiceAccount), to show its permissions suffice.
+    pub fn start_as(&mut self, client: Client) {
         let heroku =
             HerokuClient::with_options(&self.heroku.base_url(), self.heroku_options.clone())
                 .expect("Heroku client for the fake");
         let ctx = Arc::new(Context::new(
-            self.client.clone(),
+            client,
             heroku,
             Catalogs::Fixed(Catalog::new(self.glue.clone())),
             Metrics::new(),

@@ -422,3 +422,125 @@ async fn install_crd(client: &Client) {
     }
     panic!("CRD logdrains.drainpipe.dev not Established after 10 s");
 }
+
+/// A client that authenticates as `ServiceAccount` `sa` of `ns` with a token
+/// from the TokenRequest API, as the operator pod would.
+async fn service_account_client(env: &TestEnv, admin: &Client, ns: &str, sa: &str) -> Client {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
+        .status
+        .and_then(|s| s.token)
+        .expect("TokenRequest returned a token");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.kubeconfig).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(secrecy::SecretString::from(token)),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("client with the ServiceAccount token")
+}
+
+fn is_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(ref s)) if s.code == 403)
+}
+
+#[tokio::test]
+async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
+    use drainpipe_tests::heroku_fake::FakeOptions;
+    use drainpipe_tests::operator::{Harness, condition_is};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+
+    let mut h = Harness::new("rbac", FakeOptions::default()).await;
+    let release = format!("dp{}", suffix());
+    let chart = chart_dir();
+    // Namespaced RBAC: the operator may act in the test namespace only.
+    helm(
+        &h.env,
+        &[
+            "install",
+            &release,
+            chart.to_str().expect("utf-8"),
+            "-n",
+            &h.ns,
+            "--set",
+            &format!("watchNamespaces={{{}}}", h.ns),
+        ],
+    );
+    let sa = format!("{release}-drainpipe");
+    let operator = service_account_client(&h.env, &h.client, &h.ns, &sa).await;
+
+    // Leader election with the chart's identity: the Lease is allowed.
+    let lease =
+        drainpipe_operator::leader::LeaseConfig::new(h.ns.clone(), sa.clone(), "rbac-test".into());
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        drainpipe_operator::leader::acquire(&operator, &lease),
+    )
+    .await
+    .expect("the chart's ServiceAccount acquires the leader Lease");
+
+    for app in ["rbac-web", "rbac-worker"] {
+        h.heroku.add_app(app);
+    }
+    h.start_as(operator.clone());
+    h.apply("shop", h.spec(&["rbac-web", "rbac-worker"], Some("logs")))
+        .await;
+    let ld = h
+        .wait_drains_registered("shop", &["rbac-web", "rbac-worker"])
+        .await;
+    assert!(condition_is(&ld, "DrainsRegistered", "True"));
+    assert_eq!(h.heroku.drains("rbac-web").len(), 1);
+    let deploy = Api::<Deployment>::namespaced(h.client.clone(), &h.ns)
+        .get("shop-ingester")
+        .await
+        .expect("the operator, as the chart's ServiceAccount, created the ingester Deployment");
+    assert_eq!(deploy.spec.and_then(|s| s.replicas), Some(2));
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
+        .get("shop-routes")
+        .await
+        .expect("routes Secret created");
+    assert!(
+        !h.event_reasons("shop").await.is_empty(),
+        "events recorded with the chart's permissions"
+    );
+
+    // Least privilege, shown: what the operator never needs is refused.
+    let pods = Api::<Pod>::namespaced(operator.clone(), &h.ns);
+    assert!(
+        is_forbidden(pods.list(&ListParams::default()).await),
+        "may list pods"
+    );
+    let deploys = Api::<Deployment>::namespaced(operator.clone(), &h.ns);
+    assert!(
+        is_forbidden(deploys.delete("shop-ingester", &Default::default()).await),
+        "may delete Deployments"
+    );
+    let elsewhere = Api::<Secret>::namespaced(operator.clone(), "kube-system");
+    assert!(
+        is_forbidden(elsewhere.list(&ListParams::default()).await),
+        "may read Secrets outside watchNamespaces"
+    );
+    let all = Api::<drainpipe_operator::crd::LogDrain>::all(operator.clone());
+    assert!(
+        is_forbidden(all.list(&ListParams::default()).await),
+        "may list LogDrains cluster-wide"
+    );
+
+    h.kill().await;
+    helm(&h.env, &["uninstall", &release, "-n", &h.ns]);
+    h.teardown().await;
+}
