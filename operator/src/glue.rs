@@ -388,21 +388,22 @@ impl Catalog {
     }
 
     /// Creates the database and the table when missing (for `manageTable`).
-    /// An existing table is left as it is apart from nothing: its apps are
-    /// reconciled by [`Catalog::ensure_apps`]. Returns true when the table
-    /// was created by this call.
+    /// An existing table is never replaced or reshaped (a person may have
+    /// tuned it); its apps are reconciled by [`Catalog::ensure_apps`].
+    /// Returns true when the table was created by this call.
     pub async fn ensure_table(&self, t: &TableRef, spec: &TableSpec) -> Result<bool, GlueError> {
         self.ensure_database(&t.database).await?;
         if self.get_table_opt(t).await?.is_some() {
             return Ok(false);
         }
-        let input = spec.table_input(&t.table)?;
-        if join_values(spec.apps.iter().map(String::as_str)).len() > PARAMETER_VALUE_LIMIT {
+        let values_len = join_values(spec.apps.iter().map(String::as_str)).len();
+        if values_len > PARAMETER_VALUE_LIMIT {
             return Err(GlueError::TooManyApps {
                 table: t.clone(),
-                len: join_values(spec.apps.iter().map(String::as_str)).len(),
+                len: values_len,
             });
         }
+        let input = spec.table_input(&t.table)?;
         let res = self
             .client
             .create_table()
