@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -448,7 +448,9 @@ async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         .map(|d| (d.app.clone(), d.clone()))
         .collect();
     let spec_apps = ld.app_set();
-    let routes = routes_for(&spec_apps, &drains, &password);
+    let endpoint = ld.spec.endpoint.url.as_str();
+    let previous = current_routes(ctx, &owner).await?;
+    let routes = routes_for(&spec_apps, &drains, &password, endpoint, &previous);
     apply_routes(ctx, &owner, &routes).await?;
     let deployment = apply_owned(
         ctx,
@@ -460,7 +462,7 @@ async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 2. Heroku.
     let heroku = sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await;
-    let new_routes = routes_for(&spec_apps, &drains, &password);
+    let new_routes = routes_for(&spec_apps, &drains, &password, endpoint, &routes);
     if new_routes != routes {
         apply_routes(ctx, &owner, &new_routes).await?;
     }
@@ -570,15 +572,30 @@ where
 
 /// Routes: every listed app, plus apps whose drain is still registered
 /// (being removed), with the drain password and the known drain tokens.
+///
+/// An app's token is pinned only while its recorded drain is the one wanted:
+/// same endpoint URL, and registered with the current password (the routes
+/// Secret last written says which). While a drain is being replaced the new
+/// drain's token is not known yet, and pinning the old one would make the
+/// ingester answer the new drain 403, which Logplex drops for good; so the
+/// route accepts any token with the password until the new token is known.
 fn routes_for(
     apps: &BTreeSet<String>,
     drains: &BTreeMap<String, DrainStatus>,
     password: &str,
+    endpoint: &str,
+    previous: &RoutesFile,
 ) -> RoutesFile {
     let mut routes = RoutesFile::default();
     for app in apps.iter().chain(drains.keys()) {
+        let same_password = previous
+            .apps
+            .get(app)
+            .is_none_or(|r| r.password == password);
+        let wanted_url = format!("{}/logplex/{app}", endpoint.trim_end_matches('/'));
         let drain_tokens = drains
             .get(app)
+            .filter(|d| !apps.contains(app) || (same_password && d.url == wanted_url))
             .map(|d| vec![d.token.clone()])
             .unwrap_or_default();
         routes.apps.insert(
@@ -590,6 +607,18 @@ fn routes_for(
         );
     }
     routes
+}
+
+/// The routes file currently in the routes Secret (empty when none).
+async fn current_routes(ctx: &Context, owner: &Owner) -> Result<RoutesFile> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let secret = api
+        .get_opt(&resources::routes_secret_name(&owner.name))
+        .await?;
+    Ok(secret
+        .and_then(|s| resources::secret_value(&s, resources::ROUTES_KEY))
+        .and_then(|text| RoutesFile::from_yaml(&text).ok())
+        .unwrap_or_default())
 }
 
 async fn apply_routes(ctx: &Context, owner: &Owner, routes: &RoutesFile) -> Result<()> {
@@ -1321,12 +1350,6 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     })
 }
 
-/// Lists every LogDrain the operator can see (for diagnostics and tests).
-pub async fn list_logdrains(client: &Client, ns: Option<&str>) -> Result<Vec<LogDrain>> {
-    let api = scoped::<LogDrain>(client, ns);
-    Ok(api.list(&ListParams::default()).await?.items)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1359,13 +1382,48 @@ mod tests {
             ("a-app".to_string(), status("a-app", "d.1")),
             ("gone-app".to_string(), status("gone-app", "d.2")),
         ]);
-        let routes = routes_for(&apps, &drains, "pw");
+        let routes = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            "https://logs.example.com",
+            &RoutesFile::default(),
+        );
         let names: Vec<&str> = routes.apps.keys().map(String::as_str).collect();
         assert_eq!(names, ["a-app", "b-app", "gone-app"]);
         assert_eq!(routes.apps["a-app"].drain_tokens, ["d.1"]);
         // No token known yet: the ingester accepts any token with the password.
         assert!(routes.apps["b-app"].drain_tokens.is_empty());
         assert!(routes.apps.values().all(|r| r.password == "pw"));
+    }
+
+    #[test]
+    fn routes_unpin_the_token_of_a_drain_being_replaced() {
+        let apps: BTreeSet<String> = ["a-app", "b-app"].iter().map(|s| s.to_string()).collect();
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.1")),
+            ("b-app".to_string(), status("b-app", "d.2")),
+        ]);
+        let endpoint = "https://logs.example.com";
+        let settled = routes_for(&apps, &drains, "pw", endpoint, &RoutesFile::default());
+        assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
+
+        // The password was rotated: the recorded drains carry the old one.
+        let rotated = routes_for(&apps, &drains, "new-pw", endpoint, &settled);
+        assert!(rotated.apps.values().all(|r| r.drain_tokens.is_empty()));
+        assert!(rotated.apps.values().all(|r| r.password == "new-pw"));
+
+        // The endpoint moved: the recorded drains go elsewhere.
+        let moved = routes_for(&apps, &drains, "pw", "https://new.example.com", &settled);
+        assert!(moved.apps.values().all(|r| r.drain_tokens.is_empty()));
+
+        // Once the new drains are recorded, their tokens are pinned again.
+        let renewed = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.3")),
+            ("b-app".to_string(), status("b-app", "d.4")),
+        ]);
+        let after = routes_for(&apps, &renewed, "new-pw", endpoint, &rotated);
+        assert_eq!(after.apps["b-app"].drain_tokens, ["d.4"]);
     }
 
     #[test]

@@ -609,3 +609,77 @@ async fn drift_is_repaired_on_resync() {
     assert_eq!(status_drains(&ld)[0].id, h.heroku.drains("drift-app")[0].id);
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_drain_password_or_moving_the_endpoint_replaces_drains() {
+    let mut h = harness("replace", &["rep-app"]).await;
+    h.start();
+    h.apply("rp", h.spec(&["rep-app"], None)).await;
+    let ld = h.wait_drains_registered("rp", &["rep-app"]).await;
+    let first = status_drains(&ld)[0].clone();
+
+    // A person rotates the drain password by editing its Secret.
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    secrets
+        .patch(
+            "rp-drain-password",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "RotatedPassword0123456789abcdef"}})),
+        )
+        .await
+        .expect("rotate the password");
+    let ld = h
+        .wait_status("rp", "drain replaced", MINUTE, |ld| {
+            status_drains(ld).first().is_some_and(|d| d.id != first.id)
+        })
+        .await;
+    assert_one_drain_each(&h, &["rep-app"], "RotatedPassword0123456789abcdef");
+    let second = status_drains(&ld)[0].clone();
+    let routes: RoutesFile = {
+        let s = secrets.get("rp-routes").await.expect("routes Secret");
+        let text = s
+            .data
+            .and_then(|d| {
+                d.get("routes.yaml")
+                    .map(|b| String::from_utf8_lossy(&b.0).to_string())
+            })
+            .expect("routes.yaml");
+        RoutesFile::from_yaml(&text).expect("routes")
+    };
+    assert_eq!(
+        routes.apps["rep-app"].password,
+        "RotatedPassword0123456789abcdef"
+    );
+    assert_eq!(
+        routes.apps["rep-app"].drain_tokens,
+        vec![second.token.clone()]
+    );
+
+    // The endpoint moves: the drain follows.
+    let mut moved = h.spec(&["rep-app"], None);
+    moved["endpoint"]["url"] = json!("https://logs-moved.example.com/base");
+    h.apply("rp", moved).await;
+    let ld = h
+        .wait_status("rp", "drain moved", MINUTE, |ld| {
+            status_drains(ld).first().is_some_and(|d| d.id != second.id)
+                && condition_is(ld, "DrainsRegistered", "True")
+        })
+        .await;
+    let drains = h.heroku.drains("rep-app");
+    assert_eq!(drains.len(), 1, "{drains:?}");
+    assert_eq!(
+        drains[0].url,
+        "https://drainpipe:RotatedPassword0123456789abcdef@logs-moved.example.com/base/logplex/rep-app"
+    );
+    assert_eq!(
+        status_drains(&ld)[0].url,
+        "https://logs-moved.example.com/base/logplex/rep-app"
+    );
+    let reasons = h.event_reasons("rp").await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "DrainReplaced").count(),
+        2,
+        "{reasons:?}"
+    );
+    h.teardown().await;
+}
