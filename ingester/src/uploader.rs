@@ -8,12 +8,13 @@
 //! 3. the *upload* task stores closed objects, retrying with backoff forever
 //!    (the log absorbs an archive outage), a few at a time.
 //!
-//! A log segment is deleted only when it has been read completely and every
-//! object that holds data from it is stored: each object remembers the first
-//! segment it took data from, and a segment goes once no live object started
-//! at or before it.
+//! Each object remembers the log position of the first chunk it took data
+//! from. The *watermark*, the lowest such position over objects not yet
+//! stored (or the end of what has been processed), has only stored data
+//! before it: it is written as the log's checkpoint, where a restart
+//! resumes, and segments wholly before it are deleted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +27,7 @@ use crate::archive::Archive;
 use crate::batch::Day;
 use crate::metrics::Metrics;
 use crate::objects::{Encoded, Finished, OpenObject};
-use crate::wal::{Read, Wal};
+use crate::wal::{Position, Read, Wal};
 
 /// Bytes of log read and parsed in one step.
 const READ_CHUNK: usize = 4 << 20;
@@ -40,23 +41,25 @@ pub struct UploaderOptions {
     pub concurrency: usize,
 }
 
-/// Which log segments may be deleted.
+/// How far the log is archived.
 #[derive(Debug, Default)]
 struct Tracker {
-    /// Objects open or being uploaded, with the first segment they hold.
-    live: BTreeMap<u64, u64>,
-    /// Segments read completely and not deleted yet.
-    read: BTreeSet<u64>,
+    /// Objects open or being uploaded, with the log position of the first
+    /// chunk they took data from.
+    live: BTreeMap<u64, Position>,
+    /// Everything before this has been written into objects.
+    processed: Position,
+    /// The last checkpoint written.
+    saved: Position,
 }
 
 impl Tracker {
-    fn deletable(&mut self) -> Vec<u64> {
-        let oldest_live = self.live.values().min().copied().unwrap_or(u64::MAX);
-        let gone: Vec<u64> = self.read.range(..oldest_live).copied().collect();
-        for seq in &gone {
-            self.read.remove(seq);
-        }
-        gone
+    /// Everything before this position is in stored objects.
+    fn watermark(&self) -> Position {
+        self.live
+            .values()
+            .min()
+            .map_or(self.processed, |&first| first.min(self.processed))
     }
 }
 
@@ -72,24 +75,28 @@ impl Shared {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn delete_done_segments(&self) {
-        let gone = self.tracker().deletable();
-        for seq in gone {
-            if let Err(e) = self.wal.delete_segment(seq) {
-                tracing::error!(segment = seq, error = %e, "cannot delete uploaded write-ahead log segment");
-            } else {
-                tracing::debug!(
-                    segment = seq,
-                    "write-ahead log segment archived and deleted"
-                );
+    /// Move the checkpoint forward and delete segments wholly before it.
+    fn advance(&self) {
+        let watermark = {
+            let mut tracker = self.tracker();
+            let watermark = tracker.watermark();
+            if watermark <= tracker.saved {
+                return;
             }
-        }
+            // Under the lock so two writers never race on the temp file.
+            if let Err(e) = self.wal.save_checkpoint(watermark) {
+                tracing::warn!(error = %e, "cannot write the write-ahead log checkpoint (a restart would replay more)");
+            }
+            tracker.saved = watermark;
+            watermark
+        };
+        self.wal.delete_before(watermark.seq);
     }
 }
 
 struct ChunkMsg {
-    seq: u64,
-    segment_done: bool,
+    start: Position,
+    end: Position,
     encoded: Encoded,
 }
 
@@ -107,9 +114,14 @@ pub fn start(
     metrics: Arc<Metrics>,
     options: UploaderOptions,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let start = wal.start();
     let shared = Arc::new(Shared {
         wal: Arc::clone(&wal),
-        tracker: Mutex::new(Tracker::default()),
+        tracker: Mutex::new(Tracker {
+            live: BTreeMap::new(),
+            processed: start,
+            saved: start,
+        }),
         caught_up: AtomicBool::new(false),
     });
     let (chunk_tx, chunk_rx) = sync_channel::<ChunkMsg>(2);
@@ -154,8 +166,8 @@ fn encode_loop(
                     metrics.record_batch(&stats);
                 }
                 let msg = ChunkMsg {
-                    seq: chunk.seq,
-                    segment_done: chunk.segment_done,
+                    start: chunk.start,
+                    end: chunk.end,
                     encoded,
                 };
                 if tx.send(msg).is_err() {
@@ -207,7 +219,7 @@ fn compress_loop(
                     let key = (Arc::clone(&app), day);
                     let (_, object) = open.entry(key.clone()).or_insert_with(|| {
                         next_id += 1;
-                        shared.tracker().live.insert(next_id, msg.seq);
+                        shared.tracker().live.insert(next_id, msg.start);
                         (
                             next_id,
                             OpenObject::new(Arc::clone(&app), day, options.gzip_level),
@@ -222,10 +234,8 @@ fn compress_loop(
                     }
                 }
             }
-            if msg.segment_done {
-                shared.tracker().read.insert(msg.seq);
-                shared.delete_done_segments();
-            }
+            shared.tracker().processed = msg.end;
+            shared.advance();
         }
         if open.is_empty()
             && shared.caught_up.load(Ordering::Relaxed)
@@ -276,13 +286,13 @@ async fn upload_loop(
             drop(slot);
             shared.tracker().live.remove(&upload.id);
             let shared2 = Arc::clone(&shared);
-            // Deleting files is blocking work.
-            let _ = tokio::task::spawn_blocking(move || shared2.delete_done_segments()).await;
+            // Checkpoint and deletions are file system work.
+            let _ = tokio::task::spawn_blocking(move || shared2.advance()).await;
         });
         while running.try_join_next().is_some() {}
     }
     while running.join_next().await.is_some() {}
-    let _ = tokio::task::spawn_blocking(move || shared.delete_done_segments()).await;
+    let _ = tokio::task::spawn_blocking(move || shared.advance()).await;
 }
 
 /// Store one object, retrying until it works.
@@ -319,20 +329,22 @@ pub(crate) async fn store_with_retry(
 mod tests {
     use super::*;
 
+    fn pos(seq: u64, offset: u64) -> Position {
+        Position { seq, offset }
+    }
+
     #[test]
-    fn segments_go_only_when_no_live_object_started_at_or_before_them() {
+    fn the_watermark_waits_for_the_oldest_live_object() {
         let mut t = Tracker::default();
-        t.live.insert(1, 5); // object 1 holds data from segment 5 on
-        t.read.insert(5);
-        t.read.insert(6);
-        assert!(t.deletable().is_empty());
-        t.live.insert(2, 7);
+        t.processed = pos(5, 100);
+        assert_eq!(t.watermark(), pos(5, 100));
+        t.live.insert(1, pos(5, 8)); // object 1 took data from (5, 8) on
+        t.live.insert(2, pos(5, 60));
+        t.processed = pos(7, 0);
+        assert_eq!(t.watermark(), pos(5, 8));
         t.live.remove(&1);
-        assert_eq!(t.deletable(), vec![5, 6]);
-        t.read.insert(7);
-        assert!(t.deletable().is_empty());
+        assert_eq!(t.watermark(), pos(5, 60));
         t.live.remove(&2);
-        assert_eq!(t.deletable(), vec![7]);
-        assert!(t.deletable().is_empty());
+        assert_eq!(t.watermark(), pos(7, 0));
     }
 }

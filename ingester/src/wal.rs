@@ -11,6 +11,11 @@
 //! CRC covers the payload, so a tail torn by a crash is found and cut off at
 //! the next start. A segment is sealed once the writer moves to the next one;
 //! the uploader deletes sealed segments whose data is in the archive.
+//!
+//! The uploader also records a *checkpoint*: a position before which every
+//! record is in a stored object. A restart replays from there, so a crash
+//! re-archives (duplicates) only what was still in open objects, not whole
+//! segments.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -36,6 +41,17 @@ const MAX_RECORD: u32 = 1 << 30;
 /// Upper bound of one group commit, so a flood of requests still gets acks
 /// in steps instead of one huge write.
 const MAX_GROUP_BYTES: usize = 64 << 20;
+
+const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+const CHECKPOINT_TAG: &str = "drainpipe-wal-checkpoint-v1";
+
+/// A place in the log: segment and byte offset (ordered as the log is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub seq: u64,
+    pub offset: u64,
+}
 
 const FLAG_TOKEN: u8 = 1;
 const FLAG_FRAME: u8 = 2;
@@ -189,6 +205,8 @@ struct State {
 
 struct Shared {
     dir: PathBuf,
+    /// Where reading starts: the checkpoint of the previous run.
+    start: Position,
     state: Mutex<State>,
     changed: Condvar,
     bytes: AtomicU64,
@@ -251,6 +269,10 @@ pub struct Recovered {
     pub bytes: u64,
     /// Bytes cut off torn or corrupt tails.
     pub truncated: u64,
+    /// Segments already archived according to the checkpoint, deleted now.
+    pub archived_segments: usize,
+    /// Where replay starts.
+    pub replay_from: Position,
     /// (drain token, frame id) of logged requests: a crash between fsync and
     /// response makes Logplex retry them, and they must not be stored twice.
     pub frames: Vec<(String, String)>,
@@ -281,6 +303,19 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     }
     seqs.sort_unstable();
     Ok(seqs)
+}
+
+/// The checkpoint, if one is there and well-formed (anything else: replay
+/// everything, which is always safe).
+fn read_checkpoint(dir: &Path) -> Option<Position> {
+    let text = fs::read_to_string(dir.join(CHECKPOINT)).ok()?;
+    let mut parts = text.split_ascii_whitespace();
+    if parts.next()? != CHECKPOINT_TAG {
+        return None;
+    }
+    let seq = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(Position { seq, offset })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -406,13 +441,58 @@ impl Wal {
             total += scan.valid_len;
             segments.insert(seq);
         }
-        let current = segments.last().map_or(1, |s| s + 1);
+        // Everything before the checkpoint is archived: drop those segments
+        // and start reading at it.
+        let mut start = Position {
+            seq: segments.first().copied().unwrap_or(1),
+            offset: HEADER,
+        };
+        if let Some(cp) = read_checkpoint(dir) {
+            let archived: Vec<u64> = segments.range(..cp.seq).copied().collect();
+            for seq in archived {
+                let path = segment_path(dir, seq);
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(|source| WalError::Segment { path, source })?;
+                segments.remove(&seq);
+                total = total.saturating_sub(len);
+                recovered.archived_segments += 1;
+            }
+            if let Some(&first) = segments.first() {
+                start = if first == cp.seq {
+                    // A checkpoint past a cut tail means the tail was never there.
+                    let valid = fs::metadata(segment_path(dir, first)).map_or(HEADER, |m| m.len());
+                    Position {
+                        seq: first,
+                        offset: cp.offset.clamp(HEADER, valid),
+                    }
+                } else {
+                    Position {
+                        seq: first,
+                        offset: HEADER,
+                    }
+                };
+            } else {
+                start = Position {
+                    seq: cp.seq.max(1),
+                    offset: HEADER,
+                };
+            }
+        }
+        recovered.replay_from = start;
+        let current = segments.last().map_or(start.seq.max(1), |s| s + 1);
+        if segments.is_empty() {
+            start = Position {
+                seq: current,
+                offset: HEADER,
+            };
+        }
         let file = create_segment(dir, current)?;
         segments.insert(current);
         total += HEADER;
 
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
+            start,
             state: Mutex::new(State {
                 segments,
                 current,
@@ -502,12 +582,51 @@ impl Wal {
 
     /// A reader from the oldest segment on.
     pub fn reader(self: &Arc<Self>) -> WalReader {
-        let first = self.shared.lock().segments.first().copied().unwrap_or(1);
         WalReader {
             shared: Arc::clone(&self.shared),
-            seq: first,
-            offset: HEADER,
+            seq: self.shared.start.seq,
+            offset: self.shared.start.offset,
             file: None,
+        }
+    }
+
+    /// Where a new reader starts.
+    pub fn start(&self) -> Position {
+        self.shared.start
+    }
+
+    /// Record that everything before `pos` is archived. Not fsynced: a lost
+    /// checkpoint only means more is replayed (duplicates, never loss).
+    pub fn save_checkpoint(&self, pos: Position) -> io::Result<()> {
+        let tmp = self.shared.dir.join(CHECKPOINT_TMP);
+        fs::write(
+            &tmp,
+            format!("{CHECKPOINT_TAG} {} {}\n", pos.seq, pos.offset),
+        )?;
+        fs::rename(&tmp, self.shared.dir.join(CHECKPOINT))
+    }
+
+    /// Delete every segment before `seq` (all archived), except the one
+    /// being written.
+    pub fn delete_before(&self, seq: u64) {
+        let old: Vec<u64> = {
+            let state = self.shared.lock();
+            state
+                .segments
+                .range(..seq)
+                .copied()
+                .filter(|s| *s != state.current || state.closed)
+                .collect()
+        };
+        for s in old {
+            match self.delete_segment(s) {
+                Ok(()) => {
+                    tracing::debug!(segment = s, "write-ahead log segment archived and deleted")
+                }
+                Err(e) => {
+                    tracing::error!(segment = s, error = %e, "cannot delete an archived write-ahead log segment")
+                }
+            }
         }
     }
 
@@ -708,6 +827,11 @@ impl Writer {
 #[derive(Debug)]
 pub struct Chunk {
     pub seq: u64,
+    /// Log position of the first entry.
+    pub start: Position,
+    /// Log position just after the last entry (the next segment's start
+    /// when `segment_done`).
+    pub end: Position,
     pub entries: Vec<Entry>,
     /// The segment is sealed and this chunk ends it.
     pub segment_done: bool,
@@ -776,6 +900,10 @@ impl WalReader {
             Some(end) => end,
             None => file.metadata()?.len(),
         };
+        let start = Position {
+            seq: self.seq,
+            offset: self.offset,
+        };
         let entries = self.read_entries(&file, end, max_bytes)?;
         self.file = Some(file);
         if sealed && (self.offset >= end || entries.is_none()) {
@@ -788,6 +916,11 @@ impl WalReader {
             }
             let chunk = Chunk {
                 seq: self.seq,
+                start,
+                end: Position {
+                    seq: self.seq + 1,
+                    offset: 0,
+                },
                 entries: entries.unwrap_or_default(),
                 segment_done: true,
             };
@@ -799,6 +932,11 @@ impl WalReader {
         match entries {
             Some(entries) => Ok(Read::Chunk(Chunk {
                 seq: self.seq,
+                start,
+                end: Position {
+                    seq: self.seq,
+                    offset: self.offset,
+                },
                 entries,
                 segment_done: false,
             })),
@@ -821,10 +959,10 @@ impl WalReader {
         if self.offset >= end {
             return Ok(Some(Vec::new()));
         }
-        let mut want = (end - self.offset).min(max_bytes as u64) as usize;
-        if want < RECORD_HEADER {
+        if end - self.offset < RECORD_HEADER as u64 {
             return Ok(None);
         }
+        let mut want = (end - self.offset).min(max_bytes as u64) as usize;
         // Make sure at least the first record fits in the read.
         let mut header = [0u8; RECORD_HEADER];
         file.read_exact_at(&mut header, self.offset)?;
@@ -984,6 +1122,49 @@ mod tests {
         }
         assert_eq!(wal.shared.lock().segments.len(), 1);
         assert_eq!(wal.bytes(), HEADER);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_resumes_at_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let body = "c".repeat(200_000);
+        let (wal, _) = Wal::open(dir.path(), options(), metrics.clone()).expect("open");
+        for i in 0..12 {
+            wal.append(entry(i, &body)).await.expect("append");
+        }
+        // Read 7 entries and call everything before them archived.
+        let mut reader = wal.reader();
+        let mut seen = 0;
+        let mut end = Position::default();
+        while seen < 7 {
+            match reader
+                .next_chunk(1, Duration::from_millis(50))
+                .expect("read")
+            {
+                Read::Chunk(c) => {
+                    seen += c.entries.len();
+                    end = c.end;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        wal.save_checkpoint(end).expect("checkpoint");
+        wal.delete_before(end.seq);
+        drop(wal);
+
+        let (wal, recovered) = Wal::open(dir.path(), options(), metrics).expect("reopen");
+        assert_eq!(recovered.replay_from, end);
+        let mut reader = wal.reader();
+        let rest = tokio::task::spawn_blocking(move || read_all(&mut reader))
+            .await
+            .expect("join");
+        let ids: Vec<i64> = rest
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .map(|e| e.received_at_us - 1_781_000_000_000_000)
+            .collect();
+        assert_eq!(ids, (seen as i64..12).collect::<Vec<_>>());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,7 @@ impl Dirs {
         std::fs::read_dir(self.data())
             .map(|rd| {
                 rd.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum()
