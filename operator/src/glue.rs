@@ -37,6 +37,14 @@ pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextO
 /// Partition keys, in the order of the archive layout.
 pub const PARTITION_KEYS: [&str; 4] = ["app", "year", "month", "day"];
 
+/// The record fields that become data columns: every field except those
+/// that are also partition keys (`app`). Athena rejects a table whose data
+/// column and partition key share a name (`HIVE_INVALID_METADATA ... duplicate
+/// columns`); the partition key gives the same value.
+pub fn data_columns() -> impl Iterator<Item = &'static drainpipe_ingester::record::Field> {
+    FIELDS.iter().filter(|f| !PARTITION_KEYS.contains(&f.name))
+}
+
 /// A Glue table by database and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableRef {
@@ -109,8 +117,7 @@ impl TableSpec {
 
     /// The TableInput of a new table.
     pub fn table_input(&self, name: &str) -> Result<TableInput, GlueError> {
-        let columns = FIELDS
-            .iter()
+        let columns = data_columns()
             .map(|f| {
                 Column::builder()
                     .name(f.name)
@@ -675,8 +682,9 @@ mod tests {
             .table_input("logs")
             .unwrap();
         let sd = input.storage_descriptor().unwrap();
-        assert_eq!(sd.columns().len(), FIELDS.len());
-        for (c, f) in sd.columns().iter().zip(FIELDS) {
+        assert_eq!(sd.columns().len(), FIELDS.len() - 1, "every field but app");
+        assert!(sd.columns().iter().all(|c| c.name() != "app"));
+        for (c, f) in sd.columns().iter().zip(data_columns()) {
             assert_eq!(c.name(), f.name);
             assert_eq!(c.r#type(), Some(f.kind.hive()));
             assert_eq!(c.comment(), Some(f.comment));

@@ -73,7 +73,13 @@ async fn creates_database_and_table_once() {
         .iter()
         .map(|c| (c.name(), c.r#type().unwrap()))
         .collect();
-    let want: Vec<_> = FIELDS.iter().map(|f| (f.name, f.kind.hive())).collect();
+    // Every record field is a column except `app`, which is the partition
+    // key (Athena rejects a column and a partition key of one name).
+    let want: Vec<_> = FIELDS
+        .iter()
+        .filter(|f| f.name != "app")
+        .map(|f| (f.name, f.kind.hive()))
+        .collect();
     assert_eq!(cols, want);
     assert_eq!(
         sd.location(),
