@@ -107,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    // kube links ring and the AWS SDK aws-lc-rs: rustls cannot pick a
+    // process default by itself. Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Metrics::new();
     let ready = Readiness::default();
     let server = tokio::spawn(http::serve(
