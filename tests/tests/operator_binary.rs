@@ -111,15 +111,19 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     }
     let mut replicas = vec![spawn(&bin, &h, "op-a"), spawn(&bin, &h, "op-b")];
 
-    for r in &replicas {
-        wait_for(
-            &format!("{} /readyz", r.name),
-            Duration::from_secs(60),
-            || async {
-                let (status, _) = get(r.port, "/readyz").await?;
+    for r in &mut replicas {
+        let port = r.port;
+        let name = r.name.clone();
+        wait_for(&format!("{name} /readyz"), Duration::from_secs(60), || {
+            // A replica that died at start-up fails here, pointing at its log.
+            if let Ok(Some(exit)) = r.child.try_wait() {
+                panic!("{name} exited with {exit}: see {}", r.log.display());
+            }
+            async move {
+                let (status, _) = get(port, "/readyz").await?;
                 (status == 200).then_some(())
-            },
-        )
+            }
+        })
         .await;
         let (status, body) = get(r.port, "/healthz").await.expect("/healthz");
         assert_eq!((status, body.as_str()), (200, "ok\n"));
