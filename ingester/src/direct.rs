@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::Mutex;
@@ -16,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::archive::Archive;
 use crate::batch::Day;
+use crate::health::{RecentFailure, UNREADY_AFTER_FAILURE};
 use crate::metrics::Metrics;
 use crate::objects::{DaySink, Finished, OpenObject};
 use crate::wal::Entry;
@@ -34,7 +34,7 @@ struct Pending {
 pub struct Direct {
     /// None once closed.
     tx: Mutex<Option<mpsc::Sender<Pending>>>,
-    healthy: Arc<AtomicBool>,
+    failures: Arc<RecentFailure>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -52,17 +52,17 @@ impl Direct {
         options: DirectOptions,
     ) -> Arc<Direct> {
         let (tx, rx) = mpsc::channel(1024);
-        let healthy = Arc::new(AtomicBool::new(true));
+        let failures = Arc::new(RecentFailure::default());
         let task = tokio::spawn(group_loop(
             rx,
             archive,
             metrics,
-            Arc::clone(&healthy),
+            Arc::clone(&failures),
             options,
         ));
         Arc::new(Direct {
             tx: Mutex::new(Some(tx)),
-            healthy,
+            failures,
             task: Mutex::new(Some(task)),
         })
     }
@@ -85,9 +85,9 @@ impl Direct {
         }
     }
 
-    /// The last group was stored (readiness).
+    /// Readiness: no group failed just now.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        !self.failures.within(UNREADY_AFTER_FAILURE)
     }
 
     /// Stop taking requests; returns once every queued group is answered.
@@ -104,7 +104,7 @@ async fn group_loop(
     mut rx: mpsc::Receiver<Pending>,
     archive: Arc<Archive>,
     metrics: Arc<Metrics>,
-    healthy: Arc<AtomicBool>,
+    failures: Arc<RecentFailure>,
     options: DirectOptions,
 ) {
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
@@ -132,10 +132,10 @@ async fn group_loop(
         }
         let archive = Arc::clone(&archive);
         let metrics = Arc::clone(&metrics);
-        let healthy = Arc::clone(&healthy);
+        let failures = Arc::clone(&failures);
         let level = options.gzip_level;
         tokio::spawn(async move {
-            store_group(group, &archive, &metrics, &healthy, level).await;
+            store_group(group, &archive, &metrics, &failures, level).await;
             drop(slot);
         });
     }
@@ -145,7 +145,7 @@ async fn store_group(
     group: Vec<Pending>,
     archive: &Archive,
     metrics: &Arc<Metrics>,
-    healthy: &AtomicBool,
+    failures: &RecentFailure,
     level: u32,
 ) {
     let deadline = group
@@ -180,7 +180,11 @@ async fn store_group(
             }
         }
     }
-    healthy.store(results.iter().all(|r| *r), Ordering::Relaxed);
+    if results.iter().all(|r| *r) {
+        failures.succeeded();
+    } else {
+        failures.failed();
+    }
     for (w, ok) in waiters.into_iter().zip(ok) {
         let _ = w.send(ok);
     }

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod dedupe;
 pub mod direct;
+pub mod health;
 pub mod logfmt;
 pub mod logplex;
 pub mod metrics;

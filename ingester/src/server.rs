@@ -58,10 +58,20 @@ impl Sink {
         }
     }
 
+    /// Readiness (`/readyz`).
     fn is_ready(&self) -> bool {
         match self {
             Sink::Wal(wal) => wal.is_healthy(),
             Sink::Archive(direct) => direct.is_healthy(),
+        }
+    }
+
+    /// Worth reading the body and trying? (A recent failure is no reason
+    /// to refuse: the next attempt is how recovery is noticed.)
+    fn accepts(&self) -> bool {
+        match self {
+            Sink::Wal(wal) => wal.accepts(),
+            Sink::Archive(_) => true,
         }
     }
 }
@@ -206,8 +216,8 @@ impl Server {
                 return ok();
             }
         };
-        if !self.sink.is_ready() {
-            return unavailable("cannot make data durable right now");
+        if !self.sink.accepts() {
+            return unavailable("write-ahead log full");
         }
         let want = content_length
             .unwrap_or(self.max_body)

@@ -22,7 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::health::{RecentFailure, UNREADY_AFTER_FAILURE};
 use crate::metrics::Metrics;
 
 const MAGIC: &[u8; 8] = b"DPWAL\x00\x00\x01";
@@ -211,8 +212,8 @@ struct Shared {
     changed: Condvar,
     bytes: AtomicU64,
     max_bytes: u64,
-    /// The last write or fsync failed (readiness goes false until one works).
-    failing: AtomicBool,
+    /// Write or fsync failures, for readiness.
+    failures: RecentFailure,
     metrics: Arc<Metrics>,
 }
 
@@ -502,7 +503,7 @@ impl Wal {
             changed: Condvar::new(),
             bytes: AtomicU64::new(0),
             max_bytes: options.max_bytes,
-            failing: AtomicBool::new(false),
+            failures: RecentFailure::default(),
             metrics,
         });
         shared.add_bytes(total);
@@ -564,9 +565,14 @@ impl Wal {
         self.bytes() >= self.shared.max_bytes
     }
 
-    /// Can a request be made durable right now?
+    /// Worth trying to append (under the bound, not closed)?
+    pub fn accepts(&self) -> bool {
+        !self.is_full() && !self.tx.is_closed()
+    }
+
+    /// Readiness: accepting, and no write failure just now.
     pub fn is_healthy(&self) -> bool {
-        !self.is_full() && !self.shared.failing.load(Ordering::Relaxed) && !self.tx.is_closed()
+        self.accepts() && !self.shared.failures.within(UNREADY_AFTER_FAILURE)
     }
 
     /// Stop accepting appends; the writer finishes what is queued, seals the
@@ -757,7 +763,7 @@ impl Writer {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
                 self.shared.add_bytes(self.buf.len() as u64);
-                self.shared.failing.store(false, Ordering::Relaxed);
+                self.shared.failures.succeeded();
                 let mut state = self.shared.lock();
                 state.committed = self.len;
                 self.shared.changed.notify_all();
@@ -786,7 +792,7 @@ impl Writer {
     fn fail(&self, e: &io::Error) {
         tracing::error!(error = %e, "write-ahead log write failed; answering 503");
         self.shared.metrics.wal_write_errors.inc();
-        self.shared.failing.store(true, Ordering::Relaxed);
+        self.shared.failures.failed();
     }
 
     /// Seal the current segment and continue in the next one.

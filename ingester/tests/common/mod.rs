@@ -65,6 +65,7 @@ impl Ingester {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
+                    logs.lock().expect("logs").push(line.clone());
                     if let Some(tx) = &tx
                         && let Some(rest) = line.split("listening on http://").nth(1)
                     {
@@ -73,7 +74,6 @@ impl Ingester {
                             let _ = tx.send(addr);
                         }
                     }
-                    logs.lock().expect("logs").push(line);
                 }
             });
         }
