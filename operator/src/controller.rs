@@ -10,6 +10,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,8 @@ use drainpipe_ingester::routes::{AppRoute, RoutesFile};
 use crate::crd::{DeletionPolicy, DrainStatus, FINALIZER, GlueCatalog, LogDrain, LogDrainStatus};
 use crate::error::{Error, Result};
 use crate::glue::{Catalog, GlueError, TableRef, TableSpec};
-use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuClient, HerokuError};
-use crate::metrics::Metrics;
+use crate::heroku::{ApiToken, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
+use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::{self, IngesterDefaults, Owner};
 
 /// Field manager of every server-side apply, and the event reporter.
@@ -163,6 +164,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Every LogDrain the controllers watch, for the Glue union.
     stores: RwLock<Vec<Store<LogDrain>>>,
+    /// `HerokuClient::requests_sent` when last copied into the metrics.
+    heroku_requests_seen: AtomicU64,
 }
 
 impl Context {
@@ -191,6 +194,7 @@ impl Context {
             catalog_verified: Mutex::default(),
             failures: Mutex::default(),
             stores: RwLock::default(),
+            heroku_requests_seen: AtomicU64::new(0),
         }
     }
 
@@ -222,6 +226,57 @@ impl Context {
         lock(&self.drains_verified).retain(|(u, _), _| u != uid);
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);
+    }
+
+    /// The Heroku calls, counted by operation and outcome.
+    async fn list_drains(&self, token: &ApiToken, app: &str) -> Result<Vec<Drain>, HerokuError> {
+        let r = self.heroku.list_drains(token, app).await;
+        self.heroku_called("list", &r);
+        r
+    }
+
+    async fn create_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        url: &DrainUrl,
+    ) -> Result<EnsuredDrain, HerokuError> {
+        let r = self.heroku.create_drain(token, app, url).await;
+        self.heroku_called("create", &r);
+        r
+    }
+
+    async fn delete_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        id: &str,
+    ) -> Result<bool, HerokuError> {
+        let r = self.heroku.delete_drain(token, app, id).await;
+        self.heroku_called("delete", &r);
+        r
+    }
+
+    fn heroku_called<T>(&self, operation: &str, r: &Result<T, HerokuError>) {
+        let status = match r {
+            Ok(_) => "ok",
+            Err(e) => e.metric_label(),
+        };
+        self.metrics
+            .heroku_calls
+            .get_or_create(&HerokuCallLabels {
+                operation: operation.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+        let sent = self.heroku.requests_sent();
+        let before = self.heroku_requests_seen.swap(sent, Ordering::Relaxed);
+        self.metrics
+            .heroku_requests
+            .inc_by(sent.saturating_sub(before));
+        let budget = self.heroku.rate_limit();
+        let remaining = budget.server_remaining.unwrap_or(budget.local_tokens);
+        self.metrics.heroku_remaining.set(i64::from(remaining));
     }
 
     /// Every watched LogDrain (all controllers' caches).
@@ -873,7 +928,7 @@ async fn sync_drains(
 
     // Removed apps: delete the drain this LogDrain made.
     for d in stale {
-        match ctx.heroku.delete_drain(&token, &d.app, &d.id).await {
+        match ctx.delete_drain(&token, &d.app, &d.id).await {
             Ok(existed) => {
                 drains.remove(&d.app);
                 ctx.forget_drain(uid, &d.app);
@@ -1019,7 +1074,7 @@ async fn sync_app(
     url: &DrainUrl,
     known: Option<&DrainStatus>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
-    let listed = ctx.heroku.list_drains(token, app).await?;
+    let listed = ctx.list_drains(token, app).await?;
     let mut changes = Vec::new();
     let existing = listed
         .iter()
@@ -1029,7 +1084,7 @@ async fn sync_app(
     let kept = match existing {
         Some(d) => d,
         None => {
-            let ensured = ctx.heroku.create_drain(token, app, url).await?;
+            let ensured = ctx.create_drain(token, app, url).await?;
             if ensured.created {
                 changes.push(Change::Created(ensured.drain.clone()));
             }
@@ -1041,7 +1096,7 @@ async fn sync_app(
     // always has somewhere to send.
     if let Some(old) = known.filter(|k| k.id != kept.id)
         && let Some(old) = listed.iter().find(|d| d.id == old.id && d.addon.is_none())
-        && ctx.heroku.delete_drain(token, app, &old.id).await?
+        && ctx.delete_drain(token, app, &old.id).await?
     {
         changes.push(Change::Replaced(old.clone()));
     }
@@ -1050,7 +1105,7 @@ async fn sync_app(
         .filter(|d| d.addon.is_none() && d.id != kept.id && d.targets(url))
     {
         // Two drains to the very same URL (Heroku normally refuses that).
-        if ctx.heroku.delete_drain(token, app, &dup.id).await? {
+        if ctx.delete_drain(token, app, &dup.id).await? {
             changes.push(Change::Removed {
                 id: dup.id.clone(),
                 token: dup.token.clone(),
@@ -1292,7 +1347,7 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         let url = password
             .as_deref()
             .and_then(|p| DrainUrl::for_app(&ld.spec.endpoint.url, app, DRAIN_USER, p).ok());
-        let listed = match ctx.heroku.list_drains(&token, app).await {
+        let listed = match ctx.list_drains(&token, app).await {
             Ok(l) => l,
             // A deleted app has no drains left to remove.
             Err(HerokuError::AppNotFound { .. }) => continue,
@@ -1307,7 +1362,7 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
                     || url.as_ref().is_some_and(|u| d.targets(u)))
         });
         for d in ours {
-            match ctx.heroku.delete_drain(&token, app, &d.id).await {
+            match ctx.delete_drain(&token, app, &d.id).await {
                 Ok(true) => {
                     ctx.metrics.drain_changed("removed");
                     ctx.publish(

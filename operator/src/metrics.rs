@@ -19,8 +19,8 @@ pub struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HerokuCallLabels {
     /// `list`, `create`, `delete`.
-    pub op: String,
-    /// HTTP status, or `error` when no answer came.
+    pub operation: String,
+    /// `ok`, or the error kind (`unauthorized`, `rate_limited`, ...).
     pub status: String,
 }
 
@@ -38,6 +38,7 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub heroku_calls: Family<HerokuCallLabels, Counter>,
+    pub heroku_requests: Counter,
     pub heroku_remaining: Gauge<i64, AtomicI64>,
     pub drain_changes: Family<DrainChangeLabels, Counter>,
     pub glue_updates: Counter,
@@ -59,6 +60,7 @@ impl Metrics {
         let reconcile_duration =
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
         let heroku_calls = Family::<HerokuCallLabels, Counter>::default();
+        let heroku_requests = Counter::default();
         let heroku_remaining = Gauge::<i64, AtomicI64>::default();
         let drain_changes = Family::<DrainChangeLabels, Counter>::default();
         let glue_updates = Counter::default();
@@ -80,8 +82,13 @@ impl Metrics {
         );
         registry.register(
             "heroku_calls",
-            "Heroku Platform API requests, by operation and HTTP status",
+            "Heroku drain operations (list, create, delete), by outcome",
             heroku_calls.clone(),
+        );
+        registry.register(
+            "heroku_requests",
+            "HTTP requests sent to the Heroku API, retries and pages included",
+            heroku_requests.clone(),
         );
         registry.register(
             "heroku_ratelimit_remaining",
@@ -108,6 +115,7 @@ impl Metrics {
             failures,
             reconcile_duration,
             heroku_calls,
+            heroku_requests,
             heroku_remaining,
             drain_changes,
             glue_updates,

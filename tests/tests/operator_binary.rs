@@ -162,6 +162,19 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
         "{metrics}"
     );
     assert!(
+        metrics.contains(
+            "drainpipe_operator_heroku_calls_total{operation=\"create\",status=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("drainpipe_operator_heroku_ratelimit_remaining ")
+                && l != "drainpipe_operator_heroku_ratelimit_remaining 0"
+        ),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("drainpipe_operator_heroku_drain_changes_total{change=\"created\"} 1"),
         "{metrics}"
     );
