@@ -335,8 +335,10 @@ mod tests {
 
     #[test]
     fn the_watermark_waits_for_the_oldest_live_object() {
-        let mut t = Tracker::default();
-        t.processed = pos(5, 100);
+        let mut t = Tracker {
+            processed: pos(5, 100),
+            ..Tracker::default()
+        };
         assert_eq!(t.watermark(), pos(5, 100));
         t.live.insert(1, pos(5, 8)); // object 1 took data from (5, 8) on
         t.live.insert(2, pos(5, 60));

@@ -347,21 +347,15 @@ fn scan_segment(path: &Path) -> io::Result<Scan> {
         return Ok(scan);
     }
     let mut offset = HEADER;
-    loop {
-        match read_record(&file, offset, file_len)? {
-            Some((payload, next)) => {
-                if let Some(entry) = Entry::decode(payload) {
-                    if let (Some(t), Some(f)) = (entry.drain_token, entry.frame_id) {
-                        scan.frames.push((t, f));
-                    }
-                } else {
-                    break;
-                }
-                scan.entries += 1;
-                offset = next;
-            }
-            None => break,
+    while let Some((payload, next)) = read_record(&file, offset, file_len)? {
+        let Some(entry) = Entry::decode(payload) else {
+            break;
+        };
+        if let (Some(t), Some(f)) = (entry.drain_token, entry.frame_id) {
+            scan.frames.push((t, f));
         }
+        scan.entries += 1;
+        offset = next;
     }
     scan.valid_len = offset;
     Ok(scan)
@@ -1027,8 +1021,8 @@ mod tests {
         Entry {
             app: "shop".into(),
             drain_token: Some("d.11111111-2222-3333-4444-555555555555".into()),
-            frame_id: (i % 2 == 0).then(|| format!("F{i:030X}")),
-            msg_count: (i % 3 != 0).then_some(i),
+            frame_id: i.is_multiple_of(2).then(|| format!("F{i:030X}")),
+            msg_count: (!i.is_multiple_of(3)).then_some(i),
             received_at_us: 1_781_000_000_000_000 + i as i64,
             body: Bytes::from(body.to_owned()),
         }

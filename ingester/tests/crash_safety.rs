@@ -28,7 +28,11 @@ fn frame_msgs(drain: usize, frame: usize) -> Vec<Vec<u8>> {
 
 /// Two apps, so objects of one are stored while the other's are open.
 fn app(drain: usize) -> &'static str {
-    if drain % 2 == 0 { "shop" } else { "blog" }
+    if drain.is_multiple_of(2) {
+        "shop"
+    } else {
+        "blog"
+    }
 }
 
 #[derive(Default)]
