@@ -12,28 +12,25 @@ use drainpipe_tests::operator::{Harness, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
-/// Builds the binary (cargo test builds only the library the tests link).
+/// The operator binary next to this test executable. `cargo test` builds it
+/// because the operator package has an integration test of its own
+/// (`operator/tests/cli.rs`); running cargo from here instead would wait
+/// forever on the build-directory lock the running `cargo test` holds.
 fn operator_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "drainpipe-operator",
-            "--bin",
-            "drainpipe-operator",
-        ])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build of drainpipe-operator failed");
     // The test executable is target/<profile>/deps/<name>; the binary is
     // target/<profile>/drainpipe-operator.
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
+    let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    profile_dir.join("drainpipe-operator")
+        .expect("target/<profile>")
+        .join("drainpipe-operator");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p drainpipe-operator` first)",
+        bin.display()
+    );
+    bin
 }
 
 fn free_port() -> u16 {
