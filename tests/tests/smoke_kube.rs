@@ -239,10 +239,10 @@ async fn deployment_gets_a_replicaset_and_pods_from_the_controller_manager() {
             .expect("list pods")
             .items
             .len();
-        if let [rs] = owned.as_slice() {
-            if pod_count == 2 {
-                break (rs.clone(), pod_count);
-            }
+        if let [rs] = owned.as_slice()
+            && pod_count == 2
+        {
+            break (rs.clone(), pod_count);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
