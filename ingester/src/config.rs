@@ -87,6 +87,11 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub upload_concurrency: u32,
 
+    /// Threads that parse and compress the log into objects (default: one
+    /// per core, at most 8).
+    #[arg(long, env = "DRAINPIPE_WORKERS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Option<u32>,
+
     /// How many acknowledged (drain token, frame id) pairs are remembered to
     /// answer Logplex retries without storing them twice.
     #[arg(long, env = "DRAINPIPE_DEDUPE_CAPACITY", default_value_t = 100_000)]
@@ -129,6 +134,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Parse-and-compress threads to run.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+        }
+    }
+
     /// Checks that need more than one flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.routes.is_none() && !self.listen.ip().is_loopback() {

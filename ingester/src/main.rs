@@ -96,6 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     flush_bytes: config.flush_bytes,
                     gzip_level: config.gzip_level,
                     concurrency: config.upload_concurrency as usize,
+                    workers: config.workers(),
                 },
             )
             .context("cannot start the uploader")?;

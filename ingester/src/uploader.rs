@@ -1,22 +1,24 @@
 //! Turns the write-ahead log into archive objects (`--ack wal`).
 //!
-//! Three stages, so parsing and compression run on different cores:
-//! 1. the *encoder* thread reads log entries in order (from the page cache)
-//!    and parses each body into JSON lines grouped by app and day;
-//! 2. the *compressor* thread appends those lines to open gzip objects, one
-//!    per (app, day), and closes an object by age or size;
-//! 3. the *upload* task stores closed objects, retrying with backoff forever
-//!    (the log absorbs an archive outage), a few at a time.
+//! - the *reader* thread reads log entries in order (from the page cache)
+//!   and hands chunks of them to the least busy worker;
+//! - each *worker* thread parses its chunks into JSON lines and appends them
+//!   to its own open gzip objects, one per (app, day), closing an object by
+//!   age or size. Parsing and compression are most of the CPU; symmetric
+//!   workers spread both over the cores whatever the mix of apps;
+//! - the *upload* task stores closed objects, retrying with backoff forever
+//!   (the log absorbs an archive outage), a few at a time.
 //!
 //! Each object remembers the log position of the first chunk it took data
-//! from. The *watermark*, the lowest such position over objects not yet
-//! stored (or the end of what has been processed), has only stored data
-//! before it: it is written as the log's checkpoint, where a restart
-//! resumes, and segments wholly before it are deleted.
+//! from. The *watermark* is the lowest of: those positions over objects not
+//! yet stored, the starts of chunks handed out but not processed, and the end
+//! of what was handed out. Only stored data lies before it: it is written as
+//! the log's checkpoint, where a restart resumes, and segments wholly before
+//! it are deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,7 @@ use crate::archive::Archive;
 use crate::batch::Day;
 use crate::metrics::Metrics;
 use crate::objects::{Encoded, Finished, OpenObject};
-use crate::wal::{Position, Read, Wal};
+use crate::wal::{Chunk, Position, Read, Wal, WalReader};
 
 /// Bytes of log read and parsed in one step.
 const READ_CHUNK: usize = 4 << 20;
@@ -38,7 +40,10 @@ pub struct UploaderOptions {
     pub flush_interval: Duration,
     pub flush_bytes: u64,
     pub gzip_level: u32,
+    /// Uploads at once.
     pub concurrency: usize,
+    /// Parse-and-compress threads.
+    pub workers: usize,
 }
 
 /// How far the log is archived.
@@ -47,8 +52,10 @@ struct Tracker {
     /// Objects open or being uploaded, with the log position of the first
     /// chunk they took data from.
     live: BTreeMap<u64, Position>,
-    /// Everything before this has been written into objects.
-    processed: Position,
+    /// Starts of chunks handed to workers and not processed yet.
+    in_work: BTreeSet<Position>,
+    /// End of everything handed out.
+    dispatched: Position,
     /// The last checkpoint written.
     saved: Position,
 }
@@ -56,17 +63,25 @@ struct Tracker {
 impl Tracker {
     /// Everything before this position is in stored objects.
     fn watermark(&self) -> Position {
-        self.live
-            .values()
-            .min()
-            .map_or(self.processed, |&first| first.min(self.processed))
+        let mut w = self.dispatched;
+        if let Some(&first) = self.live.values().min() {
+            w = w.min(first);
+        }
+        if let Some(&first) = self.in_work.first() {
+            w = w.min(first);
+        }
+        w
+    }
+
+    fn idle(&self) -> bool {
+        self.live.is_empty() && self.in_work.is_empty()
     }
 }
 
 struct Shared {
     wal: Arc<Wal>,
     tracker: Mutex<Tracker>,
-    /// The encoder has read everything committed so far.
+    /// The reader has read everything committed so far.
     caught_up: AtomicBool,
 }
 
@@ -94,16 +109,10 @@ impl Shared {
     }
 }
 
-struct ChunkMsg {
-    start: Position,
-    end: Position,
-    encoded: Encoded,
-}
-
 struct Upload {
     id: u64,
     object: Finished,
-    records_from: (Arc<str>, Day),
+    app: Arc<str>,
 }
 
 /// Start the pipeline. The returned task ends once the log is closed and
@@ -118,28 +127,37 @@ pub fn start(
     let shared = Arc::new(Shared {
         wal: Arc::clone(&wal),
         tracker: Mutex::new(Tracker {
-            live: BTreeMap::new(),
-            processed: start,
+            dispatched: start,
             saved: start,
+            ..Tracker::default()
         }),
         caught_up: AtomicBool::new(false),
     });
-    let (chunk_tx, chunk_rx) = sync_channel::<ChunkMsg>(2);
     let (upload_tx, upload_rx) = mpsc::channel::<Upload>(options.concurrency.max(1));
-
+    let next_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for i in 0..options.workers.max(1) {
+        let (tx, rx) = sync_channel::<Chunk>(1);
+        workers.push(tx);
+        let worker = Worker {
+            shared: Arc::clone(&shared),
+            metrics: Arc::clone(&metrics),
+            upload: upload_tx.clone(),
+            prefix: archive.prefix().to_owned(),
+            options: options.clone(),
+            open: HashMap::new(),
+            next_id: Arc::clone(&next_id),
+        };
+        std::thread::Builder::new()
+            .name(format!("wal-worker-{i}"))
+            .spawn(move || worker.run(rx))?;
+    }
+    drop(upload_tx);
     let reader = wal.reader();
-    let enc_metrics = Arc::clone(&metrics);
-    let enc_shared = Arc::clone(&shared);
+    let read_shared = Arc::clone(&shared);
     std::thread::Builder::new()
-        .name("wal-encoder".into())
-        .spawn(move || encode_loop(reader, chunk_tx, &enc_metrics, &enc_shared))?;
-
-    let comp_shared = Arc::clone(&shared);
-    let prefix = archive.prefix().to_owned();
-    let comp_options = options.clone();
-    std::thread::Builder::new()
-        .name("wal-compressor".into())
-        .spawn(move || compress_loop(chunk_rx, upload_tx, &comp_shared, &prefix, &comp_options))?;
+        .name("wal-reader".into())
+        .spawn(move || read_loop(reader, workers, &read_shared))?;
 
     Ok(tokio::spawn(upload_loop(
         upload_rx,
@@ -150,27 +168,24 @@ pub fn start(
     )))
 }
 
-fn encode_loop(
-    mut reader: crate::wal::WalReader,
-    tx: SyncSender<ChunkMsg>,
-    metrics: &Metrics,
-    shared: &Shared,
-) {
+fn read_loop(mut reader: WalReader, workers: Vec<SyncSender<Chunk>>, shared: &Shared) {
+    let mut next = 0usize;
     loop {
         match reader.next_chunk(READ_CHUNK, Duration::from_millis(250)) {
             Ok(Read::Chunk(chunk)) => {
                 shared.caught_up.store(false, Ordering::Relaxed);
-                let mut encoded = Encoded::default();
-                for entry in &chunk.entries {
-                    let stats = encoded.add(entry);
-                    metrics.record_batch(&stats);
+                {
+                    let mut tracker = shared.tracker();
+                    tracker.dispatched = chunk.end;
+                    if chunk.entries.is_empty() {
+                        // Only a segment boundary: nothing for a worker to do.
+                        drop(tracker);
+                        shared.advance();
+                        continue;
+                    }
+                    tracker.in_work.insert(chunk.start);
                 }
-                let msg = ChunkMsg {
-                    start: chunk.start,
-                    end: chunk.end,
-                    encoded,
-                };
-                if tx.send(msg).is_err() {
+                if !dispatch(&workers, &mut next, chunk) {
                     return;
                 }
             }
@@ -184,84 +199,123 @@ fn encode_loop(
     }
 }
 
-fn compress_loop(
-    rx: std::sync::mpsc::Receiver<ChunkMsg>,
-    tx: mpsc::Sender<Upload>,
-    shared: &Shared,
-    prefix: &str,
-    options: &UploaderOptions,
-) {
-    let mut open: HashMap<(Arc<str>, Day), (u64, OpenObject)> = HashMap::new();
-    let mut next_id = 0u64;
-    let tick =
-        (options.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let close = |key: (Arc<str>, Day), id: u64, object: OpenObject| -> bool {
-        let object = object.finish(prefix);
-        tx.blocking_send(Upload {
-            id,
-            object,
-            records_from: key,
-        })
-        .is_ok()
-    };
-    loop {
-        let msg = match rx.recv_timeout(tick) {
-            Ok(msg) => Some(msg),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if let Some(msg) = msg {
-            for (app, sink) in msg.encoded.apps {
-                for (day, json) in sink.days {
-                    if json.is_empty() {
-                        continue;
-                    }
-                    let key = (Arc::clone(&app), day);
-                    let (_, object) = open.entry(key.clone()).or_insert_with(|| {
-                        next_id += 1;
-                        shared.tracker().live.insert(next_id, msg.start);
-                        (
-                            next_id,
-                            OpenObject::new(Arc::clone(&app), day, options.gzip_level),
-                        )
-                    });
-                    object.write(&json);
-                    if object.json_bytes >= options.flush_bytes
-                        && let Some((id, object)) = open.remove(&key)
-                        && !close(key, id, object)
-                    {
+/// Give `chunk` to an idle worker, else wait for the next one in turn.
+fn dispatch(workers: &[SyncSender<Chunk>], next: &mut usize, mut chunk: Chunk) -> bool {
+    for i in 0..workers.len() {
+        let w = (*next + i) % workers.len();
+        match workers[w].try_send(chunk) {
+            Ok(()) => {
+                *next = (w + 1) % workers.len();
+                return true;
+            }
+            Err(TrySendError::Full(c)) => chunk = c,
+            Err(TrySendError::Disconnected(_)) => return false,
+        }
+    }
+    let w = *next;
+    *next = (w + 1) % workers.len();
+    workers[w].send(chunk).is_ok()
+}
+
+/// One parse-and-compress thread with its own open objects.
+struct Worker {
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    upload: mpsc::Sender<Upload>,
+    prefix: String,
+    options: UploaderOptions,
+    open: HashMap<(Arc<str>, Day), (u64, OpenObject)>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Chunk>) {
+        let tick = (self.options.flush_interval / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(chunk) => {
+                    if !self.process(chunk) {
                         return;
                     }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            shared.tracker().processed = msg.end;
-            shared.advance();
-        }
-        if open.is_empty()
-            && shared.caught_up.load(Ordering::Relaxed)
-            && shared.tracker().live.is_empty()
-        {
-            shared.wal.request_roll();
-        }
-        let now = Instant::now();
-        let aged: Vec<(Arc<str>, Day)> = open
-            .iter()
-            .filter(|(_, (_, o))| now.duration_since(o.opened) >= options.flush_interval)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in aged {
-            if let Some((id, object)) = open.remove(&key)
-                && !close(key, id, object)
+            if self.open.is_empty()
+                && self.shared.caught_up.load(Ordering::Relaxed)
+                && self.shared.tracker().idle()
             {
+                // Everything is stored: seal the segment so it can go.
+                self.shared.wal.request_roll();
+            }
+            let now = Instant::now();
+            let aged: Vec<(Arc<str>, Day)> = self
+                .open
+                .iter()
+                .filter(|(_, (_, o))| now.duration_since(o.opened) >= self.options.flush_interval)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in aged {
+                if !self.close(&key) {
+                    return;
+                }
+            }
+        }
+        // The log is closed and read to its end: flush everything.
+        let keys: Vec<(Arc<str>, Day)> = self.open.keys().cloned().collect();
+        for key in keys {
+            if !self.close(&key) {
                 return;
             }
         }
     }
-    // The log is closed and read to its end: flush everything.
-    for (key, (id, object)) in open.drain() {
-        if !close(key, id, object) {
-            return;
+
+    fn process(&mut self, chunk: Chunk) -> bool {
+        let mut encoded = Encoded::default();
+        for entry in &chunk.entries {
+            let stats = encoded.add(entry);
+            self.metrics.record_batch(&stats);
         }
+        for (app, sink) in encoded.apps {
+            for (day, json) in sink.days {
+                if json.is_empty() {
+                    continue;
+                }
+                let key = (Arc::clone(&app), day);
+                let (_, object) = self.open.entry(key.clone()).or_insert_with(|| {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    self.shared.tracker().live.insert(id, chunk.start);
+                    (
+                        id,
+                        OpenObject::new(Arc::clone(&app), day, self.options.gzip_level),
+                    )
+                });
+                object.write(&json);
+                if object.json_bytes >= self.options.flush_bytes && !self.close(&key) {
+                    return false;
+                }
+            }
+        }
+        self.shared.tracker().in_work.remove(&chunk.start);
+        self.shared.advance();
+        true
+    }
+
+    /// Finish an object and queue it for upload; false when the uploader is
+    /// gone (shutting down).
+    fn close(&mut self, key: &(Arc<str>, Day)) -> bool {
+        let Some((id, object)) = self.open.remove(key) else {
+            return true;
+        };
+        let object = object.finish(&self.prefix);
+        self.upload
+            .blocking_send(Upload {
+                id,
+                object,
+                app: Arc::clone(&key.0),
+            })
+            .is_ok()
     }
 }
 
@@ -282,7 +336,7 @@ async fn upload_loop(
         let metrics = Arc::clone(&metrics);
         let shared = Arc::clone(&shared);
         running.spawn(async move {
-            store_with_retry(&archive, &metrics, &upload.object, &upload.records_from).await;
+            store_with_retry(&archive, &metrics, &upload.object, &upload.app).await;
             drop(slot);
             shared.tracker().live.remove(&upload.id);
             let shared2 = Arc::clone(&shared);
@@ -300,7 +354,7 @@ pub(crate) async fn store_with_retry(
     archive: &Archive,
     metrics: &Metrics,
     object: &Finished,
-    from: &(Arc<str>, Day),
+    app: &str,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -317,7 +371,7 @@ pub(crate) async fn store_with_retry(
             }
             Err(e) => {
                 metrics.upload_errors.inc();
-                tracing::warn!(app = %from.0, error = %e, retry_in = ?backoff, "storing an archive object failed; the write-ahead log keeps the data");
+                tracing::warn!(app, error = %e, retry_in = ?backoff, "storing an archive object failed; the write-ahead log keeps the data");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -334,19 +388,23 @@ mod tests {
     }
 
     #[test]
-    fn the_watermark_waits_for_the_oldest_live_object() {
+    fn the_watermark_waits_for_live_objects_and_chunks_in_work() {
         let mut t = Tracker {
-            processed: pos(5, 100),
+            dispatched: pos(5, 100),
             ..Tracker::default()
         };
         assert_eq!(t.watermark(), pos(5, 100));
         t.live.insert(1, pos(5, 8)); // object 1 took data from (5, 8) on
         t.live.insert(2, pos(5, 60));
-        t.processed = pos(7, 0);
+        t.in_work.insert(pos(5, 40));
+        t.dispatched = pos(7, 0);
         assert_eq!(t.watermark(), pos(5, 8));
         t.live.remove(&1);
+        assert_eq!(t.watermark(), pos(5, 40));
+        t.in_work.remove(&pos(5, 40));
         assert_eq!(t.watermark(), pos(5, 60));
         t.live.remove(&2);
         assert_eq!(t.watermark(), pos(7, 0));
+        assert!(t.idle());
     }
 }
