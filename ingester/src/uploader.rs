@@ -15,6 +15,11 @@
 //! of what was handed out. Only stored data lies before it: it is written as
 //! the log's checkpoint, where a restart resumes, and segments wholly before
 //! it are deleted.
+//!
+//! Objects normally close by age or size, but an object holds its log
+//! segments until it is stored. When the log passes half its bound, workers
+//! close the objects that hold the oldest segment early, so many open
+//! objects (apps x days x workers) can never fill the log by themselves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,8 +229,15 @@ struct Worker {
     upload: mpsc::Sender<Upload>,
     prefix: String,
     options: UploaderOptions,
-    open: HashMap<(Arc<str>, Day), (u64, OpenObject)>,
+    open: HashMap<(Arc<str>, Day), Open>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct Open {
+    id: u64,
+    /// Start of the chunk that opened it.
+    first: Position,
+    object: OpenObject,
 }
 
 impl Worker {
@@ -249,17 +261,8 @@ impl Worker {
                 // Everything is stored: seal the segment so it can go.
                 self.shared.wal.request_roll();
             }
-            let now = Instant::now();
-            let aged: Vec<(Arc<str>, Day)> = self
-                .open
-                .iter()
-                .filter(|(_, (_, o))| now.duration_since(o.opened) >= self.options.flush_interval)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in aged {
-                if !self.close(&key) {
-                    return;
-                }
+            if !self.close_aged() || !self.relieve_pressure() {
+                return;
             }
         }
         // The log is closed and read to its end: flush everything.
@@ -283,29 +286,58 @@ impl Worker {
                     continue;
                 }
                 let key = (Arc::clone(&app), day);
-                let (_, object) = self.open.entry(key.clone()).or_insert_with(|| {
+                let open = self.open.entry(key.clone()).or_insert_with(|| {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     self.shared.tracker().live.insert(id, chunk.start);
-                    (
+                    Open {
                         id,
-                        OpenObject::new(Arc::clone(&app), day, self.options.gzip_level),
-                    )
+                        first: chunk.start,
+                        object: OpenObject::new(Arc::clone(&app), day, self.options.gzip_level),
+                    }
                 });
-                object.write(&json);
-                if object.json_bytes >= self.options.flush_bytes && !self.close(&key) {
+                open.object.write(&json);
+                if open.object.json_bytes >= self.options.flush_bytes && !self.close(&key) {
                     return false;
                 }
             }
         }
         self.shared.tracker().in_work.remove(&chunk.start);
         self.shared.advance();
-        true
+        self.relieve_pressure()
+    }
+
+    fn close_aged(&mut self) -> bool {
+        let now = Instant::now();
+        let aged: Vec<(Arc<str>, Day)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| now.duration_since(o.object.opened) >= self.options.flush_interval)
+            .map(|(k, _)| k.clone())
+            .collect();
+        aged.iter().all(|key| self.close(key))
+    }
+
+    /// Past half the log's bound, close the objects that keep its oldest
+    /// segment from being deleted.
+    fn relieve_pressure(&mut self) -> bool {
+        let wal = &self.shared.wal;
+        if wal.bytes() < wal.max_bytes() / 2 {
+            return true;
+        }
+        let oldest = self.shared.tracker().watermark().seq;
+        let holding: Vec<(Arc<str>, Day)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.first.seq <= oldest)
+            .map(|(k, _)| k.clone())
+            .collect();
+        holding.iter().all(|key| self.close(key))
     }
 
     /// Finish an object and queue it for upload; false when the uploader is
     /// gone (shutting down).
     fn close(&mut self, key: &(Arc<str>, Day)) -> bool {
-        let Some((id, object)) = self.open.remove(key) else {
+        let Some(Open { id, object, .. }) = self.open.remove(key) else {
             return true;
         };
         let object = object.finish(&self.prefix);

@@ -555,6 +555,11 @@ impl Wal {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
+    /// The size bound (`--wal-max-bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.max_bytes
+    }
+
     pub fn is_full(&self) -> bool {
         self.bytes() >= self.shared.max_bytes
     }

@@ -224,3 +224,53 @@ async fn size_closes_objects() {
     assert!(ing.terminate(Duration::from_secs(30)).success());
     assert_eq!(all_records(&dirs.archive()).len(), 1000);
 }
+
+#[tokio::test]
+async fn log_pressure_closes_objects_early() {
+    // Objects would stay open an hour and never reach their size limit; the
+    // log (8 MiB) must still not fill up for good: past half of it, objects
+    // holding its oldest segment are closed and stored.
+    let dirs = Dirs::new();
+    let mut ing = Ingester::start(
+        &dirs.args(&[
+            "--flush-interval",
+            "1h",
+            "--wal-max-bytes",
+            "8MiB",
+            "--wal-segment-bytes",
+            "1MiB",
+        ]),
+        &[],
+    );
+    let c = client();
+    let apps = ["shop", "blog", "api-1", "api-2"];
+    let mut sent = 0;
+    for i in 0..400 {
+        let app = apps[i % apps.len()];
+        let msgs: Vec<Vec<u8>> = (0..100)
+            .map(|m| app_line(&format!("req {i} msg {m} {}", "w".repeat(300))))
+            .collect();
+        // About 32 MB in all: four times the log's bound.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = post(&c, &ing.base, app, None, Some(&format!("P{i}")), &msgs).await;
+            match r.status().as_u16() {
+                200 => break,
+                503 => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the log stayed full:\n{}",
+                        ing.logs()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                s => panic!("unexpected status {s}"),
+            }
+        }
+        sent += 100;
+    }
+    let archived: usize = read_archive(&dirs.archive()).values().map(Vec::len).sum();
+    assert!(archived > 0, "nothing stored before shutdown");
+    assert!(ing.terminate(Duration::from_secs(60)).success());
+    assert_eq!(all_records(&dirs.archive()).len(), sent);
+}
