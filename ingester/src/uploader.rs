@@ -17,9 +17,10 @@
 //! it are deleted.
 //!
 //! Objects normally close by age or size, but an object holds its log
-//! segments until it is stored. When the log passes half its bound, workers
-//! close the objects that hold the oldest segment early, so many open
-//! objects (apps x days x workers) can never fill the log by themselves.
+//! segments until it is stored. When what open objects pin passes half the
+//! log's bound, workers close the objects that hold the oldest segment
+//! early, so many open objects (apps x days x workers) can never fill the
+//! log by themselves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,10 +322,20 @@ impl Worker {
     /// segment from being deleted.
     fn relieve_pressure(&mut self) -> bool {
         let wal = &self.shared.wal;
+        // Cheap test first: the log as a whole under half its bound.
         if wal.bytes() < wal.max_bytes() / 2 {
             return true;
         }
-        let oldest = self.shared.tracker().watermark().seq;
+        // Only what objects pin counts: a backlog not read yet is no reason
+        // to make small objects.
+        let (watermark, dispatched) = {
+            let t = self.shared.tracker();
+            (t.watermark(), t.dispatched)
+        };
+        if wal.bytes_between(watermark, dispatched) < wal.max_bytes() / 2 {
+            return true;
+        }
+        let oldest = watermark.seq;
         let holding: Vec<(Arc<str>, Day)> = self
             .open
             .iter()

@@ -555,6 +555,32 @@ impl Wal {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
+    /// Log bytes from `from` up to `to` (both positions in the log).
+    pub fn bytes_between(&self, from: Position, to: Position) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        let seqs: Vec<u64> = self
+            .shared
+            .lock()
+            .segments
+            .range(from.seq..=to.seq)
+            .copied()
+            .collect();
+        seqs.into_iter()
+            .map(|seq| {
+                let len = fs::metadata(segment_path(&self.shared.dir, seq)).map_or(0, |m| m.len());
+                let start = if seq == from.seq { from.offset } else { 0 };
+                let end = if seq == to.seq {
+                    to.offset.min(len)
+                } else {
+                    len
+                };
+                end.saturating_sub(start)
+            })
+            .sum()
+    }
+
     /// The size bound (`--wal-max-bytes`).
     pub fn max_bytes(&self) -> u64 {
         self.shared.max_bytes
