@@ -661,26 +661,30 @@ impl Wal {
         }
     }
 
-    /// Delete a sealed segment whose data is all in the archive.
+    /// Delete a sealed segment whose data is all in the archive. Deleting
+    /// one that is already gone is fine (several threads advance the
+    /// checkpoint).
     pub fn delete_segment(&self, seq: u64) -> io::Result<()> {
         {
-            let state = self.shared.lock();
+            // Claim it under the lock so only one caller unlinks it.
+            let mut state = self.shared.lock();
             if seq == state.current && !state.closed {
                 return Err(io::Error::other(
                     "refusing to delete the segment being written",
                 ));
             }
+            if !state.segments.remove(&seq) {
+                return Ok(());
+            }
+            self.shared
+                .metrics
+                .wal_segments
+                .set(i64::try_from(state.segments.len()).unwrap_or(i64::MAX));
         }
         let path = segment_path(&self.shared.dir, seq);
         let len = fs::metadata(&path)?.len();
         fs::remove_file(&path)?;
         self.shared.sub_bytes(len);
-        let mut state = self.shared.lock();
-        state.segments.remove(&seq);
-        self.shared
-            .metrics
-            .wal_segments
-            .set(i64::try_from(state.segments.len()).unwrap_or(i64::MAX));
         Ok(())
     }
 }
