@@ -36,6 +36,8 @@ use crate::wal::{AppendError, Entry, Wal};
 const RETRY_AFTER_SECS: &str = "5";
 /// How long a request waits for memory held by other requests' bodies.
 const INFLIGHT_WAIT: Duration = Duration::from_secs(2);
+/// How long an answered request's unread body may take to arrive.
+const DISCARD_WAIT: Duration = Duration::from_secs(5);
 
 /// Where accepted requests are made durable.
 pub enum Sink {
@@ -211,12 +213,12 @@ impl Server {
             Claim::New(guard) => guard,
             Claim::Duplicate | Claim::Wait(_) => {
                 self.metrics.duplicate_frames.inc();
-                // Read the body anyway so the connection stays reusable.
-                let _ = read_body(req.into_body(), self.max_body).await;
+                discard_body(req.into_body(), self.max_body).await;
                 return ok();
             }
         };
         if !self.sink.accepts() {
+            discard_body(req.into_body(), self.max_body).await;
             return unavailable("write-ahead log full");
         }
         let want = content_length
@@ -229,7 +231,10 @@ impl Server {
         .await
         {
             Ok(Ok(permit)) => permit,
-            _ => return unavailable("too many request bodies in memory"),
+            _ => {
+                discard_body(req.into_body(), self.max_body).await;
+                return unavailable("too many request bodies in memory");
+            }
         };
         let body = match read_body(req.into_body(), self.max_body).await {
             Ok(body) => body,
@@ -282,6 +287,27 @@ async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
         }
     }
     Ok(buf.freeze())
+}
+
+/// Read a body we answer without keeping, so the client reads our answer
+/// and the connection stays usable: a response sent over an unread body
+/// makes hyper close the connection, which the client sees as a failed
+/// request rather than the 503 or 200 it was given. Nothing is buffered.
+async fn discard_body(mut body: Incoming, max: u64) {
+    let mut seen = 0u64;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > max {
+                    return;
+                }
+            }
+        }
+    };
+    // A peer that stops sending gets the answer anyway (and loses the
+    // connection) rather than holding the request forever.
+    let _ = tokio::time::timeout(DISCARD_WAIT, drain).await;
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
