@@ -6,6 +6,11 @@
 //! checked again for drift after half a resync period, so the periodic
 //! resync costs one drain list per app and the reconciles triggered by owned
 //! objects changing cost nothing outside the cluster.
+//!
+//! The drains themselves are remembered too, not only read from the status:
+//! the object a reconcile gets can predate the status the previous reconcile
+//! wrote (the watch lags the write), and from such an object alone the
+//! reconcile would list every app again, or lose track of a drain it made.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,7 +37,9 @@ use serde_json::json;
 
 use drainpipe_ingester::routes::{AppRoute, RoutesFile};
 
-use crate::crd::{DeletionPolicy, DrainStatus, FINALIZER, GlueCatalog, LogDrain, LogDrainStatus};
+use crate::crd::{
+    DeletionPolicy, DrainStatus, DrainTarget, FINALIZER, GlueCatalog, LogDrain, LogDrainStatus,
+};
 use crate::error::{Error, Result};
 use crate::glue::{Catalog, GlueError, TableRef, TableSpec};
 use crate::heroku::{ApiToken, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
@@ -148,6 +155,19 @@ struct Verified {
     at: Instant,
 }
 
+/// A drain this process made, found or removed, and when it was last
+/// verified.
+#[derive(Clone, Debug)]
+struct KnownDrain {
+    drain: DrainStatus,
+    /// `None` after a failed check: the drain is still ours, but must be
+    /// verified again.
+    verified: Option<Verified>,
+    /// Removed from Heroku by this process: a status that still lists it
+    /// predates the removal.
+    removed: bool,
+}
+
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
@@ -156,8 +176,10 @@ pub struct Context {
     pub metrics: Metrics,
     pub settings: Settings,
     recorder: Recorder,
-    /// (LogDrain uid, app) → desired drain last verified.
-    drains_verified: Mutex<HashMap<(String, String), Verified>>,
+    /// (LogDrain uid, app) → the app's drain as this process last saw it.
+    drains_known: Mutex<HashMap<(String, String), KnownDrain>>,
+    /// LogDrain uid → fingerprint of the status this process last wrote.
+    status_written: Mutex<HashMap<String, u64>>,
     /// LogDrain uid → catalog state last verified.
     catalog_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
@@ -190,7 +212,8 @@ impl Context {
             metrics,
             settings,
             recorder,
-            drains_verified: Mutex::default(),
+            drains_known: Mutex::default(),
+            status_written: Mutex::default(),
             catalog_verified: Mutex::default(),
             failures: Mutex::default(),
             stores: RwLock::default(),
@@ -202,28 +225,67 @@ impl Context {
         v.is_some_and(|v| v.fingerprint == fingerprint && v.at.elapsed() < self.settings.resync / 2)
     }
 
-    fn drain_verified(&self, uid: &str, app: &str) -> Option<Verified> {
-        lock(&self.drains_verified)
-            .get(&(uid.to_string(), app.to_string()))
-            .copied()
+    /// The drains this process knows for LogDrain `uid`: those in place,
+    /// and those it removed.
+    fn known_drains(&self, uid: &str) -> (Vec<DrainStatus>, Vec<DrainStatus>) {
+        let (mut known, mut removed) = (Vec::new(), Vec::new());
+        for ((u, _), k) in lock(&self.drains_known).iter() {
+            if u == uid {
+                if k.removed {
+                    removed.push(k.drain.clone());
+                } else {
+                    known.push(k.drain.clone());
+                }
+            }
+        }
+        (known, removed)
     }
 
-    fn set_drain_verified(&self, uid: &str, app: &str, fingerprint: u64) {
-        lock(&self.drains_verified).insert(
+    /// Whether `app`'s drain was verified recently for the desired URL
+    /// `fingerprint`.
+    fn drain_fresh(&self, uid: &str, app: &str, fingerprint: u64) -> bool {
+        let known = lock(&self.drains_known);
+        let verified = known
+            .get(&(uid.to_string(), app.to_string()))
+            .and_then(|k| k.verified);
+        self.fresh(verified, fingerprint)
+    }
+
+    fn set_drain_verified(&self, uid: &str, app: &str, fingerprint: u64, drain: DrainStatus) {
+        lock(&self.drains_known).insert(
             (uid.to_string(), app.to_string()),
-            Verified {
-                fingerprint,
-                at: Instant::now(),
+            KnownDrain {
+                drain,
+                verified: Some(Verified {
+                    fingerprint,
+                    at: Instant::now(),
+                }),
+                removed: false,
             },
         );
     }
 
-    fn forget_drain(&self, uid: &str, app: &str) {
-        lock(&self.drains_verified).remove(&(uid.to_string(), app.to_string()));
+    /// The next reconcile checks `app` with Heroku again.
+    fn unverify_drain(&self, uid: &str, app: &str) {
+        if let Some(k) = lock(&self.drains_known).get_mut(&(uid.to_string(), app.to_string())) {
+            k.verified = None;
+        }
+    }
+
+    fn drain_removed(&self, uid: &str, drain: &DrainStatus) {
+        lock(&self.drains_known).insert(
+            (uid.to_string(), drain.app.clone()),
+            KnownDrain {
+                drain: drain.clone(),
+                verified: None,
+                removed: true,
+            },
+        );
     }
 
     fn forget(&self, uid: &str) {
-        lock(&self.drains_verified).retain(|(u, _), _| u != uid);
+        lock(&self.drains_known).retain(|(u, _), _| u != uid);
+        lock(&self.status_written).remove(uid);
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);
     }
@@ -497,15 +559,21 @@ async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     // 1. The ingester, with routes for every app before any drain exists,
     // so Heroku's first delivery finds its app (a 404 would be dropped).
     let password = ensure_password(ctx, &owner).await?;
+    // What this process saw last is at least as new as the status of the
+    // object at hand, which may predate the last status written.
+    let (known, removed) = ctx.known_drains(&uid);
     let mut drains: BTreeMap<String, DrainStatus> = old_status
         .drains
         .iter()
-        .map(|d| (d.app.clone(), d.clone()))
+        .filter(|d| !removed.contains(d))
+        .cloned()
+        .chain(known)
+        .map(|d| (d.app.clone(), d))
         .collect();
     let spec_apps = ld.app_set();
-    let endpoint = ld.spec.endpoint.url.as_str();
+    let target = ld.spec.endpoint.target();
     let previous = current_routes(ctx, &owner).await?;
-    let routes = routes_for(&spec_apps, &drains, &password, endpoint, &previous);
+    let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
     apply_routes(ctx, &owner, &routes).await?;
     let deployment = apply_owned(
         ctx,
@@ -513,11 +581,11 @@ async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         &resources::deployment(&owner, &ld, &ctx.settings.ingester),
     )
     .await?;
-    apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner)).await?;
+    apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
 
     // 2. Heroku.
     let heroku = sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await;
-    let new_routes = routes_for(&spec_apps, &drains, &password, endpoint, &routes);
+    let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
     if new_routes != routes {
         apply_routes(ctx, &owner, &new_routes).await?;
     }
@@ -555,8 +623,13 @@ async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         ready_replicas: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
         selector: Some(resources::selector_string(&owner.name)),
     };
-    if status != old_status {
+    // The object may predate the status written last: then equal to it is
+    // not proof that the stored status is this one.
+    let status_fp = fingerprint(&serde_json::to_string(&status).unwrap_or_default());
+    let written = lock(&ctx.status_written).get(&uid).copied();
+    if status != old_status || written.is_some_and(|w| w != status_fp) {
         patch_status(ctx, &owner, &status).await?;
+        lock(&ctx.status_written).insert(uid.clone(), status_fp);
     }
 
     // 5. Requeue: errors go through error_policy (after the status above
@@ -629,16 +702,18 @@ where
 /// (being removed), with the drain password and the known drain tokens.
 ///
 /// An app's token is pinned only while its recorded drain is the one wanted:
-/// same endpoint URL, and registered with the current password (the routes
-/// Secret last written says which). While a drain is being replaced the new
-/// drain's token is not known yet, and pinning the old one would make the
-/// ingester answer the new drain 403, which Logplex drops for good; so the
-/// route accepts any token with the password until the new token is known.
+/// same target URL, and, for HTTPS drains, registered with the current
+/// password (the routes Secret last written says which). While an HTTPS
+/// drain is being replaced the new drain's token is not known yet, and
+/// pinning the old one would make the ingester answer the new drain 403,
+/// which Logplex drops for good; so the route accepts any token with the
+/// password until the new token is known. Syslog drains are told apart by
+/// token alone: their tokens are what the ingester routes by.
 fn routes_for(
     apps: &BTreeSet<String>,
     drains: &BTreeMap<String, DrainStatus>,
     password: &str,
-    endpoint: &str,
+    target: Option<&DrainTarget>,
     previous: &RoutesFile,
 ) -> RoutesFile {
     let mut routes = RoutesFile::default();
@@ -647,10 +722,10 @@ fn routes_for(
             .apps
             .get(app)
             .is_none_or(|r| r.password == password);
-        let wanted_url = format!("{}/logplex/{app}", endpoint.trim_end_matches('/'));
+        let wanted = target.filter(|t| same_password || !t.carries_password());
         let drain_tokens = drains
             .get(app)
-            .filter(|d| !apps.contains(app) || (same_password && d.url == wanted_url))
+            .filter(|d| !apps.contains(app) || wanted.is_some_and(|t| d.url == t.public_url(app)))
             .map(|d| vec![d.token.clone()])
             .unwrap_or_default();
         routes.apps.insert(
@@ -875,10 +950,10 @@ async fn sync_drains(
     drains: &mut BTreeMap<String, DrainStatus>,
 ) -> HerokuOutcome {
     let apps = ld.app_set();
-    let endpoint = &ld.spec.endpoint.url;
+    let target = ld.spec.endpoint.target();
     let mut desired: BTreeMap<String, DrainUrl> = BTreeMap::new();
     for app in &apps {
-        match DrainUrl::for_app(endpoint, app, DRAIN_USER, password) {
+        match drain_url(target.as_ref(), app, password) {
             Ok(url) => {
                 desired.insert(app.clone(), url);
             }
@@ -898,14 +973,15 @@ async fn sync_drains(
     let todo: Vec<(String, DrainUrl)> = desired
         .iter()
         .filter(|(app, url)| {
-            let fp = fingerprint(&(url.expose_secret(), drains.get(*app).map(|d| &d.id)));
-            !(drains.contains_key(*app) && ctx.fresh(ctx.drain_verified(uid, app), fp))
+            !(drains.contains_key(*app)
+                && ctx.drain_fresh(uid, app, fingerprint(&url.expose_secret())))
         })
         .map(|(a, u)| (a.clone(), u.clone()))
         .collect();
+    let ok = || drains_ok(apps.len(), target.as_ref());
     if todo.is_empty() && stale.is_empty() {
         return HerokuOutcome {
-            condition: drains_ok(apps.len(), endpoint),
+            condition: ok(),
             error: None,
         };
     }
@@ -931,7 +1007,7 @@ async fn sync_drains(
         match ctx.delete_drain(&token, &d.app, &d.id).await {
             Ok(existed) => {
                 drains.remove(&d.app);
-                ctx.forget_drain(uid, &d.app);
+                ctx.drain_removed(uid, &d);
                 if existed {
                     ctx.metrics.drain_changed("removed");
                     ctx.publish(
@@ -965,15 +1041,15 @@ async fn sync_drains(
     for (app, url, result) in results {
         match result {
             Ok((status, changes)) => {
-                let fp = fingerprint(&(url.expose_secret(), Some(&status.id)));
-                ctx.set_drain_verified(uid, &app, fp);
+                let fp = fingerprint(&url.expose_secret());
+                ctx.set_drain_verified(uid, &app, fp, status.clone());
                 drains.insert(app.clone(), status);
                 for change in changes {
                     announce(ctx, reference, &app, &url, change).await;
                 }
             }
             Err(e) => {
-                ctx.forget_drain(uid, &app);
+                ctx.unverify_drain(uid, &app);
                 errors.push((app, e));
             }
         }
@@ -981,7 +1057,7 @@ async fn sync_drains(
 
     if errors.is_empty() {
         return HerokuOutcome {
-            condition: drains_ok(apps.len(), endpoint),
+            condition: ok(),
             error: None,
         };
     }
@@ -1016,11 +1092,28 @@ fn severity(e: &HerokuError) -> u8 {
     }
 }
 
-fn drains_ok(n: usize, endpoint: &str) -> Cond {
+fn drains_ok(n: usize, target: Option<&DrainTarget>) -> Cond {
+    let to = target.map(DrainTarget::describe).unwrap_or_default();
     Cond::ok(
         "DrainsRegistered",
-        format!("{n} Heroku drains send to {endpoint}/logplex/<app>"),
+        format!("{n} Heroku drains send to {to}"),
     )
+}
+
+/// The drain URL `app` should have: HTTPS with the drain password, or the
+/// syslog+tls listener (the same for every app).
+fn drain_url(
+    target: Option<&DrainTarget>,
+    app: &str,
+    password: &str,
+) -> Result<DrainUrl, HerokuError> {
+    match target {
+        Some(DrainTarget::Https { url }) => DrainUrl::for_app(url, app, DRAIN_USER, password),
+        Some(DrainTarget::SyslogTls { address }) => DrainUrl::syslog_tls(address),
+        None => Err(HerokuError::InvalidDrainUrl(
+            "set exactly one of spec.endpoint.url and spec.endpoint.syslogTls".to_string(),
+        )),
+    }
 }
 
 async fn announce(
@@ -1291,7 +1384,17 @@ async fn sync_catalog(
 async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let uid = ld.uid().unwrap_or_default();
     let reference = ld.object_ref(&());
-    let drains = ld.status.clone().unwrap_or_default().drains;
+    // The status of the object at hand may miss a drain made just before.
+    let mut drains = ld.status.clone().unwrap_or_default().drains;
+    let (known, _) = ctx.known_drains(&uid);
+    for known in known {
+        if !drains
+            .iter()
+            .any(|d| d.app == known.app && d.id == known.id)
+        {
+            drains.push(known);
+        }
+    }
     if ld.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.forget(&uid);
         if !drains.is_empty() {
@@ -1336,7 +1439,7 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
             .await?
             .and_then(|s| resources::secret_value(&s, resources::PASSWORD_KEY))
     };
-    let known: BTreeMap<&str, &DrainStatus> = drains.iter().map(|d| (d.app.as_str(), d)).collect();
+    let target = ld.spec.endpoint.target();
     let apps: BTreeSet<String> = ld
         .app_set()
         .into_iter()
@@ -1346,7 +1449,7 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     for app in &apps {
         let url = password
             .as_deref()
-            .and_then(|p| DrainUrl::for_app(&ld.spec.endpoint.url, app, DRAIN_USER, p).ok());
+            .and_then(|p| drain_url(target.as_ref(), app, p).ok());
         let listed = match ctx.list_drains(&token, app).await {
             Ok(l) => l,
             // A deleted app has no drains left to remove.
@@ -1358,7 +1461,7 @@ async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         };
         let ours = listed.iter().filter(|d| {
             d.addon.is_none()
-                && (known.get(app.as_str()).is_some_and(|k| k.id == d.id)
+                && (drains.iter().any(|k| k.app == *app && k.id == d.id)
                     || url.as_ref().is_some_and(|u| d.targets(u)))
         });
         for d in ours {
@@ -1421,6 +1524,12 @@ mod tests {
         LogDrain::new("prod", spec)
     }
 
+    fn https(url: &str) -> DrainTarget {
+        DrainTarget::Https {
+            url: url.to_string(),
+        }
+    }
+
     fn status(app: &str, token: &str) -> DrainStatus {
         DrainStatus {
             app: app.into(),
@@ -1441,7 +1550,7 @@ mod tests {
             &apps,
             &drains,
             "pw",
-            "https://logs.example.com",
+            Some(&https("https://logs.example.com")),
             &RoutesFile::default(),
         );
         let names: Vec<&str> = routes.apps.keys().map(String::as_str).collect();
@@ -1459,7 +1568,8 @@ mod tests {
             ("a-app".to_string(), status("a-app", "d.1")),
             ("b-app".to_string(), status("b-app", "d.2")),
         ]);
-        let endpoint = "https://logs.example.com";
+        let target = https("https://logs.example.com");
+        let endpoint = Some(&target);
         let settled = routes_for(&apps, &drains, "pw", endpoint, &RoutesFile::default());
         assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
 
@@ -1469,7 +1579,13 @@ mod tests {
         assert!(rotated.apps.values().all(|r| r.password == "new-pw"));
 
         // The endpoint moved: the recorded drains go elsewhere.
-        let moved = routes_for(&apps, &drains, "pw", "https://new.example.com", &settled);
+        let moved = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            Some(&https("https://new.example.com")),
+            &settled,
+        );
         assert!(moved.apps.values().all(|r| r.drain_tokens.is_empty()));
 
         // Once the new drains are recorded, their tokens are pinned again.
@@ -1479,6 +1595,44 @@ mod tests {
         ]);
         let after = routes_for(&apps, &renewed, "new-pw", endpoint, &rotated);
         assert_eq!(after.apps["b-app"].drain_tokens, ["d.4"]);
+    }
+
+    #[test]
+    fn syslog_routes_pin_tokens_whatever_the_password() {
+        let apps: BTreeSet<String> = ["a-app", "b-app"].iter().map(|s| s.to_string()).collect();
+        let syslog = |app: &str, token: &str| DrainStatus {
+            url: "syslog+tls://logs.example.com:6514".to_string(),
+            ..status(app, token)
+        };
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), syslog("a-app", "d.1")),
+            // Still the HTTPS drain: being replaced, its token not pinned.
+            ("b-app".to_string(), status("b-app", "d.2")),
+        ]);
+        let target = DrainTarget::SyslogTls {
+            address: "logs.example.com:6514".to_string(),
+        };
+        let settled = routes_for(&apps, &drains, "pw", Some(&target), &RoutesFile::default());
+        assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
+        assert!(settled.apps["b-app"].drain_tokens.is_empty());
+        // A password rotation does not touch syslog drains: tokens stay.
+        let rotated = routes_for(&apps, &drains, "new-pw", Some(&target), &settled);
+        assert_eq!(rotated.apps["a-app"].drain_tokens, ["d.1"]);
+    }
+
+    #[test]
+    fn drain_urls_follow_the_endpoint() {
+        let h = drain_url(Some(&https("https://logs.example.com")), "a-app", "pw").expect("https");
+        assert_eq!(
+            h.expose_secret(),
+            "https://drainpipe:pw@logs.example.com/logplex/a-app"
+        );
+        let target = DrainTarget::SyslogTls {
+            address: "logs.example.com:6514".to_string(),
+        };
+        let s = drain_url(Some(&target), "a-app", "pw").expect("syslog");
+        assert_eq!(s.expose_secret(), "syslog+tls://logs.example.com:6514");
+        assert!(drain_url(None, "a-app", "pw").is_err());
     }
 
     #[test]

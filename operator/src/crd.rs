@@ -19,9 +19,9 @@ pub const APP_NAME_PATTERN: &str = "^[a-z][a-z0-9-]{1,28}[a-z0-9]$";
 pub const FINALIZER: &str = "drainpipe.dev/cleanup";
 
 /// A LogDrain ships the logs of a set of Heroku apps into an S3 archive that
-/// Athena can query: drainpipe registers one Heroku HTTPS drain per app, runs
-/// the ingester that receives them, and keeps the Glue table's partition
-/// projection listing every app.
+/// Athena can query: drainpipe registers one Heroku drain per app (HTTPS or
+/// syslog+tls), runs the ingester that receives them, and keeps the Glue
+/// table's partition projection listing every app.
 // kube's printcolumn(...) items repeat `type_`/`name` keys by design.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -72,11 +72,12 @@ pub const FINALIZER: &str = "drainpipe.dev/cleanup";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.ingester) || !has(self.ingester.syslog) || has(self.endpoint.syslogTls)").message("ingester.syslog configures the listener of syslog+tls drains: set endpoint.syslogTls too, or remove ingester.syslog"))]
 pub struct LogDrainSpec {
     /// Heroku app names whose logs this LogDrain archives (Heroku's app-name
     /// rules: 3 to 30 characters, lowercase letters, digits and dashes,
-    /// starting with a letter). Each app gets exactly one HTTPS drain pointing
-    /// at `endpoint.url`. Removing an app removes its drain; its archived logs
+    /// starting with a letter). Each app gets exactly one drain pointing at
+    /// the endpoint. Removing an app removes its drain; its archived logs
     /// stay queryable.
     #[schemars(
         length(min = 1, max = 500),
@@ -134,18 +135,83 @@ pub struct SecretKeySelector {
     pub key: String,
 }
 
-/// Where Heroku reaches the ingester.
+/// Where Heroku reaches the ingester: set exactly one of `url` (HTTPS
+/// drains) and `syslogTls` (syslog+tls drains).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.syslogTls)").message("set exactly one of endpoint.url (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
 pub struct EndpointSpec {
     /// Public HTTPS base URL of the ingester as Heroku sees it (an Ingress or
     /// load balancer in front of the ingester Service), without a trailing
     /// slash, credentials, query or fragment, e.g.
     /// `https://logs.example.com`. Each app's drain is
     /// `{url}/logplex/{app}` with the drain password added by drainpipe.
+    /// Leave it out when `syslogTls` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 9, max = 200))]
     #[x_kube(validation = Rule::new("self.matches('^https://[^/@?#\\\\s]+(/[^@?#\\\\s]*[^/@?#\\\\s])?$')").message("must be an https:// URL without credentials, query, fragment or trailing slash, e.g. https://logs.example.com"))]
-    pub url: String,
+    pub url: Option<String>,
+
+    /// `host:port` where Heroku reaches the ingester's syslog listener over
+    /// TLS, without a scheme, e.g. `logs.example.com:6514`: a LoadBalancer
+    /// Service (or TCP proxy) in front of the ingester pods' `syslog` port,
+    /// see `ingester.syslog`. Each app's drain is then
+    /// `syslog+tls://{syslogTls}`, carrying no credentials: the ingester
+    /// tells apps apart by the drain token Logplex sends as the syslog
+    /// HOSTNAME, and drops messages whose token it does not know. The
+    /// ingester learns each token from the routes Secret once Heroku has
+    /// made the drain, so a new app's first messages (before the Secret
+    /// reaches the pods, about a minute) are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 261))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535").message("must be host:port (a DNS name or IPv4 address, and a port from 1 to 65535) without a scheme, e.g. logs.example.com:6514"))]
+    pub syslog_tls: Option<String>,
+}
+
+/// What each app's Heroku drain sends to, from `spec.endpoint`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DrainTarget {
+    /// `{url}/logplex/{app}`, with the drain password as credentials.
+    Https { url: String },
+    /// `syslog+tls://{address}` for every app, without credentials.
+    SyslogTls { address: String },
+}
+
+impl DrainTarget {
+    /// An app's drain URL as the status shows it (no credentials).
+    pub fn public_url(&self, app: &str) -> String {
+        match self {
+            DrainTarget::Https { url } => format!("{}/logplex/{app}", url.trim_end_matches('/')),
+            DrainTarget::SyslogTls { address } => format!("syslog+tls://{address}"),
+        }
+    }
+
+    /// Whether the drain URL carries the drain password (so rotating the
+    /// password replaces the drains).
+    pub fn carries_password(&self) -> bool {
+        matches!(self, DrainTarget::Https { .. })
+    }
+
+    /// `https://host/logplex/<app>` or `syslog+tls://host:port`, for
+    /// messages.
+    pub fn describe(&self) -> String {
+        self.public_url("<app>")
+    }
+}
+
+impl EndpointSpec {
+    /// The drain target, `None` unless exactly one of `url` and `syslogTls`
+    /// is set (the schema enforces that; objects stored before it did may
+    /// not).
+    pub fn target(&self) -> Option<DrainTarget> {
+        match (&self.url, &self.syslog_tls) {
+            (Some(url), None) => Some(DrainTarget::Https { url: url.clone() }),
+            (None, Some(address)) => Some(DrainTarget::SyslogTls {
+                address: address.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Where the ingester archives the logs.
@@ -242,6 +308,48 @@ pub struct IngesterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
+    /// The ingester's syslog listener, used when `endpoint.syslogTls` is
+    /// set (defaults apply when this is omitted): the port the pods and the
+    /// Service expose, and the TLS certificate the ingester serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<IngesterSyslog>,
+}
+
+/// The ingester's syslog listener (for `endpoint.syslogTls` drains).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngesterSyslog {
+    /// TCP port of the syslog listener, named `syslog` on the pods and on
+    /// the `<name>-ingester` Service (default 6514; 1024 or above, as the
+    /// ingester runs without privileges). Expose it as
+    /// `endpoint.syslogTls`, e.g. with a Service of type LoadBalancer
+    /// selecting the ingester pods (its public port may differ).
+    #[serde(default = "default_syslog_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 8080").message("8080 is the ingester's HTTP port: pick another syslog port"))]
+    pub port: i32,
+    /// A Secret of type `kubernetes.io/tls` (keys `tls.crt` and `tls.key`,
+    /// e.g. from cert-manager) in the LogDrain's namespace: the certificate
+    /// the ingester presents to Heroku, for the host in
+    /// `endpoint.syslogTls`. It is mounted into the pods and re-read when it
+    /// changes. Omit it when a load balancer in front terminates TLS and
+    /// forwards plain TCP to the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+}
+
+impl Default for IngesterSyslog {
+    fn default() -> Self {
+        IngesterSyslog {
+            port: default_syslog_port(),
+            tls_secret_name: None,
+        }
+    }
+}
+
+fn default_syslog_port() -> i32 {
+    6514
 }
 
 impl Default for IngesterSpec {
@@ -252,6 +360,7 @@ impl Default for IngesterSpec {
             resources: None,
             buffer_storage: BufferStorage::default(),
             service_account_name: None,
+            syslog: None,
         }
     }
 }
@@ -342,6 +451,16 @@ impl LogDrain {
     pub fn app_set(&self) -> BTreeSet<String> {
         self.spec.apps.iter().cloned().collect()
     }
+
+    /// The syslog listener the ingester runs: `Some` when the drains are
+    /// syslog+tls.
+    pub fn syslog_listener(&self) -> Option<IngesterSyslog> {
+        matches!(
+            self.spec.endpoint.target(),
+            Some(DrainTarget::SyslogTls { .. })
+        )
+        .then(|| self.spec.ingester.syslog.clone().unwrap_or_default())
+    }
 }
 
 /// The CRD as YAML, as `drainpipe-operator crd` prints it and
@@ -414,6 +533,72 @@ mod tests {
                 .unwrap_or("")
                 .contains("https://")
         );
+    }
+
+    #[test]
+    fn endpoint_takes_exactly_one_transport_and_syslog_needs_it() {
+        let crd = crd_json();
+        let endpoint = &spec_schema(&crd)["properties"]["endpoint"];
+        let rules = endpoint["x-kubernetes-validations"]
+            .as_array()
+            .expect("endpoint rules");
+        assert_eq!(rules[0]["rule"], "has(self.url) != has(self.syslogTls)");
+        let required = endpoint["required"].as_array().cloned().unwrap_or_default();
+        assert!(required.is_empty(), "{required:?}");
+        let syslog = &endpoint["properties"]["syslogTls"];
+        assert!(
+            syslog["x-kubernetes-validations"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("host:port")
+        );
+        let spec_rules = spec_schema(&crd)["x-kubernetes-validations"]
+            .as_array()
+            .expect("spec rules");
+        assert!(
+            spec_rules[0]["rule"]
+                .as_str()
+                .unwrap_or("")
+                .contains("has(self.endpoint.syslogTls)")
+        );
+        let port = &spec_schema(&crd)["properties"]["ingester"]["properties"]["syslog"]["properties"]
+            ["port"];
+        assert_eq!(port["default"], 6514);
+    }
+
+    #[test]
+    fn targets_and_the_syslog_listener_follow_the_endpoint() {
+        let base = json!({
+            "apps": ["my-app"],
+            "heroku": {"apiTokenSecretRef": {"name": "heroku", "key": "token"}},
+            "endpoint": {"url": "https://logs.example.com"},
+            "archive": {"s3": {"bucket": "logs-bucket", "region": "eu-west-1"}},
+        });
+        let https: LogDrainSpec = serde_json::from_value(base.clone()).expect("https spec");
+        let ld = LogDrain::new("a", https);
+        assert_eq!(
+            ld.spec.endpoint.target().map(|t| t.public_url("my-app")),
+            Some("https://logs.example.com/logplex/my-app".to_string())
+        );
+        assert_eq!(ld.syslog_listener(), None);
+
+        let mut syslog = base;
+        syslog["endpoint"] = json!({"syslogTls": "logs.example.com:6514"});
+        let ld = LogDrain::new("b", serde_json::from_value(syslog).expect("syslog spec"));
+        let target = ld.spec.endpoint.target().expect("target");
+        assert_eq!(
+            target.public_url("my-app"),
+            "syslog+tls://logs.example.com:6514"
+        );
+        assert!(!target.carries_password());
+        assert_eq!(ld.syslog_listener(), Some(IngesterSyslog::default()));
+        assert_eq!(IngesterSyslog::default().port, 6514);
+
+        let both: EndpointSpec = serde_json::from_value(
+            json!({"url": "https://logs.example.com", "syslogTls": "logs.example.com:6514"}),
+        )
+        .expect("both");
+        assert_eq!(both.target(), None);
     }
 
     #[test]

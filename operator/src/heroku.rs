@@ -142,6 +142,33 @@ impl DrainUrl {
         Ok(DrainUrl(url.into()))
     }
 
+    /// The syslog+tls drain URL for an ingester syslog listener at
+    /// `address` (`host:port`): `syslog+tls://host:port`, the same for every
+    /// app and without credentials (Logplex identifies the drain by the token
+    /// it sends as the syslog HOSTNAME).
+    pub fn syslog_tls(address: &str) -> Result<DrainUrl, HerokuError> {
+        let bad = |why: &str| {
+            HerokuError::InvalidDrainUrl(format!(
+                "syslog address {}: {why}",
+                mask_url_text(address)
+            ))
+        };
+        if address.contains(['/', '@', '?', '#']) || address.chars().any(char::is_whitespace) {
+            return Err(bad(
+                "must be host:port, without scheme, path or credentials",
+            ));
+        }
+        let url =
+            Url::parse(&format!("syslog+tls://{address}")).map_err(|e| bad(&e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("has no host"));
+        }
+        if url.port().is_none_or(|p| p == 0) {
+            return Err(bad("needs a port, e.g. logs.example.com:6514"));
+        }
+        Ok(DrainUrl(format!("syslog+tls://{address}")))
+    }
+
     /// The full URL, credentials included. Only for Heroku requests and the
     /// comparison of drains; never for logs, events, status or errors.
     pub fn expose_secret(&self) -> &str {
@@ -993,6 +1020,28 @@ mod tests {
             u.masked(),
             "https://logs.example.com/logplex/app?token=****&x=1#frag"
         );
+    }
+
+    #[test]
+    fn syslog_tls_urls_carry_no_credentials() {
+        let url = DrainUrl::syslog_tls("logs.example.com:6514").expect("valid");
+        assert_eq!(url.expose_secret(), "syslog+tls://logs.example.com:6514");
+        assert_eq!(
+            url.without_credentials(),
+            "syslog+tls://logs.example.com:6514"
+        );
+        assert!(url.same_as(&DrainUrl::new("syslog+tls://logs.example.com:6514")));
+        assert!(!url.same_as(&DrainUrl::new("syslog+tls://logs.example.com:6515")));
+        for bad in [
+            "logs.example.com",
+            "logs.example.com:0",
+            "logs.example.com:99999",
+            "u:p@logs.example.com:6514",
+            "logs.example.com:6514/x",
+            ":6514",
+        ] {
+            assert!(DrainUrl::syslog_tls(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

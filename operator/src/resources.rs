@@ -30,6 +30,9 @@ pub const ROUTES_DIR: &str = "/etc/drainpipe";
 pub const DATA_DIR: &str = "/var/lib/drainpipe";
 /// The ingester's HTTP port inside the pod.
 pub const INGESTER_PORT: i32 = 8080;
+/// Where the ingester container finds the syslog TLS Secret. Not under
+/// `ROUTES_DIR`: a mount point cannot be made inside a Secret volume.
+pub const SYSLOG_TLS_DIR: &str = "/etc/drainpipe-syslog-tls";
 
 const MANAGED_BY: &str = "drainpipe-operator";
 /// Label on every object a LogDrain owns, naming it.
@@ -213,6 +216,17 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         "--log-format".to_string(),
         "json".to_string(),
     ];
+    let syslog = ld.syslog_listener();
+    if let Some(syslog) = &syslog {
+        args.push("--syslog-listen".to_string());
+        args.push(format!("0.0.0.0:{}", syslog.port));
+        if syslog.tls_secret_name.is_some() {
+            args.push("--syslog-tls-cert".to_string());
+            args.push(format!("{SYSLOG_TLS_DIR}/tls.crt"));
+            args.push("--syslog-tls-key".to_string());
+            args.push(format!("{SYSLOG_TLS_DIR}/tls.key"));
+        }
+    }
     // The write-ahead log must refuse data (503, Heroku retries) before the
     // emptyDir hits its limit, which would get the pod evicted.
     if let Some(bytes) = quantity_bytes(&spec.buffer_storage.size_limit.0) {
@@ -241,33 +255,81 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         failure_threshold: Some(3),
         ..Probe::default()
     };
+    let mut ports = vec![ContainerPort {
+        name: Some("http".to_string()),
+        container_port: INGESTER_PORT,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "routes".to_string(),
+            mount_path: ROUTES_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "buffer".to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "routes".to_string(),
+            // A whole-directory mount (not subPath) so Secret updates
+            // reach the running ingester, which re-reads the file.
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(routes_secret_name(&owner.name)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "buffer".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(spec.buffer_storage.size_limit.clone()),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if let Some(syslog) = &syslog {
+        ports.push(ContainerPort {
+            name: Some("syslog".to_string()),
+            container_port: syslog.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+        if let Some(tls_secret) = &syslog.tls_secret_name {
+            mounts.push(VolumeMount {
+                name: "syslog-tls".to_string(),
+                mount_path: SYSLOG_TLS_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            // Whole directory again: a renewed certificate reaches the
+            // ingester, which re-reads the files when they change.
+            volumes.push(Volume {
+                name: "syslog-tls".to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(tls_secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
+    }
     let container = Container {
         name: "ingester".to_string(),
         image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
         args: Some(args),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: INGESTER_PORT,
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(ports),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "routes".to_string(),
-                mount_path: ROUTES_DIR.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "buffer".to_string(),
-                mount_path: DATA_DIR.to_string(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -295,26 +357,7 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![
-            Volume {
-                name: "routes".to_string(),
-                // A whole-directory mount (not subPath) so Secret updates
-                // reach the running ingester, which re-reads the file.
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(routes_secret_name(&owner.name)),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "buffer".to_string(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(spec.buffer_storage.size_limit.clone()),
-                    ..EmptyDirVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
     Deployment {
@@ -338,20 +381,32 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
     }
 }
 
-/// The ClusterIP Service (port 8080) in front of the ingester pods; an Ingress or load
-/// balancer the user owns exposes it as `endpoint.url`.
-pub fn service(owner: &Owner) -> Service {
+/// The ClusterIP Service in front of the ingester pods: port 8080 (`http`),
+/// and the syslog port (`syslog`) for syslog+tls drains. An Ingress or load
+/// balancer the user owns exposes it as `endpoint.url` or
+/// `endpoint.syslogTls`.
+pub fn service(owner: &Owner, ld: &LogDrain) -> Service {
+    let mut ports = vec![ServicePort {
+        name: Some("http".to_string()),
+        port: INGESTER_PORT,
+        target_port: Some(IntOrString::String("http".to_string())),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    }];
+    if let Some(syslog) = ld.syslog_listener() {
+        ports.push(ServicePort {
+            name: Some("syslog".to_string()),
+            port: syslog.port,
+            target_port: Some(IntOrString::String("syslog".to_string())),
+            protocol: Some("TCP".to_string()),
+            ..ServicePort::default()
+        });
+    }
     Service {
         metadata: owner.meta(ingester_name(&owner.name)),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(&owner.name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_string()),
-                port: INGESTER_PORT,
-                target_port: Some(IntOrString::String("http".to_string())),
-                protocol: Some("TCP".to_string()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(ports),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -398,7 +453,7 @@ mod tests {
         assert_eq!(owner.reference.kind, "LogDrain");
         assert_eq!(owner.reference.api_version, "drainpipe.dev/v1alpha1");
         assert_eq!(owner.reference.controller, Some(true));
-        let svc = service(&owner);
+        let svc = service(&owner, &ld);
         assert_eq!(svc.metadata.owner_references, Some(vec![owner.reference]));
         assert_eq!(svc.metadata.name.as_deref(), Some("prod-ingester"));
     }
@@ -449,6 +504,82 @@ mod tests {
                 .and_then(|s| s.secret_name.as_deref()),
             Some("prod-routes")
         );
+    }
+
+    #[test]
+    fn syslog_drains_open_the_syslog_port_with_the_tls_secret() {
+        let mut ld = logdrain();
+        ld.spec.endpoint = serde_json::from_value(json!({"syslogTls": "logs.example.com:6514"}))
+            .expect("endpoint");
+        ld.spec.ingester.syslog = Some(crate::crd::IngesterSyslog {
+            port: 6514,
+            tls_secret_name: Some("logs-tls".to_string()),
+        });
+        let owner = Owner::of(&ld).expect("owner");
+        let d = deployment(&owner, &ld, &defaults());
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let c = &pod.containers[0];
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(args.contains("--syslog-listen 0.0.0.0:6514"), "{args}");
+        assert!(
+            args.contains("--syslog-tls-cert /etc/drainpipe-syslog-tls/tls.crt --syslog-tls-key /etc/drainpipe-syslog-tls/tls.key"),
+            "{args}"
+        );
+        let ports = c.ports.clone().expect("ports");
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some("syslog") && p.container_port == 6514)
+        );
+        let volumes = pod.volumes.expect("volumes");
+        let tls = volumes
+            .iter()
+            .find(|v| v.name == "syslog-tls")
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.as_deref());
+        assert_eq!(tls, Some("logs-tls"));
+        let svc_ports = service(&owner, &ld)
+            .spec
+            .and_then(|s| s.ports)
+            .expect("service ports");
+        assert!(
+            svc_ports.iter().any(|p| p.port == 6514
+                && p.target_port == Some(IntOrString::String("syslog".to_string())))
+        );
+
+        // TLS terminated in front: plain TCP, no certificate flags.
+        ld.spec.ingester.syslog = None;
+        let d = deployment(&owner, &ld, &defaults());
+        let args = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod")
+            .containers[0]
+            .args
+            .clone()
+            .expect("args")
+            .join(" ");
+        assert!(args.contains("--syslog-listen 0.0.0.0:6514"), "{args}");
+        assert!(!args.contains("--syslog-tls"), "{args}");
+    }
+
+    #[test]
+    fn https_drains_run_no_syslog_listener() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let d = deployment(&owner, &ld, &defaults());
+        let c = &d
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod")
+            .containers[0];
+        assert!(!c.args.clone().expect("args").join(" ").contains("syslog"));
+        assert_eq!(c.ports.as_ref().map(Vec::len), Some(1));
+        let svc_ports = service(&owner, &ld)
+            .spec
+            .and_then(|s| s.ports)
+            .expect("ports");
+        assert_eq!(svc_ports.len(), 1);
     }
 
     #[test]

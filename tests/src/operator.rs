@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drainpipe_ingester::routes::RoutesFile;
 use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
 use drainpipe_operator::crd::{DrainStatus, LogDrain};
 use drainpipe_operator::glue::Catalog;
@@ -372,17 +373,8 @@ impl Harness {
             .list(&ListParams::default().labels(&selector))
             .await
             .unwrap_or_else(|e| panic!("listing ingester pods: {e}"));
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let status = ready_pod_status();
         for pod in &pods.items {
-            let status = json!({"status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                ],
-            }});
             api.patch_status(
                 &pod.name_any(),
                 &PatchParams::default(),
@@ -392,6 +384,15 @@ impl Harness {
             .unwrap_or_else(|e| panic!("marking pod {} ready: {e}", pod.name_any()));
         }
         pods.items.len()
+    }
+
+    /// The routes file in LogDrain `name`'s routes Secret, as the ingester
+    /// parses it (`None` while there is none).
+    pub async fn routes(&self, name: &str) -> Option<RoutesFile> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let secret = api.get(&format!("{name}-routes")).await.ok()?;
+        let bytes = secret.data?.get("routes.yaml")?.0.clone();
+        RoutesFile::from_yaml(&String::from_utf8_lossy(&bytes)).ok()
     }
 
     /// Deletes every LogDrain (the controller releases the finalizers), then
@@ -423,6 +424,21 @@ impl Harness {
             .send()
             .await;
     }
+}
+
+/// A pod status as a kubelet reports a Running, Ready pod (`patch_status`
+/// body; the test cluster has no nodes).
+pub fn ready_pod_status() -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    json!({"status": {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+        ],
+    }})
 }
 
 /// The status drains of a LogDrain (empty without a status).

@@ -49,6 +49,13 @@ fn with(path: &[&str], value: serde_json::Value) -> serde_json::Value {
     spec
 }
 
+/// syslog+tls drains with `listener` as `ingester.syslog`.
+fn syslog_listener(listener: serde_json::Value) -> serde_json::Value {
+    let mut spec = with(&["endpoint"], json!({"syslogTls": "logs.example.com:514"}));
+    spec["ingester"] = json!({ "syslog": listener });
+    spec
+}
+
 async fn create(
     api: &Api<LogDrain>,
     name: &str,
@@ -110,6 +117,41 @@ async fn api_server_enforces_the_schema() {
         ),
         ("bad-policy", with(&["deletionPolicy"], json!("Destroy"))),
         ("neg-replicas", with(&["ingester"], json!({"replicas": -1}))),
+        (
+            "both-endpoints",
+            with(
+                &["endpoint"],
+                json!({"url": "https://logs.example.com", "syslogTls": "logs.example.com:6514"}),
+            ),
+        ),
+        ("no-endpoint", with(&["endpoint"], json!({}))),
+        (
+            "syslog-scheme",
+            with(
+                &["endpoint"],
+                json!({"syslogTls": "syslog+tls://logs.example.com:6514"}),
+            ),
+        ),
+        (
+            "syslog-no-port",
+            with(&["endpoint"], json!({"syslogTls": "logs.example.com"})),
+        ),
+        (
+            "syslog-big-port",
+            with(
+                &["endpoint"],
+                json!({"syslogTls": "logs.example.com:70000"}),
+            ),
+        ),
+        (
+            "syslog-listener-without-drains",
+            with(&["ingester"], json!({"syslog": {"port": 6514}})),
+        ),
+        ("syslog-low-port", syslog_listener(json!({"port": 514}))),
+        (
+            "syslog-on-http-port",
+            syslog_listener(json!({"port": 8080})),
+        ),
     ];
     for (name, spec) in rejected {
         let err = create(&api, name, spec).await.expect_err(name);
@@ -135,4 +177,34 @@ async fn api_server_enforces_the_schema() {
     create(&api, "path-ok", path_ok)
         .await
         .expect("a URL with a port and a path is accepted");
+
+    // The transport rules' messages say what to do.
+    let err = create(
+        &api,
+        "both",
+        with(
+            &["endpoint"],
+            json!({"url": "https://logs.example.com", "syslogTls": "logs.example.com:6514"}),
+        ),
+    )
+    .await
+    .expect_err("two transports");
+    assert!(err.contains("exactly one of endpoint.url"), "{err}");
+    let err = create(
+        &api,
+        "lonely-listener",
+        with(&["ingester"], json!({"syslog": {"port": 6514}})),
+    )
+    .await
+    .expect_err("a listener without syslog drains");
+    assert!(err.contains("set endpoint.syslogTls too"), "{err}");
+
+    // The public port may be privileged; the pods' port is not.
+    let syslog_ok = syslog_listener(json!({"tlsSecretName": "logs-tls"}));
+    let ok = create(&api, "syslog-ok", syslog_ok)
+        .await
+        .expect("a syslog+tls LogDrain is accepted");
+    let syslog = ok.spec.ingester.syslog.expect("syslog listener");
+    assert_eq!(syslog.port, 6514, "default port applied");
+    assert_eq!(syslog.tls_secret_name.as_deref(), Some("logs-tls"));
 }

@@ -182,12 +182,15 @@ async fn three_apps_become_drains_a_table_and_an_ingester() {
     })
     .await;
     assert_eq!(pods, 3);
+    // One available pod already makes the LogDrain Ready (logs flow, reason
+    // PartiallyAvailable); the pods are marked one by one, so wait for all.
     let ld = h
-        .wait_status("shop", "Ready", MINUTE, |ld| {
+        .wait_status("shop", "Ready with 3 ready replicas", MINUTE, |ld| {
             condition_is(ld, "Ready", "True")
+                && ld.status.as_ref().is_some_and(|s| s.ready_replicas == 3)
         })
         .await;
-    assert_eq!(ld.status.as_ref().map(|s| s.ready_replicas), Some(3));
+    assert_eq!(condition_reason(&ld, "IngesterAvailable"), "Available");
 
     // Events for every external change.
     let reasons = h.event_reasons("shop").await;
@@ -646,17 +649,7 @@ async fn rotating_the_drain_password_or_moving_the_endpoint_replaces_drains() {
         .await;
     assert_one_drain_each(&h, &["rep-app"], "RotatedPassword0123456789abcdef");
     let second = status_drains(&ld)[0].clone();
-    let routes: RoutesFile = {
-        let s = secrets.get("rp-routes").await.expect("routes Secret");
-        let text = s
-            .data
-            .and_then(|d| {
-                d.get("routes.yaml")
-                    .map(|b| String::from_utf8_lossy(&b.0).to_string())
-            })
-            .expect("routes.yaml");
-        RoutesFile::from_yaml(&text).expect("routes")
-    };
+    let routes = h.routes("rp").await.expect("routes Secret");
     assert_eq!(
         routes.apps["rep-app"].password,
         "RotatedPassword0123456789abcdef"
@@ -687,6 +680,119 @@ async fn rotating_the_drain_password_or_moving_the_endpoint_replaces_drains() {
         "https://logs-moved.example.com/base/logplex/rep-app"
     );
     let reasons = h.event_reasons("rp").await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "DrainReplaced").count(),
+        2,
+        "{reasons:?}"
+    );
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_endpoint_registers_syslog_drains_and_opens_the_port() {
+    let apps = ["tcp-web", "tcp-worker"];
+    let mut h = harness("syslog", &apps).await;
+    h.start();
+    // First as HTTPS drains, then switched to syslog+tls: the drains follow.
+    h.apply("tcp", h.spec(&apps, None)).await;
+    let before = h.wait_drains_registered("tcp", &apps).await;
+    let https_ids: BTreeSet<String> = status_drains(&before).into_iter().map(|d| d.id).collect();
+
+    let mut spec = h.spec(&apps, None);
+    spec["endpoint"] = json!({"syslogTls": "logs.example.com:6514"});
+    spec["ingester"]["syslog"] = json!({"tlsSecretName": "tcp-tls"});
+    h.apply("tcp", spec).await;
+    let ld = h
+        .wait_status("tcp", "syslog drains registered", MINUTE, |ld| {
+            let drains = status_drains(ld);
+            condition_is(ld, "DrainsRegistered", "True")
+                && drains.len() == apps.len()
+                && drains.iter().all(|d| !https_ids.contains(&d.id))
+        })
+        .await;
+
+    // Heroku: exactly one drain per app, the syslog URL without credentials.
+    for app in apps {
+        let drains = h.heroku.drains(app);
+        assert_eq!(drains.len(), 1, "app {app} drains: {drains:?}");
+        assert_eq!(drains[0].url, "syslog+tls://logs.example.com:6514");
+    }
+    let drains = status_drains(&ld);
+    for d in &drains {
+        assert_eq!(d.url, "syslog+tls://logs.example.com:6514");
+        assert_eq!(d.id, h.heroku.drains(&d.app)[0].id);
+    }
+    let msg = condition(&ld, "DrainsRegistered")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("syslog+tls://logs.example.com:6514"), "{msg}");
+
+    // Routes: the ingester finds each app by its drain token.
+    let routes = wait_for("routes to pin the syslog tokens", MINUTE, || {
+        let h = &h;
+        let drains = &drains;
+        async move {
+            let routes = h.routes("tcp").await?;
+            drains
+                .iter()
+                .all(|d| {
+                    routes.apps.get(&d.app).map(|r| &r.drain_tokens) == Some(&vec![d.token.clone()])
+                })
+                .then_some(routes)
+        }
+    })
+    .await;
+    assert_eq!(
+        routes.apps.keys().cloned().collect::<BTreeSet<_>>(),
+        set(&apps)
+    );
+
+    // The ingester listens for syslog with the user's certificate, and the
+    // Service exposes the port.
+    let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), &h.ns);
+    let pod = wait_for("the Deployment to run the syslog listener", MINUTE, || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("tcp-ingester").await.ok()?;
+            let pod = d.spec?.template.spec?;
+            let args = pod.containers[0].args.clone()?.join(" ");
+            args.contains("--syslog-listen 0.0.0.0:6514").then_some(pod)
+        }
+    })
+    .await;
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.contains("--syslog-tls-cert /etc/drainpipe-syslog-tls/tls.crt")
+            && args.contains("--syslog-tls-key /etc/drainpipe-syslog-tls/tls.key"),
+        "{args}"
+    );
+    assert!(
+        c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("syslog") && p.container_port == 6514),
+        "{:?}",
+        c.ports
+    );
+    let tls_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "syslog-tls")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    assert_eq!(tls_volume.as_deref(), Some("tcp-tls"));
+    let services: Api<Service> = Api::namespaced(h.client.clone(), &h.ns);
+    let svc = services.get("tcp-ingester").await.expect("Service");
+    let ports = svc.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("syslog") && p.port == 6514),
+        "{ports:?}"
+    );
+    let reasons = h.event_reasons("tcp").await;
     assert_eq!(
         reasons.iter().filter(|r| *r == "DrainReplaced").count(),
         2,
