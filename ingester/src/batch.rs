@@ -9,6 +9,7 @@ use crate::logplex::{self, Frame};
 use crate::record::{Record, WriterCache};
 use crate::rfc5424::{self, Mode, Timestamp};
 use crate::router::{self, RouterFields};
+use crate::syslog_stream::{self, FrameKind};
 use crate::timestamp::utc_day;
 use std::borrow::Cow;
 
@@ -87,6 +88,52 @@ pub fn encode_syslog_frame(
 ) -> BatchStats {
     let mut enc = Encoder::new(meta);
     enc.message(logplex::strip_newline(frame), Mode::Strict, sink);
+    enc.finish()
+}
+
+/// How a logged body is framed, which decides how it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// A Logplex HTTPS-drain request body (octet-counted, no
+    /// STRUCTURED-DATA).
+    #[default]
+    LogplexHttps,
+    /// Frames decoded from a syslog-drain connection, stored with
+    /// `syslog_stream::push_stored` (strict RFC 5424).
+    SyslogFrames,
+}
+
+/// Encode a logged body of either format.
+pub fn encode_body(
+    meta: &RequestMeta<'_>,
+    format: BodyFormat,
+    body: &[u8],
+    sink: &mut impl LineSink,
+) -> BatchStats {
+    match format {
+        BodyFormat::LogplexHttps => encode_logplex_body(meta, body, sink),
+        BodyFormat::SyslogFrames => encode_syslog_body(meta, body, sink),
+    }
+}
+
+/// Encode the frames a syslog-drain connection delivered (one record per
+/// frame): messages in strict RFC 5424 mode, oversized parts and truncated
+/// frames kept raw with `parse_error`.
+pub fn encode_syslog_body(
+    meta: &RequestMeta<'_>,
+    body: &[u8],
+    sink: &mut impl LineSink,
+) -> BatchStats {
+    let mut enc = Encoder::new(meta);
+    for frame in syslog_stream::stored_frames(body) {
+        match frame {
+            Ok((FrameKind::Message, bytes)) => {
+                enc.message(logplex::strip_newline(bytes), Mode::Strict, sink)
+            }
+            Ok((kind, bytes)) => enc.raw(bytes, kind.parse_error().unwrap_or_default(), sink),
+            Err(raw) => enc.raw(raw, "unreadable write-ahead log entry", sink),
+        }
+    }
     enc.finish()
 }
 
@@ -679,6 +726,62 @@ mod tests {
             "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"
         );
         assert_eq!(recs[0].1["message"], "State changed from starting to up");
+    }
+
+    #[test]
+    fn syslog_body_keeps_structured_data_out_of_the_message_and_raw_frames_whole() {
+        let mut body = Vec::new();
+        syslog_stream::push_stored(
+            &mut body,
+            FrameKind::Message,
+            br#"<165>1 2026-06-17T12:00:00.003Z d.73ea7440-270a-435a-a0ea-adf50b4e5f5a app web.1 ID47 [exampleSDID@32473 iut="3" eventSource="Application"] An application event"#,
+        );
+        syslog_stream::push_stored(
+            &mut body,
+            FrameKind::Message,
+            b"<40>1 2012-11-30T06:45:29+00:00 d.73ea7440-270a-435a-a0ea-adf50b4e5f5a app web.3 - - State changed from starting to up\n",
+        );
+        syslog_stream::push_stored(
+            &mut body,
+            FrameKind::Oversized,
+            b"<13>1 - d.x app web.1 - - xxxx",
+        );
+        syslog_stream::push_stored(&mut body, FrameKind::Truncated, b"<13>1 - d.x app we\xff");
+        let mut sink = Sink::default();
+        let stats = encode_body(&meta(None), BodyFormat::SyslogFrames, &body, &mut sink);
+        assert_eq!(stats.messages, 4);
+        assert_eq!(stats.parse_errors, 2);
+        let recs = sink.records();
+        let r = &recs
+            .iter()
+            .find(|(_, r)| r["msg_id"] == "ID47")
+            .expect("SD record")
+            .1;
+        assert_eq!(r["message"], "An application event");
+        assert_eq!(r["log_ts"], "2026-06-17T12:00:00.003000Z");
+        assert_eq!(r["hostname"], "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a");
+        let r = &recs
+            .iter()
+            .find(|(_, r)| r["proc_id"] == "web.3")
+            .expect("Logplex record")
+            .1;
+        assert_eq!(r["message"], "State changed from starting to up");
+        assert_eq!(r["parse_error"], Json::Null);
+        let raw: Vec<&Json> = recs
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| !r["parse_error"].is_null())
+            .collect();
+        assert_eq!(raw[0]["message"], "<13>1 - d.x app web.1 - - xxxx");
+        assert_eq!(
+            raw[0]["parse_error"],
+            FrameKind::Oversized.parse_error().expect("text")
+        );
+        assert_eq!(
+            raw[1]["parse_error"],
+            FrameKind::Truncated.parse_error().expect("text")
+        );
+        assert!(raw[1]["message_b64"].is_string());
     }
 
     fn exact_message(r: &Json) -> Vec<u8> {

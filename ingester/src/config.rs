@@ -101,17 +101,38 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Syslog drains (TCP/TLS) are not implemented yet; setting this fails.
-    #[arg(long, env = "DRAINPIPE_SYSLOG_LISTEN", hide = true)]
-    pub syslog_listen: Option<String>,
+    /// Address of the syslog-drain listener (TCP, or TLS with
+    /// --syslog-tls-cert/--syslog-tls-key): octet-counted RFC 5424 with the
+    /// drain token as HOSTNAME. Off unless set.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_LISTEN")]
+    pub syslog_listen: Option<SocketAddr>,
 
-    /// Syslog TLS certificate (not implemented yet; setting this fails).
-    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_CERT", hide = true)]
+    /// PEM certificate chain for syslog over TLS (TLS 1.2 and 1.3); re-read
+    /// when the file changes.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_CERT", requires = "syslog_tls_key")]
     pub syslog_tls_cert: Option<PathBuf>,
 
-    /// Syslog TLS key (not implemented yet; setting this fails).
-    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_KEY", hide = true)]
+    /// PEM private key of --syslog-tls-cert; re-read when the file changes.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_TLS_KEY", requires = "syslog_tls_cert")]
     pub syslog_tls_key: Option<PathBuf>,
+
+    /// Syslog connections open at once; more are closed at once.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub syslog_max_connections: u32,
+
+    /// Syslog connections open at once from one IP address.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_MAX_CONNECTIONS_PER_PEER", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub syslog_max_connections_per_peer: u32,
+
+    /// A syslog connection that delivers no complete frame for this long
+    /// is closed (silent or trickling peers cannot hold it forever).
+    #[arg(long, env = "DRAINPIPE_SYSLOG_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub syslog_idle_timeout: Duration,
+
+    /// Longest syslog frame kept whole; a longer one is archived raw in parts
+    /// of this size with `parse_error` set. Bounds each connection's memory.
+    #[arg(long, env = "DRAINPIPE_SYSLOG_MAX_FRAME", default_value = "64KiB", value_parser = parse_size)]
+    pub syslog_max_frame: u64,
 }
 
 /// A configuration that parses but cannot run.
@@ -122,9 +143,13 @@ pub enum ConfigError {
     )]
     OpenOnNonLoopback(SocketAddr),
     #[error(
-        "--syslog-listen/--syslog-tls-*: syslog drains are not implemented yet; use HTTPS drains (POST /logplex/{{app}})"
+        "--syslog-listen {0}: without --routes syslog drain tokens cannot be checked, so the syslog listener only listens on a loopback address; give a routes file or listen on 127.0.0.1"
     )]
-    SyslogUnsupported,
+    SyslogOpenOnNonLoopback(SocketAddr),
+    #[error("--syslog-tls-cert and --syslog-tls-key need --syslog-listen")]
+    SyslogTlsWithoutListener,
+    #[error("--syslog-max-frame must be between 1 KiB and 16 MiB")]
+    SyslogMaxFrame,
     #[error("--flush-bytes must be at least 1 KiB")]
     FlushBytesTooSmall,
     #[error("--max-body must be between 1 KiB and --max-inflight-bytes")]
@@ -147,11 +172,19 @@ impl Config {
         if self.routes.is_none() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::OpenOnNonLoopback(self.listen));
         }
-        if self.syslog_listen.is_some()
-            || self.syslog_tls_cert.is_some()
-            || self.syslog_tls_key.is_some()
+        if let Some(addr) = self.syslog_listen
+            && self.routes.is_none()
+            && !addr.ip().is_loopback()
         {
-            return Err(ConfigError::SyslogUnsupported);
+            return Err(ConfigError::SyslogOpenOnNonLoopback(addr));
+        }
+        if self.syslog_listen.is_none()
+            && (self.syslog_tls_cert.is_some() || self.syslog_tls_key.is_some())
+        {
+            return Err(ConfigError::SyslogTlsWithoutListener);
+        }
+        if !(1 << 10..=16 << 20).contains(&self.syslog_max_frame) {
+            return Err(ConfigError::SyslogMaxFrame);
         }
         if self.flush_bytes < 1024 {
             return Err(ConfigError::FlushBytesTooSmall);
@@ -284,9 +317,43 @@ mod tests {
     }
 
     #[test]
-    fn syslog_flags_are_rejected_clearly() {
+    fn syslog_flags() {
+        let c = Config::try_parse_from(["x"]).expect("parses");
+        assert_eq!(c.syslog_listen, None);
+        assert_eq!(c.syslog_max_frame, 64 << 10);
+        assert_eq!(c.syslog_idle_timeout, Duration::from_secs(600));
+        // Open mode (no routes): loopback only, as for HTTP.
         let c = Config::try_parse_from(["x", "--syslog-listen", "0.0.0.0:6514"]).expect("parses");
-        let err = c.validate().expect_err("not implemented");
-        assert!(err.to_string().contains("not implemented"), "{err}");
+        let err = c.validate().expect_err("open mode on all interfaces");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let c = Config::try_parse_from([
+            "x",
+            "--syslog-listen",
+            "0.0.0.0:6514",
+            "--routes",
+            "r.yaml",
+            "--syslog-tls-cert",
+            "c.pem",
+            "--syslog-tls-key",
+            "k.pem",
+        ])
+        .expect("parses");
+        c.validate().expect("valid with routes and TLS");
+        assert!(
+            Config::try_parse_from(["x", "--syslog-tls-cert", "c.pem"]).is_err(),
+            "a certificate needs its key"
+        );
+        let c = Config::try_parse_from(["x", "--syslog-tls-cert", "c", "--syslog-tls-key", "k"])
+            .expect("parses");
+        assert!(c.validate().is_err(), "TLS without a listener");
+        let c = Config::try_parse_from([
+            "x",
+            "--syslog-listen",
+            "127.0.0.1:6514",
+            "--syslog-max-frame",
+            "100",
+        ])
+        .expect("parses");
+        assert!(c.validate().is_err(), "tiny frames");
     }
 }

@@ -208,7 +208,7 @@ fn build(
             msg_count: entry.msg_count,
             received_at_us: entry.received_at_us,
         };
-        let stats = crate::batch::encode_logplex_body(&meta, &entry.body, &mut sink);
+        let stats = crate::batch::encode_body(&meta, entry.format, &entry.body, &mut sink);
         metrics.record_batch(&stats);
         let app: Arc<str> = Arc::from(entry.app.as_str());
         for (day, json) in sink.days.drain(..) {

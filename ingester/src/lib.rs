@@ -4,7 +4,9 @@
 //! The parsing modules (`logplex`, `rfc5424`, `timestamp`, `router`, `logfmt`,
 //! `record`, `batch`) know nothing of transport; the runtime modules
 //! (`server`, `wal`, `uploader`, `archive`, `routes`, `metrics`, `config`)
-//! know nothing of syslog syntax.
+//! know nothing of syslog syntax. Syslog drains: `syslog_stream` (framing of
+//! a byte stream, transport-independent), `syslog_server` (TCP/TLS
+//! connections), `syslog_tls` (certificates).
 
 pub mod archive;
 pub mod batch;
@@ -23,6 +25,9 @@ pub mod routes;
 #[doc(hidden)]
 pub mod samples;
 pub mod server;
+pub mod syslog_server;
+pub mod syslog_stream;
+pub mod syslog_tls;
 pub mod timestamp;
 pub mod uploader;
 pub mod wal;

@@ -82,7 +82,7 @@ const MAX_COUNT_DIGITS: usize = 10;
 /// `MSG-LEN SP` at `p`: (count, position of the first content byte).
 /// MSG-LEN is `NONZERO-DIGIT *DIGIT` (RFC 6587).
 #[inline]
-fn count_at(b: &[u8], p: usize) -> Option<(usize, usize)> {
+pub(crate) fn count_at(b: &[u8], p: usize) -> Option<(usize, usize)> {
     if b.get(p) == Some(&b'0') {
         return None;
     }

@@ -12,6 +12,8 @@ use drainpipe_ingester::direct::{Direct, DirectOptions};
 use drainpipe_ingester::metrics::Metrics;
 use drainpipe_ingester::routes::Routes;
 use drainpipe_ingester::server::{self, Server, Sink};
+use drainpipe_ingester::syslog_server::{self, SyslogOptions};
+use drainpipe_ingester::syslog_tls::ReloadingTls;
 use drainpipe_ingester::uploader::{self, UploaderOptions};
 use drainpipe_ingester::wal::{Wal, WalOptions};
 
@@ -63,6 +65,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let listen = listener.local_addr().context("listener address")?;
+    // Bound (and its certificate loaded) before anything is accepted, so a
+    // bad flag fails the start instead of the first connection.
+    let syslog = match config.syslog_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for syslog on {addr}"))?;
+            let tls = match (&config.syslog_tls_cert, &config.syslog_tls_key) {
+                (Some(cert), Some(key)) => Some(Arc::new(
+                    ReloadingTls::load(cert, key, Arc::clone(&metrics))
+                        .context("--syslog-tls-cert/--syslog-tls-key")?,
+                )),
+                _ => None,
+            };
+            Some((listener, tls))
+        }
+        None => None,
+    };
     let dedupe = Dedupe::new(config.dedupe_capacity);
 
     let (sink, uploader) = match config.ack {
@@ -143,6 +163,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    let syslog_serving = match syslog {
+        Some((listener, tls)) => {
+            let addr = listener.local_addr().context("syslog listener address")?;
+            tracing::info!(
+                "syslog drains on {}://{addr} (max frame {} bytes, {} connections, {} per peer, idle timeout {:?})",
+                if tls.is_some() { "tls" } else { "tcp" },
+                config.syslog_max_frame,
+                config.syslog_max_connections,
+                config.syslog_max_connections_per_peer,
+                config.syslog_idle_timeout,
+            );
+            Some(tokio::spawn(syslog_server::serve(
+                listener,
+                tls,
+                Arc::clone(&server),
+                SyslogOptions {
+                    max_connections: config.syslog_max_connections as usize,
+                    max_connections_per_peer: config.syslog_max_connections_per_peer as usize,
+                    idle_timeout: config.syslog_idle_timeout,
+                    max_frame: usize::try_from(config.syslog_max_frame).unwrap_or(usize::MAX),
+                },
+                shutdown.clone(),
+                SHUTDOWN_GRACE,
+            )))
+        }
+        None => None,
+    };
     let serving = tokio::spawn(server::serve(
         listener,
         Arc::clone(&server),
@@ -154,6 +201,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     server.set_unready();
     shutdown.cancel();
     serving.await.context("server task")?;
+    if let Some(task) = syslog_serving {
+        task.await.context("syslog task")?;
+    }
     match &server.sink {
         Sink::Wal(wal) => {
             wal.close().await;

@@ -23,6 +23,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Every metric of the ingester.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +48,13 @@ pub struct Metrics {
     pub upload_latency: Histogram,
     pub upload_errors: Counter,
     pub routes_reloads: Family<ResultLabel, Counter>,
+    pub syslog_connections: Gauge,
+    pub syslog_connections_total: Family<ResultLabel, Counter>,
+    pub syslog_disconnects: Family<ReasonLabel, Counter>,
+    pub syslog_received_bytes: Counter,
+    pub syslog_messages: Counter,
+    pub syslog_dropped: Family<ReasonLabel, Counter>,
+    pub syslog_tls_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +85,13 @@ impl Metrics {
             upload_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upload_errors: Counter::default(),
             routes_reloads: Family::default(),
+            syslog_connections: Gauge::default(),
+            syslog_connections_total: Family::default(),
+            syslog_disconnects: Family::default(),
+            syslog_received_bytes: Counter::default(),
+            syslog_messages: Counter::default(),
+            syslog_dropped: Family::default(),
+            syslog_tls_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,6 +183,42 @@ impl Metrics {
             "routes_reloads",
             "Routes file reloads, by result",
             m.routes_reloads.clone(),
+        );
+        registry.register(
+            "syslog_open_connections",
+            "Syslog-drain connections open now",
+            m.syslog_connections.clone(),
+        );
+        registry.register(
+            "syslog_connections",
+            "Syslog-drain connections by outcome of accepting them: accepted, over_limit (global), over_peer_limit, tls_failed",
+            m.syslog_connections_total.clone(),
+        );
+        registry.register(
+            "syslog_disconnects",
+            "Syslog-drain connections ended, by reason: eof, idle_timeout, read_error, shutdown",
+            m.syslog_disconnects.clone(),
+        );
+        registry.register_with_unit(
+            "syslog_received",
+            "Bytes read from syslog-drain connections",
+            Unit::Bytes,
+            m.syslog_received_bytes.clone(),
+        );
+        registry.register(
+            "syslog_messages",
+            "Syslog-drain frames made durable (write-ahead log, or archive with --ack archive)",
+            m.syslog_messages.clone(),
+        );
+        registry.register(
+            "syslog_dropped_messages",
+            "Syslog-drain frames dropped, by reason: unknown_token, missing_token, invalid_app_name (no routes file), shutdown",
+            m.syslog_dropped.clone(),
+        );
+        registry.register(
+            "syslog_tls_reloads",
+            "Syslog TLS certificate reloads after the files changed, by result",
+            m.syslog_tls_reloads.clone(),
         );
         Metrics { registry, ..m }
     }

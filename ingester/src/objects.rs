@@ -14,7 +14,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::archive::object_key;
-use crate::batch::{BatchStats, Day, LineSink, RequestMeta, encode_logplex_body};
+use crate::batch::{BatchStats, Day, LineSink, RequestMeta, encode_body};
 use crate::wal::Entry;
 
 /// JSON lines of one app, one buffer per day (a request rarely spans more
@@ -58,7 +58,7 @@ impl Encoded {
             Some(sink) => sink,
             None => self.apps.entry(Arc::from(entry.app.as_str())).or_default(),
         };
-        let stats = encode_logplex_body(&meta, &entry.body, sink);
+        let stats = encode_body(&meta, entry.format, &entry.body, sink);
         self.stats.messages += stats.messages;
         self.stats.parse_errors += stats.parse_errors;
         self.stats.invalid_utf8 += stats.invalid_utf8;

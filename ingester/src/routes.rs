@@ -90,6 +90,17 @@ pub enum Denied {
     TokenMismatch,
 }
 
+/// Where a syslog drain token leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRoute {
+    /// The app whose `drainTokens` list it.
+    App(String),
+    /// No app lists it.
+    Unknown,
+    /// No routes file: nothing is known about tokens.
+    Open,
+}
+
 /// The live routing table the server consults on every request. Cheap to
 /// clone; a reload swaps the whole table at once so a request never sees half
 /// of an old file and half of a new one.
@@ -207,6 +218,27 @@ impl Routes {
             }
         }
         Ok(())
+    }
+
+    /// The app a syslog drain token belongs to. Every known token is
+    /// compared (constant time), so the time taken does not say which one
+    /// matched or how close an unknown token came.
+    pub fn app_for_token(&self, token: &[u8]) -> TokenRoute {
+        let Some(table) = self.current() else {
+            return TokenRoute::Open;
+        };
+        let mut found: Option<&str> = None;
+        for (app, route) in &table.apps {
+            for known in &route.drain_tokens {
+                if secret_eq(token, known.as_bytes()) && found.is_none() {
+                    found = Some(app.as_str());
+                }
+            }
+        }
+        match found {
+            Some(app) => TokenRoute::App(app.to_owned()),
+            None => TokenRoute::Unknown,
+        }
     }
 
     /// Re-read `path` every `interval` and swap the table when its content
@@ -345,6 +377,21 @@ mod tests {
         // No known tokens yet: the drain is being registered.
         assert_eq!(r.check("blog", Some(b"pw"), Some("d.anything")), Ok(()));
         assert_eq!(Routes::open().check("any-app", None, None), Ok(()));
+    }
+
+    #[test]
+    fn syslog_tokens_lead_to_their_app() {
+        let r = table();
+        assert_eq!(
+            r.app_for_token(b"d.11111111-2222-3333-4444-555555555555"),
+            TokenRoute::App("shop".to_owned())
+        );
+        assert_eq!(
+            r.app_for_token(b"d.11111111-2222-3333-4444-55555555555"),
+            TokenRoute::Unknown
+        );
+        assert_eq!(r.app_for_token(b""), TokenRoute::Unknown);
+        assert_eq!(Routes::open().app_for_token(b"d.x"), TokenRoute::Open);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::BodyFormat;
 use crate::dedupe::{Claim, Dedupe};
 use crate::direct::Direct;
 use crate::metrics::Metrics;
@@ -39,6 +40,9 @@ const INFLIGHT_WAIT: Duration = Duration::from_secs(2);
 /// How long an answered request's unread body may take to arrive.
 const DISCARD_WAIT: Duration = Duration::from_secs(5);
 
+/// What [`Sink::store`] says once the write-ahead log has closed.
+pub(crate) const SHUTTING_DOWN: &str = "shutting down";
+
 /// Where accepted requests are made durable.
 pub enum Sink {
     Wal(Arc<Wal>),
@@ -46,12 +50,12 @@ pub enum Sink {
 }
 
 impl Sink {
-    async fn store(&self, entry: Entry) -> Result<(), &'static str> {
+    pub(crate) async fn store(&self, entry: Entry) -> Result<(), &'static str> {
         match self {
             Sink::Wal(wal) => wal.append(entry).await.map_err(|e| match e {
                 AppendError::Full => "write-ahead log full",
                 AppendError::Io => "write-ahead log write failed",
-                AppendError::Closed => "shutting down",
+                AppendError::Closed => SHUTTING_DOWN,
             }),
             Sink::Archive(direct) => direct
                 .submit(entry)
@@ -70,7 +74,7 @@ impl Sink {
 
     /// Worth reading the body and trying? (A recent failure is no reason
     /// to refuse: the next attempt is how recovery is noticed.)
-    fn accepts(&self) -> bool {
+    pub(crate) fn accepts(&self) -> bool {
         match self {
             Sink::Wal(wal) => wal.accepts(),
             Sink::Archive(_) => true,
@@ -250,6 +254,7 @@ impl Server {
             frame_id,
             msg_count,
             received_at_us,
+            format: BodyFormat::LogplexHttps,
             body,
         };
         let stored = self.sink.store(entry).await;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::BodyFormat;
 use crate::health::{RecentFailure, UNREADY_AFTER_FAILURE};
 use crate::metrics::Metrics;
 
@@ -57,6 +58,8 @@ pub struct Position {
 const FLAG_TOKEN: u8 = 1;
 const FLAG_FRAME: u8 = 2;
 const FLAG_COUNT: u8 = 4;
+/// The body holds syslog-drain frames (`BodyFormat::SyslogFrames`).
+const FLAG_SYSLOG: u8 = 8;
 
 /// One received request, as logged and replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub struct Entry {
     pub frame_id: Option<String>,
     pub msg_count: Option<u64>,
     pub received_at_us: i64,
+    /// How `body` is framed.
+    pub format: BodyFormat,
     pub body: Bytes,
 }
 
@@ -99,6 +104,9 @@ impl Entry {
         }
         if self.msg_count.is_some() {
             flags |= FLAG_COUNT;
+        }
+        if self.format == BodyFormat::SyslogFrames {
+            flags |= FLAG_SYSLOG;
         }
         let token = self.drain_token.as_deref().unwrap_or("");
         let frame = self.frame_id.as_deref().unwrap_or("");
@@ -160,6 +168,11 @@ impl Entry {
             },
             msg_count: (flags & FLAG_COUNT != 0).then_some(msg_count),
             received_at_us,
+            format: if flags & FLAG_SYSLOG != 0 {
+                BodyFormat::SyslogFrames
+            } else {
+                BodyFormat::LogplexHttps
+            },
             body: payload.slice(at..),
         })
     }
@@ -1059,6 +1072,11 @@ mod tests {
             frame_id: i.is_multiple_of(2).then(|| format!("F{i:030X}")),
             msg_count: (!i.is_multiple_of(3)).then_some(i),
             received_at_us: 1_781_000_000_000_000 + i as i64,
+            format: if i.is_multiple_of(5) {
+                BodyFormat::SyslogFrames
+            } else {
+                BodyFormat::LogplexHttps
+            },
             body: Bytes::from(body.to_owned()),
         }
     }

@@ -10,6 +10,10 @@
 //! ```text
 //! drainpipe-loadgen --url http://127.0.0.1:8080 --drains 8 --duration 30s
 //! ```
+//!
+//! With `--syslog tcp://ADDR` or `--syslog tls://ADDR` it streams Logplex
+//! syslog-drain traffic instead (see `syslog_load`): N connections writing
+//! octet-counted frames as fast as the ingester reads them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +82,30 @@ struct Args {
     /// Per-request timeout; Logplex gives up after 5 s.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     timeout: Duration,
+
+    /// Syslog mode: `tcp://HOST:PORT` or `tls://HOST:PORT`. Each of the
+    /// --drains connections streams octet-counted frames; --url is then only
+    /// read for the ingester's /metrics.
+    #[arg(long)]
+    syslog: Option<String>,
+
+    /// Syslog over TLS: accept any server certificate (self-signed test
+    /// setups).
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+
+    /// Syslog over TLS: PEM file of the CA (or self-signed certificate) to trust.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+
+    /// Syslog over TLS: the name the certificate is checked against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+
+    /// Syslog mode: send the app name as HOSTNAME instead of the drain token
+    /// (for an ingester without --routes, which takes HOSTNAME as the app).
+    #[arg(long)]
+    hostname_is_app: bool,
 }
 
 /// `30s`, `2m`, `500ms`, or plain seconds.
@@ -131,6 +159,14 @@ fn main() -> anyhow::Result<()> {
         bail!("--drains, --pool, --body-kb and --threads must be at least 1");
     }
     let base = args.url.trim_end_matches('/').to_string();
+    if let Some(target) = args.syslog.clone() {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(syslog_load::run(args, target, base));
+    }
     if !base.starts_with("http://") {
         bail!(
             "--url must be an http:// URL (put TLS in front of the ingester, not in the load generator)"
@@ -381,6 +417,277 @@ fn report(t: &Tally, elapsed: f64) {
     }
 }
 
+/// Syslog mode: Logplex syslog-drain streams over TCP or TLS.
+mod syslog_load {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncWrite, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    /// Rewrite an HTTPS-drain message (`... host APP PROC MSGID MSG\n`) as a
+    /// syslog drain sends it: HOSTNAME is the drain token, a NILVALUE
+    /// STRUCTURED-DATA follows MSGID, no trailing newline.
+    pub(super) fn to_syslog_drain(msg: &[u8], hostname: &str, out: &mut Vec<u8>) {
+        let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
+        let sp: Vec<usize> = msg
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b' ')
+            .map(|(i, _)| i)
+            .take(6)
+            .collect();
+        if sp.len() < 6 {
+            out.extend_from_slice(msg);
+            return;
+        }
+        out.extend_from_slice(&msg[..=sp[1]]);
+        out.extend_from_slice(hostname.as_bytes());
+        out.extend_from_slice(&msg[sp[2]..=sp[5]]);
+        out.extend_from_slice(b"- ");
+        out.extend_from_slice(&msg[sp[5] + 1..]);
+    }
+
+    /// Chunks of octet-counted frames for one connection, and their counts.
+    fn chunks(args: &Args, i: usize, hostname: &str, now_us: i64) -> Vec<(Bytes, u64)> {
+        let app = format!("{}-{i}", args.app_prefix);
+        let mut generator = LogplexGen::new(i as u64, &app, now_us);
+        let (mut msg, mut line) = (Vec::new(), Vec::new());
+        (0..args.pool)
+            .map(|_| {
+                let mut out = Vec::with_capacity(args.body_kb * 1024 + 1024);
+                let mut n = 0;
+                while out.len() < args.body_kb * 1024 {
+                    msg.clear();
+                    line.clear();
+                    generator.message(&mut msg);
+                    to_syslog_drain(&msg, hostname, &mut line);
+                    out.extend_from_slice(format!("{} ", line.len()).as_bytes());
+                    out.extend_from_slice(&line);
+                    n += 1;
+                }
+                (Bytes::from(out), n)
+            })
+            .collect()
+    }
+
+    /// Accepts any certificate: `--insecure` only.
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    fn tls_connector(args: &Args) -> anyhow::Result<tokio_rustls::TlsConnector> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?;
+        let config = if args.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+                .with_no_client_auth()
+        } else {
+            let Some(ca) = &args.ca else {
+                bail!("tls:// needs --ca FILE (or --insecure)");
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("{}: not PEM", ca.display()))?)
+                    .context("unusable CA certificate")?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+
+    /// `drainpipe_syslog_messages_total` from the ingester, if it answers.
+    async fn stored(base: &str) -> Option<u64> {
+        let uri: Uri = format!("{base}/metrics").parse().ok()?;
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let resp = client.get(uri).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        text.lines().find_map(|l| {
+            l.strip_prefix("drainpipe_syslog_messages_total ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v as u64)
+        })
+    }
+
+    async fn stream<S: AsyncWrite + Unpin>(
+        mut conn: S,
+        chunks: &[(Bytes, u64)],
+        stop: &AtomicBool,
+        live: &Live,
+    ) -> (u64, u64, Option<String>) {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        let mut next = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let (chunk, n) = &chunks[next % chunks.len()];
+            next += 1;
+            if let Err(e) = conn.write_all(chunk).await {
+                return (messages, bytes, Some(e.kind().to_string()));
+            }
+            messages += n;
+            bytes += chunk.len() as u64;
+            live.acked_messages.fetch_add(*n, Ordering::Relaxed);
+            live.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = conn.shutdown().await;
+        (messages, bytes, None)
+    }
+
+    pub(super) async fn run(args: Args, target: String, base: String) -> anyhow::Result<()> {
+        let (tls, addr) = if let Some(a) = target.strip_prefix("tcp://") {
+            (None, a.to_owned())
+        } else if let Some(a) = target.strip_prefix("tls://") {
+            (Some(tls_connector(&args)?), a.to_owned())
+        } else {
+            bail!("--syslog must be tcp://HOST:PORT or tls://HOST:PORT");
+        };
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_micros() as i64;
+        let mut pools = Vec::new();
+        for i in 1..=args.drains {
+            let hostname = if args.hostname_is_app {
+                format!("{}-{i}", args.app_prefix)
+            } else {
+                format!("d.00000000-0000-4000-8000-{i:012}")
+            };
+            pools.push(chunks(&args, i, &hostname, now_us));
+        }
+        let duration = args.duration.unwrap_or(Duration::from_secs(10));
+        eprintln!(
+            "drainpipe-loadgen: {} syslog connections to {target}, {} KiB writes, for {:.1}s",
+            args.drains,
+            args.body_kb,
+            duration.as_secs_f64()
+        );
+        let before = stored(&base).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Live::default());
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for pool in pools {
+            let (stop, live, tls, addr) = (stop.clone(), live.clone(), tls.clone(), addr.clone());
+            let name = ServerName::try_from(args.server_name.clone())
+                .context("--server-name is not a DNS name or IP address")?;
+            tasks.push(tokio::spawn(async move {
+                let tcp = match TcpStream::connect(addr.as_str()).await {
+                    Ok(t) => t,
+                    Err(e) => return (0, 0, Some(format!("connect: {}", e.kind()))),
+                };
+                let _ = tcp.set_nodelay(true);
+                match tls {
+                    None => stream(tcp, &pool, &stop, &live).await,
+                    Some(tls) => match tls.connect(name, tcp).await {
+                        Ok(conn) => stream(conn, &pool, &stop, &live).await,
+                        Err(e) => (0, 0, Some(format!("tls: {e}"))),
+                    },
+                }
+            }));
+        }
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        for t in tasks {
+            let (m, b, e) = t.await.context("a connection task panicked")?;
+            messages += m;
+            bytes += b;
+            if let Some(e) = e {
+                *errors.entry(e).or_default() += 1;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!("elapsed:      {elapsed:.2} s, {} connections", args.drains);
+        println!(
+            "written:      {messages} messages, {:.1} MB of frames",
+            bytes as f64 / 1e6
+        );
+        println!(
+            "throughput:   {:.0} messages/s, {:.1} MB/s (written into the sockets; the ingester reads only what it has made durable)",
+            messages as f64 / elapsed,
+            bytes as f64 / 1e6 / elapsed
+        );
+        if let Some(before) = before {
+            // Let the ingester store what is still in socket buffers.
+            let mut last = None;
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = stored(&base).await;
+                if now.is_some() && now == last {
+                    break;
+                }
+                last = now;
+            }
+            if let Some(after) = last {
+                println!(
+                    "durable:      {} messages per the ingester's drainpipe_syslog_messages_total",
+                    after.saturating_sub(before)
+                );
+            }
+        }
+        if !errors.is_empty() {
+            let errors: Vec<String> = errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("errors:       {}", errors.join(" "));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +700,20 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn syslog_drain_lines() {
+        let mut out = Vec::new();
+        syslog_load::to_syslog_drain(
+            b"<190>1 2026-06-17T12:00:00.1+00:00 host app web.1 - - led by a dash\n",
+            "d.tok",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            b"<190>1 2026-06-17T12:00:00.1+00:00 d.tok app web.1 - - - led by a dash"
+        );
     }
 
     #[test]
