@@ -421,7 +421,7 @@ fn report(t: &Tally, elapsed: f64) {
 mod syslog_load {
     use super::*;
     use std::sync::Arc;
-    use tokio::io::{AsyncWrite, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     use rustls::pki_types::pem::PemObject;
@@ -564,27 +564,36 @@ mod syslog_load {
         })
     }
 
-    async fn stream<S: AsyncWrite + Unpin>(
+    async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
         mut conn: S,
         chunks: &[(Bytes, u64)],
         stop: &AtomicBool,
         live: &Live,
-    ) -> (u64, u64, Option<String>) {
-        let (mut messages, mut bytes) = (0u64, 0u64);
+    ) -> Option<String> {
         let mut next = 0usize;
         while !stop.load(Ordering::Relaxed) {
             let (chunk, n) = &chunks[next % chunks.len()];
             next += 1;
             if let Err(e) = conn.write_all(chunk).await {
-                return (messages, bytes, Some(e.kind().to_string()));
+                return Some(e.kind().to_string());
             }
-            messages += n;
-            bytes += chunk.len() as u64;
+            // `requests` counts bytes here: one "request" is one write.
             live.acked_messages.fetch_add(*n, Ordering::Relaxed);
-            live.requests.fetch_add(1, Ordering::Relaxed);
+            live.requests
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
         let _ = conn.shutdown().await;
-        (messages, bytes, None)
+        // Wait for the ingester to close its side: closing a socket that
+        // still has unread input (TLS session tickets) sends a reset, which
+        // throws away whatever the kernel had not sent yet.
+        let mut sink = [0u8; 4096];
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            while conn.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        drained
+            .err()
+            .map(|_| "the ingester did not close within 30 s".to_owned())
     }
 
     pub(super) async fn run(args: Args, target: String, base: String) -> anyhow::Result<()> {
@@ -627,30 +636,40 @@ mod syslog_load {
             tasks.push(tokio::spawn(async move {
                 let tcp = match TcpStream::connect(addr.as_str()).await {
                     Ok(t) => t,
-                    Err(e) => return (0, 0, Some(format!("connect: {}", e.kind()))),
+                    Err(e) => return Some(format!("connect: {}", e.kind())),
                 };
                 let _ = tcp.set_nodelay(true);
                 match tls {
                     None => stream(tcp, &pool, &stop, &live).await,
                     Some(tls) => match tls.connect(name, tcp).await {
                         Ok(conn) => stream(conn, &pool, &stop, &live).await,
-                        Err(e) => (0, 0, Some(format!("tls: {e}"))),
+                        Err(e) => Some(format!("tls: {e}")),
                     },
                 }
             }));
         }
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
-        let (mut messages, mut bytes) = (0u64, 0u64);
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        for t in tasks {
-            let (m, b, e) = t.await.context("a connection task panicked")?;
-            messages += m;
-            bytes += b;
-            if let Some(e) = e {
-                *errors.entry(e).or_default() += 1;
+        for mut t in tasks {
+            // A write the ingester never reads (its log full, say) must not
+            // keep the report from being printed.
+            match tokio::time::timeout(Duration::from_secs(40), &mut t).await {
+                Ok(e) => {
+                    if let Some(e) = e.context("a connection task panicked")? {
+                        *errors.entry(e).or_default() += 1;
+                    }
+                }
+                Err(_) => {
+                    t.abort();
+                    *errors
+                        .entry("still blocked 40 s after the end".into())
+                        .or_default() += 1;
+                }
             }
         }
+        let messages = live.acked_messages.load(Ordering::Relaxed);
+        let bytes = live.requests.load(Ordering::Relaxed);
         let elapsed = started.elapsed().as_secs_f64();
         println!("elapsed:      {elapsed:.2} s, {} connections", args.drains);
         println!(
