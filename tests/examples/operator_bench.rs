@@ -195,6 +195,8 @@ async fn main() {
     // Reconciles still queued by the last status changes.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let first = h.heroku.counts();
+    let first_reconciles = ctx.metrics.reconciles.get();
+    let first_glue_updates = ctx.metrics.glue_updates.get();
     let projected = h.projected_apps("logs").await.map(|s| s.len()).unwrap_or(0);
 
     h.heroku.reset_counts();
@@ -235,6 +237,10 @@ async fn main() {
         per_app(first.delete),
         first.total,
         first.throttled
+    );
+    println!(
+        "  first apply: {first_reconciles} reconciles ({:.1} per LogDrain), {first_glue_updates} Glue table updates",
+        first_reconciles as f64 / a.logdrains as f64
     );
     println!("  Glue projection: {projected} apps");
     println!(
