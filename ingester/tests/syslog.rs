@@ -513,3 +513,129 @@ async fn a_full_log_stops_reading_instead_of_dropping() {
     let missing = seen.iter().filter(|s| !**s).count();
     assert_eq!(missing, 0, "{missing} of {total} frames lost");
 }
+
+/// Connect to `addr` from the loopback address `from` (any 127.x works).
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Whether the ingester closed the connection within `within` (it never
+/// writes to syslog peers, so a read returns only when it closes).
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(within, tcp.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!("the ingester wrote {n} bytes to a syslog peer"),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn connection_limits_and_idle_timeout_hold() {
+    let dirs = Dirs::new();
+    let args = dirs.args(&[
+        "--syslog-listen",
+        "127.0.0.1:0",
+        "--syslog-max-connections",
+        "3",
+        "--syslog-max-connections-per-peer",
+        "2",
+        "--syslog-idle-timeout",
+        "2s",
+        "--flush-interval",
+        "1s",
+    ]);
+    let ing = Ingester::start(&args, &[]);
+    let addr = syslog_addr(&ing, "tcp").await;
+    let c = client();
+
+    let mut a1 = connect_from("127.0.0.1", addr).await;
+    let mut a2 = connect_from("127.0.0.1", addr).await;
+    let mut a3 = connect_from("127.0.0.1", addr).await;
+    assert!(
+        closed_within(&mut a3, Duration::from_secs(2)).await,
+        "a third connection from one address is refused"
+    );
+    let mut b1 = connect_from("127.0.0.2", addr).await;
+    let mut c1 = connect_from("127.0.0.3", addr).await;
+    assert!(
+        closed_within(&mut c1, Duration::from_secs(2)).await,
+        "a fourth connection overall is refused"
+    );
+    let result = |r: &str| format!("drainpipe_syslog_connections_total{{result=\"{r}\"}}");
+    assert_eq!(metric(&c, &ing.base, &result("over_peer_limit")).await, 1.0);
+    assert_eq!(metric(&c, &ing.base, &result("over_limit")).await, 1.0);
+    assert_eq!(metric(&c, &ing.base, &result("accepted")).await, 3.0);
+    assert_eq!(
+        metric(&c, &ing.base, "drainpipe_syslog_open_connections").await,
+        3.0
+    );
+
+    // Idle: a1 keeps sending complete frames, a2 trickles one frame byte by
+    // byte without finishing it, b1 says nothing. Only a1 stays open.
+    let trickle = counted(&drain_line("myapp", "web.1", "never finished"));
+    // The header (with the token) at once, then a byte every 100 ms.
+    let mut i = 60;
+    a2.write_all(&trickle[..i]).await.expect("write");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        a1.write_all(&counted(&drain_line(
+            "myapp",
+            "web.1",
+            &format!("alive {i}"),
+        )))
+        .await
+        .expect("a1 stays open");
+        if i < trickle.len() - 1 {
+            let _ = a2.write_all(&trickle[i..=i]).await;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        closed_within(&mut a2, Duration::from_secs(1)).await,
+        "trickling peer closed"
+    );
+    assert!(
+        closed_within(&mut b1, Duration::from_secs(1)).await,
+        "silent peer closed"
+    );
+    assert!(
+        !closed_within(&mut a1, Duration::from_millis(300)).await,
+        "busy peer kept"
+    );
+    assert_eq!(
+        metric(
+            &c,
+            &ing.base,
+            "drainpipe_syslog_disconnects_total{reason=\"idle_timeout\"}"
+        )
+        .await,
+        2.0
+    );
+    // What the trickling peer sent is kept raw, not lost.
+    let records = eventually(Duration::from_secs(30), "the trickled frame", || {
+        let records = all_records(&dirs.archive());
+        records
+            .iter()
+            .any(|r| !r["parse_error"].is_null())
+            .then_some(records)
+    })
+    .await;
+    let cut: Vec<&Json> = records
+        .iter()
+        .filter(|r| !r["parse_error"].is_null())
+        .collect();
+    assert_eq!(cut.len(), 1);
+    assert_eq!(
+        cut[0]["parse_error"],
+        "truncated frame: the stream ended mid-frame"
+    );
+    assert_eq!(cut[0]["app"], "myapp");
+    assert!(!find(&records, "alive 60").is_empty());
+}
