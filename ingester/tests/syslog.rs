@@ -639,3 +639,52 @@ async fn connection_limits_and_idle_timeout_hold() {
     assert_eq!(cut[0]["app"], "myapp");
     assert!(!find(&records, "alive 60").is_empty());
 }
+
+#[tokio::test]
+async fn sigterm_with_open_connections_archives_what_was_read() {
+    let dirs = Dirs::new();
+    let args = dirs.args(&["--syslog-listen", "127.0.0.1:0"]);
+    let mut ing = Ingester::start(&args, &[]);
+    let addr = syslog_addr(&ing, "tcp").await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut write = Vec::new();
+    for i in 0..3 {
+        write.extend(counted(&drain_line(
+            "myapp",
+            "web.1",
+            &format!("before the end {i}"),
+        )));
+    }
+    let partial = counted(&drain_line("myapp", "web.1", "half a frame"));
+    write.extend_from_slice(&partial[..partial.len() - 5]);
+    tcp.write_all(&write).await.expect("write");
+    let c = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&c, &ing.base, "drainpipe_syslog_messages_total").await < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "frames not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The connection stays open: shutdown must not wait for it to end.
+    let started = std::time::Instant::now();
+    assert!(ing.terminate(Duration::from_secs(30)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited for the open connection"
+    );
+    let records = all_records(&dirs.archive());
+    assert_eq!(records.len(), 4, "{records:#?}");
+    for i in 0..3 {
+        assert_eq!(find(&records, &format!("before the end {i}")).len(), 1);
+    }
+    let r = find(&records, "- - half a")[0];
+    assert_eq!(
+        r["parse_error"],
+        "truncated frame: the stream ended mid-frame"
+    );
+    assert_eq!(
+        dirs.wal_bytes(),
+        0,
+        "the log is empty after a clean shutdown"
+    );
+    drop(tcp);
+}
