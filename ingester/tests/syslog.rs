@@ -688,3 +688,53 @@ async fn sigterm_with_open_connections_archives_what_was_read() {
     );
     drop(tcp);
 }
+
+#[tokio::test]
+async fn ack_archive_stores_each_read_before_reading_on() {
+    // With `--ack archive` there is no log: what a connection read is in
+    // the archive before the next read, long before any flush interval.
+    let dirs = Dirs::new();
+    let routes_path = dirs.root.path().join("routes.yaml");
+    std::fs::write(&routes_path, routes()).expect("write routes");
+    let args = dirs.args(&[
+        "--routes",
+        &routes_path.display().to_string(),
+        "--ack",
+        "archive",
+        "--syslog-listen",
+        "127.0.0.1:0",
+        "--flush-interval",
+        "10m",
+    ]);
+    let ing = Ingester::start(&args, &[]);
+    let addr = syslog_addr(&ing, "tcp").await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+
+    let mut write = Vec::new();
+    for (token, text) in [
+        (TOKEN, "archived one"),
+        (BLOG_TOKEN, "archived two"),
+        (TOKEN, "archived three"),
+    ] {
+        write.extend(counted(&drain_line(token, "web.1", text)));
+    }
+    tcp.write_all(&write).await.expect("write");
+    tcp.flush().await.expect("flush");
+
+    // The connection stays open and the ingester keeps running.
+    let records = wait_for_records(&dirs.archive(), 3).await;
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for (text, app, token) in [
+        ("archived one", "shop", TOKEN),
+        ("archived two", "blog", BLOG_TOKEN),
+        ("archived three", "shop", TOKEN),
+    ] {
+        let r = find(&records, text);
+        assert_eq!(r.len(), 1, "{text}: {records:#?}");
+        assert_eq!(
+            (r[0]["app"].as_str(), r[0]["hostname"].as_str()),
+            (Some(app), Some(token))
+        );
+    }
+}
