@@ -78,19 +78,6 @@ pub fn encode_logplex_body(
     enc.finish()
 }
 
-/// Encode one syslog-drain message (one frame's content, framing removed) in
-/// strict RFC 5424 mode: STRUCTURED-DATA is parsed and not part of the
-/// message. `meta.msg_count` is compared with the one record written.
-pub fn encode_syslog_frame(
-    meta: &RequestMeta<'_>,
-    frame: &[u8],
-    sink: &mut impl LineSink,
-) -> BatchStats {
-    let mut enc = Encoder::new(meta);
-    enc.message(logplex::strip_newline(frame), Mode::Strict, sink);
-    enc.finish()
-}
-
 /// How a logged body is framed, which decides how it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyFormat {
@@ -705,30 +692,6 @@ mod tests {
     }
 
     #[test]
-    fn syslog_frame_in_strict_mode() {
-        let mut sink = Sink::default();
-        let m = RequestMeta {
-            app: "myapp",
-            drain_token: Some("d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"),
-            frame_id: None,
-            msg_count: None,
-            received_at_us: RECEIVED,
-        };
-        let stats = encode_syslog_frame(
-            &m,
-            b"<40>1 2012-11-30T06:45:29+00:00 d.73ea7440-270a-435a-a0ea-adf50b4e5f5a app web.3 - - State changed from starting to up\n",
-            &mut sink,
-        );
-        assert_eq!(stats.messages, 1);
-        let recs = sink.records();
-        assert_eq!(
-            recs[0].1["hostname"],
-            "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a"
-        );
-        assert_eq!(recs[0].1["message"], "State changed from starting to up");
-    }
-
-    #[test]
     fn syslog_body_keeps_structured_data_out_of_the_message_and_raw_frames_whole() {
         let mut body = Vec::new();
         syslog_stream::push_stored(
@@ -766,6 +729,7 @@ mod tests {
             .expect("Logplex record")
             .1;
         assert_eq!(r["message"], "State changed from starting to up");
+        assert_eq!(r["hostname"], "d.73ea7440-270a-435a-a0ea-adf50b4e5f5a");
         assert_eq!(r["parse_error"], Json::Null);
         let raw: Vec<&Json> = recs
             .iter()
