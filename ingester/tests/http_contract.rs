@@ -204,10 +204,7 @@ async fn past_the_log_bound_it_answers_503_then_catches_up() {
         "100ms",
     ]);
     let mut ing = Ingester::start(&args, &[]);
-    // A folder archive "outage": its directory replaced by a plain file, so
-    // every object write fails (even for root) and the log has to hold all.
-    std::fs::remove_dir_all(dirs.archive()).expect("rm archive");
-    std::fs::write(dirs.archive(), "not a directory").expect("block archive");
+    dirs.block_archive();
     let c = client();
     let filler = "z".repeat(200);
     let mut acked = Vec::new();
@@ -251,8 +248,7 @@ async fn past_the_log_bound_it_answers_503_then_catches_up() {
     assert!(metric(&c, &ing.base, "drainpipe_upload_errors_total").await >= 1.0);
 
     // The archive comes back: the log drains and requests are accepted again.
-    std::fs::remove_file(dirs.archive()).expect("unblock archive");
-    std::fs::create_dir(dirs.archive()).expect("mkdir archive");
+    dirs.unblock_archive();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let msgs = vec![app_line("after the outage")];

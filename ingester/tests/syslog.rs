@@ -412,10 +412,8 @@ async fn a_full_log_stops_reading_instead_of_dropping() {
     ]);
     let mut ing = Ingester::start(&args, &[]);
     let addr = syslog_addr(&ing, "tcp").await;
-    // A folder archive outage (its directory replaced by a file): the log
-    // has to hold everything and fills to its bound.
-    std::fs::remove_dir_all(dirs.archive()).expect("rm archive");
-    std::fs::write(dirs.archive(), "not a directory").expect("block archive");
+    // The log has to hold everything and fills to its bound.
+    dirs.block_archive();
 
     let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -468,8 +466,7 @@ async fn a_full_log_stops_reading_instead_of_dropping() {
     assert!(metric(&c, &ing.base, "drainpipe_upload_errors_total").await >= 1.0);
 
     // The archive comes back: reading resumes and everything arrives.
-    std::fs::remove_file(dirs.archive()).expect("unblock archive");
-    std::fs::create_dir(dirs.archive()).expect("mkdir archive");
+    dirs.unblock_archive();
     eventually(Duration::from_secs(60), "the sender to move again", || {
         (written.load(std::sync::atomic::Ordering::Relaxed) > held_at + 1000).then_some(())
     })

@@ -169,6 +169,17 @@ impl Dirs {
     pub fn data(&self) -> PathBuf {
         self.root.path().join("data")
     }
+    /// A folder archive "outage": its directory replaced by a plain file,
+    /// so every object write fails (even for root) and the log must hold all.
+    pub fn block_archive(&self) {
+        std::fs::remove_dir_all(self.archive()).expect("rm archive");
+        std::fs::write(self.archive(), "not a directory").expect("block archive");
+    }
+    /// End the outage of [`Dirs::block_archive`].
+    pub fn unblock_archive(&self) {
+        std::fs::remove_file(self.archive()).expect("unblock archive");
+        std::fs::create_dir(self.archive()).expect("mkdir archive");
+    }
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "--archive".to_owned(),
