@@ -4,25 +4,11 @@
 
 #![no_main]
 
-use drainpipe_ingester::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
+use drainpipe_ingester::batch::{RequestMeta, encode_logplex_body};
 use drainpipe_ingester::logplex;
+use drainpipe_ingester::objects::DaySink;
 use drainpipe_ingester::record::FIELDS;
 use libfuzzer_sys::fuzz_target;
-
-struct Sink(Vec<(Day, Vec<u8>)>);
-
-impl LineSink for Sink {
-    fn buffer(&mut self, day: Day) -> &mut Vec<u8> {
-        let i = match self.0.iter().position(|(d, _)| *d == day) {
-            Some(i) => i,
-            None => {
-                self.0.push((day, Vec::new()));
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[i].1
-    }
-}
 
 fuzz_target!(|body: &[u8]| {
     let meta = RequestMeta {
@@ -32,10 +18,10 @@ fuzz_target!(|body: &[u8]| {
         msg_count: Some(3),
         received_at_us: 1_781_697_600_000_000,
     };
-    let mut sink = Sink(Vec::new());
+    let mut sink = DaySink::default();
     let stats = encode_logplex_body(&meta, body, &mut sink);
     let mut lines = 0u64;
-    for (_, buf) in &sink.0 {
+    for (_, buf) in &sink.days {
         assert_eq!(buf.last(), Some(&b'\n'));
         for line in buf[..buf.len() - 1].split(|&b| b == b'\n') {
             let v: serde_json::Map<String, serde_json::Value> =
