@@ -7,7 +7,7 @@
 use drainpipe_ingester::batch::{RequestMeta, encode_logplex_body};
 use drainpipe_ingester::logplex;
 use drainpipe_ingester::objects::DaySink;
-use drainpipe_ingester::record::FIELDS;
+use drainpipe_contract::schema::FIELDS;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

@@ -13,7 +13,7 @@
 
 use drainpipe_ingester::batch::{BodyFormat, RequestMeta, encode_body};
 use drainpipe_ingester::objects::DaySink;
-use drainpipe_ingester::record::FIELDS;
+use drainpipe_contract::schema::FIELDS;
 use drainpipe_ingester::syslog_stream::{self, Decoder, FrameKind, MAX_PREFIX};
 use libfuzzer_sys::fuzz_target;
 

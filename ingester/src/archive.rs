@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use drainpipe_contract::schema::day_folder;
+
 use crate::batch::Day;
 
 /// Prefix of object keys when the archive URL gives none.
@@ -105,12 +107,11 @@ impl Archive {
     }
 }
 
-/// `{prefix}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}.json.gz`
+/// `{prefix}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}.json.gz`: the folders are
+/// the contract's [`day_folder`], which the Glue location template names.
 pub fn object_key(prefix: &str, app: &str, day: Day, epoch_ms: i64, id: uuid::Uuid) -> String {
-    format!(
-        "{prefix}{app}/{:04}/{:02}/{:02}/{epoch_ms}-{id}.json.gz",
-        day.year, day.month, day.day
-    )
+    let folder = day_folder(app, day.year, day.month, day.day);
+    format!("{prefix}{folder}{epoch_ms}-{id}.json.gz")
 }
 
 /// A local folder archive (`file://`).

@@ -293,8 +293,8 @@ fn lossy(raw: &[u8]) -> (Cow<'_, str>, Option<&[u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::FIELDS;
     use base64::Engine as _;
+    use drainpipe_contract::schema::FIELDS;
     use proptest::prelude::*;
     use serde_json::{Value as Json, json};
     use std::collections::BTreeMap;

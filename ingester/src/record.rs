@@ -1,137 +1,15 @@
 //! The archive record: one JSON object per message, one line each.
 //!
-//! `FIELDS` is the schema contract shared with the operator, which derives the
-//! Glue table columns from it. The JSON writer must emit exactly these keys
-//! (a test keeps the two in step).
+//! The keys are [`drainpipe_contract::schema::FIELDS`], which the operator
+//! turns into Glue columns: the JSON writer must emit exactly these keys (a
+//! test keeps the two in step).
 
 use crate::logfmt::{Piece, Unescape, Value};
 use crate::router::RouterFields;
 use crate::timestamp::{MAX_US, MIN_US, format_utc_us};
 use base64::Engine as _;
-
-/// Column type as Athena/Hive sees it through the OpenX JSON SerDe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    String,
-    Int,
-    BigInt,
-    /// `map<string,string>`
-    StringMap,
-}
-
-impl FieldType {
-    /// The Hive DDL spelling used in a Glue `Column.Type`.
-    pub fn hive(self) -> &'static str {
-        match self {
-            FieldType::String => "string",
-            FieldType::Int => "int",
-            FieldType::BigInt => "bigint",
-            FieldType::StringMap => "map<string,string>",
-        }
-    }
-}
-
-/// One field of the record schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
-    pub name: &'static str,
-    pub kind: FieldType,
-    pub comment: &'static str,
-}
-
-const fn f(name: &'static str, kind: FieldType, comment: &'static str) -> Field {
-    Field {
-        name,
-        kind,
-        comment,
-    }
-}
-
-/// Every field of an archive record, in the order the writer emits them.
-pub const FIELDS: &[Field] = &[
-    f(
-        "app",
-        FieldType::String,
-        "Heroku app name (from the drain URL or token)",
-    ),
-    f(
-        "log_ts",
-        FieldType::String,
-        "message timestamp, RFC 3339 UTC with microseconds; receipt time when missing or unparseable",
-    ),
-    f(
-        "received_at",
-        FieldType::String,
-        "receipt time, RFC 3339 UTC with microseconds",
-    ),
-    f("facility", FieldType::Int, "syslog facility from PRI"),
-    f("severity", FieldType::Int, "syslog severity from PRI"),
-    f(
-        "hostname",
-        FieldType::String,
-        "HOSTNAME: `host` on HTTPS drains, the drain token on syslog drains",
-    ),
-    f("source", FieldType::String, "APP-NAME: app, heroku, ..."),
-    f(
-        "proc_id",
-        FieldType::String,
-        "PROCID: web.1, router, api, ...",
-    ),
-    f("msg_id", FieldType::String, "MSGID, null for -"),
-    f(
-        "message",
-        FieldType::String,
-        "message text; invalid UTF-8 replaced by U+FFFD",
-    ),
-    f(
-        "message_b64",
-        FieldType::String,
-        "exact message bytes, base64, only when they were not valid UTF-8",
-    ),
-    f(
-        "drain_token",
-        FieldType::String,
-        "Logplex-Drain-Token header",
-    ),
-    f("frame_id", FieldType::String, "Logplex-Frame-Id header"),
-    f(
-        "kv",
-        FieldType::StringMap,
-        "logfmt pairs found in the message",
-    ),
-    f("at", FieldType::String, "router: info or error"),
-    f(
-        "code",
-        FieldType::String,
-        "router: Heroku error code (H12, ...)",
-    ),
-    f("desc", FieldType::String, "router: error description"),
-    f("method", FieldType::String, "router: HTTP method"),
-    f("path", FieldType::String, "router: request path"),
-    f("host", FieldType::String, "router: request Host"),
-    f("request_id", FieldType::String, "router: X-Request-ID"),
-    f("fwd", FieldType::String, "router: X-Forwarded-For"),
-    f(
-        "dyno",
-        FieldType::String,
-        "router: dyno that served the request",
-    ),
-    f("protocol", FieldType::String, "router: http or https"),
-    f("connect_ms", FieldType::Int, "router: connect time in ms"),
-    f("service_ms", FieldType::Int, "router: service time in ms"),
-    f("status", FieldType::Int, "router: HTTP status"),
-    f("bytes", FieldType::BigInt, "router: response bytes"),
-    f(
-        "l10_dropped",
-        FieldType::BigInt,
-        "N from Logplex `Error L10 (output buffer overflow): N messages dropped`",
-    ),
-    f(
-        "parse_error",
-        FieldType::String,
-        "why the frame is not RFC 5424; message then holds the whole frame",
-    ),
-];
+#[cfg(test)]
+use drainpipe_contract::schema::FIELDS;
 
 /// One archive record, borrowing the request body it came from.
 ///

@@ -26,6 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use drainpipe_contract::app::valid_app_name;
+
 use crate::batch::BodyFormat;
 use crate::dedupe::{Claim, Dedupe};
 use crate::direct::Direct;
@@ -370,18 +372,6 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// Heroku app names: `^[a-z][a-z0-9-]{1,28}[a-z0-9]$`. Anything else cannot
-/// be a drain of ours, and the name becomes part of object keys and paths.
-pub fn valid_app_name(app: &str) -> bool {
-    let b = app.as_bytes();
-    (3..=30).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[b.len() - 1] != b'-'
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
@@ -481,31 +471,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn app_names_follow_heroku() {
-        for ok in [
-            "shop",
-            "my-app-123",
-            "abc",
-            "a23456789012345678901234567890",
-        ] {
-            assert!(valid_app_name(ok), "{ok}");
-        }
-        for bad in [
-            "ab",
-            "Shop",
-            "1app",
-            "app-",
-            "../etc",
-            "a/b",
-            "",
-            "a234567890123456789012345678901",
-            "app_x",
-        ] {
-            assert!(!valid_app_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn passwords_from_basic_auth_or_token() {

@@ -29,10 +29,11 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::BodyFormat;
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
 use crate::routes::TokenRoute;
-use crate::server::{Server, valid_app_name};
+use crate::server::Server;
 use crate::syslog_stream::{self, Decoder, Frame, FrameKind};
 use crate::syslog_tls::ReloadingTls;
 use crate::wal::Entry;
+use drainpipe_contract::app::valid_app_name;
 
 /// Bytes asked of the socket per read (one read's frames make one log entry
 /// per app, so larger reads mean fewer, larger appends).

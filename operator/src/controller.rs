@@ -35,7 +35,7 @@ use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
 
-use drainpipe_ingester::routes::{AppRoute, RoutesFile};
+use drainpipe_contract::routes::{AppRoute, RoutesFile};
 
 use crate::crd::{
     DeletionPolicy, DrainStatus, DrainTarget, FINALIZER, GlueCatalog, LogDrain, LogDrainStatus,

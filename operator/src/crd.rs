@@ -5,15 +5,13 @@
 
 use std::collections::BTreeSet;
 
+use drainpipe_contract::app::APP_NAME_PATTERN;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// Heroku's own app-name pattern (platform API schema, `app/definitions/name`).
-pub const APP_NAME_PATTERN: &str = "^[a-z][a-z0-9-]{1,28}[a-z0-9]$";
 
 /// The finalizer that holds a deleted LogDrain until its Heroku drains are handled.
 pub const FINALIZER: &str = "drainpipe.dev/cleanup";
@@ -81,7 +79,7 @@ pub struct LogDrainSpec {
     /// stay queryable.
     #[schemars(
         length(min = 1, max = 500),
-        inner(regex(pattern = r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$"))
+        inner(regex(pattern = APP_NAME_PATTERN))
     )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub apps: Vec<String>,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, Table, TableInput};
-use drainpipe_ingester::record::FIELDS;
+use drainpipe_contract::schema::{LOCATION_TEMPLATE, PARTITION_KEYS, data_columns};
 use rand::Rng;
 
 /// Parameter holding the comma-separated app enum.
@@ -33,17 +33,6 @@ pub const NEAR_LIMIT_BYTES: usize = PARAMETER_VALUE_LIMIT * 8 / 10;
 pub const SERDE_LIBRARY: &str = "org.openx.data.jsonserde.JsonSerDe";
 pub const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
 pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
-
-/// Partition keys, in the order of the archive layout.
-pub const PARTITION_KEYS: [&str; 4] = ["app", "year", "month", "day"];
-
-/// The record fields that become data columns: every field except those
-/// that are also partition keys (`app`). Athena rejects a table whose data
-/// column and partition key share a name (`HIVE_INVALID_METADATA ... duplicate
-/// columns`); the partition key gives the same value.
-pub fn data_columns() -> impl Iterator<Item = &'static drainpipe_ingester::record::Field> {
-    FIELDS.iter().filter(|f| !PARTITION_KEYS.contains(&f.name))
-}
 
 /// A Glue table by database and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,7 +101,7 @@ impl TableSpec {
 
     /// `s3://bucket/prefix${app}/${year}/${month}/${day}/`, the archive layout.
     pub fn location_template(&self) -> String {
-        format!("{}${{app}}/${{year}}/${{month}}/${{day}}/", self.location())
+        format!("{}{LOCATION_TEMPLATE}", self.location())
     }
 
     /// The TableInput of a new table.
@@ -675,6 +664,7 @@ fn backoff(retry: ConflictRetry, attempt: u32) -> Duration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use drainpipe_contract::schema::FIELDS;
 
     #[test]
     fn columns_follow_the_record_schema() {

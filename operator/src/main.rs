@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use drainpipe_contract::units::parse_duration;
 use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
 use drainpipe_operator::crd::LogDrain;
 use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
@@ -206,38 +207,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
-/// `90s`, `10m`, `1h`, `500ms`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("m").is_err());
-    }
 
     #[test]
     fn cli_parses() {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use drainpipe_ingester::routes::RoutesFile;
+use drainpipe_contract::routes::RoutesFile;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -414,7 +414,7 @@ pub fn service(owner: &Owner, ld: &LogDrain) -> Service {
 }
 
 /// Serializes routes for the routes Secret.
-pub fn routes_yaml(routes: &RoutesFile) -> Result<String, drainpipe_ingester::routes::RoutesError> {
+pub fn routes_yaml(routes: &RoutesFile) -> Result<String, drainpipe_contract::routes::RoutesError> {
     routes.to_yaml()
 }
 

@@ -1,5 +1,6 @@
 //! Shared helpers for drainpipe end-to-end tests.
 
-pub mod env;
+/// The test environment loader, shared with the ingester's tests.
+pub use drainpipe_testenv as env;
 pub mod heroku_fake;
 pub mod operator;

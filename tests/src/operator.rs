@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drainpipe_ingester::routes::RoutesFile;
+use drainpipe_contract::routes::RoutesFile;
 use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
 use drainpipe_operator::crd::{DrainStatus, LogDrain};
 use drainpipe_operator::glue::Catalog;

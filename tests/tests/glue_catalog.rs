@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_glue::types::{Column, SerDeInfo, StorageDescriptor, Table, TableInput};
-use drainpipe_ingester::record::FIELDS;
+use drainpipe_contract::schema::FIELDS;
 use drainpipe_operator::glue::{
     APP_VALUES, Catalog, ConflictRetry, GlueError, NEAR_LIMIT_BYTES, PARAMETER_VALUE_LIMIT,
     TableRef, TableSpec, table_input_from,

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use drainpipe_ingester::routes::RoutesFile;
+use drainpipe_contract::routes::RoutesFile;
 use drainpipe_tests::heroku_fake::FakeOptions;
 use drainpipe_tests::operator::{
     ENDPOINT, Harness, condition, condition_is, condition_reason, status_drains, wait_for,

@@ -30,6 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use drainpipe_contract::units::parse_duration;
 use drainpipe_ingester::samples::LogplexGen;
 
 #[derive(Parser, Debug)]
@@ -106,29 +107,6 @@ struct Args {
     /// (for an ingester without --routes, which takes HOSTNAME as the app).
     #[arg(long)]
     hostname_is_app: bool,
-}
-
-/// `30s`, `2m`, `500ms`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("{s:?} must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
 }
 
 struct Drain {
