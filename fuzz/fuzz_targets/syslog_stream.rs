@@ -11,10 +11,10 @@
 
 #![no_main]
 
-use drainpipe_ingester::batch::{BodyFormat, RequestMeta, encode_body};
-use drainpipe_ingester::objects::DaySink;
+use drainpipe_ingester::encode::batch::{BodyFormat, RequestMeta, encode_body};
+use drainpipe_ingester::archive::objects::DaySink;
 use drainpipe_contract::schema::FIELDS;
-use drainpipe_ingester::syslog_stream::{self, Decoder, FrameKind, MAX_PREFIX};
+use drainpipe_ingester::parse::syslog_stream::{self, Decoder, FrameKind, MAX_PREFIX};
 use libfuzzer_sys::fuzz_target;
 
 type Frames = Vec<(FrameKind, Vec<u8>, bool)>;

@@ -9,25 +9,11 @@
 //! connections), `syslog_tls` (certificates).
 
 pub mod archive;
-pub mod batch;
 pub mod config;
-pub mod dedupe;
-pub mod direct;
-pub mod health;
-pub mod logfmt;
-pub mod logplex;
-pub mod metrics;
-pub mod objects;
-pub mod record;
-pub mod rfc5424;
-pub mod router;
-pub mod routes;
+pub mod durable;
+pub mod encode;
+pub mod input;
+pub mod parse;
 #[doc(hidden)]
 pub mod samples;
-pub mod server;
-pub mod syslog_server;
-pub mod syslog_stream;
-pub mod syslog_tls;
-pub mod timestamp;
-pub mod uploader;
-pub mod wal;
+pub mod telemetry;

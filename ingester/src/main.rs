@@ -5,17 +5,17 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use drainpipe_ingester::archive::Archive;
+use drainpipe_ingester::archive::backend::Archive;
+use drainpipe_ingester::archive::direct::{Direct, DirectOptions};
+use drainpipe_ingester::archive::uploader::{self, UploaderOptions};
 use drainpipe_ingester::config::{AckMode, Config, LogFormat};
-use drainpipe_ingester::dedupe::Dedupe;
-use drainpipe_ingester::direct::{Direct, DirectOptions};
-use drainpipe_ingester::metrics::Metrics;
-use drainpipe_ingester::routes::Routes;
-use drainpipe_ingester::server::{self, Server, Sink};
-use drainpipe_ingester::syslog_server::{self, SyslogOptions};
-use drainpipe_ingester::syslog_tls::ReloadingTls;
-use drainpipe_ingester::uploader::{self, UploaderOptions};
-use drainpipe_ingester::wal::{Wal, WalOptions};
+use drainpipe_ingester::durable::{Wal, WalOptions};
+use drainpipe_ingester::input::dedupe::Dedupe;
+use drainpipe_ingester::input::http::{self, Server, Sink};
+use drainpipe_ingester::input::routes::Routes;
+use drainpipe_ingester::input::syslog::server::{self as syslog_server, SyslogOptions};
+use drainpipe_ingester::input::syslog::tls::ReloadingTls;
+use drainpipe_ingester::telemetry::metrics::Metrics;
 
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -190,7 +190,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let serving = tokio::spawn(server::serve(
+    let serving = tokio::spawn(http::serve(
         listener,
         Arc::clone(&server),
         shutdown.clone(),

@@ -6,7 +6,7 @@
 //! `- `-led), dyno lifecycle lines, runtime metrics and heroku-postgres
 //! samples. Deterministic for a given seed; no external randomness.
 
-use crate::timestamp::format_utc_us;
+use crate::parse::timestamp::format_utc_us;
 use std::io::Write as _;
 
 /// Generates syslog messages and octet-counted Logplex bodies.
@@ -190,7 +190,7 @@ impl LogplexGen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
+    use crate::encode::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
 
     struct Sink(Vec<u8>);
     impl LineSink for Sink {

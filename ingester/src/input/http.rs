@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 use drainpipe_contract::app::valid_app_name;
 
-use crate::batch::BodyFormat;
-use crate::dedupe::{Claim, Dedupe};
-use crate::direct::Direct;
-use crate::metrics::Metrics;
-use crate::routes::{Denied, Routes};
-use crate::wal::{AppendError, Entry, Wal};
+use crate::archive::direct::Direct;
+use crate::durable::{AppendError, Entry, Wal};
+use crate::encode::batch::BodyFormat;
+use crate::input::dedupe::{Claim, Dedupe};
+use crate::input::routes::{Denied, Routes};
+use crate::telemetry::metrics::Metrics;
 
 /// Seconds Logplex is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "5";

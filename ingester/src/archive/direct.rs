@@ -13,12 +13,12 @@ use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::archive::Archive;
-use crate::batch::Day;
-use crate::health::{RecentFailure, UNREADY_AFTER_FAILURE};
-use crate::metrics::Metrics;
-use crate::objects::{DaySink, Finished, OpenObject};
-use crate::wal::Entry;
+use crate::archive::backend::Archive;
+use crate::archive::objects::{DaySink, Finished, OpenObject};
+use crate::durable::Entry;
+use crate::encode::batch::Day;
+use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
+use crate::telemetry::metrics::Metrics;
 
 /// Logplex gives up on a request after 5 s; answer 503 before that.
 const DEADLINE: Duration = Duration::from_millis(4500);
@@ -201,14 +201,14 @@ fn build(
     let mut sink = DaySink::default();
     for (i, entry) in entries.iter().enumerate() {
         sink.days.clear();
-        let meta = crate::batch::RequestMeta {
+        let meta = crate::encode::batch::RequestMeta {
             app: &entry.app,
             drain_token: entry.drain_token.as_deref(),
             frame_id: entry.frame_id.as_deref(),
             msg_count: entry.msg_count,
             received_at_us: entry.received_at_us,
         };
-        let stats = crate::batch::encode_body(&meta, entry.format, &entry.body, &mut sink);
+        let stats = crate::encode::batch::encode_body(&meta, entry.format, &entry.body, &mut sink);
         metrics.record_batch(&stats);
         let app: Arc<str> = Arc::from(entry.app.as_str());
         for (day, json) in sink.days.drain(..) {

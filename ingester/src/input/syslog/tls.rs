@@ -16,7 +16,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::metrics::{Metrics, ResultLabel};
+use crate::telemetry::metrics::{Metrics, ResultLabel};
 
 /// Why a certificate/key pair cannot be used. Never quotes file contents.
 #[derive(Debug, thiserror::Error)]

@@ -4,13 +4,13 @@
 //! raw request bodies, and the uploader (or `--ack archive`) calls
 //! `encode_logplex_body` to turn a body into archive lines.
 
-use crate::logfmt::{self, Value};
-use crate::logplex::{self, Frame};
-use crate::record::{Record, WriterCache};
-use crate::rfc5424::{self, Mode, Timestamp};
-use crate::router::{self, RouterFields};
-use crate::syslog_stream::{self, FrameKind};
-use crate::timestamp::utc_day;
+use crate::encode::record::{Record, WriterCache};
+use crate::parse::logfmt::{self, Value};
+use crate::parse::logplex::{self, Frame};
+use crate::parse::rfc5424::{self, Mode, Timestamp};
+use crate::parse::router::{self, RouterFields};
+use crate::parse::syslog_stream::{self, FrameKind};
+use crate::parse::timestamp::utc_day;
 use std::borrow::Cow;
 
 /// A UTC calendar day: the archive partition below the app.

@@ -4,9 +4,9 @@
 //! turns into Glue columns: the JSON writer must emit exactly these keys (a
 //! test keeps the two in step).
 
-use crate::logfmt::{Piece, Unescape, Value};
-use crate::router::RouterFields;
-use crate::timestamp::{MAX_US, MIN_US, format_utc_us};
+use crate::parse::logfmt::{Piece, Unescape, Value};
+use crate::parse::router::RouterFields;
+use crate::parse::timestamp::{MAX_US, MIN_US, format_utc_us};
 use base64::Engine as _;
 #[cfg(test)]
 use drainpipe_contract::schema::FIELDS;

@@ -4,7 +4,7 @@
 //! timestamp to parse and two to format, so this is on the hot path, and the
 //! grammar is small and fixed-width.
 
-use crate::batch::Day;
+use crate::encode::batch::Day;
 
 const US_PER_SEC: i64 = 1_000_000;
 const SECS_PER_DAY: i64 = 86_400;

@@ -9,7 +9,7 @@
 //!
 //! The caller strips the frame's line terminator before parsing.
 
-use crate::timestamp::parse_rfc3339_us;
+use crate::parse::timestamp::parse_rfc3339_us;
 use std::borrow::Cow;
 
 /// Which dialect to parse.
@@ -370,7 +370,7 @@ fn unescape_sd(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timestamp::format_utc_us;
+    use crate::parse::timestamp::format_utc_us;
     use proptest::prelude::*;
 
     fn heroku(s: &str) -> Syslog<'_> {

@@ -8,7 +8,7 @@
 //! columns (`sock`, `tls_version`, ...) stay in `kv`, and so does a number the
 //! router wrote in a shape we do not understand, so no value is hidden.
 
-use crate::logfmt::Value;
+use crate::parse::logfmt::Value;
 
 /// Whether a message comes from the Heroku router.
 pub fn is_router_line(source: Option<&str>, proc_id: Option<&str>) -> bool {
@@ -110,7 +110,7 @@ fn to_i64(n: u64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logfmt::pairs;
+    use crate::parse::logfmt::pairs;
 
     /// Router fields plus the pairs that stayed for `kv`.
     fn split(line: &str) -> (RouterFields<'_>, Vec<(&str, String)>) {

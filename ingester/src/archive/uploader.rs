@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::archive::Archive;
-use crate::batch::Day;
-use crate::metrics::Metrics;
-use crate::objects::{Encoded, Finished, OpenObject};
-use crate::wal::{Chunk, Position, Read, Wal, WalReader};
+use crate::archive::backend::Archive;
+use crate::archive::objects::{Encoded, Finished, OpenObject};
+use crate::durable::{Chunk, Position, Read, Wal, WalReader};
+use crate::encode::batch::Day;
+use crate::telemetry::metrics::Metrics;
 
 /// Bytes of log read and parsed in one step.
 const READ_CHUNK: usize = 4 << 20;

@@ -19,7 +19,7 @@
 //! The module also defines how a batch of decoded frames is kept in one
 //! write-ahead log entry ([`push_stored`], [`stored_frames`]).
 
-use crate::logplex;
+use crate::parse::logplex;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Syslog drains over TCP or TLS: the accept loop and one task per
 //! connection.
 //!
-//! A connection is read, decoded ([`crate::syslog_stream`]) and routed by
+//! A connection is read, decoded ([`crate::parse::syslog_stream`]) and routed by
 //! drain token (HOSTNAME) frame by frame; the frames of each read go to the
 //! same sink as HTTPS drains (one write-ahead log entry per app, sharing the
 //! log's group commit) and the next read starts only once they are durable.
@@ -26,13 +26,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::BodyFormat;
-use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
-use crate::routes::TokenRoute;
-use crate::server::Server;
-use crate::syslog_stream::{self, Decoder, Frame, FrameKind};
-use crate::syslog_tls::ReloadingTls;
-use crate::wal::Entry;
+use crate::durable::Entry;
+use crate::encode::batch::BodyFormat;
+use crate::input::http::Server;
+use crate::input::routes::TokenRoute;
+use crate::input::syslog::tls::ReloadingTls;
+use crate::parse::syslog_stream::{self, Decoder, Frame, FrameKind};
+use crate::telemetry::metrics::{Metrics, ReasonLabel, ResultLabel};
 use drainpipe_contract::app::valid_app_name;
 
 /// Bytes asked of the socket per read (one read's frames make one log entry
@@ -432,7 +432,7 @@ impl Connection {
             match self.server.sink.store(entry.clone()).await {
                 Ok(()) => return true,
                 Err(why) => {
-                    if why == crate::server::SHUTTING_DOWN {
+                    if why == crate::input::http::SHUTTING_DOWN {
                         return false;
                     }
                     tracing::debug!(peer = %self.peer, reason = why, "syslog frames not durable yet; holding the connection");

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::BodyFormat;
-use crate::health::{RecentFailure, UNREADY_AFTER_FAILURE};
-use crate::metrics::Metrics;
+use crate::encode::batch::BodyFormat;
+use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
+use crate::telemetry::metrics::Metrics;
 
 const MAGIC: &[u8; 8] = b"DPWAL\x00\x00\x01";
 const HEADER: u64 = MAGIC.len() as u64;

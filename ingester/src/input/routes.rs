@@ -10,7 +10,7 @@ use std::time::Duration;
 use drainpipe_contract::routes::{RoutesFile, parse_redacted};
 use subtle::ConstantTimeEq;
 
-use crate::metrics::{Metrics, ResultLabel};
+use crate::telemetry::metrics::{Metrics, ResultLabel};
 
 /// Why a drain request is refused (404, 401, 403).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

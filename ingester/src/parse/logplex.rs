@@ -200,7 +200,7 @@ pub fn l10_dropped(source: Option<&str>, proc_id: Option<&str>, message: &str) -
     // The number is the digit run right before the first " messages".
     let at = memchr::memmem::find(rest.as_bytes(), b" messages")?;
     let digits = rest[..at].rsplit(' ').next()?;
-    crate::router::int(digits)
+    crate::parse::router::int(digits)
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::archive::object_key;
-use crate::batch::{BatchStats, Day, LineSink, RequestMeta, encode_body};
-use crate::wal::Entry;
+use crate::archive::backend::object_key;
+use crate::durable::Entry;
+use crate::encode::batch::{BatchStats, Day, LineSink, RequestMeta, encode_body};
 
 /// JSON lines of one app, one buffer per day (a request rarely spans more
 /// than one, so a short list beats a map).

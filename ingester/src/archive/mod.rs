@@ -1,0 +1,4 @@
+pub mod backend;
+pub mod direct;
+pub mod objects;
+pub mod uploader;

@@ -1,0 +1,4 @@
+pub mod dedupe;
+pub mod http;
+pub mod routes;
+pub mod syslog;
