@@ -8,9 +8,10 @@
 //! `PARSE_BENCH_ONLY` to a stage label (`a0`, `a`, `b`, `c`) to run one
 //! stage (for profiling).
 
-use drainpipe_ingester::encode::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
+use drainpipe_ingester::encode::batch::{LineSink, RequestMeta, encode_logplex_body};
 use drainpipe_ingester::parse::logplex::{self, Frame};
 use drainpipe_ingester::parse::rfc5424::{self, Mode};
+use drainpipe_ingester::parse::timestamp::Day;
 use drainpipe_ingester::samples::LogplexGen;
 use flate2::Compression;
 use flate2::write::GzEncoder;

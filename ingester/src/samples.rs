@@ -190,7 +190,8 @@ impl LogplexGen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::batch::{Day, LineSink, RequestMeta, encode_logplex_body};
+    use crate::encode::batch::{LineSink, RequestMeta, encode_logplex_body};
+    use crate::parse::timestamp::Day;
 
     struct Sink(Vec<u8>);
     impl LineSink for Sink {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use drainpipe_contract::schema::day_folder;
 
-use crate::encode::batch::Day;
+use crate::parse::timestamp::Day;
 
 /// Prefix of object keys when the archive URL gives none.
 pub const DEFAULT_PREFIX: &str = "logs/";

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::archive::backend::Archive;
 use crate::archive::objects::{DaySink, Finished, OpenObject};
 use crate::durable::Entry;
-use crate::encode::batch::Day;
+use crate::parse::timestamp::Day;
 use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
 use crate::telemetry::metrics::Metrics;
 

@@ -15,7 +15,8 @@ use flate2::write::GzEncoder;
 
 use crate::archive::backend::object_key;
 use crate::durable::Entry;
-use crate::encode::batch::{BatchStats, Day, LineSink, RequestMeta, encode_body};
+use crate::encode::batch::{BatchStats, LineSink, RequestMeta, encode_body};
+use crate::parse::timestamp::Day;
 
 /// JSON lines of one app, one buffer per day (a request rarely spans more
 /// than one, so a short list beats a map).

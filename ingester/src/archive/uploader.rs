@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use crate::archive::backend::Archive;
 use crate::archive::objects::{Encoded, Finished, OpenObject};
 use crate::durable::{Chunk, Position, Read, Wal, WalReader};
-use crate::encode::batch::Day;
+use crate::parse::timestamp::Day;
 use crate::telemetry::metrics::Metrics;
 
 /// Bytes of log read and parsed in one step.

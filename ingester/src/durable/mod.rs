@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::encode::batch::BodyFormat;
+use crate::parse::BodyFormat;
 use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
 use crate::telemetry::metrics::Metrics;
 

@@ -5,21 +5,14 @@
 //! `encode_logplex_body` to turn a body into archive lines.
 
 use crate::encode::record::{Record, WriterCache};
+use crate::parse::BodyFormat;
 use crate::parse::logfmt::{self, Value};
 use crate::parse::logplex::{self, Frame};
 use crate::parse::rfc5424::{self, Mode, Timestamp};
 use crate::parse::router::{self, RouterFields};
 use crate::parse::syslog_stream::{self, FrameKind};
-use crate::parse::timestamp::utc_day;
+use crate::parse::timestamp::{Day, utc_day};
 use std::borrow::Cow;
-
-/// A UTC calendar day: the archive partition below the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Day {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-}
 
 /// What the transport knows about a batch, besides its body.
 #[derive(Debug, Clone, Copy)]
@@ -76,18 +69,6 @@ pub fn encode_logplex_body(
         }
     }
     enc.finish()
-}
-
-/// How a logged body is framed, which decides how it is parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BodyFormat {
-    /// A Logplex HTTPS-drain request body (octet-counted, no
-    /// STRUCTURED-DATA).
-    #[default]
-    LogplexHttps,
-    /// Frames decoded from a syslog-drain connection, stored with
-    /// `syslog_stream::push_stored` (strict RFC 5424).
-    SyslogFrames,
 }
 
 /// Encode a logged body of either format.

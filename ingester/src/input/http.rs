@@ -30,9 +30,9 @@ use drainpipe_contract::app::valid_app_name;
 
 use crate::archive::direct::Direct;
 use crate::durable::{AppendError, Entry, Wal};
-use crate::encode::batch::BodyFormat;
 use crate::input::dedupe::{Claim, Dedupe};
 use crate::input::routes::{Denied, Routes};
+use crate::parse::BodyFormat;
 use crate::telemetry::metrics::Metrics;
 
 /// Seconds Logplex is asked to wait before retrying a 503.

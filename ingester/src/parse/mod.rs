@@ -4,3 +4,15 @@ pub mod rfc5424;
 pub mod router;
 pub mod syslog_stream;
 pub mod timestamp;
+
+/// How a logged body is framed, which decides how it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// A Logplex HTTPS-drain request body (octet-counted, no
+    /// STRUCTURED-DATA).
+    #[default]
+    LogplexHttps,
+    /// Frames decoded from a syslog-drain connection, stored with
+    /// `syslog_stream::push_stored` (strict RFC 5424).
+    SyslogFrames,
+}

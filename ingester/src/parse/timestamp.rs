@@ -4,7 +4,13 @@
 //! timestamp to parse and two to format, so this is on the hot path, and the
 //! grammar is small and fixed-width.
 
-use crate::encode::batch::Day;
+/// A UTC calendar day: the archive partition below the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Day {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
 
 const US_PER_SEC: i64 = 1_000_000;
 const SECS_PER_DAY: i64 = 86_400;

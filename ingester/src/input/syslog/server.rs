@@ -27,10 +27,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::durable::Entry;
-use crate::encode::batch::BodyFormat;
 use crate::input::http::Server;
 use crate::input::routes::TokenRoute;
 use crate::input::syslog::tls::ReloadingTls;
+use crate::parse::BodyFormat;
 use crate::parse::syslog_stream::{self, Decoder, Frame, FrameKind};
 use crate::telemetry::metrics::{Metrics, ReasonLabel, ResultLabel};
 use drainpipe_contract::app::valid_app_name;
