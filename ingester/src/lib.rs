@@ -14,6 +14,9 @@ pub mod durable;
 pub mod encode;
 pub mod input;
 pub mod parse;
+mod run;
 #[doc(hidden)]
 pub mod samples;
 pub mod telemetry;
+
+pub use run::{RunError, Running, StartError, run};

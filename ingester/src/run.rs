@@ -1,0 +1,290 @@
+//! The ingester as one call: [`run`] binds the listeners, opens the log,
+//! starts the uploader and the servers, and returns the bound addresses; the
+//! binary and the in-process tests both start it this way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::backend::{Archive, ArchiveError};
+use crate::archive::direct::{Direct, DirectOptions};
+use crate::archive::uploader::{self, UploaderOptions};
+use crate::config::{AckMode, Config};
+use crate::durable::{Wal, WalError, WalOptions};
+use crate::input::dedupe::Dedupe;
+use crate::input::http::{self, Server, Sink};
+use crate::input::routes::{LoadError, Routes};
+use crate::input::syslog::server::{self as syslog_server, SyslogOptions};
+use crate::input::syslog::tls::{ReloadingTls, TlsError};
+use crate::telemetry::metrics::Metrics;
+
+/// How long in-flight requests may take to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const ROUTES_POLL: Duration = Duration::from_secs(1);
+
+/// Why the ingester did not start. The message says which flag or resource,
+/// the source says what went wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Routes(#[from] LoadError),
+    #[error("--archive {url}")]
+    Archive {
+        url: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener address")]
+    ListenerAddr(#[source] std::io::Error),
+    #[error("cannot listen for syslog on {addr}")]
+    SyslogListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("syslog listener address")]
+    SyslogListenerAddr(#[source] std::io::Error),
+    #[error("--syslog-tls-cert/--syslog-tls-key")]
+    Tls(#[source] TlsError),
+    #[error("cannot open the write-ahead log")]
+    Wal(#[source] WalError),
+    #[error("cannot start the uploader")]
+    Uploader(#[source] std::io::Error),
+}
+
+/// A task of the running ingester that panicked or was cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("server task")]
+    Server(#[source] JoinError),
+    #[error("syslog task")]
+    Syslog(#[source] JoinError),
+    #[error("uploader task")]
+    Uploader(#[source] JoinError),
+    #[error("shutdown task")]
+    Shutdown(#[source] JoinError),
+}
+
+/// A started ingester: where it listens, and the task that ends once
+/// shutdown was asked for and everything received is in the archive.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound Logplex HTTP (and ops endpoints) address.
+    pub http: SocketAddr,
+    /// The bound syslog-drain address, when `--syslog-listen` is set.
+    pub syslog: Option<SocketAddr>,
+    done: JoinHandle<Result<(), RunError>>,
+}
+
+impl Running {
+    /// Wait until the ingester has stopped: after `shutdown` (given to
+    /// [`run`]) is cancelled, requests are finished and every received
+    /// body is stored.
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.done.await.map_err(RunError::Shutdown)?
+    }
+}
+
+/// Start the ingester described by `config` (already validated); it runs on
+/// the current tokio runtime until `shutdown` is cancelled. Everything that
+/// can fail on a bad flag fails here, before anything is accepted.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let routes = match &config.routes {
+        Some(path) => {
+            let routes = Routes::load(path)?;
+            routes.watch(path.clone(), ROUTES_POLL, Arc::clone(&metrics));
+            routes
+        }
+        None => Routes::open(),
+    };
+    let archive = Arc::new(Archive::from_url(&config.archive).await.map_err(|source| {
+        StartError::Archive {
+            url: config.archive.clone(),
+            source,
+        }
+    })?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let listen = listener.local_addr().map_err(StartError::ListenerAddr)?;
+    // Bound (and its certificate loaded) before anything is accepted, so a
+    // bad flag fails the start instead of the first connection.
+    let syslog = match config.syslog_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::SyslogListen { addr, source })?;
+            let tls = match (&config.syslog_tls_cert, &config.syslog_tls_key) {
+                (Some(cert), Some(key)) => Some(Arc::new(
+                    ReloadingTls::load(cert, key, Arc::clone(&metrics)).map_err(StartError::Tls)?,
+                )),
+                _ => None,
+            };
+            Some((listener, tls))
+        }
+        None => None,
+    };
+    let dedupe = Dedupe::new(config.dedupe_capacity);
+
+    let (sink, uploader) = match config.ack {
+        AckMode::Wal => {
+            let (wal, recovered) = Wal::open(
+                &config.data_dir,
+                WalOptions {
+                    max_bytes: config.wal_max_bytes,
+                    segment_bytes: config.wal_segment_bytes,
+                    queue: 4096,
+                },
+                Arc::clone(&metrics),
+            )
+            .map_err(StartError::Wal)?;
+            if recovered.entries > 0 || recovered.truncated > 0 {
+                tracing::info!(
+                    segments = recovered.segments,
+                    requests = recovered.entries,
+                    bytes = recovered.bytes,
+                    truncated_bytes = recovered.truncated,
+                    "write-ahead log from the previous run: uploading it first"
+                );
+            }
+            dedupe.seed(recovered.frames);
+            let task = uploader::start(
+                Arc::clone(&wal),
+                Arc::clone(&archive),
+                Arc::clone(&metrics),
+                UploaderOptions {
+                    flush_interval: config.flush_interval,
+                    flush_bytes: config.flush_bytes,
+                    gzip_level: config.gzip_level,
+                    concurrency: config.upload_concurrency as usize,
+                    workers: config.workers(),
+                },
+            )
+            .map_err(StartError::Uploader)?;
+            (Sink::Wal(wal), Some(task))
+        }
+        AckMode::Archive => {
+            let direct = Direct::start(
+                Arc::clone(&archive),
+                Arc::clone(&metrics),
+                DirectOptions {
+                    gzip_level: config.gzip_level,
+                    concurrency: config.upload_concurrency as usize,
+                },
+            );
+            (Sink::Archive(direct), None)
+        }
+    };
+
+    let server = Server::new(
+        routes.clone(),
+        Arc::clone(&metrics),
+        sink,
+        dedupe,
+        config.max_body,
+        config.max_inflight_bytes,
+    );
+    tracing::info!(
+        "drainpipe-ingester listening on http://{listen}, archiving to {}, ack={}, accepting {}",
+        archive.describe(),
+        match config.ack {
+            AckMode::Wal => format!("wal (log in {})", config.data_dir.display()),
+            AckMode::Archive => "archive".to_owned(),
+        },
+        accepting(&routes, config.routes.as_ref()),
+    );
+
+    // The servers stop on their own token, cancelled only after readiness
+    // is withdrawn, so no probe sees "ready" from a stopping ingester.
+    let stop = CancellationToken::new();
+    let (syslog_addr, syslog_serving) = match syslog {
+        Some((listener, tls)) => {
+            let addr = listener
+                .local_addr()
+                .map_err(StartError::SyslogListenerAddr)?;
+            tracing::info!(
+                "syslog drains on {}://{addr} (max frame {} bytes, {} connections, {} per peer, idle timeout {:?})",
+                if tls.is_some() { "tls" } else { "tcp" },
+                config.syslog_max_frame,
+                config.syslog_max_connections,
+                config.syslog_max_connections_per_peer,
+                config.syslog_idle_timeout,
+            );
+            let serving = tokio::spawn(syslog_server::serve(
+                listener,
+                tls,
+                Arc::clone(&server),
+                SyslogOptions {
+                    max_connections: config.syslog_max_connections as usize,
+                    max_connections_per_peer: config.syslog_max_connections_per_peer as usize,
+                    idle_timeout: config.syslog_idle_timeout,
+                    max_frame: usize::try_from(config.syslog_max_frame).unwrap_or(usize::MAX),
+                },
+                stop.clone(),
+                SHUTDOWN_GRACE,
+            ));
+            (Some(addr), Some(serving))
+        }
+        None => (None, None),
+    };
+    let serving = tokio::spawn(http::serve(
+        listener,
+        Arc::clone(&server),
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let done = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!(
+            "shutting down: finishing requests, then flushing everything to the archive"
+        );
+        server.set_unready();
+        stop.cancel();
+        serving.await.map_err(RunError::Server)?;
+        if let Some(task) = syslog_serving {
+            task.await.map_err(RunError::Syslog)?;
+        }
+        match &server.sink {
+            Sink::Wal(wal) => {
+                wal.close().await;
+                if let Some(task) = uploader {
+                    task.await.map_err(RunError::Uploader)?;
+                }
+            }
+            Sink::Archive(direct) => direct.close().await,
+        }
+        tracing::info!("everything is in the archive; bye");
+        Ok(())
+    });
+    Ok(Running {
+        http: listen,
+        syslog: syslog_addr,
+        done,
+    })
+}
+
+/// Who the HTTP front accepts, for the start-up line.
+fn accepting(routes: &Routes, path: Option<&PathBuf>) -> String {
+    match routes.app_count() {
+        Some(n) => format!(
+            "{n} apps from {}",
+            path.map_or(String::new(), |p| p.display().to_string())
+        ),
+        None => "any app, no authentication (no --routes)".to_owned(),
+    }
+}
