@@ -1,0 +1,334 @@
+//! One reconcile of a live LogDrain: the owned objects, then Heroku, then
+//! Glue, then the status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use drainpipe_contract::routes::{AppRoute, RoutesFile};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::catalog::sync_catalog;
+use super::conditions::{condition, ingester_condition, ready_condition};
+use super::drains::sync_drains;
+use super::{
+    CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY, fingerprint,
+    jittered, lock,
+};
+use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
+use crate::error::{Error, Result};
+use crate::resources::{self, Owner};
+
+pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
+    let owner = Owner::of(&ld).ok_or(Error::MissingObjectKey)?;
+    let uid = ld.uid().ok_or(Error::MissingObjectKey)?;
+    let reference = ld.object_ref(&());
+    let old_status = ld.status.clone().unwrap_or_default();
+
+    // 1. The ingester, with routes for every app before any drain exists,
+    // so Heroku's first delivery finds its app (a 404 would be dropped).
+    let password = ensure_password(ctx, &owner).await?;
+    // What this process saw last is at least as new as the status of the
+    // object at hand, which may predate the last status written.
+    let (known, removed) = ctx.known_drains(&uid);
+    let mut drains: BTreeMap<String, DrainStatus> = old_status
+        .drains
+        .iter()
+        .filter(|d| !removed.contains(d))
+        .cloned()
+        .chain(known)
+        .map(|d| (d.app.clone(), d))
+        .collect();
+    let spec_apps = ld.app_set();
+    let target = ld.spec.endpoint.target();
+    let previous = current_routes(ctx, &owner).await?;
+    let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
+    apply_routes(ctx, &owner, &routes).await?;
+    let deployment = apply_owned(
+        ctx,
+        &owner.namespace,
+        &resources::deployment(&owner, &ld, &ctx.settings.ingester),
+    )
+    .await?;
+    apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
+
+    // 2. Heroku.
+    let heroku = sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await;
+    let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
+    if new_routes != routes {
+        apply_routes(ctx, &owner, &new_routes).await?;
+    }
+
+    // 3. Glue.
+    let catalog = sync_catalog(ctx, &ld, &uid, &reference, &old_status).await;
+
+    // 4. Status.
+    let generation = ld.metadata.generation;
+    let mut conditions = Vec::new();
+    let old = &old_status.conditions;
+    conditions.push(condition(
+        old,
+        DRAINS_REGISTERED,
+        &heroku.condition,
+        generation,
+    ));
+    conditions.push(condition(
+        old,
+        CATALOG_SYNCED,
+        &catalog.condition,
+        generation,
+    ));
+    let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
+    conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
+    let ready = ready_condition(&ld, &[&heroku.condition, &catalog.condition, &ingester]);
+    conditions.insert(0, condition(old, READY, &ready, generation));
+    let dep_status = deployment.status.as_ref();
+    let status = LogDrainStatus {
+        observed_generation: generation,
+        conditions,
+        drains: drains.into_values().collect(),
+        app_count: i32::try_from(spec_apps.len()).unwrap_or(i32::MAX),
+        replicas: dep_status.and_then(|s| s.replicas).unwrap_or(0),
+        ready_replicas: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        selector: Some(resources::selector_string(&owner.name)),
+    };
+    // The object may predate the status written last: then equal to it is
+    // not proof that the stored status is this one.
+    let status_fp = fingerprint(&serde_json::to_string(&status).unwrap_or_default());
+    let written = lock(&ctx.status_written).get(&uid).copied();
+    if status != old_status || written.is_some_and(|w| w != status_fp) {
+        patch_status(ctx, &owner, &status).await?;
+        lock(&ctx.status_written).insert(uid.clone(), status_fp);
+    }
+
+    // 5. Requeue: errors go through error_policy (after the status above
+    // told the user what is wrong).
+    if let Some(err) = heroku.error.or(catalog.error) {
+        return Err(err);
+    }
+    lock(&ctx.failures).remove(&uid);
+    Ok(Action::requeue(jittered(ctx.settings.resync)))
+}
+
+/// The drain password: read from its Secret, generated when absent.
+async fn ensure_password(ctx: &Context, owner: &Owner) -> Result<String> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = resources::password_secret_name(&owner.name);
+    for _ in 0..3 {
+        match api.get_opt(&name).await? {
+            Some(secret) => {
+                if let Some(p) = resources::secret_value(&secret, resources::PASSWORD_KEY)
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                {
+                    return Ok(p);
+                }
+                // Emptied by hand: regenerate (and so rotate the drains).
+                let password = resources::generate_password();
+                let secret = resources::password_secret(owner, password.clone());
+                api.patch(&name, &apply_params(), &Patch::Apply(&secret))
+                    .await?;
+                return Ok(password);
+            }
+            None => {
+                let password = resources::generate_password();
+                let secret = resources::password_secret(owner, password.clone());
+                // Create, not apply: two reconciles racing must not both win
+                // with different passwords.
+                match api.create(&PostParams::default(), &secret).await {
+                    Ok(_) => return Ok(password),
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Err(Error::Kube(kube::Error::Service(
+        "the drain password Secret keeps changing".into(),
+    )))
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().ok_or(Error::MissingObjectKey)?;
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// Routes: every listed app, plus apps whose drain is still registered
+/// (being removed), with the drain password and the known drain tokens.
+///
+/// An app's token is pinned only while its recorded drain is the one wanted:
+/// same target URL, and, for HTTPS drains, registered with the current
+/// password (the routes Secret last written says which). While an HTTPS
+/// drain is being replaced the new drain's token is not known yet, and
+/// pinning the old one would make the ingester answer the new drain 403,
+/// which Logplex drops for good; so the route accepts any token with the
+/// password until the new token is known. Syslog drains are told apart by
+/// token alone: their tokens are what the ingester routes by.
+fn routes_for(
+    apps: &BTreeSet<String>,
+    drains: &BTreeMap<String, DrainStatus>,
+    password: &str,
+    target: Option<&DrainTarget>,
+    previous: &RoutesFile,
+) -> RoutesFile {
+    let mut routes = RoutesFile::default();
+    for app in apps.iter().chain(drains.keys()) {
+        let same_password = previous
+            .apps
+            .get(app)
+            .is_none_or(|r| r.password == password);
+        let wanted = target.filter(|t| same_password || !t.carries_password());
+        let drain_tokens = drains
+            .get(app)
+            .filter(|d| !apps.contains(app) || wanted.is_some_and(|t| d.url == t.public_url(app)))
+            .map(|d| vec![d.token.clone()])
+            .unwrap_or_default();
+        routes.apps.insert(
+            app.clone(),
+            AppRoute {
+                password: password.to_string(),
+                drain_tokens,
+            },
+        );
+    }
+    routes
+}
+
+/// The routes file currently in the routes Secret (empty when none).
+async fn current_routes(ctx: &Context, owner: &Owner) -> Result<RoutesFile> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let secret = api
+        .get_opt(&resources::routes_secret_name(&owner.name))
+        .await?;
+    Ok(secret
+        .and_then(|s| resources::secret_value(&s, resources::ROUTES_KEY))
+        .and_then(|text| RoutesFile::from_yaml(&text).ok())
+        .unwrap_or_default())
+}
+
+async fn apply_routes(ctx: &Context, owner: &Owner, routes: &RoutesFile) -> Result<()> {
+    let yaml = resources::routes_yaml(routes).map_err(|e| Error::Routes(e.to_string()))?;
+    apply_owned(
+        ctx,
+        &owner.namespace,
+        &resources::routes_secret(owner, yaml),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn patch_status(ctx: &Context, owner: &Owner, status: &LogDrainStatus) -> Result<()> {
+    let api: Api<LogDrain> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let patch = json!({
+        "apiVersion": "drainpipe.dev/v1alpha1",
+        "kind": "LogDrain",
+        "status": status,
+    });
+    api.patch_status(&owner.name, &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{https, status};
+
+    #[test]
+    fn routes_cover_listed_apps_and_apps_being_removed() {
+        let apps: BTreeSet<String> = ["a-app", "b-app"].iter().map(|s| s.to_string()).collect();
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.1")),
+            ("gone-app".to_string(), status("gone-app", "d.2")),
+        ]);
+        let routes = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            Some(&https("https://logs.example.com")),
+            &RoutesFile::default(),
+        );
+        let names: Vec<&str> = routes.apps.keys().map(String::as_str).collect();
+        assert_eq!(names, ["a-app", "b-app", "gone-app"]);
+        assert_eq!(routes.apps["a-app"].drain_tokens, ["d.1"]);
+        // No token known yet: the ingester accepts any token with the password.
+        assert!(routes.apps["b-app"].drain_tokens.is_empty());
+        assert!(routes.apps.values().all(|r| r.password == "pw"));
+    }
+
+    #[test]
+    fn routes_unpin_the_token_of_a_drain_being_replaced() {
+        let apps: BTreeSet<String> = ["a-app", "b-app"].iter().map(|s| s.to_string()).collect();
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.1")),
+            ("b-app".to_string(), status("b-app", "d.2")),
+        ]);
+        let target = https("https://logs.example.com");
+        let endpoint = Some(&target);
+        let settled = routes_for(&apps, &drains, "pw", endpoint, &RoutesFile::default());
+        assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
+
+        // The password was rotated: the recorded drains carry the old one.
+        let rotated = routes_for(&apps, &drains, "new-pw", endpoint, &settled);
+        assert!(rotated.apps.values().all(|r| r.drain_tokens.is_empty()));
+        assert!(rotated.apps.values().all(|r| r.password == "new-pw"));
+
+        // The endpoint moved: the recorded drains go elsewhere.
+        let moved = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            Some(&https("https://new.example.com")),
+            &settled,
+        );
+        assert!(moved.apps.values().all(|r| r.drain_tokens.is_empty()));
+
+        // Once the new drains are recorded, their tokens are pinned again.
+        let renewed = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.3")),
+            ("b-app".to_string(), status("b-app", "d.4")),
+        ]);
+        let after = routes_for(&apps, &renewed, "new-pw", endpoint, &rotated);
+        assert_eq!(after.apps["b-app"].drain_tokens, ["d.4"]);
+    }
+
+    #[test]
+    fn syslog_routes_pin_tokens_whatever_the_password() {
+        let apps: BTreeSet<String> = ["a-app", "b-app"].iter().map(|s| s.to_string()).collect();
+        let syslog = |app: &str, token: &str| DrainStatus {
+            url: "syslog+tls://logs.example.com:6514".to_string(),
+            ..status(app, token)
+        };
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), syslog("a-app", "d.1")),
+            // Still the HTTPS drain: being replaced, its token not pinned.
+            ("b-app".to_string(), status("b-app", "d.2")),
+        ]);
+        let target = DrainTarget::SyslogTls {
+            address: "logs.example.com:6514".to_string(),
+        };
+        let settled = routes_for(&apps, &drains, "pw", Some(&target), &RoutesFile::default());
+        assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
+        assert!(settled.apps["b-app"].drain_tokens.is_empty());
+        // A password rotation does not touch syslog drains: tokens stay.
+        let rotated = routes_for(&apps, &drains, "new-pw", Some(&target), &settled);
+        assert_eq!(rotated.apps["a-app"].drain_tokens, ["d.1"]);
+    }
+}

@@ -1,0 +1,173 @@
+//! Status conditions: what each part of a reconcile found, and `Ready`.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::truncate;
+use crate::crd::LogDrain;
+
+/// A condition's content before timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Cond {
+    pub(super) status: bool,
+    pub(super) reason: String,
+    pub(super) message: String,
+}
+
+impl Cond {
+    pub(super) fn ok(reason: &str, message: impl Into<String>) -> Cond {
+        Cond {
+            status: true,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn failed(reason: &str, message: impl Into<String>) -> Cond {
+        Cond {
+            status: false,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A status condition; the transition time moves only when the status does.
+pub(super) fn condition(
+    old: &[Condition],
+    type_: &str,
+    c: &Cond,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if c.status { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|o| o.type_ == type_ && o.status == status)
+        .map(|o| o.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: c.reason.clone(),
+        message: truncate(c.message.clone(), 32_000),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+pub(super) fn ingester_condition(deployment: &Deployment, replicas: i32) -> Cond {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    if replicas == 0 {
+        return Cond::failed(
+            "ScaledToZero",
+            "spec.ingester.replicas is 0: nothing receives the drains, and Heroku drops what it cannot deliver",
+        );
+    }
+    let status = deployment.status.clone().unwrap_or_default();
+    let available = status.available_replicas.unwrap_or(0);
+    if available >= replicas {
+        return Cond::ok(
+            "Available",
+            format!("{available} of {replicas} ingester pods available"),
+        );
+    }
+    let detail = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.status != "True")
+        .filter_map(|c| c.message)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hint = format!("see `kubectl describe deployment {name}` and its pods' events");
+    let detail = if detail.is_empty() {
+        hint
+    } else {
+        format!("{detail}; {hint}")
+    };
+    if available > 0 {
+        Cond::ok(
+            "PartiallyAvailable",
+            format!("{available} of {replicas} ingester pods available: {detail}"),
+        )
+    } else {
+        Cond::failed(
+            "DeploymentUnavailable",
+            format!("0 of {replicas} ingester pods available: {detail}"),
+        )
+    }
+}
+
+/// Ready means logs flow end to end: drains registered, the catalog (if
+/// any) in step and an ingester pod available to receive them.
+pub(super) fn ready_condition(ld: &LogDrain, parts: &[&Cond]) -> Cond {
+    if let Some(failed) = parts.iter().find(|c| !c.status) {
+        return Cond::failed(&failed.reason, failed.message.clone());
+    }
+    let s3 = &ld.spec.archive.s3;
+    Cond::ok(
+        "Ready",
+        format!(
+            "{} apps drain into s3://{}/{}",
+            ld.spec.apps.len(),
+            s3.bucket,
+            s3.prefix
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::READY;
+    use crate::controller::fixtures::ld;
+
+    #[test]
+    fn condition_keeps_transition_time_while_status_holds() {
+        let first = condition(&[], READY, &Cond::failed("X", "x"), Some(1));
+        let old = vec![Condition {
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            ..first.clone()
+        }];
+        let same = condition(&old, READY, &Cond::failed("Y", "y"), Some(2));
+        assert_eq!(same.last_transition_time, Time(Timestamp::UNIX_EPOCH));
+        assert_eq!(same.reason, "Y");
+        let flipped = condition(&old, READY, &Cond::ok("Ready", "ok"), Some(2));
+        assert_ne!(flipped.last_transition_time, Time(Timestamp::UNIX_EPOCH));
+        assert_eq!(flipped.status, "True");
+    }
+
+    #[test]
+    fn ready_takes_the_first_failing_reason() {
+        let ld = ld(&["a-app"]);
+        let ok = Cond::ok("Fine", "");
+        let bad = Cond::failed("AppNotFound", "a-app: not found");
+        let ing = Cond::failed("DeploymentUnavailable", "0 of 2");
+        let r = ready_condition(&ld, &[&ok, &bad, &ing]);
+        assert!(!r.status);
+        assert_eq!(r.reason, "AppNotFound");
+        let r = ready_condition(&ld, &[&ok, &ok]);
+        assert!(r.status);
+        assert_eq!(r.message, "1 apps drain into s3://logs-bucket/logs/");
+    }
+
+    #[test]
+    fn ingester_condition_reads_the_deployment() {
+        let mut d = Deployment::default();
+        d.metadata.name = Some("prod-ingester".into());
+        let c = ingester_condition(&d, 2);
+        assert!(!c.status);
+        assert_eq!(c.reason, "DeploymentUnavailable");
+        assert!(
+            c.message
+                .contains("kubectl describe deployment prod-ingester")
+        );
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            available_replicas: Some(2),
+            ..Default::default()
+        });
+        assert!(ingester_condition(&d, 2).status);
+        assert_eq!(ingester_condition(&d, 0).reason, "ScaledToZero");
+    }
+}

@@ -1,0 +1,105 @@
+//! What this process last verified outside the cluster, per LogDrain uid,
+//! so a reconcile that finds nothing to change makes no Heroku or Glue call.
+
+use std::time::Instant;
+
+use super::{Context, lock};
+use crate::crd::DrainStatus;
+
+/// What was last verified outside the cluster, so a no-change reconcile can
+/// skip the call.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Verified {
+    pub(super) fingerprint: u64,
+    pub(super) at: Instant,
+}
+
+/// A drain this process made, found or removed, and when it was last
+/// verified.
+#[derive(Clone, Debug)]
+pub(super) struct KnownDrain {
+    pub(super) drain: DrainStatus,
+    /// `None` after a failed check: the drain is still ours, but must be
+    /// verified again.
+    pub(super) verified: Option<Verified>,
+    /// Removed from Heroku by this process: a status that still lists it
+    /// predates the removal.
+    pub(super) removed: bool,
+}
+
+impl Context {
+    pub(super) fn fresh(&self, v: Option<Verified>, fingerprint: u64) -> bool {
+        v.is_some_and(|v| v.fingerprint == fingerprint && v.at.elapsed() < self.settings.resync / 2)
+    }
+
+    /// The drains this process knows for LogDrain `uid`: those in place,
+    /// and those it removed.
+    pub(super) fn known_drains(&self, uid: &str) -> (Vec<DrainStatus>, Vec<DrainStatus>) {
+        let (mut known, mut removed) = (Vec::new(), Vec::new());
+        for ((u, _), k) in lock(&self.drains_known).iter() {
+            if u == uid {
+                if k.removed {
+                    removed.push(k.drain.clone());
+                } else {
+                    known.push(k.drain.clone());
+                }
+            }
+        }
+        (known, removed)
+    }
+
+    /// Whether `app`'s drain was verified recently for the desired URL
+    /// `fingerprint`.
+    pub(super) fn drain_fresh(&self, uid: &str, app: &str, fingerprint: u64) -> bool {
+        let known = lock(&self.drains_known);
+        let verified = known
+            .get(&(uid.to_string(), app.to_string()))
+            .and_then(|k| k.verified);
+        self.fresh(verified, fingerprint)
+    }
+
+    pub(super) fn set_drain_verified(
+        &self,
+        uid: &str,
+        app: &str,
+        fingerprint: u64,
+        drain: DrainStatus,
+    ) {
+        lock(&self.drains_known).insert(
+            (uid.to_string(), app.to_string()),
+            KnownDrain {
+                drain,
+                verified: Some(Verified {
+                    fingerprint,
+                    at: Instant::now(),
+                }),
+                removed: false,
+            },
+        );
+    }
+
+    /// The next reconcile checks `app` with Heroku again.
+    pub(super) fn unverify_drain(&self, uid: &str, app: &str) {
+        if let Some(k) = lock(&self.drains_known).get_mut(&(uid.to_string(), app.to_string())) {
+            k.verified = None;
+        }
+    }
+
+    pub(super) fn drain_removed(&self, uid: &str, drain: &DrainStatus) {
+        lock(&self.drains_known).insert(
+            (uid.to_string(), drain.app.clone()),
+            KnownDrain {
+                drain: drain.clone(),
+                verified: None,
+                removed: true,
+            },
+        );
+    }
+
+    pub(super) fn forget(&self, uid: &str) {
+        lock(&self.drains_known).retain(|(u, _), _| u != uid);
+        lock(&self.status_written).remove(uid);
+        lock(&self.catalog_verified).remove(uid);
+        lock(&self.failures).remove(uid);
+    }
+}
