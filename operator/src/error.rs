@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use drainpipe_contract::routes::RoutesError;
+
 use crate::glue::GlueError;
 use crate::heroku::HerokuError;
 
@@ -13,6 +15,11 @@ pub enum Error {
 
     #[error("the LogDrain has no name, namespace or uid yet")]
     MissingObjectKey,
+
+    /// Other writers kept creating and deleting the drain password Secret
+    /// while this reconcile tried to read or create it.
+    #[error("Kubernetes API error: the drain password Secret {namespace}/{name} keeps changing")]
+    PasswordSecretContended { namespace: String, name: String },
 
     #[error("Secret {namespace}/{name} named by heroku.apiTokenSecretRef {problem}")]
     HerokuTokenMissing {
@@ -32,17 +39,19 @@ pub enum Error {
     Glue(#[source] GlueError),
 
     #[error("cannot write the routes file: {0}")]
-    Routes(String),
+    Routes(#[source] RoutesError),
 
+    /// Boxed: the finalizer's error wraps this type.
     #[error("finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
     /// A fixed, low-cardinality name for the failures metric.
     pub fn metric_label(&self) -> String {
         match self {
-            Error::Kube(_) => "kube".to_string(),
+            // The label it had as a made-up kube::Error: dashboards keep working.
+            Error::Kube(_) | Error::PasswordSecretContended { .. } => "kube".to_string(),
             Error::MissingObjectKey => "missing_object_key".to_string(),
             Error::HerokuTokenMissing { .. } => "heroku_token_missing".to_string(),
             Error::Heroku(e) | Error::Drains { first: e, .. } => {
@@ -58,7 +67,7 @@ impl Error {
     /// person has to act (and the change they make triggers a reconcile).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube(_) | Error::Finalizer(_) => true,
+            Error::Kube(_) | Error::Finalizer(_) | Error::PasswordSecretContended { .. } => true,
             Error::Heroku(e) | Error::Drains { first: e, .. } => e.is_transient(),
             // A table that manageTable=false waits for is usually created
             // by another LogDrain sharing it: keep retrying, with backoff.
@@ -67,6 +76,20 @@ impl Error {
             }
             Error::Glue(e) => e.is_transient(),
             Error::MissingObjectKey | Error::HerokuTokenMissing { .. } | Error::Routes(_) => false,
+        }
+    }
+
+    /// The status condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::HerokuTokenMissing { .. } => "HerokuTokenMissing",
+            Error::Heroku(e) | Error::Drains { first: e, .. } => e.reason(),
+            Error::Glue(e) => e.reason(),
+            Error::Routes(_) => "RoutesError",
+            Error::Kube(_)
+            | Error::MissingObjectKey
+            | Error::PasswordSecretContended { .. }
+            | Error::Finalizer(_) => "KubernetesError",
         }
     }
 
@@ -109,5 +132,53 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(Error::Heroku(HerokuError::Transport("reset".into())).is_transient());
+    }
+
+    #[test]
+    fn errors_carry_their_condition_reason() {
+        let missing = Error::HerokuTokenMissing {
+            namespace: "logs".into(),
+            name: "heroku".into(),
+            problem: "does not exist".into(),
+        };
+        assert_eq!(missing.reason(), "HerokuTokenMissing");
+        assert_eq!(Error::MissingObjectKey.reason(), "KubernetesError");
+        assert_eq!(
+            Error::Heroku(HerokuError::Unauthorized).reason(),
+            "HerokuUnauthorized"
+        );
+        let glue = Error::Glue(GlueError::AccessDenied {
+            operation: "GetTable",
+            message: "no".into(),
+        });
+        assert_eq!(glue.reason(), "GlueAccessDenied");
+        assert_eq!(glue.metric_label(), "glue_access_denied");
+    }
+
+    #[test]
+    fn a_contended_password_secret_is_a_transient_kube_failure() {
+        let e = Error::PasswordSecretContended {
+            namespace: "logs".into(),
+            name: "prod-drain-password".into(),
+        };
+        assert_eq!(e.metric_label(), "kube");
+        assert!(e.is_transient());
+        assert_eq!(e.reason(), "KubernetesError");
+        assert!(e.to_string().contains("logs/prod-drain-password"), "{e}");
+    }
+
+    #[test]
+    fn routes_and_finalizer_errors_keep_their_source() {
+        use std::error::Error as _;
+        let yaml = serde_yaml::from_str::<u32>("[").expect_err("not yaml");
+        let e = Error::Routes(RoutesError::Yaml(yaml));
+        assert!(e.source().is_some());
+        assert!(
+            e.to_string().starts_with("cannot write the routes file: "),
+            "{e}"
+        );
+        let f = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject));
+        assert!(f.source().is_some());
+        assert_eq!(f.metric_label(), "finalizer");
     }
 }

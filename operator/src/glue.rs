@@ -250,6 +250,19 @@ impl GlueError {
         }
     }
 
+    /// The status condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GlueError::DatabaseNotFound { .. } | GlueError::TableNotFound { .. } => {
+                "GlueTableNotFound"
+            }
+            GlueError::AccessDenied { .. } => "GlueAccessDenied",
+            GlueError::TooManyApps { .. } => "GlueTooManyApps",
+            GlueError::InvalidTable { .. } => "GlueInvalidTable",
+            _ => "GlueError",
+        }
+    }
+
     /// True when retrying later may succeed with nothing changed.
     pub fn is_transient(&self) -> bool {
         match self {

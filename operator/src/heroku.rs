@@ -467,6 +467,36 @@ impl HerokuError {
             _ => None,
         }
     }
+
+    /// The status condition reason: what a person reading `kubectl get`
+    /// should look at.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HerokuError::Unauthorized => "HerokuUnauthorized",
+            HerokuError::Forbidden { .. } => "HerokuForbidden",
+            HerokuError::AppNotFound { .. } => "AppNotFound",
+            HerokuError::RateLimited { .. } => "HerokuRateLimited",
+            HerokuError::LogChannelPending { .. } => "LogChannelPending",
+            HerokuError::Api { status, .. } if *status >= 500 => "HerokuUnavailable",
+            HerokuError::Transport(_) => "HerokuUnavailable",
+            HerokuError::InvalidDrainUrl(_) => "InvalidEndpoint",
+            _ => "HerokuError",
+        }
+    }
+
+    /// Rank among several apps' errors, most actionable first: credentials,
+    /// then missing apps, then the passing troubles. The first one names the
+    /// condition reason and the metric label.
+    pub fn severity(&self) -> u8 {
+        match self {
+            HerokuError::Unauthorized => 0,
+            HerokuError::Forbidden { .. } => 1,
+            HerokuError::AppNotFound { .. } => 2,
+            HerokuError::InvalidDrainUrl(_) => 3,
+            _ if !self.is_transient() => 4,
+            _ => 5,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1180,5 +1210,26 @@ mod tests {
             "singing-swiftly-1242"
         );
         assert_eq!(drains[0].app.as_ref().unwrap().name, "example");
+    }
+
+    #[test]
+    fn heroku_errors_map_to_actionable_reasons() {
+        assert_eq!(HerokuError::Unauthorized.reason(), "HerokuUnauthorized");
+        assert_eq!(
+            HerokuError::AppNotFound { app: "x".into() }.reason(),
+            "AppNotFound"
+        );
+        assert_eq!(
+            HerokuError::Api {
+                status: 503,
+                id: "x".into(),
+                message: "down".into()
+            }
+            .reason(),
+            "HerokuUnavailable"
+        );
+        assert!(
+            HerokuError::Unauthorized.severity() < HerokuError::Transport("x".into()).severity()
+        );
     }
 }

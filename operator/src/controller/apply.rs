@@ -146,9 +146,10 @@ async fn ensure_password(ctx: &Context, owner: &Owner) -> Result<String> {
             }
         }
     }
-    Err(Error::Kube(kube::Error::Service(
-        "the drain password Secret keeps changing".into(),
-    )))
+    Err(Error::PasswordSecretContended {
+        namespace: owner.namespace.clone(),
+        name,
+    })
 }
 
 fn apply_params() -> PatchParams {
@@ -224,7 +225,7 @@ async fn current_routes(ctx: &Context, owner: &Owner) -> Result<RoutesFile> {
 }
 
 async fn apply_routes(ctx: &Context, owner: &Owner, routes: &RoutesFile) -> Result<()> {
-    let yaml = resources::routes_yaml(routes).map_err(|e| Error::Routes(e.to_string()))?;
+    let yaml = resources::routes_yaml(routes).map_err(Error::Routes)?;
     apply_owned(
         ctx,
         &owner.namespace,

@@ -36,16 +36,6 @@ fn table_union(ctx: &Context, ld: &LogDrain, glue: &GlueCatalog) -> BTreeSet<Str
     apps
 }
 
-fn glue_reason(e: &GlueError) -> &'static str {
-    match e {
-        GlueError::DatabaseNotFound { .. } | GlueError::TableNotFound { .. } => "GlueTableNotFound",
-        GlueError::AccessDenied { .. } => "GlueAccessDenied",
-        GlueError::TooManyApps { .. } => "GlueTooManyApps",
-        GlueError::InvalidTable { .. } => "GlueInvalidTable",
-        _ => "GlueError",
-    }
-}
-
 pub(super) async fn sync_catalog(
     ctx: &Context,
     ld: &LogDrain,
@@ -166,7 +156,7 @@ pub(super) async fn sync_catalog(
         Err(e) => {
             lock(&ctx.catalog_verified).remove(uid);
             CatalogOutcome {
-                condition: Cond::failed(glue_reason(&e), e.to_string()),
+                condition: Cond::failed(e.reason(), e.to_string()),
                 error: Some(Error::Glue(e)),
             }
         }

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
-use super::drains::{drain_url, heroku_token, severity};
+use super::drains::{drain_url, heroku_token};
 use crate::crd::{DeletionPolicy, LogDrain};
 use crate::error::{Error, Result};
 use crate::heroku::HerokuError;
@@ -124,7 +124,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
-    errors.sort_by_key(|(app, e)| (severity(e), app.clone()));
+    errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
     let message = errors
         .iter()
         .map(|(app, e)| format!("{app}: {e}"))

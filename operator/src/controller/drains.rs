@@ -44,20 +44,6 @@ pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToke
     Ok(token)
 }
 
-fn heroku_reason(e: &HerokuError) -> &'static str {
-    match e {
-        HerokuError::Unauthorized => "HerokuUnauthorized",
-        HerokuError::Forbidden { .. } => "HerokuForbidden",
-        HerokuError::AppNotFound { .. } => "AppNotFound",
-        HerokuError::RateLimited { .. } => "HerokuRateLimited",
-        HerokuError::LogChannelPending { .. } => "LogChannelPending",
-        HerokuError::Api { status, .. } if *status >= 500 => "HerokuUnavailable",
-        HerokuError::Transport(_) => "HerokuUnavailable",
-        HerokuError::InvalidDrainUrl(_) => "InvalidEndpoint",
-        _ => "HerokuError",
-    }
-}
-
 /// One app's outcome: its drain, or why there is none.
 type AppResult = (
     String,
@@ -90,7 +76,7 @@ pub(super) async fn sync_drains(
             }
             Err(e) => {
                 return HerokuOutcome {
-                    condition: Cond::failed(heroku_reason(&e), e.to_string()),
+                    condition: Cond::failed(e.reason(), e.to_string()),
                     error: Some(Error::Heroku(e)),
                 };
             }
@@ -120,12 +106,8 @@ pub(super) async fn sync_drains(
     let token = match heroku_token(ctx, ld).await {
         Ok(t) => t,
         Err(e) => {
-            let reason = match e {
-                Error::HerokuTokenMissing { .. } => "HerokuTokenMissing",
-                _ => "KubernetesError",
-            };
             return HerokuOutcome {
-                condition: Cond::failed(reason, e.to_string()),
+                condition: Cond::failed(e.reason(), e.to_string()),
                 error: Some(e),
             };
         }
@@ -194,7 +176,7 @@ pub(super) async fn sync_drains(
     }
     // The most actionable error leads: credentials, then missing apps, then
     // the passing troubles.
-    errors.sort_by_key(|(app, e)| (severity(e), app.clone()));
+    errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
     let message = errors
         .iter()
         .map(|(app, e)| format!("{app}: {e}"))
@@ -207,19 +189,8 @@ pub(super) async fn sync_drains(
     );
     let first = errors.swap_remove(0).1;
     HerokuOutcome {
-        condition: Cond::failed(heroku_reason(&first), message.clone()),
+        condition: Cond::failed(first.reason(), message.clone()),
         error: Some(Error::Drains { message, first }),
-    }
-}
-
-pub(super) fn severity(e: &HerokuError) -> u8 {
-    match e {
-        HerokuError::Unauthorized => 0,
-        HerokuError::Forbidden { .. } => 1,
-        HerokuError::AppNotFound { .. } => 2,
-        HerokuError::InvalidDrainUrl(_) => 3,
-        _ if !e.is_transient() => 4,
-        _ => 5,
     }
 }
 
@@ -365,28 +336,5 @@ mod tests {
         let s = drain_url(Some(&target), "a-app", "pw").expect("syslog");
         assert_eq!(s.expose_secret(), "syslog+tls://logs.example.com:6514");
         assert!(drain_url(None, "a-app", "pw").is_err());
-    }
-
-    #[test]
-    fn heroku_errors_map_to_actionable_reasons() {
-        assert_eq!(
-            heroku_reason(&HerokuError::Unauthorized),
-            "HerokuUnauthorized"
-        );
-        assert_eq!(
-            heroku_reason(&HerokuError::AppNotFound { app: "x".into() }),
-            "AppNotFound"
-        );
-        assert_eq!(
-            heroku_reason(&HerokuError::Api {
-                status: 503,
-                id: "x".into(),
-                message: "down".into()
-            }),
-            "HerokuUnavailable"
-        );
-        assert!(
-            severity(&HerokuError::Unauthorized) < severity(&HerokuError::Transport("x".into()))
-        );
     }
 }

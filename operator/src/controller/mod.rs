@@ -193,7 +193,7 @@ pub async fn reconcile(ld: Arc<LogDrain>, ctx: Arc<Context>) -> Result<Action> {
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        other => Error::Finalizer(Box::new(other)),
     })
 }
 
