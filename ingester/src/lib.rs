@@ -10,13 +10,13 @@
 
 pub mod archive;
 pub mod config;
-pub mod durable;
+pub(crate) mod durable;
 pub mod encode;
-pub mod input;
+pub(crate) mod input;
 pub mod parse;
 mod run;
 #[doc(hidden)]
 pub mod samples;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 pub use run::{RunError, Running, StartError, run};

@@ -1,4 +1,4 @@
-pub mod backend;
-pub mod direct;
+pub(crate) mod backend;
+pub(crate) mod direct;
 pub mod objects;
-pub mod uploader;
+pub(crate) mod uploader;

@@ -40,14 +40,14 @@ impl LineSink for DaySink {
 
 /// Encoded JSON lines of many requests, grouped by app and day.
 #[derive(Debug, Default)]
-pub struct Encoded {
-    pub apps: HashMap<Arc<str>, DaySink>,
-    pub stats: BatchStats,
+pub(crate) struct Encoded {
+    pub(crate) apps: HashMap<Arc<str>, DaySink>,
+    pub(crate) stats: BatchStats,
 }
 
 impl Encoded {
     /// Parse one logged request and append its records.
-    pub fn add(&mut self, entry: &Entry) -> BatchStats {
+    pub(crate) fn add(&mut self, entry: &Entry) -> BatchStats {
         let meta = RequestMeta {
             app: &entry.app,
             drain_token: entry.drain_token.as_deref(),
@@ -66,37 +66,29 @@ impl Encoded {
         self.stats.l10_dropped += stats.l10_dropped;
         stats
     }
-
-    pub fn json_bytes(&self) -> usize {
-        self.apps
-            .values()
-            .flat_map(|s| s.days.iter())
-            .map(|(_, b)| b.len())
-            .sum()
-    }
 }
 
 /// One object being written.
-pub struct OpenObject {
-    pub app: Arc<str>,
-    pub day: Day,
-    pub opened: Instant,
+pub(crate) struct OpenObject {
+    pub(crate) app: Arc<str>,
+    pub(crate) day: Day,
+    pub(crate) opened: Instant,
     /// Wall-clock time of the first record, for the key.
     created_ms: i64,
     gz: GzEncoder<Vec<u8>>,
-    pub json_bytes: u64,
+    pub(crate) json_bytes: u64,
 }
 
 /// A finished object, ready to store.
 #[derive(Debug, Clone)]
-pub struct Finished {
-    pub key: String,
-    pub body: Bytes,
-    pub json_bytes: u64,
+pub(crate) struct Finished {
+    pub(crate) key: String,
+    pub(crate) body: Bytes,
+    pub(crate) json_bytes: u64,
 }
 
 impl OpenObject {
-    pub fn new(app: Arc<str>, day: Day, level: u32) -> OpenObject {
+    pub(crate) fn new(app: Arc<str>, day: Day, level: u32) -> OpenObject {
         let created_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -110,13 +102,13 @@ impl OpenObject {
         }
     }
 
-    pub fn write(&mut self, json: &[u8]) {
+    pub(crate) fn write(&mut self, json: &[u8]) {
         // Writing into a Vec cannot fail.
         let _ = self.gz.write_all(json);
         self.json_bytes += json.len() as u64;
     }
 
-    pub fn finish(self, prefix: &str) -> Finished {
+    pub(crate) fn finish(self, prefix: &str) -> Finished {
         let key = object_key(
             prefix,
             &self.app,

@@ -874,15 +874,21 @@ impl Writer {
 /// Entries read back in log order, for the uploader.
 #[derive(Debug)]
 pub struct Chunk {
-    pub seq: u64,
     /// Log position of the first entry.
     pub start: Position,
     /// Log position just after the last entry (the next segment's start
-    /// when `segment_done`).
+    /// when the chunk ends a sealed segment).
     pub end: Position,
     pub entries: Vec<Entry>,
-    /// The segment is sealed and this chunk ends it.
-    pub segment_done: bool,
+}
+
+impl Chunk {
+    /// The segment is sealed and this chunk ends it (the uploader needs no
+    /// flag: it deletes by position).
+    #[cfg(test)]
+    fn segment_done(&self) -> bool {
+        self.end.seq > self.start.seq
+    }
 }
 
 #[derive(Debug)]
@@ -963,14 +969,12 @@ impl WalReader {
                 );
             }
             let chunk = Chunk {
-                seq: self.seq,
                 start,
                 end: Position {
                     seq: self.seq + 1,
                     offset: 0,
                 },
                 entries: entries.unwrap_or_default(),
-                segment_done: true,
             };
             self.seq += 1;
             self.offset = HEADER;
@@ -979,14 +983,12 @@ impl WalReader {
         }
         match entries {
             Some(entries) => Ok(Read::Chunk(Chunk {
-                seq: self.seq,
                 start,
                 end: Position {
                     seq: self.seq,
                     offset: self.offset,
                 },
                 entries,
-                segment_done: false,
             })),
             // Committed data always has valid records; this is a broken disk.
             None => Err(io::Error::other(format!(
@@ -1166,8 +1168,8 @@ mod tests {
         // Every old segment is reported done; the new current one is not.
         let done: Vec<u64> = chunks
             .iter()
-            .filter(|c| c.segment_done)
-            .map(|c| c.seq)
+            .filter(|c| c.segment_done())
+            .map(|c| c.start.seq)
             .collect();
         assert_eq!(done.len(), recovered.segments);
         for seq in done {

@@ -1,2 +1,2 @@
 pub mod batch;
-pub mod record;
+pub(crate) mod record;

@@ -45,8 +45,10 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    /// Append the record as one JSON object and a newline.
-    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+    /// Append the record as one JSON object and a newline (tests; the
+    /// encoder always reuses a cache).
+    #[cfg(test)]
+    fn write_json_line(&self, out: &mut Vec<u8>) {
         self.write_json_line_cached(out, &mut WriterCache::default());
     }
 

@@ -90,10 +90,6 @@ impl Routes {
         Ok(Self::fixed(routes))
     }
 
-    pub fn is_open(&self) -> bool {
-        self.table.is_none()
-    }
-
     /// Number of apps, `None` in open mode.
     pub fn app_count(&self) -> Option<usize> {
         self.current().map(|t| t.apps.len())

@@ -7,11 +7,9 @@
 //! fake pairs, and a quoted value whose closing quote is missing is skipped.
 //! The message itself always keeps the full text; pairs are derived data.
 
-use std::borrow::Cow;
-
 /// A value as written in the message: either plain, or the inside of a
 /// double-quoted value that still holds its backslash escapes. Kept raw so
-/// the hot path never copies; [`Value::unescaped`] or the JSON writer resolve
+/// the hot path never copies; the JSON writer resolves
 /// escapes when there are any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Value<'a> {
@@ -46,10 +44,12 @@ impl<'a> Value<'a> {
         self.escaped
     }
 
-    /// The value with escapes resolved (borrowed when there are none).
-    pub fn unescaped(&self) -> Cow<'a, str> {
+    /// The value with escapes resolved (borrowed when there are none); the
+    /// tests' reference for what the JSON writer produces.
+    #[cfg(test)]
+    pub(crate) fn unescaped(&self) -> std::borrow::Cow<'a, str> {
         if !self.escaped {
-            return Cow::Borrowed(self.raw);
+            return std::borrow::Cow::Borrowed(self.raw);
         }
         let mut out = String::with_capacity(self.raw.len());
         for piece in Unescape::new(self.raw) {
@@ -58,7 +58,7 @@ impl<'a> Value<'a> {
                 Piece::Char(c) => out.push(c),
             }
         }
-        Cow::Owned(out)
+        std::borrow::Cow::Owned(out)
     }
 }
 

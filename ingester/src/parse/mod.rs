@@ -1,7 +1,7 @@
-pub mod logfmt;
+pub(crate) mod logfmt;
 pub mod logplex;
 pub mod rfc5424;
-pub mod router;
+pub(crate) mod router;
 pub mod syslog_stream;
 pub mod timestamp;
 

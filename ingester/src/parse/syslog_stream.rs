@@ -108,11 +108,6 @@ impl Decoder {
         self.max_frame
     }
 
-    /// Whether the decoder is between frames (nothing of a frame consumed).
-    pub fn at_frame_start(&self) -> bool {
-        self.state == State::Start
-    }
-
     /// Decode every frame that is complete in `input` (the bytes not used by
     /// earlier calls, in order), handing each to `on_frame`; returns how many
     /// bytes were used. With `eof` the stream has ended: everything is used
