@@ -19,7 +19,8 @@ use std::time::Duration;
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, Table, TableInput};
 use drainpipe_contract::schema::{LOCATION_TEMPLATE, PARTITION_KEYS, data_columns};
-use rand::Rng;
+
+use crate::backoff;
 
 /// Parameter holding the comma-separated app enum.
 pub const APP_VALUES: &str = "projection.app.values";
@@ -548,7 +549,12 @@ impl Catalog {
                         if code == "ConcurrentModificationException" =>
                     {
                         tracing::debug!(table = %t, %message, "Glue table changed concurrently; retrying");
-                        tokio::time::sleep(backoff(self.retry, attempts - 1)).await;
+                        tokio::time::sleep(backoff::exponential(
+                            self.retry.backoff_base,
+                            self.retry.backoff_max,
+                            attempts - 1,
+                        ))
+                        .await;
                     }
                     Failure::Code { code, .. } if code == "EntityNotFoundException" => {
                         return Err(GlueError::TableNotFound { table: t.clone() });
@@ -659,18 +665,6 @@ pub fn parse_values(text: &str) -> Vec<String> {
 
 fn join_values<'a>(values: impl Iterator<Item = &'a str>) -> String {
     values.collect::<Vec<_>>().join(",")
-}
-
-fn backoff(retry: ConflictRetry, attempt: u32) -> Duration {
-    let full = retry
-        .backoff_base
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(retry.backoff_max);
-    if full.is_zero() {
-        return full;
-    }
-    let micros = full.as_micros().min(u128::from(u64::MAX)) as u64;
-    Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
+use crate::backoff;
 pub use crate::ratelimit::{RateLimitConfig, RateLimitSnapshot, RateLimiter};
 
 /// Heroku's production API.
@@ -776,7 +776,7 @@ impl HerokuClient {
                             attempts: log_channel_attempts,
                         });
                     }
-                    let wait = exp_backoff(
+                    let wait = backoff::exponential(
                         self.opts.log_channel_backoff,
                         self.opts.backoff_max,
                         log_channel_attempts - 1,
@@ -842,7 +842,7 @@ impl HerokuClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        exp_backoff(self.opts.backoff_base, self.opts.backoff_max, attempt)
+        backoff::exponential(self.opts.backoff_base, self.opts.backoff_max, attempt)
     }
 
     /// Sends one request through the rate limiter. A 429 is retried (after
@@ -998,18 +998,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// `base * 2^attempt`, capped, with jitter in its upper half so that many
-/// reconciles backing off together spread out.
-fn exp_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let full = base.saturating_mul(1u32 << attempt.min(16)).min(max);
-    if full.is_zero() {
-        return full;
-    }
-    let half = full / 2;
-    let jitter = rand::rng().random_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
-    half + Duration::from_micros(jitter)
 }
 
 #[cfg(test)]
@@ -1170,17 +1158,6 @@ mod tests {
         };
         assert_eq!(five.metric_label(), "server_error");
         assert!(five.is_transient());
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 0..20 {
-            let d = exp_backoff(base, max, attempt);
-            let full = base.saturating_mul(1 << attempt.min(16)).min(max);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! drainpipe operator library: the `LogDrain` resource and the controller
 //! that turns it into Heroku drains, a Glue table and ingester Deployments.
 
+mod backoff;
 pub mod controller;
 pub mod crd;
 pub mod error;

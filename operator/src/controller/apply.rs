@@ -16,8 +16,9 @@ use super::conditions::{condition, ingester_condition, ready_condition};
 use super::drains::sync_drains;
 use super::{
     CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY, fingerprint,
-    jittered, lock,
+    lock,
 };
+use crate::backoff::jittered;
 use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};

@@ -23,7 +23,6 @@ mod memory;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -35,10 +34,10 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use rand::Rng;
 
 pub use context::{Catalogs, Context, Settings, default_ingester_image};
 
+use crate::backoff::{self, jittered};
 use crate::crd::{FINALIZER, LogDrain};
 use crate::error::{Error, Result};
 
@@ -76,12 +75,6 @@ fn fingerprint<T: Hash>(value: &T) -> u64 {
     let mut h = DefaultHasher::new();
     value.hash(&mut h);
     h.finish()
-}
-
-/// `d` ± 10%, so LogDrains created together do not resync together.
-pub fn jittered(d: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..1.1);
-    d.mul_f64(factor)
 }
 
 // ---------------------------------------------------------------------------
@@ -213,9 +206,7 @@ pub fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) -> Action
     let wait = if let Some(d) = err.retry_after() {
         d.min(s.retry_max)
     } else if err.is_transient() {
-        s.retry_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(s.retry_max)
+        backoff::ceiling(s.retry_base, s.retry_max, failures.saturating_sub(1))
     } else {
         s.retry_max
     };
@@ -257,19 +248,6 @@ mod fixtures {
             id: format!("id-{app}"),
             token: token.into(),
             url: format!("https://logs.example.com/logplex/{app}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_secs(600));
-            assert!(d >= Duration::from_secs(540) && d <= Duration::from_secs(660));
         }
     }
 }
