@@ -1,12 +1,31 @@
 //! drainpipe ingester: receives Heroku Logplex drains, parses RFC 5424 and
 //! archives gzip JSON lines partitioned by app and UTC day.
 //!
-//! The parsing modules (`logplex`, `rfc5424`, `timestamp`, `router`, `logfmt`,
-//! `record`, `batch`) know nothing of transport; the runtime modules
-//! (`server`, `wal`, `uploader`, `archive`, `routes`, `metrics`, `config`)
-//! know nothing of syslog syntax. Syslog drains: `syslog_stream` (framing of
-//! a byte stream, transport-independent), `syslog_server` (TCP/TLS
-//! connections), `syslog_tls` (certificates).
+//! One folder per concern, listed from the bottom up; each may import only
+//! the ones above it (and `drainpipe-contract`), never the ones below, so
+//! the modules form no cycle (`tests/module_layout.rs` checks this):
+//!
+//! - `parse/`: framing and syntax, no I/O. `logplex` (octet-counted HTTPS
+//!   bodies), `syslog_stream` (framing of a syslog byte stream), `rfc5424`,
+//!   `timestamp` (and `Day`, the UTC day a record belongs to), `logfmt`,
+//!   `router` (Heroku router fields); `BodyFormat` says which framing a
+//!   logged body has.
+//! - `encode/`: from parsed messages to JSON lines. `record` (the JSON writer
+//!   of one record, columns as in `drainpipe_contract::schema`), `batch`
+//!   (one body to lines per UTC day, and its `BatchStats`).
+//! - `telemetry/`: `metrics` (Prometheus) and `health` (readiness after
+//!   failures). May import `encode` (batch counters).
+//! - `durable/`: the write-ahead log that makes a 200 durable in
+//!   `--ack wal` mode (`Entry` is one received request).
+//! - `archive/`: `backend` (folder or S3, object keys), `objects` (gzip
+//!   objects per app and day), `uploader` (log to archive), `direct`
+//!   (`--ack archive`: store before answering). Reads `durable` entries.
+//! - `input/`: the fronts. `http` (Logplex POSTs and the ops endpoints;
+//!   `Server` is the intake both fronts hand requests to), `routes` (the
+//!   routes file: auth and drain tokens), `dedupe` (Logplex retries),
+//!   `syslog/{server,tls}` (syslog drains over TCP or TLS).
+//! - `config` (flags) and [`run`] (wires everything, returns the bound
+//!   addresses) on top; `samples` generates test traffic (benches, loadgen).
 
 pub mod archive;
 pub mod config;

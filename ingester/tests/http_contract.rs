@@ -1,4 +1,4 @@
-//! Every status code of the HTTP contract (DESIGN.md, Ingester/Responses),
+//! Every status code of the HTTP contract (`docs/architecture.md`, Data path),
 //! against the real binary.
 
 mod common;

@@ -1,6 +1,6 @@
 //! HTTP front: `POST /logplex/{app}` and the operations endpoints.
 //!
-//! Status codes follow Logplex's rules (see DESIGN.md): 200 only when the
+//! Status codes follow Logplex's rules (see `docs/architecture.md`, Data path): 200 only when the
 //! request is durable, 401/403/404 for auth and routing, 413 over the body
 //! limit, 503 + Retry-After when the data cannot be made durable right now.
 //! The content of a body never causes a 4xx: parsing happens later and keeps
