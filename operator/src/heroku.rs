@@ -724,80 +724,88 @@ impl HerokuClient {
                     false,
                 )
                 .await;
-            let resp = match sent {
-                Ok(resp) => resp,
-                Err(HerokuError::Transport(msg)) => {
-                    // The create may have landed before the connection broke.
-                    if let Some(found) = self.lookup(token, app, url).await? {
-                        return Ok(EnsuredDrain {
-                            drain: found,
-                            created: true,
-                        });
-                    }
-                    failures += 1;
-                    if failures > self.opts.max_retries {
-                        return Err(HerokuError::Transport(msg));
-                    }
-                    tokio::time::sleep(self.backoff(failures - 1)).await;
-                    continue;
+            // A transport failure or a 5xx: the create may have landed all
+            // the same, so look before trying again.
+            let failed = match sent {
+                Ok(resp) if resp.status().is_server_error() => {
+                    self.error_from(resp, app, token, Some(url)).await
                 }
+                Ok(resp) => {
+                    match self
+                        .answer_to_create(resp, token, app, url, &mut log_channel_attempts)
+                        .await?
+                    {
+                        Some(done) => return Ok(done),
+                        None => continue,
+                    }
+                }
+                Err(e @ HerokuError::Transport(_)) => e,
                 Err(e) => return Err(e),
             };
-            let status = resp.status();
-            if status.is_success() {
-                let drain: Drain = parse_json(resp, token).await?;
+            if let Some(found) = self.lookup(token, app, url).await? {
                 return Ok(EnsuredDrain {
-                    drain,
+                    drain: found,
                     created: true,
                 });
             }
-            if status.is_server_error() {
-                let err = self.error_from(resp, app, token, Some(url)).await;
-                if let Some(found) = self.lookup(token, app, url).await? {
-                    return Ok(EnsuredDrain {
-                        drain: found,
-                        created: true,
-                    });
-                }
-                failures += 1;
-                if failures > self.opts.max_retries {
-                    return Err(err);
-                }
-                tokio::time::sleep(self.backoff(failures - 1)).await;
-                continue;
+            failures += 1;
+            if failures > self.opts.max_retries {
+                return Err(failed);
             }
-            if status == StatusCode::UNPROCESSABLE_ENTITY {
-                let err = self.error_from(resp, app, token, Some(url)).await;
-                if is_log_channel_pending(&err) {
-                    log_channel_attempts += 1;
-                    if log_channel_attempts > self.opts.log_channel_retries {
-                        return Err(HerokuError::LogChannelPending {
-                            app: app.to_owned(),
-                            attempts: log_channel_attempts,
-                        });
-                    }
-                    let wait = backoff::exponential(
-                        self.opts.log_channel_backoff,
-                        self.opts.backoff_max,
-                        log_channel_attempts - 1,
-                    );
-                    tracing::debug!(app, ?wait, "Heroku log channel not assigned yet; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                // Most likely "already exists" (a concurrent create or an
-                // earlier attempt whose answer was lost): look it up. When
-                // the lookup fails too, the create's own error says more.
-                if let Ok(Some(found)) = self.lookup(token, app, url).await {
-                    return Ok(EnsuredDrain {
-                        drain: found,
-                        created: false,
-                    });
-                }
-                return Err(err);
-            }
+            tokio::time::sleep(self.backoff(failures - 1)).await;
+        }
+    }
+
+    /// What a create's answer other than a 5xx means: the new drain, or
+    /// `None` to send the create again (the "log channel" 422, after its
+    /// wait), or the error to give up with.
+    async fn answer_to_create(
+        &self,
+        resp: reqwest::Response,
+        token: &ApiToken,
+        app: &str,
+        url: &DrainUrl,
+        log_channel_attempts: &mut u32,
+    ) -> Result<Option<EnsuredDrain>, HerokuError> {
+        let status = resp.status();
+        if status.is_success() {
+            let drain: Drain = parse_json(resp, token).await?;
+            return Ok(Some(EnsuredDrain {
+                drain,
+                created: true,
+            }));
+        }
+        if status != StatusCode::UNPROCESSABLE_ENTITY {
             return Err(self.error_from(resp, app, token, Some(url)).await);
         }
+        let err = self.error_from(resp, app, token, Some(url)).await;
+        if is_log_channel_pending(&err) {
+            *log_channel_attempts += 1;
+            if *log_channel_attempts > self.opts.log_channel_retries {
+                return Err(HerokuError::LogChannelPending {
+                    app: app.to_owned(),
+                    attempts: *log_channel_attempts,
+                });
+            }
+            let wait = backoff::exponential(
+                self.opts.log_channel_backoff,
+                self.opts.backoff_max,
+                *log_channel_attempts - 1,
+            );
+            tracing::debug!(app, ?wait, "Heroku log channel not assigned yet; retrying");
+            tokio::time::sleep(wait).await;
+            return Ok(None);
+        }
+        // Most likely "already exists" (a concurrent create or an earlier
+        // attempt whose answer was lost): look it up. When the lookup fails
+        // too, the create's own error says more.
+        if let Ok(Some(found)) = self.lookup(token, app, url).await {
+            return Ok(Some(EnsuredDrain {
+                drain: found,
+                created: false,
+            }));
+        }
+        Err(err)
     }
 
     /// Removes a drain by id (or URL or token). Returns false when it was
