@@ -30,7 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use drainpipe_contract::units::parse_duration;
+use drainpipe_contract::units;
 use drainpipe_ingester::samples::LogplexGen;
 
 #[derive(Parser, Debug)]
@@ -685,6 +685,15 @@ mod syslog_load {
     }
 }
 
+/// The shared duration grammar, without zero: a zero `--duration` or
+/// `--timeout` would measure nothing or fail every request.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match units::parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?}: must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,7 +703,8 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        // One grammar with the ingester and operator: a number needs a unit.
+        assert!(parse_duration("1.5").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
     }
