@@ -18,6 +18,9 @@ use std::time::Duration;
 pub const NOT_RUNNING: &str =
     "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
+/// Servers only some tests need: their accessors fail when absent.
+const OPTIONAL_VARS: [&str; 1] = ["DRAINPIPE_TESTENV_TRINO"];
+
 const VARS: [&str; 8] = [
     "KUBECONFIG",
     "AWS_ENDPOINT_URL_S3",
@@ -41,6 +44,8 @@ pub struct TestEnv {
     pub secret_key: String,
     /// The Helm binary `scripts/testenv install` built.
     pub helm: PathBuf,
+    /// Trino's HTTP address (`DRAINPIPE_TESTENV_TRINO`); read through [`TestEnv::trino`].
+    trino: Option<String>,
 }
 
 impl TestEnv {
@@ -120,6 +125,22 @@ impl TestEnv {
         aws_sdk_glue::Client::from_conf(config)
     }
 
+    /// Trino's base URL (`http://127.0.0.1:PORT`), checked to accept connections. Only the query
+    /// tests need Trino, so an environment from before it was added still serves the others; these
+    /// fail with [`NOT_RUNNING`] instead of skipping.
+    #[track_caller]
+    pub fn trino(&self) -> &str {
+        let Some(url) = self.trino.as_deref() else {
+            panic!(
+                "{NOT_RUNNING}\nDRAINPIPE_TESTENV_TRINO is not set: the environment has no Trino"
+            );
+        };
+        if let Err(e) = connect(url) {
+            panic!("{NOT_RUNNING}\nTrino at {url}: {e}");
+        }
+        url
+    }
+
     /// The state dir `scripts/testenv` uses; must match `state_dir()` in that script.
     pub fn state_dir() -> PathBuf {
         if let Some(dir) = non_empty_var("DRAINPIPE_TESTENV_DIR") {
@@ -135,6 +156,7 @@ impl TestEnv {
         let (values, origin) = if non_empty_var("DRAINPIPE_TEST_BUCKET").is_some() {
             let values = VARS
                 .iter()
+                .chain(&OPTIONAL_VARS)
                 .filter_map(|k| non_empty_var(k).map(|v| (k.to_string(), v)))
                 .collect();
             (values, "the process environment".to_string())
@@ -165,6 +187,7 @@ impl TestEnv {
             access_key: get("AWS_ACCESS_KEY_ID"),
             secret_key: get("AWS_SECRET_ACCESS_KEY"),
             helm: PathBuf::from(get("DRAINPIPE_TESTENV_HELM")),
+            trino: values.get("DRAINPIPE_TESTENV_TRINO").cloned(),
         })
     }
 

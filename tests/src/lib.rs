@@ -3,4 +3,6 @@
 /// The test environment loader, shared with the ingester's tests.
 pub use drainpipe_testenv as env;
 pub mod heroku_fake;
+pub mod ingester;
 pub mod operator;
+pub mod trino;

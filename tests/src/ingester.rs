@@ -1,0 +1,132 @@
+//! The real ingester, started in-process with `drainpipe_ingester::run` on a loopback port, for
+//! tests that need archive objects exactly as it writes them.
+//!
+//! It archives to a scratch folder, and [`InProcessIngester::stop`] copies the objects to the
+//! test MinIO under a prefix: an in-process ingester's S3 client would read credentials from this
+//! process's environment, which a test must not set (edition 2024 makes `set_var` unsafe, and
+//! the workspace forbids `unsafe`). The bytes are the ones the ingester wrote.
+
+use std::path::Path;
+
+use clap::Parser as _;
+use drainpipe_ingester::config::Config;
+use drainpipe_ingester::{Running, run};
+use tokio_util::sync::CancellationToken;
+
+use crate::env::TestEnv;
+
+pub struct InProcessIngester {
+    base: String,
+    http: reqwest::Client,
+    running: Running,
+    shutdown: CancellationToken,
+    dir: tempfile::TempDir,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    frames: std::sync::atomic::AtomicU64,
+}
+
+impl InProcessIngester {
+    /// An ingester without a routes file (any app, loopback), `--ack wal`; its objects end up in
+    /// `env.bucket` under `prefix` when it stops.
+    pub async fn start_s3(env: &TestEnv, prefix: &str) -> Self {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let root = dir.path();
+        let config = Config::try_parse_from([
+            "drainpipe-ingester".to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--archive".to_owned(),
+            format!("file://{}", root.join("archive").display()),
+            "--data-dir".to_owned(),
+            root.join("data").display().to_string(),
+        ])
+        .expect("ingester flags");
+        config.validate().expect("valid ingester flags");
+        let shutdown = CancellationToken::new();
+        let running = run(config, shutdown.clone())
+            .await
+            .expect("start the ingester");
+        InProcessIngester {
+            base: format!("http://{}", running.http),
+            http: reqwest::Client::new(),
+            running,
+            shutdown,
+            dir,
+            s3: env.s3_client(),
+            bucket: env.bucket.clone(),
+            prefix: prefix.to_owned(),
+            frames: Default::default(),
+        }
+    }
+
+    /// POSTs one Logplex request (octet-counted `frames`) for `app`; panics unless it is 200.
+    pub async fn post_logplex(&self, app: &str, frames: &[Vec<u8>]) {
+        let mut body = Vec::new();
+        for f in frames {
+            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
+            body.extend_from_slice(f);
+            body.push(b'\n');
+        }
+        let id = self
+            .frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let res = self
+            .http
+            .post(format!("{}/logplex/{app}", self.base))
+            .header("Content-Type", "application/logplex-1")
+            .header("Logplex-Msg-Count", frames.len().to_string())
+            .header("Logplex-Frame-Id", format!("{id:032X}"))
+            .header(
+                "Logplex-Drain-Token",
+                "d.01234567-89ab-cdef-0123-456789abcdef",
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("POST to the ingester");
+        assert_eq!(res.status(), 200, "ingester answered {}", res.status());
+    }
+
+    /// Stops the ingester (it archives everything it acknowledged) and copies its objects to S3.
+    /// Returns how many objects were copied.
+    pub async fn stop(self) -> usize {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("ingester stopped cleanly");
+        let root = self.dir.path().join("archive").join("logs");
+        let mut files = Vec::new();
+        collect(&root, &mut files);
+        for file in &files {
+            let rel = file
+                .strip_prefix(&root)
+                .expect("below the archive root")
+                .to_string_lossy()
+                .into_owned();
+            let body = std::fs::read(file).expect("read archive object");
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(format!("{}{rel}", self.prefix))
+                .body(body.into())
+                .send()
+                .await
+                .expect("copy object to MinIO");
+        }
+        files.len()
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "gz") {
+            out.push(path);
+        }
+    }
+}
