@@ -4,10 +4,10 @@
 
 #![no_main]
 
+use drainpipe_contract::schema::FIELDS;
+use drainpipe_ingester::archive::objects::DaySink;
 use drainpipe_ingester::encode::batch::{RequestMeta, encode_logplex_body};
 use drainpipe_ingester::parse::logplex;
-use drainpipe_ingester::archive::objects::DaySink;
-use drainpipe_contract::schema::FIELDS;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

@@ -11,10 +11,10 @@
 
 #![no_main]
 
+use drainpipe_contract::schema::FIELDS;
+use drainpipe_ingester::archive::objects::DaySink;
 use drainpipe_ingester::encode::batch::{RequestMeta, encode_body};
 use drainpipe_ingester::parse::BodyFormat;
-use drainpipe_ingester::archive::objects::DaySink;
-use drainpipe_contract::schema::FIELDS;
 use drainpipe_ingester::parse::syslog_stream::{self, Decoder, FrameKind, MAX_PREFIX};
 use libfuzzer_sys::fuzz_target;
 
