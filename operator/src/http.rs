@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,6 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+
+/// Pause after a failed accept, the ingester's.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Readiness, flipped by the binary once start-up checks pass.
 #[derive(Clone, Default)]
@@ -67,7 +71,11 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Readiness) -> std:
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
+                // Out of file descriptors and the like: back off (as the
+                // ingester does) instead of spinning on the error, and keep
+                // serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
