@@ -34,6 +34,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use tracing::Instrument;
 
 pub use context::{Catalogs, Context, Settings, default_ingester_image};
 
@@ -171,8 +172,23 @@ fn logdrains_referencing(
 // ---------------------------------------------------------------------------
 // Reconcile
 
+/// The span of everything done for one LogDrain, so each line logged says
+/// which LogDrain it concerns.
+fn logdrain_span(ld: &LogDrain) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        namespace = %ld.namespace().unwrap_or_default(),
+        name = %ld.name_any(),
+    )
+}
+
 /// Entry point for one LogDrain, with the finalizer guarding deletion.
 pub async fn reconcile(ld: Arc<LogDrain>, ctx: Arc<Context>) -> Result<Action> {
+    let span = logdrain_span(&ld);
+    reconcile_in_span(ld, ctx).instrument(span).await
+}
+
+async fn reconcile_in_span(ld: Arc<LogDrain>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     let ns = ld.namespace().ok_or(Error::MissingObjectKey)?;
     let api: Api<LogDrain> = Api::namespaced(ctx.client.clone(), &ns);
@@ -194,6 +210,7 @@ pub async fn reconcile(ld: Arc<LogDrain>, ctx: Arc<Context>) -> Result<Action> {
 /// from `retry_base`, capped by `retry_max`; failures that need a person
 /// start at the cap (their fix triggers a reconcile anyway).
 pub fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) -> Action {
+    let _span = logdrain_span(&ld).entered();
     ctx.metrics.reconcile_failed(&err.metric_label());
     let uid = ld.uid().unwrap_or_default();
     let failures = {
