@@ -139,7 +139,13 @@ fn corpus() -> Vec<Event> {
     const STATUSES: [u16; 16] = [
         200, 200, 200, 200, 200, 201, 301, 304, 401, 403, 404, 429, 500, 502, 503, 200,
     ];
-    const FWD: [&str; 3] = ["203.0.113.7", "198.51.100.23", "192.0.2.44"];
+    // The last one came through a proxy: X-Forwarded-For lists the client first.
+    const FWD: [&str; 4] = [
+        "203.0.113.7",
+        "198.51.100.23",
+        "192.0.2.44",
+        "192.0.2.44, 10.1.2.3",
+    ];
     let mut out = Vec::new();
     let mut seq = 0u64;
     let mut at = |day: u8, i: u64| {
@@ -187,7 +193,7 @@ fn corpus() -> Vec<Event> {
                     connect_ms: (i % 3) as u32,
                     service_ms: if timeout { 30_000 } else { service_ms },
                     bytes: 500 + i * 11,
-                    fwd: FWD[i as usize % 3],
+                    fwd: FWD[i as usize % 4],
                     dyno: if i % 2 == 0 { "web.1" } else { "web.2" },
                     request_id: format!("req-{day}-{i:04}"),
                     error: timeout.then_some(("H12", "Request timeout")),
@@ -467,6 +473,51 @@ fn expected(name: &str, events: &[Event]) -> Option<Rows> {
         .into_iter()
         .map(|(user, n)| vec![user, n.to_string()])
         .collect(),
+        "Server errors without grepping the message" => count_by(
+            routers()
+                .filter(|(e, r)| on_day(e, 21) && (500..600).contains(&r.status))
+                .map(|(e, _)| e.app.to_owned()),
+        )
+        .into_iter()
+        .map(|(app, n)| vec![app, n.to_string()])
+        .collect(),
+        "Service time as a number (and the grep it replaces)" => {
+            let mut by_app: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for (e, r) in routers().filter(|(e, _)| on_day(e, 21)) {
+                by_app.entry(e.app).or_default().push(r.service_ms);
+            }
+            by_app
+                .into_iter()
+                .map(|(app, v)| {
+                    let n = v.len().to_string();
+                    let max = v.iter().max().copied().unwrap_or(0).to_string();
+                    vec![app.to_owned(), n.clone(), n, max]
+                })
+                .collect()
+        }
+        "Routes without their query string" => count_by(
+            routers()
+                .filter(|(e, _)| e.app == "shop-web" && on_day(e, 21))
+                .map(|(_, r)| r.path.split('?').next().unwrap_or("").to_owned()),
+        )
+        .into_iter()
+        .map(|(route, n)| vec![route, n.to_string()])
+        .collect(),
+        "Client addresses from `fwd`" => count_by(
+            routers()
+                .filter(|(e, _)| e.app == "shop-web" && on_day(e, 21))
+                .map(|(_, r)| r.fwd.split(',').next().unwrap_or("").trim().to_owned()),
+        )
+        .into_iter()
+        .map(|(client, n)| vec![client, n.to_string()])
+        .collect(),
+        "Platform API lines (deploys, releases, config)" => events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Kind::Api(t) if e.app == "shop-web" => Some(vec![e.log_ts(), t.clone()]),
+                _ => None,
+            })
+            .collect(),
         _ => return None,
     };
     Some(rows)
@@ -475,7 +526,8 @@ fn expected(name: &str, events: &[Event]) -> Option<Rows> {
 // ---------------------------------------------------------------------------------------------
 // The queries, from the markdown.
 
-/// Every ```sql block under "## Ready-to-run queries", named by its `###` heading (a second
+/// Every ```sql block under "## Ready-to-run queries" and "## From runbook greps to typed
+/// columns", named by its `###` heading (a second
 /// block under one heading gets " (2)").
 fn documented_queries() -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/athena.md");
@@ -498,7 +550,11 @@ fn documented_queries() -> Vec<(String, String)> {
                 block.push('\n');
             }
         } else if let Some(h) = line.strip_prefix("## ") {
-            in_section = h.trim() == "Ready-to-run queries";
+            in_section = [
+                "Ready-to-run queries",
+                "From runbook greps to typed columns",
+            ]
+            .contains(&h.trim());
         } else if let Some(h) = line.strip_prefix("### ") {
             (heading, n) = (h.trim().to_owned(), 0);
         } else if in_section && line.trim() == "```sql" {
@@ -514,7 +570,7 @@ async fn every_documented_query_answers_what_the_corpus_says() {
     let trino = Trino::new(env.trino());
     let queries = documented_queries();
     assert!(
-        queries.len() >= 8,
+        queries.len() >= 13,
         "docs/athena.md lost its queries: {queries:?}"
     );
 
