@@ -12,7 +12,7 @@ use super::memory::Verified;
 use super::{CATALOG_SYNCED, Context, fingerprint, lock};
 use crate::crd::{GlueCatalog, LogDrain, LogDrainStatus};
 use crate::error::Error;
-use crate::glue::{GlueError, TableRef, TableSpec};
+use crate::glue::{AppsUpdate, GlueError, TableRef, TableSpec};
 
 pub(super) struct CatalogOutcome {
     pub(super) condition: Cond,
@@ -23,10 +23,15 @@ fn same_table(a: &GlueCatalog, b: &GlueCatalog) -> bool {
     a.database == b.database && a.table == b.table && a.region == b.region
 }
 
-/// Apps of every watched LogDrain that targets the same table as `glue`.
-fn table_union(ctx: &Context, ld: &LogDrain, glue: &GlueCatalog) -> BTreeSet<String> {
+/// Apps of `ld` and of every other LogDrain (`all`, as watched) that targets
+/// the same table as `glue`.
+fn table_union<'a>(
+    ld: &LogDrain,
+    glue: &GlueCatalog,
+    all: impl IntoIterator<Item = &'a LogDrain>,
+) -> BTreeSet<String> {
     let mut apps = ld.app_set();
-    for other in ctx.all_logdrains() {
+    for other in all {
         if let Some(c) = &other.spec.catalog
             && same_table(&c.glue, glue)
         {
@@ -54,7 +59,8 @@ pub(super) async fn sync_catalog(
     };
     let glue = &catalog.glue;
     let s3 = &ld.spec.archive.s3;
-    let union = table_union(ctx, ld, glue);
+    let all = ctx.all_logdrains();
+    let union = table_union(ld, glue, all.iter().map(AsRef::as_ref));
     let fp = fingerprint(&(
         glue.database.as_str(),
         glue.table.as_str(),
@@ -124,32 +130,19 @@ pub(super) async fn sync_catalog(
                 )
                 .await;
             }
+            let condition = synced_condition(&table, &update, ld.app_set().len());
             if update.near_limit {
-                let message = format!(
-                    "projection.app.values of {table} lists {} apps in {} bytes, near Glue's 512,000-byte limit: split apps across tables",
-                    update.app_count, update.values_len
-                );
+                // The same words as a Warning event, for alerting on events.
                 ctx.publish(
                     reference,
                     EventType::Warning,
                     "ProjectionNearLimit",
-                    message.clone(),
+                    condition.message.clone(),
                 )
                 .await;
-                return CatalogOutcome {
-                    condition: Cond::ok("ProjectionNearLimit", message),
-                    error: None,
-                };
             }
             CatalogOutcome {
-                condition: Cond::ok(
-                    "Synced",
-                    format!(
-                        "Glue table {table} projects {} apps, {} of them from this LogDrain",
-                        update.app_count,
-                        ld.app_set().len()
-                    ),
-                ),
+                condition,
                 error: None,
             }
         }
@@ -160,5 +153,80 @@ pub(super) async fn sync_catalog(
                 error: Some(Error::Glue(e)),
             }
         }
+    }
+}
+
+/// `CatalogSynced` after a successful sync: `ProjectionNearLimit` (still
+/// true, but a person should split apps across tables) or `Synced`.
+fn synced_condition(table: &TableRef, update: &AppsUpdate, own_apps: usize) -> Cond {
+    if update.near_limit {
+        return Cond::ok(
+            "ProjectionNearLimit",
+            format!(
+                "projection.app.values of {table} lists {} apps in {} bytes, near Glue's 512,000-byte limit: split apps across tables",
+                update.app_count, update.values_len
+            ),
+        );
+    }
+    Cond::ok(
+        "Synced",
+        format!(
+            "Glue table {table} projects {} apps, {own_apps} of them from this LogDrain",
+            update.app_count
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::ld;
+
+    fn with_catalog(apps: &[&str], table: &str) -> LogDrain {
+        let mut ld = ld(apps);
+        ld.spec.catalog = serde_json::from_value(serde_json::json!({
+            "glue": {"database": "logs", "table": table, "region": "eu-west-1"}
+        }))
+        .expect("catalog");
+        ld
+    }
+
+    #[test]
+    fn the_union_takes_the_apps_of_every_logdrain_sharing_the_table() {
+        let me = with_catalog(&["a-app"], "heroku");
+        let same = with_catalog(&["b-app"], "heroku");
+        let other = with_catalog(&["c-app"], "other");
+        let none = ld(&["d-app"]);
+        let glue = &me.spec.catalog.as_ref().expect("catalog").glue;
+        let union = table_union(&me, glue, [&me, &same, &other, &none]);
+        let apps: Vec<&str> = union.iter().map(String::as_str).collect();
+        assert_eq!(apps, ["a-app", "b-app"]);
+    }
+
+    #[test]
+    fn synced_condition_warns_near_the_limit() {
+        let table = TableRef::new("logs", "heroku");
+        let mut update = AppsUpdate {
+            added: vec!["b-app".into()],
+            values_len: 11,
+            app_count: 2,
+            near_limit: false,
+        };
+        let c = synced_condition(&table, &update, 1);
+        assert!(c.status);
+        assert_eq!(c.reason, "Synced");
+        assert_eq!(
+            c.message,
+            "Glue table logs.heroku projects 2 apps, 1 of them from this LogDrain"
+        );
+        update.near_limit = true;
+        let c = synced_condition(&table, &update, 1);
+        assert!(c.status, "near the limit is still in step");
+        assert_eq!(c.reason, "ProjectionNearLimit");
+        assert!(
+            c.message.contains("split apps across tables"),
+            "{}",
+            c.message
+        );
     }
 }

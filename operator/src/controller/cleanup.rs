@@ -11,26 +11,17 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
-use super::drains::{drain_url, heroku_token};
-use crate::crd::{DeletionPolicy, LogDrain};
+use super::drains::{ErrorSummary, drain_url, heroku_token};
+use crate::crd::{DeletionPolicy, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
-use crate::heroku::HerokuError;
+use crate::heroku::{Drain, DrainUrl, HerokuError};
 use crate::resources;
 
 pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let uid = ld.uid().unwrap_or_default();
     let reference = ld.object_ref(&());
-    // The status of the object at hand may miss a drain made just before.
-    let mut drains = ld.status.clone().unwrap_or_default().drains;
     let (known, _) = ctx.known_drains(&uid);
-    for known in known {
-        if !drains
-            .iter()
-            .any(|d| d.app == known.app && d.id == known.id)
-        {
-            drains.push(known);
-        }
-    }
+    let drains = drains_to_clean(ld.status.clone().unwrap_or_default().drains, known);
     if ld.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.forget(&uid);
         if !drains.is_empty() {
@@ -76,11 +67,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
             .and_then(|s| resources::secret_value(&s, resources::PASSWORD_KEY))
     };
     let target = ld.spec.endpoint.target();
-    let apps: BTreeSet<String> = ld
-        .app_set()
-        .into_iter()
-        .chain(drains.iter().map(|d| d.app.clone()))
-        .collect();
+    let apps = apps_to_clean(ld.app_set(), &drains);
     let mut errors = Vec::new();
     for app in &apps {
         let url = password
@@ -95,12 +82,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
                 continue;
             }
         };
-        let ours = listed.iter().filter(|d| {
-            d.addon.is_none()
-                && (drains.iter().any(|k| k.app == *app && k.id == d.id)
-                    || url.as_ref().is_some_and(|u| d.targets(u)))
-        });
-        for d in ours {
+        for d in ours_among(&listed, app, &drains, url.as_ref()) {
             match ctx.delete_drain(&token, app, &d.id).await {
                 Ok(true) => {
                     ctx.metrics.drain_changed("removed");
@@ -120,17 +102,11 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
             }
         }
     }
-    if errors.is_empty() {
+    let Some(summary) = ErrorSummary::of(errors) else {
         ctx.forget(&uid);
         return Ok(Action::await_change());
-    }
-    errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
-    let message = errors
-        .iter()
-        .map(|(app, e)| format!("{app}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let message = format!("cannot remove Heroku drains: {message}");
+    };
+    let message = format!("cannot remove Heroku drains: {}", summary.text);
     ctx.publish(
         &reference,
         EventType::Warning,
@@ -140,6 +116,95 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
     .await;
     Err(Error::Drains {
         message,
-        first: errors.swap_remove(0).1,
+        first: summary.first,
     })
+}
+
+/// The drains to remove: those in the status, plus those this process knows
+/// of (the status of the object at hand may miss a drain made just before).
+fn drains_to_clean(mut drains: Vec<DrainStatus>, known: Vec<DrainStatus>) -> Vec<DrainStatus> {
+    for known in known {
+        if !drains
+            .iter()
+            .any(|d| d.app == known.app && d.id == known.id)
+        {
+            drains.push(known);
+        }
+    }
+    drains
+}
+
+/// Every listed app, and every app a drain was recorded for (an app removed
+/// from the spec may still have its drain).
+fn apps_to_clean(listed: BTreeSet<String>, drains: &[DrainStatus]) -> BTreeSet<String> {
+    listed
+        .into_iter()
+        .chain(drains.iter().map(|d| d.app.clone()))
+        .collect()
+}
+
+/// The drains of `app` this LogDrain made: recorded by id, or sending to its
+/// drain URL (`None` when the password is gone). Add-on drains never are.
+fn ours_among<'a>(
+    listed: &'a [Drain],
+    app: &'a str,
+    drains: &'a [DrainStatus],
+    url: Option<&'a DrainUrl>,
+) -> impl Iterator<Item = &'a Drain> + 'a {
+    listed.iter().filter(move |d| {
+        d.addon.is_none()
+            && (drains.iter().any(|k| k.app == *app && k.id == d.id)
+                || url.is_some_and(|u| d.targets(u)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{example_url, heroku_drains, status};
+
+    fn recorded(id: &str) -> DrainStatus {
+        DrainStatus {
+            id: id.into(),
+            ..status("example", "d.x")
+        }
+    }
+
+    #[test]
+    fn cleanup_removes_recorded_drains_and_drains_to_our_url_only() {
+        let listed = heroku_drains();
+        let drains = vec![recorded("11234567-89ab-cdef-0123-456789abcdef")];
+        let url = example_url();
+        let ids: Vec<&str> = ours_among(&listed, "example", &drains, Some(&url))
+            .map(|d| d.id.as_str())
+            .collect();
+        // Ours by URL (current and duplicate) and by record (rotated away);
+        // neither the add-on's drain nor someone else's.
+        assert_eq!(
+            ids,
+            [
+                "01234567-89ab-cdef-0123-456789abcdef",
+                "11234567-89ab-cdef-0123-456789abcdef",
+                "31234567-89ab-cdef-0123-456789abcdef",
+            ]
+        );
+        // Password Secret gone: only what was recorded, for this app only.
+        let ids: Vec<&str> = ours_among(&listed, "example", &drains, None)
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(ids, ["11234567-89ab-cdef-0123-456789abcdef"]);
+        assert_eq!(ours_among(&listed, "other-app", &drains, None).count(), 0);
+    }
+
+    #[test]
+    fn cleanup_covers_known_drains_and_their_apps() {
+        let in_status = vec![status("a-app", "d.1")];
+        let known = vec![status("a-app", "d.1"), status("gone-app", "d.2")];
+        let drains = drains_to_clean(in_status, known);
+        let apps: Vec<&str> = drains.iter().map(|d| d.app.as_str()).collect();
+        assert_eq!(apps, ["a-app", "gone-app"]);
+        let listed: BTreeSet<String> = ["b-app".to_string()].into();
+        let apps: Vec<String> = apps_to_clean(listed, &drains).into_iter().collect();
+        assert_eq!(apps, ["a-app", "b-app", "gone-app"]);
+    }
 }

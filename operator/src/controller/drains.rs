@@ -1,7 +1,7 @@
 //! The Heroku half of a reconcile: one drain of ours per listed app, none
 //! for apps no longer listed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
@@ -44,6 +44,80 @@ pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToke
     Ok(token)
 }
 
+/// The drain URL each listed app should have; the first app whose URL
+/// cannot be built fails them all (the endpoint is the same for all).
+fn desired_urls(
+    apps: &BTreeSet<String>,
+    target: Option<&DrainTarget>,
+    password: &str,
+) -> Result<BTreeMap<String, DrainUrl>, HerokuError> {
+    apps.iter()
+        .map(|app| Ok((app.clone(), drain_url(target, app, password)?)))
+        .collect()
+}
+
+/// What the Heroku half of a reconcile has to do.
+#[derive(Debug)]
+struct DrainsPlan {
+    /// Drains of apps no longer listed: to delete.
+    stale: Vec<DrainStatus>,
+    /// Listed apps to check with Heroku: those without a recorded drain, and
+    /// those whose drain was not verified recently for the desired URL.
+    todo: Vec<(String, DrainUrl)>,
+}
+
+/// Desired drains against the recorded ones. `fresh(app, fingerprint)` says
+/// whether `app`'s drain was verified recently for the URL fingerprinted.
+fn plan_drains(
+    desired: &BTreeMap<String, DrainUrl>,
+    drains: &BTreeMap<String, DrainStatus>,
+    fresh: impl Fn(&str, u64) -> bool,
+) -> DrainsPlan {
+    let stale = drains
+        .values()
+        .filter(|d| !desired.contains_key(&d.app))
+        .cloned()
+        .collect();
+    let todo = desired
+        .iter()
+        .filter(|(app, url)| {
+            !(drains.contains_key(*app) && fresh(app, fingerprint(&url.expose_secret())))
+        })
+        .map(|(a, u)| (a.clone(), u.clone()))
+        .collect();
+    DrainsPlan { stale, todo }
+}
+
+/// Several apps' Heroku errors as one message, the most actionable first
+/// (credentials, then missing apps, then the passing troubles): the first
+/// names the condition reason and the metric label.
+#[derive(Debug)]
+pub(super) struct ErrorSummary {
+    /// How many apps failed.
+    pub(super) count: usize,
+    /// `app: error` for each, joined by `; `.
+    pub(super) text: String,
+    pub(super) first: HerokuError,
+}
+
+impl ErrorSummary {
+    /// `None` when nothing failed.
+    pub(super) fn of(mut errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
+        let text = errors
+            .iter()
+            .map(|(app, e)| format!("{app}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let count = errors.len();
+        let first = errors.swap_remove(0).1;
+        Some(ErrorSummary { count, text, first })
+    }
+}
+
 /// One app's outcome: its drain, or why there is none.
 type AppResult = (
     String,
@@ -68,33 +142,17 @@ pub(super) async fn sync_drains(
 ) -> HerokuOutcome {
     let apps = ld.app_set();
     let target = ld.spec.endpoint.target();
-    let mut desired: BTreeMap<String, DrainUrl> = BTreeMap::new();
-    for app in &apps {
-        match drain_url(target.as_ref(), app, password) {
-            Ok(url) => {
-                desired.insert(app.clone(), url);
-            }
-            Err(e) => {
-                return HerokuOutcome {
-                    condition: Cond::failed(e.reason(), e.to_string()),
-                    error: Some(Error::Heroku(e)),
-                };
-            }
+    let desired = match desired_urls(&apps, target.as_ref(), password) {
+        Ok(desired) => desired,
+        Err(e) => {
+            return HerokuOutcome {
+                condition: Cond::failed(e.reason(), e.to_string()),
+                error: Some(Error::Heroku(e)),
+            };
         }
-    }
-    let stale: Vec<DrainStatus> = drains
-        .values()
-        .filter(|d| !apps.contains(&d.app))
-        .cloned()
-        .collect();
-    let todo: Vec<(String, DrainUrl)> = desired
-        .iter()
-        .filter(|(app, url)| {
-            !(drains.contains_key(*app)
-                && ctx.drain_fresh(uid, app, fingerprint(&url.expose_secret())))
-        })
-        .map(|(a, u)| (a.clone(), u.clone()))
-        .collect();
+    };
+    let DrainsPlan { stale, todo } =
+        plan_drains(&desired, drains, |app, fp| ctx.drain_fresh(uid, app, fp));
     let ok = || drains_ok(apps.len(), target.as_ref());
     if todo.is_empty() && stale.is_empty() {
         return HerokuOutcome {
@@ -168,26 +226,19 @@ pub(super) async fn sync_drains(
         }
     }
 
-    if errors.is_empty() {
+    let Some(summary) = ErrorSummary::of(errors) else {
         return HerokuOutcome {
             condition: ok(),
             error: None,
         };
-    }
-    // The most actionable error leads: credentials, then missing apps, then
-    // the passing troubles.
-    errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
-    let message = errors
-        .iter()
-        .map(|(app, e)| format!("{app}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    };
     let message = format!(
-        "{} of {} apps have no drain yet: {message}",
-        errors.len(),
-        apps.len().max(errors.len())
+        "{} of {} apps have no drain yet: {}",
+        summary.count,
+        apps.len().max(summary.count),
+        summary.text
     );
-    let first = errors.swap_remove(0).1;
+    let first = summary.first;
     HerokuOutcome {
         condition: Cond::failed(first.reason(), message.clone()),
         error: Some(Error::Drains { message, first }),
@@ -259,6 +310,44 @@ async fn announce(
         .await;
 }
 
+/// The drain of ours already sending to `url`, if any. Add-on drains are
+/// never ours: only removing the add-on removes them.
+fn ours_to<'a>(listed: &'a [Drain], url: &DrainUrl) -> Option<&'a Drain> {
+    listed
+        .iter()
+        .filter(|d| d.addon.is_none())
+        .find(|d| d.targets(url))
+}
+
+/// The drains of ours an app has besides the one kept.
+#[derive(Debug)]
+struct Obsolete<'a> {
+    /// The drain recorded before, when it is not the one kept: the endpoint
+    /// or the password changed.
+    replaced: Option<&'a Drain>,
+    /// Other drains to the very same URL (Heroku normally refuses that).
+    duplicates: Vec<&'a Drain>,
+}
+
+fn obsolete<'a>(
+    listed: &'a [Drain],
+    url: &DrainUrl,
+    known: Option<&DrainStatus>,
+    kept_id: &str,
+) -> Obsolete<'a> {
+    let replaced = known
+        .filter(|k| k.id != kept_id)
+        .and_then(|old| listed.iter().find(|d| d.id == old.id && d.addon.is_none()));
+    let duplicates = listed
+        .iter()
+        .filter(|d| d.addon.is_none() && d.id != kept_id && d.targets(url))
+        .collect();
+    Obsolete {
+        replaced,
+        duplicates,
+    }
+}
+
 /// Makes `app` have exactly one drain of ours, to `url`. Ours are the drain
 /// recorded in the status and any drain to `url` itself; a drain another
 /// LogDrain or a person added to the same endpoint is left alone.
@@ -271,12 +360,7 @@ async fn sync_app(
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
     let listed = ctx.list_drains(token, app).await?;
     let mut changes = Vec::new();
-    let existing = listed
-        .iter()
-        .filter(|d| d.addon.is_none())
-        .find(|d| d.targets(url))
-        .cloned();
-    let kept = match existing {
+    let kept = match ours_to(&listed, url).cloned() {
         Some(d) => d,
         None => {
             let ensured = ctx.create_drain(token, app, url).await?;
@@ -286,20 +370,18 @@ async fn sync_app(
             ensured.drain
         }
     };
-    // The drain recorded before, when it is not the one kept: the endpoint or
-    // the password changed. Removed after the new one exists, so Heroku
-    // always has somewhere to send.
-    if let Some(old) = known.filter(|k| k.id != kept.id)
-        && let Some(old) = listed.iter().find(|d| d.id == old.id && d.addon.is_none())
+    // Removed after the new one exists, so Heroku always has somewhere to
+    // send.
+    let Obsolete {
+        replaced,
+        duplicates,
+    } = obsolete(&listed, url, known, &kept.id);
+    if let Some(old) = replaced
         && ctx.delete_drain(token, app, &old.id).await?
     {
         changes.push(Change::Replaced(old.clone()));
     }
-    for dup in listed
-        .iter()
-        .filter(|d| d.addon.is_none() && d.id != kept.id && d.targets(url))
-    {
-        // Two drains to the very same URL (Heroku normally refuses that).
+    for dup in duplicates {
         if ctx.delete_drain(token, app, &dup.id).await? {
             changes.push(Change::Removed {
                 id: dup.id.clone(),
@@ -321,7 +403,7 @@ async fn sync_app(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::https;
+    use crate::controller::fixtures::{example_url, heroku_drains, https, status};
 
     #[test]
     fn drain_urls_follow_the_endpoint() {
@@ -336,5 +418,121 @@ mod tests {
         let s = drain_url(Some(&target), "a-app", "pw").expect("syslog");
         assert_eq!(s.expose_secret(), "syslog+tls://logs.example.com:6514");
         assert!(drain_url(None, "a-app", "pw").is_err());
+    }
+
+    fn known(id: &str) -> DrainStatus {
+        DrainStatus {
+            app: "example".into(),
+            id: id.into(),
+            token: format!("d.{id}"),
+            url: "https://logs.example.com/logplex/example".into(),
+        }
+    }
+
+    #[test]
+    fn the_drain_kept_is_ours_to_the_url_never_an_addons() {
+        let listed = heroku_drains();
+        let kept = ours_to(&listed, &example_url()).expect("ours is listed");
+        assert_eq!(kept.id, "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(kept.token, "d.01234567-89ab-cdef-0123-456789abcdef");
+        // Only the add-on's drain goes to the URL: it is not ours.
+        let addon_only: Vec<Drain> = listed.into_iter().filter(|d| d.addon.is_some()).collect();
+        assert!(ours_to(&addon_only, &example_url()).is_none());
+        let other =
+            DrainUrl::new("https://drainpipe:pw-current@elsewhere.example.com/logplex/example");
+        assert!(ours_to(&heroku_drains(), &other).is_none());
+    }
+
+    #[test]
+    fn obsolete_drains_are_the_one_replaced_and_duplicates_of_ours() {
+        let listed = heroku_drains();
+        let kept = "01234567-89ab-cdef-0123-456789abcdef";
+        // The status recorded the drain from before the password rotation.
+        let old = known("11234567-89ab-cdef-0123-456789abcdef");
+        let o = obsolete(&listed, &example_url(), Some(&old), kept);
+        assert_eq!(o.replaced.map(|d| d.id.as_str()), Some(old.id.as_str()));
+        // The same URL spelled differently; not the add-on's drain to it.
+        let dups: Vec<&str> = o.duplicates.iter().map(|d| d.token.as_str()).collect();
+        assert_eq!(dups, ["d.31234567-89ab-cdef-0123-456789abcdef"]);
+
+        // Recorded and kept are the same drain: nothing replaced.
+        let o = obsolete(&listed, &example_url(), Some(&known(kept)), kept);
+        assert!(o.replaced.is_none());
+        // A recorded drain Heroku no longer lists, or an add-on's: left be.
+        let gone = known("99999999-89ab-cdef-0123-456789abcdef");
+        assert!(
+            obsolete(&listed, &example_url(), Some(&gone), kept)
+                .replaced
+                .is_none()
+        );
+        let addon = known("21234567-89ab-cdef-0123-456789abcdef");
+        assert!(
+            obsolete(&listed, &example_url(), Some(&addon), kept)
+                .replaced
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_plan_checks_unverified_apps_and_removes_unlisted_ones() {
+        let apps: BTreeSet<String> = ["a-app", "b-app", "c-app"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let target = https("https://logs.example.com");
+        let desired = desired_urls(&apps, Some(&target), "pw").expect("urls");
+        let drains = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.1")),
+            ("b-app".to_string(), status("b-app", "d.2")),
+            ("gone-app".to_string(), status("gone-app", "d.3")),
+        ]);
+        let a_fp = fingerprint(&desired["a-app"].expose_secret());
+        // a-app verified recently; b-app not; c-app has no drain yet.
+        let plan = plan_drains(&desired, &drains, |app, fp| app == "a-app" && fp == a_fp);
+        let todo: Vec<&str> = plan.todo.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(todo, ["b-app", "c-app"]);
+        assert_eq!(plan.todo[0].1, desired["b-app"]);
+        let stale: Vec<&str> = plan.stale.iter().map(|d| d.app.as_str()).collect();
+        assert_eq!(stale, ["gone-app"]);
+
+        // Everything fresh and listed: nothing to ask Heroku.
+        let settled = BTreeMap::from([
+            ("a-app".to_string(), status("a-app", "d.1")),
+            ("b-app".to_string(), status("b-app", "d.2")),
+            ("c-app".to_string(), status("c-app", "d.4")),
+        ]);
+        let plan = plan_drains(&desired, &settled, |_, _| true);
+        assert!(plan.todo.is_empty() && plan.stale.is_empty());
+
+        assert!(desired_urls(&apps, None, "pw").is_err());
+    }
+
+    #[test]
+    fn error_summary_leads_with_the_most_actionable_error() {
+        assert!(ErrorSummary::of(Vec::new()).is_none());
+        let s = ErrorSummary::of(vec![
+            ("b-app".into(), HerokuError::Transport("reset".into())),
+            (
+                "z-app".into(),
+                HerokuError::AppNotFound {
+                    app: "z-app".into(),
+                },
+            ),
+            ("a-app".into(), HerokuError::Transport("reset".into())),
+        ])
+        .expect("errors");
+        assert_eq!(s.count, 3);
+        assert_eq!(
+            s.first,
+            HerokuError::AppNotFound {
+                app: "z-app".into()
+            }
+        );
+        assert_eq!(
+            s.text,
+            "z-app: Heroku app z-app not found, or the API token's account cannot see it; \
+             a-app: cannot reach the Heroku API: reset; b-app: cannot reach the Heroku API: reset"
+        );
+        assert_eq!(s.first.reason(), "AppNotFound");
     }
 }

@@ -241,6 +241,7 @@ mod fixtures {
     use serde_json::json;
 
     use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainSpec};
+    use crate::heroku::{Drain, DrainUrl};
 
     pub(super) fn ld(apps: &[&str]) -> LogDrain {
         let spec: LogDrainSpec = serde_json::from_value(json!({
@@ -257,6 +258,18 @@ mod fixtures {
         DrainTarget::Https {
             url: url.to_string(),
         }
+    }
+
+    /// `GET /apps/example/log-drains` as Heroku answers it (see
+    /// operator/testdata/heroku/README.md for what each drain stands for).
+    pub(super) fn heroku_drains() -> Vec<Drain> {
+        serde_json::from_str(include_str!("../../testdata/heroku/log-drains.json"))
+            .expect("the Heroku sample parses as the client parses answers")
+    }
+
+    /// The URL the fixture's app `example` should drain to.
+    pub(super) fn example_url() -> DrainUrl {
+        DrainUrl::new("https://drainpipe:pw-current@logs.example.com/logplex/example")
     }
 
     pub(super) fn status(app: &str, token: &str) -> DrainStatus {
