@@ -203,7 +203,29 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
 /// The ingester Deployment.
 pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
     let spec = &ld.spec.ingester;
-    let name = ingester_name(&owner.name);
+    Deployment {
+        metadata: owner.meta(ingester_name(&owner.name)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&owner.name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(ingester_pod(owner, ld, defaults)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ingester's command line.
+fn ingester_args(ld: &LogDrain) -> Vec<String> {
     let mut args = vec![
         "--listen".to_string(),
         format!("0.0.0.0:{INGESTER_PORT}"),
@@ -216,8 +238,7 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         "--log-format".to_string(),
         "json".to_string(),
     ];
-    let syslog = ld.syslog_listener();
-    if let Some(syslog) = &syslog {
+    if let Some(syslog) = &ld.syslog_listener() {
         args.push("--syslog-listen".to_string());
         args.push(format!("0.0.0.0:{}", syslog.port));
         if syslog.tls_secret_name.is_some() {
@@ -229,10 +250,15 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
     }
     // The write-ahead log must refuse data (503, Heroku retries) before the
     // emptyDir hits its limit, which would get the pod evicted.
-    if let Some(bytes) = quantity_bytes(&spec.buffer_storage.size_limit.0) {
+    if let Some(bytes) = quantity_bytes(&ld.spec.ingester.buffer_storage.size_limit.0) {
         args.push("--wal-max-bytes".to_string());
         args.push((bytes / 10 * 8).to_string());
     }
+    args
+}
+
+/// Where the archive is, for the AWS SDK in the ingester.
+fn ingester_env(ld: &LogDrain) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "AWS_REGION".to_string(),
         value: Some(ld.spec.archive.s3.region.clone()),
@@ -245,7 +271,11 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
             ..EnvVar::default()
         });
     }
-    let probe = |path: &str, period: i32| Probe {
+    env
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String("http".to_string()),
@@ -254,13 +284,31 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         period_seconds: Some(period),
         failure_threshold: Some(3),
         ..Probe::default()
-    };
+    }
+}
+
+fn ingester_ports(ld: &LogDrain) -> Vec<ContainerPort> {
     let mut ports = vec![ContainerPort {
         name: Some("http".to_string()),
         container_port: INGESTER_PORT,
         protocol: Some("TCP".to_string()),
         ..ContainerPort::default()
     }];
+    if let Some(syslog) = ld.syslog_listener() {
+        ports.push(ContainerPort {
+            name: Some("syslog".to_string()),
+            container_port: syslog.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+    }
+    ports
+}
+
+/// The pod's volumes and the container's mounts of them: the routes
+/// Secret, the write-ahead log's emptyDir and, for syslog+TLS, the
+/// certificate Secret.
+fn ingester_volumes(owner: &Owner, ld: &LogDrain) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut mounts = vec![
         VolumeMount {
             name: "routes".to_string(),
@@ -288,46 +336,44 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         Volume {
             name: "buffer".to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(spec.buffer_storage.size_limit.clone()),
+                size_limit: Some(ld.spec.ingester.buffer_storage.size_limit.clone()),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
         },
     ];
-    if let Some(syslog) = &syslog {
-        ports.push(ContainerPort {
-            name: Some("syslog".to_string()),
-            container_port: syslog.port,
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
+    if let Some(tls_secret) = ld.syslog_listener().and_then(|s| s.tls_secret_name) {
+        mounts.push(VolumeMount {
+            name: "syslog-tls".to_string(),
+            mount_path: SYSLOG_TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
         });
-        if let Some(tls_secret) = &syslog.tls_secret_name {
-            mounts.push(VolumeMount {
-                name: "syslog-tls".to_string(),
-                mount_path: SYSLOG_TLS_DIR.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-            // Whole directory again: a renewed certificate reaches the
-            // ingester, which re-reads the files when they change.
-            volumes.push(Volume {
-                name: "syslog-tls".to_string(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(tls_secret.clone()),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
-        }
+        // Whole directory again: a renewed certificate reaches the
+        // ingester, which re-reads the files when they change.
+        volumes.push(Volume {
+            name: "syslog-tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls_secret),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
+    (volumes, mounts)
+}
+
+fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> PodSpec {
+    let spec = &ld.spec.ingester;
+    let (volumes, mounts) = ingester_volumes(owner, ld);
     let container = Container {
         name: "ingester".to_string(),
         image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
-        args: Some(args),
-        env: Some(env),
-        ports: Some(ports),
-        readiness_probe: Some(probe("/readyz", 5)),
-        liveness_probe: Some(probe("/healthz", 10)),
+        args: Some(ingester_args(ld)),
+        env: Some(ingester_env(ld)),
+        ports: Some(ingester_ports(ld)),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
         resources: spec.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
@@ -342,7 +388,7 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         }),
         ..Container::default()
     };
-    let pod = PodSpec {
+    PodSpec {
         containers: vec![container],
         service_account_name: spec.service_account_name.clone(),
         // Room to flush the write-ahead log to the archive on SIGTERM.
@@ -359,25 +405,6 @@ pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> 
         }),
         volumes: Some(volumes),
         ..PodSpec::default()
-    };
-    Deployment {
-        metadata: owner.meta(name),
-        spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&owner.name)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&owner.name)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
     }
 }
 
