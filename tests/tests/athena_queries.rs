@@ -640,3 +640,62 @@ async fn every_documented_query_answers_what_the_corpus_says() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Athena's OpenX SerDe lowercases JSON keys (`case.insensitive` is on by default) and fails a
+/// row whose keys collide once lowercased; with `ignore.malformed.json` such a row would vanish
+/// from every query. logfmt keys are case-sensitive (`userId=1 userid=2`), so the ingester folds
+/// `kv` keys to lowercase itself: every row reads, and a lookup by the lowercase key finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logfmt_keys_that_differ_only_in_case_read_in_trino() {
+    let env = TestEnv::require();
+    let trino = Trino::new(env.trino());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("athena-case-{run}/");
+    let lines: [&[u8]; 3] = [
+        b"userId=1 userid=2 Event=signup",
+        b"USER_ID=7 event=login",
+        b"plain=yes",
+    ];
+    let frames: Vec<Vec<u8>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut f =
+                format!("<190>1 2026-11-21T10:00:0{i}.000000+00:00 host app web.1 - ").into_bytes();
+            f.extend_from_slice(text);
+            f
+        })
+        .collect();
+    let ingester = InProcessIngester::start_s3(&env, &prefix).await;
+    ingester.post_logplex("shop-web", &frames).await;
+    assert!(ingester.stop().await > 0, "the ingester archived nothing");
+    let database = format!("dp_case_{run}");
+    Catalog::new(env.glue_client())
+        .ensure_table(
+            &TableRef::new(&database, "heroku_logs"),
+            &TableSpec::new(&env.bucket, &prefix).with_apps(["shop-web"]),
+        )
+        .await
+        .expect("create the table with the operator's Catalog");
+
+    let answer = trino
+        .query(&format!(
+            "SELECT message, element_at(kv, 'userid'), element_at(kv, 'user_id'), \
+             element_at(kv, 'event'), cardinality(kv) \
+             FROM \"{database}\".heroku_logs \
+             WHERE app = 'shop-web' AND year = '2026' AND month = '11' AND day = '21' \
+             ORDER BY log_ts"
+        ))
+        .await
+        .expect("query the case-folded keys");
+    let s = |v: &[&str]| v.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        answer.rows,
+        vec![
+            s(&["userId=1 userid=2 Event=signup", "2", "NULL", "signup", "2"]),
+            s(&["USER_ID=7 event=login", "NULL", "7", "login", "2"]),
+            s(&["plain=yes", "NULL", "NULL", "NULL", "1"]),
+        ],
+        "every line is a row, keys folded to lowercase, the last of colliding keys kept"
+    );
+}

@@ -4,7 +4,7 @@
 //! raw request bodies, and the uploader (or `--ack archive`) calls
 //! `encode_logplex_body` to turn a body into archive lines.
 
-use crate::encode::record::{Record, WriterCache};
+use crate::encode::record::{Record, WriterCache, same_key};
 use crate::parse::BodyFormat;
 use crate::parse::logfmt::{self, Value};
 use crate::parse::logplex::{self, Frame};
@@ -40,6 +40,9 @@ pub struct BatchStats {
     pub invalid_utf8: u64,
     /// Sum of N over Logplex `Error L10` messages in the batch.
     pub l10_dropped: u64,
+    /// logfmt keys that differed only in case from an earlier key of the same
+    /// message (`userId=1 userid=2`): folded into one `kv` key, the last value kept.
+    pub kv_case_collisions: u64,
     /// `msg_count` was given and differs from `messages`.
     pub count_mismatch: bool,
 }
@@ -244,8 +247,12 @@ impl<'m, 'b> Encoder<'m, 'b> {
             if is_router && router.take(k, v) {
                 continue;
             }
-            if let Some(slot) = kv.iter_mut().find(|(key, _)| *key == k) {
-                // Last one wins, as logfmt decoders into maps do.
+            if let Some(slot) = kv.iter_mut().find(|(key, _)| same_key(key, k)) {
+                // Last one wins, as logfmt decoders into maps do; keys are
+                // folded to lowercase, so `userId` and `userid` are one key.
+                if slot.0 != k {
+                    self.stats.kv_case_collisions += 1;
+                }
                 slot.1 = v;
             } else if kv.len() < MAX_KV_PAIRS {
                 kv.push((k, v));
@@ -450,6 +457,24 @@ mod tests {
         assert_eq!(r["service_ms"], 30000);
         assert_eq!(r["status"], 503);
         assert_eq!(r["kv"], json!({"sock": "client"}));
+    }
+
+    #[test]
+    fn kv_keys_are_folded_to_lowercase_and_case_collisions_counted() {
+        let (stats, recs) = encode(
+            &body(&[
+                "<190>1 2026-06-17T12:00:00.100000+00:00 host app web.1 - userId=1 userid=2 Event=signup",
+                "<190>1 2026-06-17T12:00:00.200000+00:00 host app web.1 - \u{c9}tat=ok user=x user=y",
+            ]),
+            Some(2),
+        );
+        assert_eq!(recs[0]["kv"], json!({"userid": "2", "event": "signup"}));
+        assert_eq!(recs[1]["kv"], json!({"\u{e9}tat": "ok", "user": "y"}));
+        assert_eq!(
+            recs[0]["message"], "userId=1 userid=2 Event=signup",
+            "the message keeps the keys as sent"
+        );
+        assert_eq!(stats.kv_case_collisions, 1, "user=x user=y is no case collision");
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Record<'_> {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(out, k);
+            write_key(out, k);
             out.push(b':');
             write_value(out, *v);
         }
@@ -254,6 +254,33 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A JSON string: quotes, escapes as needed.
+/// A `kv` key, folded to lowercase. Athena's OpenX SerDe lowercases JSON keys
+/// and fails a row whose keys then collide, so the archive never holds two
+/// keys that differ only in case (docs/athena.md). Already-lowercase keys, the
+/// usual case, are written as they are, without an allocation.
+fn write_key(out: &mut Vec<u8>, k: &str) {
+    if k.is_ascii() {
+        out.push(b'"');
+        let start = out.len();
+        write_escaped(out, k.as_bytes());
+        out[start..].make_ascii_lowercase();
+        out.push(b'"');
+    } else if k.chars().any(char::is_uppercase) {
+        write_str(out, &k.to_lowercase());
+    } else {
+        write_str(out, k);
+    }
+}
+
+/// Whether two logfmt keys are the same `kv` key once folded as [`write_key`] does.
+pub(crate) fn same_key(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
+    }
+}
+
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     write_escaped(out, s.as_bytes());

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub invalid_utf8: Counter,
     pub count_mismatches: Counter,
     pub l10_dropped: Counter,
+    pub kv_case_collisions: Counter,
     pub duplicate_frames: Counter,
     pub ack_latency: Histogram,
     pub wal_bytes: Gauge,
@@ -74,6 +75,7 @@ impl Metrics {
             invalid_utf8: Counter::default(),
             count_mismatches: Counter::default(),
             l10_dropped: Counter::default(),
+            kv_case_collisions: Counter::default(),
             duplicate_frames: Counter::default(),
             // 0.5 ms .. ~16 s: fsync on a slow disk and archive round trips.
             ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -114,6 +116,11 @@ impl Metrics {
             "parse_errors",
             "Frames kept raw with parse_error set",
             m.parse_errors.clone(),
+        );
+        registry.register(
+            "kv_case_collisions",
+            "logfmt keys folded into an earlier key of the same message that differed only in case (kv keys are lowercase; the last value is kept)",
+            m.kv_case_collisions.clone(),
         );
         registry.register(
             "invalid_utf8_messages",
@@ -229,6 +236,7 @@ impl Metrics {
         self.parse_errors.inc_by(stats.parse_errors);
         self.invalid_utf8.inc_by(stats.invalid_utf8);
         self.l10_dropped.inc_by(stats.l10_dropped);
+        self.kv_case_collisions.inc_by(stats.kv_case_collisions);
         if stats.count_mismatch {
             self.count_mismatches.inc();
         }
@@ -262,6 +270,7 @@ mod tests {
             parse_errors: 1,
             invalid_utf8: 2,
             l10_dropped: 7,
+            kv_case_collisions: 3,
             count_mismatch: true,
         });
         m.ack_latency.observe(0.004);
@@ -273,6 +282,7 @@ mod tests {
             "drainpipe_parse_errors_total 1",
             "drainpipe_logplex_dropped_messages_total 7",
             "drainpipe_msg_count_mismatches_total 1",
+            "drainpipe_kv_case_collisions_total 3",
             "drainpipe_ack_latency_seconds_count 1",
             "drainpipe_wal_bytes 0",
             "drainpipe_upload_errors_total 0",
