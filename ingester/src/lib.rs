@@ -16,7 +16,10 @@
 //! - `telemetry/`: `metrics` (Prometheus) and `health` (readiness after
 //!   failures). May import `encode` (batch counters).
 //! - `durable/`: the write-ahead log that makes a 200 durable in
-//!   `--ack wal` mode (`Entry` is one received request).
+//!   `--ack wal` mode (`Entry` is one received request). `entry` (the
+//!   record format and its CRC), `segment` (segment files, start-up checks,
+//!   the checkpoint), `state` (shared by writer and readers), `writer`
+//!   (group commit), `reader` (reading back for the uploader), `error`.
 //! - `archive/`: `backend` (folder or S3, object keys), `objects` (gzip
 //!   objects per app and day), `uploader` (log to archive), `direct`
 //!   (`--ack archive`: store before answering). Reads `durable` entries.
