@@ -45,8 +45,8 @@ pub use crate::durable::error::{AppendError, WalError};
 pub use crate::durable::reader::{Chunk, Read, WalReader};
 pub use crate::durable::segment::Position;
 use crate::durable::segment::{
-    CHECKPOINT, CHECKPOINT_TAG, CHECKPOINT_TMP, HEADER, create_segment, list_segments,
-    read_checkpoint, scan_segment, segment_path,
+    HEADER, create_segment, list_segments, read_checkpoint, scan_segment, segment_path,
+    write_checkpoint,
 };
 use crate::durable::state::{Shared, State};
 use crate::durable::writer::{Msg, Writer};
@@ -327,12 +327,7 @@ impl Wal {
     /// Record that everything before `pos` is archived. Not fsynced: a lost
     /// checkpoint only means more is replayed (duplicates, never loss).
     pub fn save_checkpoint(&self, pos: Position) -> io::Result<()> {
-        let tmp = self.shared.dir.join(CHECKPOINT_TMP);
-        fs::write(
-            &tmp,
-            format!("{CHECKPOINT_TAG} {} {}\n", pos.seq, pos.offset),
-        )?;
-        fs::rename(&tmp, self.shared.dir.join(CHECKPOINT))
+        write_checkpoint(&self.shared.dir, pos)
     }
 
     /// Delete every segment before `seq` (all archived), except the one

@@ -12,9 +12,9 @@ use crate::durable::error::WalError;
 const MAGIC: &[u8; 8] = b"DPWAL\x00\x00\x01";
 pub(super) const HEADER: u64 = MAGIC.len() as u64;
 
-pub(super) const CHECKPOINT: &str = "checkpoint";
-pub(super) const CHECKPOINT_TMP: &str = "checkpoint.tmp";
-pub(super) const CHECKPOINT_TAG: &str = "drainpipe-wal-checkpoint-v1";
+const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+const CHECKPOINT_TAG: &str = "drainpipe-wal-checkpoint-v1";
 
 /// A place in the log: segment and byte offset (ordered as the log is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -54,6 +54,18 @@ pub(super) fn read_checkpoint(dir: &Path) -> Option<Position> {
     let seq = parts.next()?.parse().ok()?;
     let offset = parts.next()?.parse().ok()?;
     parts.next().is_none().then_some(Position { seq, offset })
+}
+
+/// Write the checkpoint read by [`read_checkpoint`]: through a temporary
+/// file and a rename, so a crash leaves the old one or the new one, never
+/// half of one.
+pub(super) fn write_checkpoint(dir: &Path, pos: Position) -> io::Result<()> {
+    let tmp = dir.join(CHECKPOINT_TMP);
+    fs::write(
+        &tmp,
+        format!("{CHECKPOINT_TAG} {} {}\n", pos.seq, pos.offset),
+    )?;
+    fs::rename(&tmp, dir.join(CHECKPOINT))
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
