@@ -23,10 +23,12 @@
 //! - `archive/`: `backend` (folder or S3, object keys), `objects` (gzip
 //!   objects per app and day), `uploader` (log to archive), `direct`
 //!   (`--ack archive`: store before answering). Reads `durable` entries.
-//! - `input/`: the fronts. `http` (Logplex POSTs and the ops endpoints;
-//!   `Server` is the intake both fronts hand requests to), `routes` (the
-//!   routes file: auth and drain tokens), `dedupe` (Logplex retries),
-//!   `syslog/{server,tls}` (syslog drains over TCP or TLS).
+//! - `input/`: the fronts. `http` (Logplex POSTs; `Server` is the intake
+//!   both fronts hand requests to), `ops` (`/healthz`, `/readyz` and
+//!   `/metrics` on the same port), `response` (the text answers both
+//!   share), `routes` (the routes file: auth and drain tokens), `dedupe`
+//!   (Logplex retries), `syslog/{server,tls}` (syslog drains over TCP or
+//!   TLS).
 //! - `config` (flags) and [`run`] (wires everything, returns the bound
 //!   addresses) on top; `samples` generates test traffic (benches, loadgen).
 

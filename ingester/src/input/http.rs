@@ -1,4 +1,5 @@
-//! HTTP front: `POST /logplex/{app}` and the operations endpoints.
+//! HTTP front: `POST /logplex/{app}`; the operations endpoints on the same
+//! port are answered by `ops`.
 //!
 //! Status codes follow Logplex's rules (see `docs/architecture.md`, Data path): 200 only when the
 //! request is durable, 401/403/404 for auth and routing, 413 over the body
@@ -13,9 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use http::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
-};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -31,6 +30,8 @@ use drainpipe_contract::app::valid_app_name;
 use crate::archive::direct::Direct;
 use crate::durable::{AppendError, Entry, Wal};
 use crate::input::dedupe::{Claim, Dedupe};
+use crate::input::ops;
+use crate::input::response::{Body, plain, with_header};
 use crate::input::routes::{Denied, Routes};
 use crate::parse::BodyFormat;
 use crate::telemetry::metrics::Metrics;
@@ -97,8 +98,6 @@ pub struct Server {
     ready: AtomicBool,
 }
 
-type Body = Full<Bytes>;
-
 impl Server {
     pub fn new(
         routes: Routes,
@@ -151,28 +150,9 @@ impl Server {
             }
             return response;
         }
-        let get = method == Method::GET || method == Method::HEAD;
-        match path {
-            "/healthz" | "/readyz" | "/metrics" if !get => with_header(
-                plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-                ALLOW,
-                "GET, HEAD",
-            ),
-            "/healthz" => plain(StatusCode::OK, "ok\n"),
-            "/readyz" => {
-                if self.ready.load(Ordering::Relaxed) && self.sink.is_ready() {
-                    plain(StatusCode::OK, "ready\n")
-                } else {
-                    plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }
-            "/metrics" => with_header(
-                Response::new(Full::new(Bytes::from(self.metrics.render()))),
-                CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            _ => plain(StatusCode::NOT_FOUND, "not found\n"),
-        }
+        let ready = || self.ready.load(Ordering::Relaxed) && self.sink.is_ready();
+        ops::answer(path, method, ready, &self.metrics)
+            .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"))
     }
 
     async fn drain(&self, app: &str, req: Request<Incoming>) -> Response<Body> {
@@ -370,26 +350,6 @@ fn percent_decode(s: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn with_header(
-    mut r: Response<Body>,
-    name: http::header::HeaderName,
-    value: &'static str,
-) -> Response<Body> {
-    r.headers_mut()
-        .insert(name, HeaderValue::from_static(value));
-    r
 }
 
 fn ok() -> Response<Body> {

@@ -1,4 +1,6 @@
 pub mod dedupe;
 pub mod http;
+pub(crate) mod ops;
+pub(crate) mod response;
 pub mod routes;
 pub mod syslog;
