@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::archive::backend::Archive;
-use crate::archive::objects::{DaySink, Finished, OpenObject};
+use crate::archive::objects::{DaySink, Finished, OpenObject, encode_entry};
 use crate::durable::Entry;
 use crate::parse::timestamp::Day;
 use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
@@ -201,14 +201,7 @@ fn build(
     let mut sink = DaySink::default();
     for (i, entry) in entries.iter().enumerate() {
         sink.days.clear();
-        let meta = crate::encode::batch::RequestMeta {
-            app: &entry.app,
-            drain_token: entry.drain_token.as_deref(),
-            frame_id: entry.frame_id.as_deref(),
-            msg_count: entry.msg_count,
-            received_at_us: entry.received_at_us,
-        };
-        let stats = crate::encode::batch::encode_body(&meta, entry.format, &entry.body, &mut sink);
+        let stats = encode_entry(entry, &mut sink);
         metrics.record_batch(&stats);
         let app: Arc<str> = Arc::from(entry.app.as_str());
         for (day, json) in sink.days.drain(..) {

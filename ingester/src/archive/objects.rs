@@ -38,6 +38,20 @@ impl LineSink for DaySink {
     }
 }
 
+/// Parse one logged request into `sink`, with the request's metadata as it
+/// was received. Both acknowledgement modes encode through here, so their
+/// objects hold the same lines.
+pub(crate) fn encode_entry(entry: &Entry, sink: &mut impl LineSink) -> BatchStats {
+    let meta = RequestMeta {
+        app: &entry.app,
+        drain_token: entry.drain_token.as_deref(),
+        frame_id: entry.frame_id.as_deref(),
+        msg_count: entry.msg_count,
+        received_at_us: entry.received_at_us,
+    };
+    encode_body(&meta, entry.format, &entry.body, sink)
+}
+
 /// Encoded JSON lines of many requests, grouped by app and day.
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
@@ -48,18 +62,11 @@ pub(crate) struct Encoded {
 impl Encoded {
     /// Parse one logged request and append its records.
     pub(crate) fn add(&mut self, entry: &Entry) -> BatchStats {
-        let meta = RequestMeta {
-            app: &entry.app,
-            drain_token: entry.drain_token.as_deref(),
-            frame_id: entry.frame_id.as_deref(),
-            msg_count: entry.msg_count,
-            received_at_us: entry.received_at_us,
-        };
         let sink = match self.apps.get_mut(entry.app.as_str()) {
             Some(sink) => sink,
             None => self.apps.entry(Arc::from(entry.app.as_str())).or_default(),
         };
-        let stats = encode_body(&meta, entry.format, &entry.body, sink);
+        let stats = encode_entry(entry, sink);
         self.stats.messages += stats.messages;
         self.stats.parse_errors += stats.parse_errors;
         self.stats.invalid_utf8 += stats.invalid_utf8;
