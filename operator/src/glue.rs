@@ -31,9 +31,9 @@ pub const PARAMETER_VALUE_LIMIT: usize = 512_000;
 /// `projection.app.values` longer than this counts as near the limit.
 pub const NEAR_LIMIT_BYTES: usize = PARAMETER_VALUE_LIMIT * 8 / 10;
 
-pub const SERDE_LIBRARY: &str = "org.openx.data.jsonserde.JsonSerDe";
-pub const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
-pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
+pub(crate) const SERDE_LIBRARY: &str = "org.openx.data.jsonserde.JsonSerDe";
+pub(crate) const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
+pub(crate) const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
 
 /// A Glue table by database and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,7 +101,7 @@ impl TableSpec {
     }
 
     /// `s3://bucket/prefix${app}/${year}/${month}/${day}/`, the archive layout.
-    pub fn location_template(&self) -> String {
+    pub(crate) fn location_template(&self) -> String {
         format!("{}{LOCATION_TEMPLATE}", self.location())
     }
 
@@ -653,7 +653,7 @@ pub fn table_input_from(
 
 /// The enum values as Athena reads them: comma-separated, blanks ignored,
 /// duplicates dropped (first occurrence kept).
-pub fn parse_values(text: &str) -> Vec<String> {
+pub(crate) fn parse_values(text: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     text.split(',')
         .map(str::trim)

@@ -26,18 +26,13 @@ pub use crate::ratelimit::{RateLimitConfig, RateLimitSnapshot, RateLimiter};
 pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
 
 /// The media type that selects version 3 of the Platform API.
-pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
-
-/// The message Heroku sends (as a 422) when a drain is added to an app too
-/// soon after the app was created; it goes away by itself within seconds.
-pub const LOG_CHANNEL_PENDING_MESSAGE: &str =
-    "App hasn't yet been assigned a log channel. Please try again momentarily.";
+pub(crate) const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 
 /// What replaces a secret wherever one would otherwise be shown.
-pub const MASK: &str = "****";
+pub(crate) const MASK: &str = "****";
 
 /// `drainpipe-operator/<crate version>`.
-pub fn default_user_agent() -> String {
+pub(crate) fn default_user_agent() -> String {
     format!("drainpipe-operator/{}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -146,7 +141,7 @@ impl DrainUrl {
     /// `address` (`host:port`): `syslog+tls://host:port`, the same for every
     /// app and without credentials (Logplex identifies the drain by the token
     /// it sends as the syslog HOSTNAME).
-    pub fn syslog_tls(address: &str) -> Result<DrainUrl, HerokuError> {
+    pub(crate) fn syslog_tls(address: &str) -> Result<DrainUrl, HerokuError> {
         let bad = |why: &str| {
             HerokuError::InvalidDrainUrl(format!(
                 "syslog address {}: {why}",
@@ -176,13 +171,13 @@ impl DrainUrl {
     }
 
     /// The URL with the password and `token=` query values masked.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         mask_url_text(&self.0)
     }
 
     /// The URL with userinfo and query removed: what identifies the endpoint
     /// regardless of the credentials (which change when a password rotates).
-    pub fn without_credentials(&self) -> String {
+    pub(crate) fn without_credentials(&self) -> String {
         match Url::parse(&self.0) {
             Ok(mut u) => {
                 let _ = u.set_username("");
@@ -231,7 +226,7 @@ impl fmt::Display for DrainUrl {
 /// Masks credentials in every URL found in `text`: the password part of a
 /// `scheme://user:password@host` and the value of `token=` query parameters.
 /// Works on free text (Heroku error messages), not only on a lone URL.
-pub fn mask_url_text(text: &str) -> String {
+pub(crate) fn mask_url_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
@@ -557,7 +552,7 @@ pub struct HerokuClient {
     requests: Arc<AtomicU64>,
 }
 
-/// What a create or ensure did.
+/// What a create did.
 #[derive(Debug, Clone)]
 pub struct EnsuredDrain {
     pub drain: Drain,
@@ -616,7 +611,7 @@ impl HerokuClient {
 
     /// HTTP requests sent so far by this client and its clones (retries
     /// included).
-    pub fn requests_sent(&self) -> u64 {
+    pub(crate) fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
@@ -679,27 +674,8 @@ impl HerokuClient {
         }
     }
 
-    /// Makes sure `app` has a drain to `url`: lists first and creates only
-    /// when no drain targets that URL. Costs one list (plus pages) when the
-    /// drain exists, one list and one create when it does not.
-    pub async fn ensure_drain(
-        &self,
-        token: &ApiToken,
-        app: &str,
-        url: &DrainUrl,
-    ) -> Result<EnsuredDrain, HerokuError> {
-        let drains = self.list_drains(token, app).await?;
-        if let Some(d) = drains.into_iter().find(|d| d.targets(url)) {
-            return Ok(EnsuredDrain {
-                drain: d,
-                created: false,
-            });
-        }
-        self.create_drain(token, app, url).await
-    }
-
-    /// Adds a drain to `url` without listing first (for callers that have
-    /// just listed). Idempotent all the same: an "already exists" 422, or a
+    /// Adds a drain to `url` without listing first (the controller has just
+    /// listed the app's drains). Idempotent all the same: an "already exists" 422, or a
     /// 5xx/transport failure after which the drain turns out to exist, ends
     /// in a lookup instead of a second drain. The "log channel" 422 of a new
     /// app is retried with backoff.
@@ -966,6 +942,9 @@ impl HerokuClient {
     }
 }
 
+/// The 422 Heroku answers when a drain is added to an app too soon after the
+/// app was created ("App hasn't yet been assigned a log channel. Please try
+/// again momentarily."); it goes away by itself within seconds.
 fn is_log_channel_pending(err: &HerokuError) -> bool {
     matches!(err, HerokuError::Api { status: 422, message, .. } if message.contains("log channel"))
 }

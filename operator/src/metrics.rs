@@ -12,12 +12,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
+pub(crate) struct ErrorLabels {
     pub error: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HerokuCallLabels {
+pub(crate) struct HerokuCallLabels {
     /// `list`, `create`, `delete`.
     pub operation: String,
     /// `ok`, or the error kind (`unauthorized`, `rate_limited`, ...).
@@ -25,7 +25,7 @@ pub struct HerokuCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DrainChangeLabels {
+pub(crate) struct DrainChangeLabels {
     /// `created` or `removed`.
     pub change: String,
 }
@@ -35,12 +35,12 @@ pub struct DrainChangeLabels {
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Counter,
-    pub failures: Family<ErrorLabels, Counter>,
-    pub reconcile_duration: Histogram,
-    pub heroku_calls: Family<HerokuCallLabels, Counter>,
-    pub heroku_requests: Counter,
-    pub heroku_remaining: Gauge<i64, AtomicI64>,
-    pub drain_changes: Family<DrainChangeLabels, Counter>,
+    pub(crate) failures: Family<ErrorLabels, Counter>,
+    pub(crate) reconcile_duration: Histogram,
+    pub(crate) heroku_calls: Family<HerokuCallLabels, Counter>,
+    pub(crate) heroku_requests: Counter,
+    pub(crate) heroku_remaining: Gauge<i64, AtomicI64>,
+    pub(crate) drain_changes: Family<DrainChangeLabels, Counter>,
     pub glue_updates: Counter,
     pub leader: Gauge<i64, AtomicI64>,
     registry: Arc<Registry>,
@@ -125,7 +125,7 @@ impl Metrics {
     }
 
     /// Starts timing one reconcile; the duration is recorded when the guard drops.
-    pub fn reconcile_started(&self) -> ReconcileTimer {
+    pub(crate) fn reconcile_started(&self) -> ReconcileTimer {
         self.reconciles.inc();
         ReconcileTimer {
             start: Instant::now(),
@@ -133,7 +133,7 @@ impl Metrics {
         }
     }
 
-    pub fn reconcile_failed(&self, label: &str) {
+    pub(crate) fn reconcile_failed(&self, label: &str) {
         self.failures
             .get_or_create(&ErrorLabels {
                 error: label.to_string(),
@@ -141,7 +141,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn drain_changed(&self, change: &str) {
+    pub(crate) fn drain_changed(&self, change: &str) {
         self.drain_changes
             .get_or_create(&DrainChangeLabels {
                 change: change.to_string(),
@@ -150,7 +150,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -159,7 +159,7 @@ impl Metrics {
 }
 
 /// Records a reconcile's duration on drop, so early returns are timed too.
-pub struct ReconcileTimer {
+pub(crate) struct ReconcileTimer {
     start: Instant,
     histogram: Histogram,
 }

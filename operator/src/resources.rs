@@ -21,38 +21,38 @@ use rand::distr::Alphanumeric;
 use crate::crd::LogDrain;
 
 /// Key of the drain password in `<name>-drain-password`.
-pub const PASSWORD_KEY: &str = "password";
+pub(crate) const PASSWORD_KEY: &str = "password";
 /// Key of the routes file in `<name>-routes`.
-pub const ROUTES_KEY: &str = "routes.yaml";
+pub(crate) const ROUTES_KEY: &str = "routes.yaml";
 /// Where the ingester container finds the routes Secret.
-pub const ROUTES_DIR: &str = "/etc/drainpipe";
+pub(crate) const ROUTES_DIR: &str = "/etc/drainpipe";
 /// Where the ingester container keeps its write-ahead log.
-pub const DATA_DIR: &str = "/var/lib/drainpipe";
+pub(crate) const DATA_DIR: &str = "/var/lib/drainpipe";
 /// The ingester's HTTP port inside the pod.
-pub const INGESTER_PORT: i32 = 8080;
+pub(crate) const INGESTER_PORT: i32 = 8080;
 /// Where the ingester container finds the syslog TLS Secret. Not under
 /// `ROUTES_DIR`: a mount point cannot be made inside a Secret volume.
-pub const SYSLOG_TLS_DIR: &str = "/etc/drainpipe-syslog-tls";
+pub(crate) const SYSLOG_TLS_DIR: &str = "/etc/drainpipe-syslog-tls";
 
 const MANAGED_BY: &str = "drainpipe-operator";
 /// Label on every object a LogDrain owns, naming it.
-pub const LOGDRAIN_LABEL: &str = "drainpipe.dev/logdrain";
+pub(crate) const LOGDRAIN_LABEL: &str = "drainpipe.dev/logdrain";
 
-pub fn password_secret_name(ld_name: &str) -> String {
+pub(crate) fn password_secret_name(ld_name: &str) -> String {
     format!("{ld_name}-drain-password")
 }
 
-pub fn routes_secret_name(ld_name: &str) -> String {
+pub(crate) fn routes_secret_name(ld_name: &str) -> String {
     format!("{ld_name}-routes")
 }
 
-pub fn ingester_name(ld_name: &str) -> String {
+pub(crate) fn ingester_name(ld_name: &str) -> String {
     format!("{ld_name}-ingester")
 }
 
 /// A fresh drain password: 32 alphanumerics (about 190 bits), safe in a URL
 /// userinfo without escaping.
-pub fn generate_password() -> String {
+pub(crate) fn generate_password() -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(32)
@@ -61,7 +61,7 @@ pub fn generate_password() -> String {
 }
 
 /// Labels that select one LogDrain's ingester pods.
-pub fn selector_labels(ld_name: &str) -> BTreeMap<String, String> {
+pub(crate) fn selector_labels(ld_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
@@ -75,7 +75,7 @@ pub fn selector_labels(ld_name: &str) -> BTreeMap<String, String> {
 }
 
 /// The selector as a string, for the scale subresource.
-pub fn selector_string(ld_name: &str) -> String {
+pub(crate) fn selector_string(ld_name: &str) -> String {
     selector_labels(ld_name)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -95,10 +95,10 @@ fn labels(ld_name: &str) -> BTreeMap<String, String> {
 
 /// Name, namespace and owner of the LogDrain, needed by every builder.
 #[derive(Clone, Debug)]
-pub struct Owner {
-    pub name: String,
-    pub namespace: String,
-    pub reference: OwnerReference,
+pub(crate) struct Owner {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) reference: OwnerReference,
 }
 
 impl Owner {
@@ -136,7 +136,7 @@ fn secret(meta: ObjectMeta, key: &str, value: String) -> Secret {
 
 /// The drain password Secret, written once: later reconciles read it back so
 /// a person can rotate the password by editing it.
-pub fn password_secret(owner: &Owner, password: String) -> Secret {
+pub(crate) fn password_secret(owner: &Owner, password: String) -> Secret {
     secret(
         owner.meta(password_secret_name(&owner.name)),
         PASSWORD_KEY,
@@ -145,7 +145,7 @@ pub fn password_secret(owner: &Owner, password: String) -> Secret {
 }
 
 /// The routes Secret mounted into the ingester.
-pub fn routes_secret(owner: &Owner, routes_yaml: String) -> Secret {
+pub(crate) fn routes_secret(owner: &Owner, routes_yaml: String) -> Secret {
     secret(
         owner.meta(routes_secret_name(&owner.name)),
         ROUTES_KEY,
@@ -155,7 +155,7 @@ pub fn routes_secret(owner: &Owner, routes_yaml: String) -> Secret {
 
 /// Reads a Secret value as UTF-8 text (from `data`, or from `stringData`
 /// when a client wrote that and the server has not normalized it).
-pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return String::from_utf8(bytes.0.clone()).ok();
     }
@@ -174,14 +174,14 @@ pub struct IngesterDefaults {
 }
 
 /// `s3://bucket/prefix` as the ingester's `--archive` takes it.
-pub fn archive_url(ld: &LogDrain) -> String {
+pub(crate) fn archive_url(ld: &LogDrain) -> String {
     let s3 = &ld.spec.archive.s3;
     format!("s3://{}/{}", s3.bucket, s3.prefix)
 }
 
 /// Parses the Kubernetes quantity forms people write for volume sizes
 /// (`512Mi`, `2Gi`, `1G`, `1073741824`); `None` for anything fancier.
-pub fn quantity_bytes(q: &str) -> Option<u64> {
+pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
     let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
     let (digits, suffix) = q.split_at(split);
     let n: u64 = digits.parse().ok()?;
@@ -201,7 +201,7 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
 }
 
 /// The ingester Deployment.
-pub fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
+pub(crate) fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
     let spec = &ld.spec.ingester;
     Deployment {
         metadata: owner.meta(ingester_name(&owner.name)),
@@ -412,7 +412,7 @@ fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Po
 /// and the syslog port (`syslog`) for syslog+tls drains. An Ingress or load
 /// balancer the user owns exposes it as `endpoint.url` or
 /// `endpoint.syslogTls`.
-pub fn service(owner: &Owner, ld: &LogDrain) -> Service {
+pub(crate) fn service(owner: &Owner, ld: &LogDrain) -> Service {
     let mut ports = vec![ServicePort {
         name: Some("http".to_string()),
         port: INGESTER_PORT,
@@ -441,7 +441,9 @@ pub fn service(owner: &Owner, ld: &LogDrain) -> Service {
 }
 
 /// Serializes routes for the routes Secret.
-pub fn routes_yaml(routes: &RoutesFile) -> Result<String, drainpipe_contract::routes::RoutesError> {
+pub(crate) fn routes_yaml(
+    routes: &RoutesFile,
+) -> Result<String, drainpipe_contract::routes::RoutesError> {
     routes.to_yaml()
 }
 

@@ -98,10 +98,11 @@ async fn ensure_drain_is_idempotent_and_retries_the_log_channel_422() {
     let c = client(&fake);
     let url = drain_url("new-app");
 
-    let first = c
-        .ensure_drain(&token(&fake), "new-app", &url)
-        .await
-        .unwrap();
+    // What the controller does for an app: list, and create when no drain
+    // of ours is there.
+    let t = token(&fake);
+    assert!(c.list_drains(&t, "new-app").await.unwrap().is_empty());
+    let first = c.create_drain(&t, "new-app", &url).await.unwrap();
     assert!(first.created);
     assert!(first.drain.token.starts_with("d."), "{}", first.drain.token);
     assert!(first.drain.url.same_as(&url));
@@ -118,12 +119,9 @@ async fn ensure_drain_is_idempotent_and_retries_the_log_channel_422() {
     );
 
     fake.reset_counts();
-    let second = c
-        .ensure_drain(&token(&fake), "new-app", &url)
-        .await
-        .unwrap();
-    assert!(!second.created);
-    assert_eq!(second.drain.id, first.drain.id);
+    let listed = c.list_drains(&t, "new-app").await.unwrap();
+    let second = listed.iter().find(|d| d.targets(&url)).unwrap();
+    assert_eq!(second.id, first.drain.id);
     assert_eq!(
         fake.counts().create,
         0,
@@ -388,7 +386,7 @@ async fn delete_removes_and_a_second_delete_is_fine() {
     let c = client(&fake);
     let t = token(&fake);
     let d = c
-        .ensure_drain(&t, "del-app", &drain_url("del-app"))
+        .create_drain(&t, "del-app", &drain_url("del-app"))
         .await
         .unwrap()
         .drain;
@@ -445,12 +443,12 @@ async fn drain_password_never_appears_in_results_or_errors() {
     let c = client(&fake);
     let t = token(&fake);
     let url = drain_url("secret-app");
-    let ok = c.ensure_drain(&t, "secret-app", &url).await.unwrap();
+    let ok = c.create_drain(&t, "secret-app", &url).await.unwrap();
     let shown = format!("{ok:?} {} {:?}", ok.drain.url, ok.drain);
     assert!(!shown.contains(PASSWORD), "{shown}");
     assert!(shown.contains("drainpipe:****@logs.example.com"), "{shown}");
 
-    let err = c.ensure_drain(&t, "missing-app", &url).await.unwrap_err();
+    let err = c.create_drain(&t, "missing-app", &url).await.unwrap_err();
     for text in [err.to_string(), format!("{err:?}")] {
         assert!(!text.contains(PASSWORD), "{text}");
     }
@@ -496,6 +494,8 @@ async fn secrets_echoed_by_the_server_are_scrubbed() {
     }
 }
 
+/// Two reconciles (or two operators) creating the same drain at once: the
+/// loser's "already taken" 422 ends in a lookup, not a second drain.
 #[tokio::test]
 async fn concurrent_ensures_of_one_url_make_one_drain() {
     let fake = FakeHeroku::start(FakeOptions::default()).await;
@@ -504,8 +504,8 @@ async fn concurrent_ensures_of_one_url_make_one_drain() {
     let t = token(&fake);
     let url = drain_url("twin-app");
     let (a, b) = tokio::join!(
-        c.ensure_drain(&t, "twin-app", &url),
-        c.ensure_drain(&t, "twin-app", &url)
+        c.create_drain(&t, "twin-app", &url),
+        c.create_drain(&t, "twin-app", &url)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.drain.id, b.drain.id);

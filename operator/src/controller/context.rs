@@ -87,7 +87,7 @@ impl Catalogs {
 
     /// The catalog for `region`; one shared instance per region so its
     /// per-table locks serialise this process's updates.
-    pub fn for_region(&self, region: &str) -> Catalog {
+    pub(crate) fn for_region(&self, region: &str) -> Catalog {
         match self {
             Catalogs::Fixed(c) => c.clone(),
             Catalogs::PerRegion { config, cache } => {
@@ -108,11 +108,11 @@ impl Catalogs {
 
 /// Shared state of the controller.
 pub struct Context {
-    pub client: Client,
-    pub heroku: HerokuClient,
-    pub catalogs: Catalogs,
+    pub(crate) client: Client,
+    pub(crate) heroku: HerokuClient,
+    pub(crate) catalogs: Catalogs,
     pub metrics: Metrics,
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     pub(super) recorder: Recorder,
     /// (LogDrain uid, app) → the app's drain as this process last saw it.
     pub(super) drains_known: Mutex<HashMap<(String, String), KnownDrain>>,

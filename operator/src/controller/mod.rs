@@ -43,16 +43,16 @@ use crate::crd::{FINALIZER, LogDrain};
 use crate::error::{Error, Result};
 
 /// Field manager of every server-side apply, and the event reporter.
-pub const MANAGER: &str = "drainpipe-operator";
+pub(crate) const MANAGER: &str = "drainpipe-operator";
 
 /// User name in the drain URLs' credentials (the ingester ignores it).
-pub const DRAIN_USER: &str = "drainpipe";
+pub(crate) const DRAIN_USER: &str = "drainpipe";
 
 /// Condition types.
-pub const READY: &str = "Ready";
-pub const DRAINS_REGISTERED: &str = "DrainsRegistered";
-pub const CATALOG_SYNCED: &str = "CatalogSynced";
-pub const INGESTER_AVAILABLE: &str = "IngesterAvailable";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const DRAINS_REGISTERED: &str = "DrainsRegistered";
+pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
+pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
@@ -209,7 +209,7 @@ async fn reconcile_in_span(ld: Arc<LogDrain>, ctx: Arc<Context>) -> Result<Actio
 /// Retry policy: what the service asked for, else exponential per LogDrain
 /// from `retry_base`, capped by `retry_max`; failures that need a person
 /// start at the cap (their fix triggers a reconcile anyway).
-pub fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) -> Action {
     let _span = logdrain_span(&ld).entered();
     ctx.metrics.reconcile_failed(&err.metric_label());
     let uid = ld.uid().unwrap_or_default();
