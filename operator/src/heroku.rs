@@ -1049,6 +1049,8 @@ mod tests {
         }
     }
 
+    /// The drain URL docs/architecture.md gives (the name is from when it
+    /// pointed at the design document).
     #[test]
     fn for_app_builds_the_design_url() {
         let u =

@@ -1,4 +1,6 @@
-//! The operator binary's `crd` subcommand prints exactly the committed CRD.
+//! The operator binary's `crd` subcommand prints exactly the committed CRD:
+//! the one test that `crds/logdrain.yaml` is not stale (tests/tests/chart.rs
+//! checks the chart's copy against it).
 //!
 //! Being an integration test of this package also makes `cargo test` build
 //! the `drainpipe-operator` binary, which the end-to-end tests in `tests/`

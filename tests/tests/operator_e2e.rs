@@ -43,7 +43,8 @@ async fn harness(prefix: &str, apps: &[&str]) -> Harness {
     h
 }
 
-/// Every app has exactly one drain, to the design URL with the password.
+/// Every app has exactly one drain, to the URL docs/architecture.md gives
+/// (`https://drainpipe:<password>@<endpoint>/logplex/<app>`).
 fn assert_one_drain_each(h: &Harness, apps: &[&str], password: &str) {
     for app in apps {
         let drains = h.heroku.drains(app);
