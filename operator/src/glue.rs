@@ -25,6 +25,9 @@ use crate::backoff;
 /// Parameter holding the comma-separated app enum.
 pub const APP_VALUES: &str = "projection.app.values";
 
+/// Parameter holding the projected years, `first,last`.
+pub const YEAR_RANGE: &str = "projection.year.range";
+
 /// Glue's limit on one table parameter value, in bytes.
 pub const PARAMETER_VALUE_LIMIT: usize = 512_000;
 
@@ -77,8 +80,15 @@ impl TableSpec {
             bucket: bucket.into(),
             prefix: prefix.into(),
             apps: BTreeSet::new(),
-            years: (2020, 2099),
+            years: year_range(None, utc_year_now(), utc_year_now()),
         }
+    }
+
+    /// The years to project at creation (tests over a fixed corpus; the
+    /// controller keeps the default, which starts this year).
+    pub fn with_years(mut self, first: u16, last: u16) -> Self {
+        self.years = (first, last);
+        self
     }
 
     pub fn with_apps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, apps: I) -> Self {
@@ -159,7 +169,7 @@ impl TableSpec {
                 join_values(self.apps.iter().map(String::as_str)),
             ),
             ("projection.year.type", "integer".into()),
-            ("projection.year.range", format!("{y0},{y1}")),
+            (YEAR_RANGE, format!("{y0},{y1}")),
             ("projection.month.type", "integer".into()),
             ("projection.month.range", "1,12".into()),
             ("projection.month.digits", "2".into()),
@@ -192,6 +202,37 @@ pub struct AppsUpdate {
     pub app_count: usize,
     /// The values passed 80% of Glue's 512,000-byte parameter limit.
     pub near_limit: bool,
+    /// The new `projection.year.range`, when this call changed it.
+    pub years: Option<(u16, u16)>,
+}
+
+/// What `projection.year.range` a drainpipe-managed table should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct YearPolicy {
+    /// The year the LogDrain was created: its first logs are from then.
+    pub created: u16,
+    /// This year (UTC).
+    pub now: u16,
+}
+
+/// The projected years: from the earliest year the table already projects or
+/// `created`, whichever is earlier (never shrinking below a year that may
+/// have data), to the year after `now`, so the first queries of a new year,
+/// and messages whose clock runs ahead, find their partitions before the
+/// next resync extends the range. A projection of 2020-2099 made Athena list
+/// 80 years of prefixes for a query without a date filter; this one lists the
+/// years drainpipe has been writing, plus one.
+pub fn year_range(current: Option<&str>, created: u16, now: u16) -> (u16, u16) {
+    let first = current
+        .and_then(|text| text.split_once(','))
+        .and_then(|(first, _)| first.trim().parse::<u16>().ok())
+        .map_or(created, |first| first.min(created));
+    (first.min(now), now.saturating_add(1))
+}
+
+/// The current year in UTC.
+pub fn utc_year_now() -> u16 {
+    u16::try_from(time::OffsetDateTime::now_utc().year()).unwrap_or(u16::MAX)
 }
 
 /// A failed catalog call; messages are for a status condition.
@@ -479,9 +520,21 @@ impl Catalog {
         t: &TableRef,
         apps: &BTreeSet<String>,
     ) -> Result<AppsUpdate, GlueError> {
+        self.ensure_projection(t, apps, None).await
+    }
+
+    /// [`Catalog::ensure_apps`], and for a table drainpipe manages also the
+    /// year range of [`year_range`], in the same read-modify-write.
+    pub async fn ensure_projection(
+        &self,
+        t: &TableRef,
+        apps: &BTreeSet<String>,
+        years: Option<YearPolicy>,
+    ) -> Result<AppsUpdate, GlueError> {
         let lock = self.table_lock(t);
         let _held = lock.lock().await;
         let mut added: BTreeSet<String> = BTreeSet::new();
+        let mut years_changed = None;
         let mut attempts = 0u32;
         loop {
             let table = self.get_table(t).await?;
@@ -497,13 +550,20 @@ impl Catalog {
                 .iter()
                 .filter(|a| !present.contains(a.as_str()))
                 .collect();
-            if missing.is_empty() {
+            let year_text = years.and_then(|y| {
+                let current = table.parameters().and_then(|p| p.get(YEAR_RANGE));
+                let (first, last) = year_range(current.map(String::as_str), y.created, y.now);
+                let want = format!("{first},{last}");
+                (current != Some(&want)).then_some(want)
+            });
+            if missing.is_empty() && year_text.is_none() {
                 let values_len = current_text.len();
                 return Ok(AppsUpdate {
                     added: added.into_iter().collect(),
                     values_len,
                     app_count: present.len(),
                     near_limit: values_len > NEAR_LIMIT_BYTES,
+                    years: years_changed,
                 });
             }
             attempts += 1;
@@ -529,6 +589,9 @@ impl Catalog {
             let version = table.version_id().map(str::to_owned);
             let input = table_input_from(table, |params| {
                 params.insert(APP_VALUES.to_owned(), new_text.clone());
+                if let Some(y) = &year_text {
+                    params.insert(YEAR_RANGE.to_owned(), y.clone());
+                }
             })?;
             let mut req = self
                 .client
@@ -540,8 +603,13 @@ impl Catalog {
             }
             match req.send().await {
                 Ok(_) => {
-                    tracing::info!(table = %t, added = ?missing, "added apps to Glue partition projection");
+                    tracing::info!(table = %t, added = ?missing, years = ?year_text, "updated Glue partition projection");
                     added.extend(missing.into_iter().cloned());
+                    if let Some(y) = &year_text {
+                        years_changed = y
+                            .split_once(',')
+                            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                    }
                     // Loop: re-read to confirm (and to count) before returning.
                 }
                 Err(e) => match failure(e) {
@@ -712,15 +780,32 @@ mod tests {
     }
 
     #[test]
+    fn year_range_covers_the_data_and_follows_the_calendar() {
+        // A new table: from the LogDrain's creation year to next year.
+        assert_eq!(year_range(None, 2026, 2026), (2026, 2027));
+        // A new year started: the end moves, the start stays.
+        assert_eq!(year_range(Some("2026,2027"), 2026, 2027), (2026, 2028));
+        // An older table (the 2020-2099 default before) keeps its first year,
+        // which may have data, and stops listing eight decades of future.
+        assert_eq!(year_range(Some("2020,2099"), 2026, 2026), (2020, 2027));
+        // A LogDrain older than the table's range widens it backwards.
+        assert_eq!(year_range(Some("2026,2027"), 2024, 2026), (2024, 2027));
+        // Something unreadable is replaced by the LogDrain's own years.
+        assert_eq!(year_range(Some("from 2020"), 2025, 2026), (2025, 2027));
+    }
+
+    #[test]
     fn projection_parameters_match_the_archive_layout() {
         let spec = TableSpec::new("archive-bucket", "logs").with_apps(["b-app", "a-app"]);
-        let input = spec.table_input("logs").unwrap();
+        let now = utc_year_now();
+        assert_eq!(spec.years, (now, now + 1), "this year and the next, not 80");
+        let input = spec.with_years(2026, 2027).table_input("logs").unwrap();
         let p = input.parameters().unwrap();
         assert_eq!(p["projection.enabled"], "true");
         assert_eq!(p["projection.app.type"], "enum");
         assert_eq!(p[APP_VALUES], "a-app,b-app");
         assert_eq!(p["projection.year.type"], "integer");
-        assert_eq!(p["projection.year.range"], "2020,2099");
+        assert_eq!(p[YEAR_RANGE], "2026,2027");
         assert_eq!(p["projection.month.digits"], "2");
         assert_eq!(p["projection.day.digits"], "2");
         assert_eq!(p["projection.day.range"], "1,31");

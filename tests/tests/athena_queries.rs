@@ -594,7 +594,9 @@ async fn every_documented_query_answers_what_the_corpus_says() {
     // The table, created by the operator's own code.
     let database = format!("dp_athena_{run}");
     let table = TableRef::new(&database, "heroku_logs");
-    let spec = TableSpec::new(&env.bucket, &prefix).with_apps(APPS);
+    let spec = TableSpec::new(&env.bucket, &prefix)
+        .with_apps(APPS)
+        .with_years(2026, 2027);
     Catalog::new(env.glue_client())
         .ensure_table(&table, &spec)
         .await
@@ -673,7 +675,9 @@ async fn logfmt_keys_that_differ_only_in_case_read_in_trino() {
     Catalog::new(env.glue_client())
         .ensure_table(
             &TableRef::new(&database, "heroku_logs"),
-            &TableSpec::new(&env.bucket, &prefix).with_apps(["shop-web"]),
+            &TableSpec::new(&env.bucket, &prefix)
+                .with_apps(["shop-web"])
+                .with_years(2026, 2027),
         )
         .await
         .expect("create the table with the operator's Catalog");

@@ -20,7 +20,7 @@ use aws_sdk_glue::types::{Column, SerDeInfo, StorageDescriptor, Table, TableInpu
 use drainpipe_contract::schema::FIELDS;
 use drainpipe_operator::glue::{
     APP_VALUES, Catalog, ConflictRetry, GlueError, NEAR_LIMIT_BYTES, PARAMETER_VALUE_LIMIT,
-    TableRef, TableSpec, table_input_from,
+    TableRef, TableSpec, YEAR_RANGE, YearPolicy, table_input_from,
 };
 use drainpipe_tests::env::TestEnv;
 
@@ -695,4 +695,60 @@ async fn proxy(
         }
     }
     out
+}
+
+#[tokio::test]
+async fn year_range_follows_the_calendar_without_dropping_old_years() {
+    let env = TestEnv::require();
+    let c = catalog(&env);
+    let t = TableRef::new(unique_db(), "heroku_logs");
+    // A table from before: eighty years projected.
+    let spec = TableSpec::new(&env.bucket, "logs/")
+        .with_apps(["app-one"])
+        .with_years(2020, 2099);
+    assert!(c.ensure_table(&t, &spec).await.unwrap());
+    let policy = Some(YearPolicy {
+        created: 2026,
+        now: 2026,
+    });
+    let up = c
+        .ensure_projection(&t, &apps(&["app-one"]), policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        up.years,
+        Some((2020, 2027)),
+        "first year kept, end next year"
+    );
+    assert!(up.added.is_empty());
+    let params = get_table(&env, &t).await.parameters.unwrap();
+    assert_eq!(params[YEAR_RANGE], "2020,2027");
+    assert_eq!(params[APP_VALUES], "app-one", "the apps are untouched");
+
+    let again = c
+        .ensure_projection(&t, &apps(&["app-one"]), policy)
+        .await
+        .unwrap();
+    assert_eq!(again.years, None, "nothing to change: no write");
+
+    // A new year starts: the end moves with it, together with a new app.
+    let next = Some(YearPolicy {
+        created: 2026,
+        now: 2027,
+    });
+    let up = c
+        .ensure_projection(&t, &apps(&["app-one", "app-two"]), next)
+        .await
+        .unwrap();
+    assert_eq!(up.years, Some((2020, 2028)));
+    assert_eq!(up.added, ["app-two"]);
+    let params = get_table(&env, &t).await.parameters.unwrap();
+    assert_eq!(params[YEAR_RANGE], "2020,2028");
+
+    // A table drainpipe does not manage keeps its range (no policy).
+    let other = c
+        .ensure_projection(&t, &apps(&["app-one"]), None)
+        .await
+        .unwrap();
+    assert_eq!(other.years, None);
 }

@@ -12,7 +12,9 @@ use super::memory::Verified;
 use super::{CATALOG_SYNCED, Context, fingerprint, lock};
 use crate::crd::{GlueCatalog, LogDrain, LogDrainStatus};
 use crate::error::Error;
-use crate::glue::{AppsUpdate, GlueError, TableRef, TableSpec};
+use crate::glue::{
+    AppsUpdate, GlueError, TableRef, TableSpec, YearPolicy, utc_year_now, year_range,
+};
 
 pub(super) struct CatalogOutcome {
     pub(super) condition: Cond,
@@ -61,7 +63,13 @@ pub(super) async fn sync_catalog(
     let s3 = &ld.spec.archive.s3;
     let all = ctx.all_logdrains();
     let union = table_union(ld, glue, all.iter().map(AsRef::as_ref));
+    let years = YearPolicy {
+        created: created_year(ld),
+        now: utc_year_now(),
+    };
     let fp = fingerprint(&(
+        // A new year is a change to check: the projection's range follows it.
+        years.now,
         glue.database.as_str(),
         glue.table.as_str(),
         glue.region.as_str(),
@@ -88,10 +96,16 @@ pub(super) async fn sync_catalog(
     let result = async {
         let mut created = false;
         if glue.manage_table {
-            let spec = TableSpec::new(s3.bucket.clone(), s3.prefix.clone()).with_apps(union.iter());
+            let (first, last) = year_range(None, years.created, years.now);
+            let spec = TableSpec::new(s3.bucket.clone(), s3.prefix.clone())
+                .with_apps(union.iter())
+                .with_years(first, last);
             created = client.ensure_table(&table, &spec).await?;
         }
-        let update = client.ensure_apps(&table, &union).await?;
+        // Only a table drainpipe manages has its year range kept; a shared
+        // table made by hand keeps the projection its owner chose.
+        let policy = glue.manage_table.then_some(years);
+        let update = client.ensure_projection(&table, &union, policy).await?;
         Ok::<_, GlueError>((created, update))
     }
     .await;
@@ -114,6 +128,16 @@ pub(super) async fn sync_catalog(
                         "created Glue table {table} over s3://{}/{} with partition projection",
                         s3.bucket, s3.prefix
                     ),
+                )
+                .await;
+            }
+            if let Some((first, last)) = update.years {
+                ctx.metrics.glue_updates.inc();
+                ctx.publish(
+                    reference,
+                    EventType::Normal,
+                    "ProjectionYearsUpdated",
+                    format!("projection.year.range of Glue table {table} is now {first},{last}"),
                 )
                 .await;
             }
@@ -177,6 +201,17 @@ fn synced_condition(table: &TableRef, update: &AppsUpdate, own_apps: usize) -> C
     )
 }
 
+/// The UTC year the LogDrain was created (this year for an object without a
+/// creation time, which the API server always sets).
+fn created_year(ld: &LogDrain) -> u16 {
+    ld.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
+        .and_then(|t| u16::try_from(t.year()).ok())
+        .unwrap_or_else(utc_year_now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +246,7 @@ mod tests {
             values_len: 11,
             app_count: 2,
             near_limit: false,
+            years: None,
         };
         let c = synced_condition(&table, &update, 1);
         assert!(c.status);
