@@ -474,7 +474,10 @@ mod tests {
             recs[0]["message"], "userId=1 userid=2 Event=signup",
             "the message keeps the keys as sent"
         );
-        assert_eq!(stats.kv_case_collisions, 1, "user=x user=y is no case collision");
+        assert_eq!(
+            stats.kv_case_collisions, 1,
+            "user=x user=y is no case collision"
+        );
     }
 
     #[test]
