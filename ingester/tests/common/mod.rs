@@ -7,11 +7,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+
+use drainpipe_testenv::TestEnv;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-pub const NOT_RUNNING: &str =
-    "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
 pub const TOKEN: &str = "d.01234567-89ab-cdef-0123-456789abcdef";
 
@@ -324,97 +323,38 @@ pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The S3 side of the test environment (`scripts/testenv up`).
+/// The S3 side of the test environment, from the one loader every crate's
+/// tests use (`drainpipe-testenv`): it fails, never skips, when the servers
+/// `scripts/testenv up` starts are not there.
 #[derive(Debug, Clone)]
 pub struct S3Env {
     pub endpoint: String,
     pub bucket: String,
-    pub region: String,
-    pub access_key: String,
-    pub secret_key: String,
+    env: TestEnv,
 }
 
 impl S3Env {
-    /// The environment from `DRAINPIPE_TEST_BUCKET` & co when set, else from
-    /// the env file `scripts/testenv up` writes; fails (never skips) when
-    /// it is absent or MinIO does not answer.
     pub fn require() -> S3Env {
-        let vars = if std::env::var("DRAINPIPE_TEST_BUCKET").is_ok_and(|b| !b.is_empty()) {
-            std::env::vars().collect::<BTreeMap<_, _>>()
-        } else {
-            let file = state_dir().join("env");
-            let text = std::fs::read_to_string(&file)
-                .unwrap_or_else(|e| panic!("{NOT_RUNNING}\ncannot read {}: {e}", file.display()));
-            text.lines()
-                .filter_map(|l| l.trim().strip_prefix("export "))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| {
-                    (
-                        k.to_owned(),
-                        v.trim_matches('\'').trim_matches('"').to_owned(),
-                    )
-                })
-                .collect()
-        };
-        let get = |k: &str| {
-            vars.get(k)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .unwrap_or_else(|| panic!("{NOT_RUNNING}\n{k} is not set"))
-        };
-        let env = S3Env {
-            endpoint: get("AWS_ENDPOINT_URL_S3"),
-            bucket: get("DRAINPIPE_TEST_BUCKET"),
-            region: get("AWS_REGION"),
-            access_key: get("AWS_ACCESS_KEY_ID"),
-            secret_key: get("AWS_SECRET_ACCESS_KEY"),
-        };
-        let hostport = env
-            .endpoint
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_owned();
-        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| {
-                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
-            });
-        assert!(
-            reachable,
-            "{NOT_RUNNING}\nMinIO at {} does not answer",
-            env.endpoint
-        );
-        env
+        let env = TestEnv::require();
+        S3Env {
+            endpoint: env.s3_endpoint.clone(),
+            bucket: env.bucket.clone(),
+            env,
+        }
     }
 
     /// The environment variables the ingester needs, with `endpoint`.
     pub fn ingester_env<'a>(&'a self, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
         vec![
             ("AWS_ENDPOINT_URL_S3", endpoint),
-            ("AWS_REGION", &self.region),
-            ("AWS_ACCESS_KEY_ID", &self.access_key),
-            ("AWS_SECRET_ACCESS_KEY", &self.secret_key),
+            ("AWS_REGION", &self.env.region),
+            ("AWS_ACCESS_KEY_ID", &self.env.access_key),
+            ("AWS_SECRET_ACCESS_KEY", &self.env.secret_key),
         ]
     }
 
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            &self.access_key,
-            &self.secret_key,
-            None,
-            None,
-            "drainpipe-testenv",
-        );
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        self.env.s3_client()
     }
 
     /// Every record under `prefix`, by key.
@@ -448,25 +388,4 @@ impl S3Env {
         }
         out
     }
-}
-
-fn state_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("DRAINPIPE_TESTENV_DIR")
-        && !dir.is_empty()
-    {
-        return PathBuf::from(dir);
-    }
-    if let Ok(dir) = std::env::var("XDG_RUNTIME_DIR")
-        && !dir.is_empty()
-    {
-        return Path::new(&dir).join("drainpipe-testenv");
-    }
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "0".to_owned());
-    PathBuf::from(format!("/tmp/drainpipe-testenv-{uid}"))
 }
