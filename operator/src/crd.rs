@@ -434,6 +434,12 @@ pub struct LogDrainStatus {
 pub struct DrainStatus {
     /// Heroku app name.
     pub app: String,
+    /// Heroku app id (`heroku apps:info --json` shows it). drainpipe
+    /// addresses the app by this id once known, so a rename on Heroku does
+    /// not lose the drain; when `spec.apps` then names the app by its new
+    /// name, the drain is moved over, not duplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
     /// Heroku drain id (`heroku drains --json` shows it).
     pub id: String,
     /// Drain token Logplex sends in `Logplex-Drain-Token`.

@@ -366,13 +366,25 @@ pub struct AppRef {
     pub name: String,
 }
 
-/// Heroku's error body: `{"id": "not_found", "message": "..."}`.
+/// Heroku's error body: `{"id": "not_found", "message": "..."}`, with
+/// `"resource": "app"` when what was not found is the app.
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     id: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    resource: String,
+}
+
+impl ErrorBody {
+    /// A 404 about the app itself (`{"resource":"app","id":"not_found",
+    /// "message":"Couldn't find that app."}`), not about a drain of it: the
+    /// app name may have changed, so the drain is not known to be gone.
+    fn app_missing(&self) -> bool {
+        self.resource == "app" || self.message.contains("find that app")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -396,6 +408,7 @@ pub enum HerokuError {
     AppNotFound { app: String },
     #[error("Heroku rate limit exhausted after {attempts} attempts{}", fmt_retry_after(.retry_after))]
     RateLimited {
+        /// `Retry-After` as Heroku sent it; `None` when it sent none.
         retry_after: Option<Duration>,
         attempts: u32,
     },
@@ -419,9 +432,11 @@ pub enum HerokuError {
     InvalidDrainUrl(String),
 }
 
+/// Only a wait Heroku itself sent is attributed to Heroku; the operator's
+/// own backoff is stated where it is decided.
 fn fmt_retry_after(d: &Option<Duration>) -> String {
     match d {
-        Some(d) => format!("; Heroku asks to wait {}s", d.as_secs().max(1)),
+        Some(d) => format!("; Heroku sent Retry-After: {} s", d.as_secs().max(1)),
         None => String::new(),
     }
 }
@@ -669,9 +684,33 @@ impl HerokuClient {
         let resp = self.send(token, Method::GET, url, None, None, true).await?;
         match resp.status() {
             s if s.is_success() => parse_json(resp, token).await.map(Some),
-            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND => self.drain_not_found(resp, app).await.map(|()| None),
             _ => Err(self.error_from(resp, app, token, None).await),
         }
+    }
+
+    /// Info for an app by name or id: its id and current name. A renamed
+    /// app keeps its id, so the id finds it under any name.
+    pub async fn app_info(&self, token: &ApiToken, app: &str) -> Result<AppRef, HerokuError> {
+        let url = self.url(&["apps", app])?;
+        let resp = self.send(token, Method::GET, url, None, None, true).await?;
+        if resp.status().is_success() {
+            return parse_json(resp, token).await;
+        }
+        Err(self.error_from(resp, app, token, None).await)
+    }
+
+    /// A 404 on one drain of `app`: `Ok` when the drain is what is missing,
+    /// [`HerokuError::AppNotFound`] when the app is (renamed or deleted).
+    async fn drain_not_found(&self, resp: reqwest::Response, app: &str) -> Result<(), HerokuError> {
+        let text = resp.text().await.unwrap_or_default();
+        let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+        if body.app_missing() {
+            return Err(HerokuError::AppNotFound {
+                app: app.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Adds a drain to `url` without listing first (the controller has just
@@ -772,10 +811,12 @@ impl HerokuClient {
             tokio::time::sleep(wait).await;
             return Ok(None);
         }
-        // Most likely "already exists" (a concurrent create or an earlier
-        // attempt whose answer was lost): look it up. When the lookup fails
-        // too, the create's own error says more.
-        if let Ok(Some(found)) = self.lookup(token, app, url).await {
+        // "Url has already been taken": a concurrent create or an earlier
+        // attempt whose answer was lost made it. Look it up and adopt it.
+        // When the lookup fails too, the create's own error says more.
+        if is_url_taken(&err)
+            && let Ok(Some(found)) = self.lookup(token, app, url).await
+        {
             return Ok(Some(EnsuredDrain {
                 drain: found,
                 created: false,
@@ -785,7 +826,9 @@ impl HerokuClient {
     }
 
     /// Removes a drain by id (or URL or token). Returns false when it was
-    /// already gone (404), which counts as success.
+    /// already gone (404 about the drain), which counts as success; a 404
+    /// about the app is [`HerokuError::AppNotFound`]: under a name the app
+    /// may have been renamed, and its drain still be there.
     pub async fn delete_drain(
         &self,
         token: &ApiToken,
@@ -798,7 +841,7 @@ impl HerokuClient {
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::NOT_FOUND => self.drain_not_found(resp, app).await.map(|()| false),
             _ => Err(self.error_from(resp, app, token, None).await),
         }
     }
@@ -881,7 +924,7 @@ impl HerokuClient {
                 self.limiter.observe_throttled(pause);
                 if attempt >= self.opts.max_retries || pause > self.opts.max_retry_after {
                     return Err(HerokuError::RateLimited {
-                        retry_after: Some(pause),
+                        retry_after: asked,
                         attempts: attempt + 1,
                     });
                 }
@@ -947,6 +990,12 @@ impl HerokuClient {
 /// again momentarily."); it goes away by itself within seconds.
 fn is_log_channel_pending(err: &HerokuError) -> bool {
     matches!(err, HerokuError::Api { status: 422, message, .. } if message.contains("log channel"))
+}
+
+/// The 422 Heroku answers a create whose URL the app already drains to
+/// ("Url has already been taken").
+fn is_url_taken(err: &HerokuError) -> bool {
+    matches!(err, HerokuError::Api { status: 422, message, .. } if message.contains("already been taken"))
 }
 
 fn bearer(token: &ApiToken) -> Result<HeaderValue, HerokuError> {
@@ -1129,7 +1178,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "Heroku rate limit exhausted after 6 attempts; Heroku asks to wait 30s"
+            "Heroku rate limit exhausted after 6 attempts; Heroku sent Retry-After: 30 s"
         );
         assert_eq!(e.metric_label(), "rate_limited");
         assert!(e.is_transient());

@@ -6,18 +6,35 @@
 //!
 //! - `Accept: application/vnd.heroku+json; version=3` required (400 without);
 //! - bearer auth: 401 `{"id":"unauthorized",...}` for a wrong token;
-//! - unknown app: 404 `not_found`; duplicate drain URL: 422 `invalid_params`;
+//! - unknown app: 404 `{"resource":"app","id":"not_found","message":"Couldn't
+//!   find that app."}`, unknown drain of a known app: 404 `not_found` with
+//!   `"resource":"log_drain"` (the app's 404 as Heroku sends it, as in
+//!   salesforcecli/plugin-functions test/commands/env/logdrain/add.test.ts and
+//!   the Heroku stubs of other clients; the `resource` key is how a client
+//!   tells "no such app" from "no such drain");
+//! - duplicate drain URL: 422 `invalid_params` "Url has already been taken"
+//!   (the message Heroku sends, as in the same plugin-functions test);
+//! - App Info, `GET /apps/{app_id_or_name}` (heroku/heroku-go schema.json,
+//!   `definitions.app.links` "Info"): the app with its `id` and `name`;
+//! - renames (`rename_app`): the app keeps its id and its drains, the old name
+//!   answers 404 like any unknown app, as on Heroku (`heroku apps:rename`);
 //! - the first create for a new app: 422 "App hasn't yet been assigned a log
 //!   channel. Please try again momentarily." (once per app);
 //! - a request budget with `RateLimit-Remaining` on every response and 429
 //!   when spent, refilled continuously (4,500/hour by default) or by hand;
 //! - `Range: id ..; max=N` pagination: 206 with `Next-Range` while more remain;
-//! - injected failures (`fail_next`) and latency for backoff tests.
+//!   200 per page without `max`, 1000 at most (Dev Center, Platform API
+//!   Reference, "Ranges": "The default page size is 200 and maximum page
+//!   size is 1000");
+//! - no `Retry-After` on 429 unless a test sets one (Heroku documents only
+//!   `RateLimit-Remaining`, Dev Center "Rate Limits");
+//! - injected failures (`fail_next`, `fail_app`), a create that loses a race
+//!   (`race_next_create`) and latency for backoff tests.
 //!
 //! Apps are addressed by name or id, drains by id, URL or token, as in the
 //! schema's `identity` and `query_identity`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -87,6 +104,17 @@ pub struct RecordedRequest {
     pub status: u16,
     pub user_agent: Option<String>,
     pub range: Option<String>,
+    /// When the fake answered.
+    pub at: Instant,
+}
+
+impl RecordedRequest {
+    /// Whether the request addressed app `ident` (its name or id), e.g.
+    /// `/apps/{ident}/log-drains`.
+    pub fn for_app(&self, ident: &str) -> bool {
+        let mut segs = self.path.trim_matches('/').split('/');
+        segs.next() == Some("apps") && segs.next().map(percent_decode).as_deref() == Some(ident)
+    }
 }
 
 /// Requests by kind, for "how many calls did that cost" assertions.
@@ -96,6 +124,8 @@ pub struct RequestCounts {
     pub info: u64,
     pub create: u64,
     pub delete: u64,
+    /// App Info (`GET /apps/{app}`).
+    pub app_info: u64,
     /// Answered 429 because the budget was spent (injected ones excluded).
     pub throttled: u64,
     /// Answered with a `fail_next` status.
@@ -107,6 +137,7 @@ pub struct RequestCounts {
 #[derive(Debug)]
 struct FakeApp {
     id: String,
+    created_at: String,
     log_channel_ready: bool,
     drains: Vec<FakeDrain>,
 }
@@ -118,6 +149,10 @@ struct State {
     tokens: f64,
     last_refill: Instant,
     fail_next: VecDeque<u16>,
+    /// App id → the status every request for that app is answered with.
+    failing_apps: BTreeMap<String, u16>,
+    /// App ids whose next create finds its URL taken by a concurrent one.
+    racing_creates: BTreeSet<String>,
     counts: RequestCounts,
     requests: Vec<RecordedRequest>,
 }
@@ -176,6 +211,8 @@ impl FakeHeroku {
             apps: BTreeMap::new(),
             last_refill: Instant::now(),
             fail_next: VecDeque::new(),
+            failing_apps: BTreeMap::new(),
+            racing_creates: BTreeSet::new(),
             counts: RequestCounts::default(),
             requests: Vec::new(),
         }));
@@ -214,6 +251,7 @@ impl FakeHeroku {
             .entry(name.to_owned())
             .or_insert_with(|| FakeApp {
                 id: uuid::Uuid::new_v4().to_string(),
+                created_at: now_rfc3339(),
                 log_channel_ready: ready,
                 drains: Vec::new(),
             })
@@ -224,6 +262,55 @@ impl FakeHeroku {
     /// Deletes an app and its drains.
     pub fn remove_app(&self, name: &str) {
         self.lock().apps.remove(name);
+    }
+
+    /// `heroku apps:rename`: the app keeps its id and drains (drain URLs
+    /// included); `old` becomes an unknown name.
+    pub fn rename_app(&self, old: &str, new: &str) {
+        let mut s = self.lock();
+        let app = s.apps.remove(old).expect("rename_app: add_app first");
+        assert!(!s.apps.contains_key(new), "rename_app: {new} is taken");
+        s.apps.insert(new.to_owned(), app);
+    }
+
+    /// The id of app `name`.
+    pub fn app_id(&self, name: &str) -> Option<String> {
+        self.lock().apps.get(name).map(|a| a.id.clone())
+    }
+
+    /// Every request for app `name` (by name or id, whatever its name
+    /// later becomes) is answered `status` until `None` is set.
+    pub fn fail_app(&self, name: &str, status: Option<u16>) {
+        let mut s = self.lock();
+        let id = s.apps.get(name).expect("fail_app: add_app first").id.clone();
+        match status {
+            Some(code) => s.failing_apps.insert(id, code),
+            None => s.failing_apps.remove(&id),
+        };
+    }
+
+    /// The next create for app `name` loses a race: a drain to the same URL
+    /// appears just before it (another writer's create landing first, or an
+    /// earlier attempt whose answer was lost), so Heroku answers it 422
+    /// "Url has already been taken".
+    pub fn race_next_create(&self, name: &str) {
+        let mut s = self.lock();
+        let id = s
+            .apps
+            .get(name)
+            .expect("race_next_create: add_app first")
+            .id
+            .clone();
+        s.racing_creates.insert(id);
+    }
+
+    /// Every drain of every app, for "nothing left behind" assertions.
+    pub fn all_drains(&self) -> Vec<(String, FakeDrain)> {
+        let s = self.lock();
+        s.apps
+            .iter()
+            .flat_map(|(name, a)| a.drains.iter().map(move |d| (name.clone(), d.clone())))
+            .collect()
     }
 
     /// Replaces the accepted token (a rotation: the old one now gets 401).
@@ -361,6 +448,32 @@ fn error_body(id: &str, message: &str) -> Value {
     json!({ "id": id, "message": message })
 }
 
+/// Heroku's 404 for an app name or id it does not know.
+fn app_not_found() -> Answer {
+    Answer::json(
+        StatusCode::NOT_FOUND,
+        json!({"resource": "app", "id": "not_found", "message": "Couldn't find that app."}),
+    )
+}
+
+/// Heroku's 404 for a drain a known app does not have.
+fn drain_not_found() -> Answer {
+    Answer::json(
+        StatusCode::NOT_FOUND,
+        json!({"resource": "log_drain", "id": "not_found", "message": "Couldn't find that log drain."}),
+    )
+}
+
+/// App Info's answer: the schema's app properties the fake knows.
+fn app_json(name: &str, a: &FakeApp) -> Value {
+    json!({
+        "id": a.id,
+        "name": name,
+        "created_at": a.created_at,
+        "updated_at": a.created_at,
+    })
+}
+
 /// An answer before the common headers are added.
 struct Answer {
     status: StatusCode,
@@ -403,6 +516,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         status: answer.status.as_u16(),
         user_agent: header_str(&parts.headers, header::USER_AGENT.as_str()),
         range: header_str(&parts.headers, "range"),
+        at: Instant::now(),
     });
     drop(s);
 
@@ -440,24 +554,7 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
     // Injected failures come first, like an outage in front of the API.
     if let Some(status) = s.fail_next.pop_front() {
         s.counts.injected += 1;
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut a = match status {
-            429 => Answer::error(
-                code,
-                "rate_limit",
-                "Your account reached the API rate limit\nPlease wait a few minutes before making new requests",
-            ),
-            503 => Answer::error(
-                code,
-                "unavailable",
-                "The service is temporarily unavailable.",
-            ),
-            _ => Answer::error(code, "internal_server_error", "Internal server error."),
-        };
-        if let (429, Some(secs)) = (status, s.opts.retry_after) {
-            a.headers.push(("retry-after", secs.to_string()));
-        }
-        return a;
+        return injected(status, s.opts.retry_after);
     }
 
     // The account-rate-limit endpoint is free, as on Heroku.
@@ -506,7 +603,22 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
         .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if let ["apps", app, ..] = segs.as_slice()
+        && let Some(code) = s
+            .app_key(app)
+            .and_then(|name| s.failing_apps.get(&s.apps[&name].id).copied())
+    {
+        s.counts.injected += 1;
+        return injected(code, None);
+    }
     match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["apps", app]) => {
+            s.counts.app_info += 1;
+            match s.app_key(app) {
+                Some(name) => Answer::json(StatusCode::OK, app_json(&name, &s.apps[&name])),
+                None => app_not_found(),
+            }
+        }
         (Method::GET, ["apps", app, "log-drains"]) => {
             s.counts.list += 1;
             list(s, app, headers)
@@ -526,11 +638,7 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
             s.counts.delete += 1;
             with_drain(s, app, drain, |s, app_name, idx| {
                 let Some(a) = s.apps.get_mut(app_name) else {
-                    return Answer::error(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        "Couldn't find that app.",
-                    );
+                    return app_not_found();
                 };
                 if a.drains[idx].addon.is_some() {
                     return Answer::error(
@@ -552,6 +660,33 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
     }
 }
 
+/// An injected failure as Heroku words it.
+fn injected(status: u16, retry_after: Option<u64>) -> Answer {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut a = match status {
+        429 => Answer::error(
+            code,
+            "rate_limit",
+            "Your account reached the API rate limit\nPlease wait a few minutes before making new requests",
+        ),
+        503 => Answer::error(
+            code,
+            "unavailable",
+            "The service is temporarily unavailable.",
+        ),
+        403 => Answer::error(
+            code,
+            "forbidden",
+            "You do not have access to the app.",
+        ),
+        _ => Answer::error(code, "internal_server_error", "Internal server error."),
+    };
+    if let (429, Some(secs)) = (status, retry_after) {
+        a.headers.push(("retry-after", secs.to_string()));
+    }
+    a
+}
+
 fn with_drain(
     s: &mut State,
     app: &str,
@@ -559,11 +694,7 @@ fn with_drain(
     f: impl FnOnce(&mut State, &str, usize) -> Answer,
 ) -> Answer {
     let Some(name) = s.app_key(app) else {
-        return Answer::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Couldn't find that app.",
-        );
+        return app_not_found();
     };
     let idx = s.apps[&name]
         .drains
@@ -571,11 +702,7 @@ fn with_drain(
         .position(|d| d.id == drain || d.token == drain || d.url == drain);
     match idx {
         Some(i) => f(s, &name, i),
-        None => Answer::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Couldn't find that log drain.",
-        ),
+        None => drain_not_found(),
     }
 }
 
@@ -610,11 +737,7 @@ fn parse_range(text: &str) -> Option<Range> {
 
 fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
     let Some(name) = s.app_key(app) else {
-        return Answer::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Couldn't find that app.",
-        );
+        return app_not_found();
     };
     let range = match header_str(headers, "range") {
         Some(text) => match parse_range(&text) {
@@ -674,11 +797,7 @@ fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
 
 fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
     let Some(name) = s.app_key(app) else {
-        return Answer::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Couldn't find that app.",
-        );
+        return app_not_found();
     };
     let url = serde_json::from_slice::<Value>(body)
         .ok()
@@ -700,10 +819,15 @@ fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
             "Url is invalid",
         );
     }
+    let id = s.apps[&name].id.clone();
+    let races = s.apps[&name].log_channel_ready && s.racing_creates.remove(&id);
     let a = s
         .apps
         .get_mut(&name)
         .expect("app_key returned an existing app");
+    if races {
+        a.drains.push(new_drain(&url, None));
+    }
     if !a.log_channel_ready {
         a.log_channel_ready = true;
         return Answer::error(

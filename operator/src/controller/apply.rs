@@ -14,6 +14,7 @@ use serde_json::json;
 use super::catalog::sync_catalog;
 use super::conditions::{condition, ingester_condition, ready_condition};
 use super::drains::sync_drains;
+use super::retain;
 use super::{
     CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY, fingerprint,
     lock,
@@ -32,6 +33,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     // 1. The ingester, with routes for every app before any drain exists,
     // so Heroku's first delivery finds its app (a 404 would be dropped).
     let password = ensure_password(ctx, &owner).await?;
+    retain::password_owner(ctx, &owner, ld.spec.deletion_policy).await?;
     // What this process saw last is at least as new as the status of the
     // object at hand, which may predate the last status written.
     let (known, removed) = ctx.known_drains(&uid);

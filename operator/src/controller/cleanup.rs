@@ -10,8 +10,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
 use super::drains::{ErrorSummary, drain_url, heroku_token};
+use super::identity::{list_app, named};
+use super::{Context, retain};
 use crate::crd::{DeletionPolicy, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
 use crate::heroku::{Drain, DrainUrl, HerokuError};
@@ -23,6 +24,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
     let (known, _) = ctx.known_drains(&uid);
     let drains = drains_to_clean(ld.status.clone().unwrap_or_default().drains, known);
     if ld.spec.deletion_policy == DeletionPolicy::Retain {
+        retain::release_password(ctx, &ld).await?;
         ctx.forget(&uid);
         if !drains.is_empty() {
             ctx.publish(
@@ -73,7 +75,13 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
         let url = password
             .as_deref()
             .and_then(|p| drain_url(target.as_ref(), app, p).ok());
-        let listed = match ctx.list_drains(&token, app).await {
+        // By the recorded app id: a drain of an app renamed on Heroku is
+        // found (and removed) all the same.
+        let app_id = drains
+            .iter()
+            .find(|d| d.app == *app)
+            .and_then(|d| d.app_id.as_deref());
+        let (address, listed) = match list_app(ctx, &token, app, app_id).await {
             Ok(l) => l,
             // A deleted app has no drains left to remove.
             Err(HerokuError::AppNotFound { .. }) => continue,
@@ -83,7 +91,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
             }
         };
         for d in ours_among(&listed, app, &drains, url.as_ref()) {
-            match ctx.delete_drain(&token, app, &d.id).await {
+            match ctx.delete_drain(&token, &address, &d.id).await {
                 Ok(true) => {
                     ctx.metrics.drain_changed("removed");
                     ctx.publish(
@@ -98,7 +106,7 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
                     .await;
                 }
                 Ok(false) => {}
-                Err(e) => errors.push((app.clone(), e)),
+                Err(e) => errors.push((app.clone(), named(e, app))),
             }
         }
     }

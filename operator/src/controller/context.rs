@@ -11,12 +11,15 @@ use kube::Client;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
+use super::app_backoff::AppFailure;
 use super::memory::KnownDrain;
 use super::memory::Verified;
 use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
-use crate::heroku::{ApiToken, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
+use crate::heroku::{
+    ApiToken, AppRef, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError,
+};
 use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::IngesterDefaults;
 
@@ -122,6 +125,9 @@ pub struct Context {
     pub(super) catalog_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
+    /// (LogDrain uid, app) → the app's last failed Heroku call, waited out
+    /// before the next.
+    pub(super) app_failures: Mutex<HashMap<(String, String), AppFailure>>,
     /// Every LogDrain the controllers watch, for the Glue union.
     pub(super) stores: RwLock<Vec<Store<LogDrain>>>,
     /// `HerokuClient::requests_sent` when last copied into the metrics.
@@ -154,6 +160,7 @@ impl Context {
             status_written: Mutex::default(),
             catalog_verified: Mutex::default(),
             failures: Mutex::default(),
+            app_failures: Mutex::default(),
             stores: RwLock::default(),
             heroku_requests_seen: AtomicU64::new(0),
         }
@@ -189,6 +196,16 @@ impl Context {
     ) -> Result<bool, HerokuError> {
         let r = self.heroku.delete_drain(token, app, id).await;
         self.heroku_called("delete", &r);
+        r
+    }
+
+    pub(super) async fn app_info(
+        &self,
+        token: &ApiToken,
+        app: &str,
+    ) -> Result<AppRef, HerokuError> {
+        let r = self.heroku.app_info(token, app).await;
+        self.heroku_called("app_info", &r);
         r
     }
 

@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::conditions::Cond;
+use super::identity::{app_address, app_id_of, list_app, named, resolve_renames};
 use super::{Context, DRAIN_USER, fingerprint};
 use crate::crd::{DrainStatus, DrainTarget, LogDrain};
 use crate::error::{Error, Result};
@@ -102,14 +103,25 @@ pub(super) struct ErrorSummary {
 
 impl ErrorSummary {
     /// `None` when nothing failed.
-    pub(super) fn of(mut errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
+    pub(super) fn of(errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
+        Self::with_notes(errors, &BTreeMap::new())
+    }
+
+    /// Each app's error followed by its note, if any (when it is retried).
+    pub(super) fn with_notes(
+        mut errors: Vec<(String, HerokuError)>,
+        notes: &BTreeMap<String, String>,
+    ) -> Option<ErrorSummary> {
         if errors.is_empty() {
             return None;
         }
         errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
         let text = errors
             .iter()
-            .map(|(app, e)| format!("{app}: {e}"))
+            .map(|(app, e)| match notes.get(app) {
+                Some(note) => format!("{app}: {e} ({note})"),
+                None => format!("{app}: {e}"),
+            })
             .collect::<Vec<_>>()
             .join("; ");
         let count = errors.len();
@@ -172,33 +184,56 @@ pub(super) async fn sync_drains(
     };
 
     let mut errors: Vec<(String, HerokuError)> = Vec::new();
+    let mut notes: BTreeMap<String, String> = BTreeMap::new();
+    let handled: BTreeSet<String> = apps
+        .iter()
+        .cloned()
+        .chain(stale.iter().map(|d| d.app.clone()))
+        .collect();
+    ctx.keep_app_failures(uid, &handled);
+    let inputs = |what: &str| {
+        fingerprint(&(token.expose_secret(), what, ld.metadata.generation))
+    };
+
+    // An app renamed on Heroku and then in spec.apps keeps its drain record.
+    let stale = resolve_renames(ctx, &token, uid, reference, stale, &todo, drains).await;
 
     // Removed apps: delete the drain this LogDrain made.
     for d in stale {
-        match ctx.delete_drain(&token, &d.app, &d.id).await {
-            Ok(existed) => {
+        let fp = inputs("delete");
+        if let Some(waiting) = ctx.app_waiting(uid, &d.app, fp) {
+            notes.insert(d.app.clone(), waiting.note());
+            errors.push((d.app.clone(), waiting.error));
+            continue;
+        }
+        match remove_stale(ctx, &token, &d).await {
+            Ok(outcome) => {
+                ctx.app_succeeded(uid, &d.app);
                 drains.remove(&d.app);
                 ctx.drain_removed(uid, &d);
-                if existed {
-                    ctx.metrics.drain_changed("removed");
-                    ctx.publish(
-                        reference,
-                        EventType::Normal,
-                        "DrainRemoved",
-                        format!(
-                            "removed Heroku drain {} ({}) of app {}: the app is no longer listed",
-                            d.id, d.token, d.app
-                        ),
-                    )
-                    .await;
-                }
+                announce_stale(ctx, reference, &d, outcome).await;
             }
-            Err(e) => errors.push((d.app.clone(), e)),
+            Err(e) => {
+                let wait = ctx.app_failed(uid, &d.app, fp, &e);
+                notes.insert(d.app.clone(), wait.to_string());
+                errors.push((d.app.clone(), e));
+            }
         }
     }
 
-    // Listed apps: one list each, a create when the drain is missing.
-    let results: Vec<AppResult> = futures::stream::iter(todo.into_iter().map(|(app, url)| {
+    // Listed apps: one list each, a create when the drain is missing; apps
+    // still waiting out a failure are not called.
+    let mut ready = Vec::new();
+    for (app, url) in todo {
+        match ctx.app_waiting(uid, &app, inputs(url.expose_secret())) {
+            Some(waiting) => {
+                notes.insert(app.clone(), waiting.note());
+                errors.push((app, waiting.error));
+            }
+            None => ready.push((app, url)),
+        }
+    }
+    let results: Vec<AppResult> = futures::stream::iter(ready.into_iter().map(|(app, url)| {
         let known = drains.get(&app).cloned();
         let token = token.clone();
         async move {
@@ -212,6 +247,7 @@ pub(super) async fn sync_drains(
     for (app, url, result) in results {
         match result {
             Ok((status, changes)) => {
+                ctx.app_succeeded(uid, &app);
                 let fp = fingerprint(&url.expose_secret());
                 ctx.set_drain_verified(uid, &app, fp, status.clone());
                 drains.insert(app.clone(), status);
@@ -221,12 +257,14 @@ pub(super) async fn sync_drains(
             }
             Err(e) => {
                 ctx.unverify_drain(uid, &app);
+                let wait = ctx.app_failed(uid, &app, inputs(url.expose_secret()), &e);
+                notes.insert(app.clone(), wait.to_string());
                 errors.push((app, e));
             }
         }
     }
 
-    let Some(summary) = ErrorSummary::of(errors) else {
+    let Some(summary) = ErrorSummary::with_notes(errors, &notes) else {
         return HerokuOutcome {
             condition: ok(),
             error: None,
@@ -242,6 +280,66 @@ pub(super) async fn sync_drains(
     HerokuOutcome {
         condition: Cond::failed(first.reason(), message.clone()),
         error: Some(Error::Drains { message, first }),
+    }
+}
+
+/// What removing a stale drain found.
+#[derive(Debug, PartialEq, Eq)]
+enum Removal {
+    Removed,
+    /// Heroku no longer had it (removed by hand, or its app deleted).
+    Gone,
+    /// Heroku knows no app of that name and no id was recorded to ask by:
+    /// the app was deleted, or renamed with its drain still in place.
+    AppNameUnknown,
+}
+
+/// Deletes a stale drain, addressing its app by id when recorded.
+async fn remove_stale(
+    ctx: &Context,
+    token: &ApiToken,
+    d: &DrainStatus,
+) -> Result<Removal, HerokuError> {
+    let address = app_address(&d.app, d.app_id.as_deref());
+    match ctx.delete_drain(token, &address, &d.id).await {
+        Ok(true) => Ok(Removal::Removed),
+        Ok(false) => Ok(Removal::Gone),
+        // Ids are never reused: no app with this id means the app is gone,
+        // and its drains with it.
+        Err(HerokuError::AppNotFound { .. }) if d.app_id.is_some() => Ok(Removal::Gone),
+        Err(HerokuError::AppNotFound { .. }) => Ok(Removal::AppNameUnknown),
+        Err(e) => Err(named(e, &d.app)),
+    }
+}
+
+async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainStatus, r: Removal) {
+    match r {
+        Removal::Removed => {
+            ctx.metrics.drain_changed("removed");
+            ctx.publish(
+                reference,
+                EventType::Normal,
+                "DrainRemoved",
+                format!(
+                    "removed Heroku drain {} ({}) of app {}: the app is no longer listed",
+                    d.id, d.token, d.app
+                ),
+            )
+            .await;
+        }
+        Removal::Gone => {}
+        Removal::AppNameUnknown => {
+            ctx.publish(
+                reference,
+                EventType::Warning,
+                "DrainNotFound",
+                format!(
+                    "Heroku knows no app {} any more, so its drain {} ({}) could not be removed; if the app was renamed, remove the drain with `heroku drains:remove {} -a NEW-NAME`",
+                    d.app, d.id, d.token, d.token
+                ),
+            )
+            .await;
+        }
     }
 }
 
@@ -358,12 +456,13 @@ async fn sync_app(
     url: &DrainUrl,
     known: Option<&DrainStatus>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
-    let listed = ctx.list_drains(token, app).await?;
+    let (address, listed) = list_app(ctx, token, app, known.and_then(|k| k.app_id.as_deref())).await?;
+    let named = |e| named(e, app);
     let mut changes = Vec::new();
     let kept = match ours_to(&listed, url).cloned() {
         Some(d) => d,
         None => {
-            let ensured = ctx.create_drain(token, app, url).await?;
+            let ensured = ctx.create_drain(token, &address, url).await.map_err(named)?;
             if ensured.created {
                 changes.push(Change::Created(ensured.drain.clone()));
             }
@@ -377,12 +476,12 @@ async fn sync_app(
         duplicates,
     } = obsolete(&listed, url, known, &kept.id);
     if let Some(old) = replaced
-        && ctx.delete_drain(token, app, &old.id).await?
+        && ctx.delete_drain(token, &address, &old.id).await.map_err(named)?
     {
         changes.push(Change::Replaced(old.clone()));
     }
     for dup in duplicates {
-        if ctx.delete_drain(token, app, &dup.id).await? {
+        if ctx.delete_drain(token, &address, &dup.id).await.map_err(named)? {
             changes.push(Change::Removed {
                 id: dup.id.clone(),
                 token: dup.token.clone(),
@@ -392,6 +491,7 @@ async fn sync_app(
     Ok((
         DrainStatus {
             app: app.to_string(),
+            app_id: app_id_of(&kept, app, &address),
             id: kept.id.clone(),
             token: kept.token.clone(),
             url: url.without_credentials(),
@@ -423,6 +523,7 @@ mod tests {
     fn known(id: &str) -> DrainStatus {
         DrainStatus {
             app: "example".into(),
+            app_id: None,
             id: id.into(),
             token: format!("d.{id}"),
             url: "https://logs.example.com/logplex/example".into(),

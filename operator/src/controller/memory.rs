@@ -101,5 +101,6 @@ impl Context {
         lock(&self.status_written).remove(uid);
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);
+        self.forget_app_failures(uid);
     }
 }

@@ -12,13 +12,16 @@
 //! wrote (the watch lags the write), and from such an object alone the
 //! reconcile would list every app again, or lose track of a drain it made.
 
+mod app_backoff;
 mod apply;
 mod catalog;
 mod cleanup;
 mod conditions;
 mod context;
 mod drains;
+mod identity;
 mod memory;
+mod retain;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -142,7 +145,8 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     };
     // The Heroku token Secret belongs to the user and carries no label of
     // ours: watch Secrets' metadata only (never their data) and map each to
-    // the LogDrains that name it.
+    // the LogDrains that name it. So is the drain password Secret of a
+    // LogDrain with deletionPolicy Retain, which it does not own (retain.rs).
     let store = controller.store();
     controller.watches(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
@@ -163,7 +167,8 @@ fn logdrains_referencing(
         .iter()
         .filter(|ld| {
             ld.metadata.namespace.as_deref() == Some(ns)
-                && ld.spec.heroku.api_token_secret_ref.name == name
+                && (ld.spec.heroku.api_token_secret_ref.name == name
+                    || retain::is_password_secret_of(ld, name))
         })
         .map(|ld| ObjectRef::from_obj(ld.as_ref()))
         .collect()
@@ -215,17 +220,28 @@ pub(crate) fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) ->
     let uid = ld.uid().unwrap_or_default();
     let failures = {
         let mut f = lock(&ctx.failures);
-        let n = f.entry(uid).or_insert(0);
+        let n = f.entry(uid.clone()).or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
     let s = &ctx.settings;
-    let wait = if let Some(d) = err.retry_after() {
-        d.min(s.retry_max)
+    // Failed apps wait their own time (app_backoff): requeue when the first
+    // of them may be called again, not sooner (so no jitter below it).
+    let app_wait = matches!(err, Error::Drains { .. } | Error::Heroku(_))
+        .then(|| ctx.next_app_retry(&uid))
+        .flatten();
+    let wait = if let Some(d) = app_wait {
+        d
+    } else if let Some(d) = err.retry_after() {
+        jittered(d.min(s.retry_max))
     } else if err.is_transient() {
-        backoff::ceiling(s.retry_base, s.retry_max, failures.saturating_sub(1))
+        jittered(backoff::ceiling(
+            s.retry_base,
+            s.retry_max,
+            failures.saturating_sub(1),
+        ))
     } else {
-        s.retry_max
+        jittered(s.retry_max)
     };
     tracing::warn!(
         logdrain = %ObjectRef::from_obj(ld.as_ref()),
@@ -233,7 +249,7 @@ pub(crate) fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) ->
         retry_in = ?wait,
         "reconcile failed"
     );
-    Action::requeue(jittered(wait))
+    Action::requeue(wait)
 }
 
 #[cfg(test)]
@@ -275,6 +291,7 @@ mod fixtures {
     pub(super) fn status(app: &str, token: &str) -> DrainStatus {
         DrainStatus {
             app: app.into(),
+            app_id: None,
             id: format!("id-{app}"),
             token: token.into(),
             url: format!("https://logs.example.com/logplex/{app}"),
