@@ -282,7 +282,12 @@ impl FakeHeroku {
     /// later becomes) is answered `status` until `None` is set.
     pub fn fail_app(&self, name: &str, status: Option<u16>) {
         let mut s = self.lock();
-        let id = s.apps.get(name).expect("fail_app: add_app first").id.clone();
+        let id = s
+            .apps
+            .get(name)
+            .expect("fail_app: add_app first")
+            .id
+            .clone();
         match status {
             Some(code) => s.failing_apps.insert(id, code),
             None => s.failing_apps.remove(&id),
@@ -609,7 +614,7 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
             .and_then(|name| s.failing_apps.get(&s.apps[&name].id).copied())
     {
         s.counts.injected += 1;
-        return injected(code, None);
+        return injected(code, s.opts.retry_after);
     }
     match (method.clone(), segs.as_slice()) {
         (Method::GET, ["apps", app]) => {
@@ -674,11 +679,7 @@ fn injected(status: u16, retry_after: Option<u64>) -> Answer {
             "unavailable",
             "The service is temporarily unavailable.",
         ),
-        403 => Answer::error(
-            code,
-            "forbidden",
-            "You do not have access to the app.",
-        ),
+        403 => Answer::error(code, "forbidden", "You do not have access to the app."),
         _ => Answer::error(code, "internal_server_error", "Internal server error."),
     };
     if let (429, Some(secs)) = (status, retry_after) {

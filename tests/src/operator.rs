@@ -395,6 +395,40 @@ impl Harness {
         RoutesFile::from_yaml(&String::from_utf8_lossy(&bytes)).ok()
     }
 
+    /// Changes an annotation of LogDrain `name`: a watch event (and so a
+    /// reconcile) that changes nothing the operator acts on.
+    pub async fn poke(&self, name: &str, value: usize) {
+        self.logdrains()
+            .patch(
+                name,
+                &PatchParams::apply("poke").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "drainpipe.dev/v1alpha1", "kind": "LogDrain",
+                    "metadata": {"name": name, "annotations": {"poke": value.to_string()}}
+                })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("annotating LogDrain {name}: {e}"));
+    }
+
+    /// Deletes LogDrain `name` and waits until it is gone (finalizer
+    /// released).
+    pub async fn delete_and_wait(&self, name: &str) {
+        let api = self.logdrains();
+        api.delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting LogDrain {name}: {e}"));
+        wait_for(
+            &format!("LogDrain {name} to be gone"),
+            Duration::from_secs(60),
+            || {
+                let api = api.clone();
+                async move { api.get_opt(name).await.ok()?.is_none().then_some(()) }
+            },
+        )
+        .await;
+    }
+
     /// Deletes every LogDrain (the controller releases the finalizers), then
     /// stops the controller and deletes the namespace.
     pub async fn teardown(mut self) {
@@ -466,4 +500,20 @@ pub fn condition_reason(ld: &LogDrain, type_: &str) -> String {
     condition(ld, type_)
         .map(|c| c.reason.clone())
         .unwrap_or_default()
+}
+
+/// Whether the ingester, reading `routes`, accepts what a drain sending to
+/// `drain_url` with Logplex drain token `token` delivers for `app`: the
+/// route's password is the URL's, and its pinned tokens (if any yet) include
+/// the drain's (the check the ingester makes, `ingester/src/input/routes.rs`).
+pub fn routes_accept(routes: &RoutesFile, app: &str, drain_url: &str, token: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(drain_url) else {
+        return false;
+    };
+    let Some(route) = routes.apps.get(app) else {
+        return false;
+    };
+    url.path() == format!("/logplex/{app}")
+        && url.password() == Some(route.password.as_str())
+        && (route.drain_tokens.is_empty() || route.drain_tokens.iter().any(|t| t == token))
 }

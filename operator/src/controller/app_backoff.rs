@@ -85,10 +85,10 @@ pub(super) struct AppFailure {
 }
 
 impl AppFailure {
-    /// The failure as the status reports it while the app waits.
+    /// The wait as the status reports it: the same words as when the call
+    /// failed (no countdown), so waiting writes no new status.
     pub(super) fn note(&self) -> String {
-        let left = self.retry_at.saturating_duration_since(Instant::now());
-        format!("{}; next check in {} s", self.wait, secs(left))
+        self.wait.to_string()
     }
 }
 

@@ -17,9 +17,7 @@ use super::memory::Verified;
 use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
-use crate::heroku::{
-    ApiToken, AppRef, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError,
-};
+use crate::heroku::{ApiToken, AppRef, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
 use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::IngesterDefaults;
 

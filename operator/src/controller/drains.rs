@@ -191,9 +191,7 @@ pub(super) async fn sync_drains(
         .chain(stale.iter().map(|d| d.app.clone()))
         .collect();
     ctx.keep_app_failures(uid, &handled);
-    let inputs = |what: &str| {
-        fingerprint(&(token.expose_secret(), what, ld.metadata.generation))
-    };
+    let inputs = |what: &str| fingerprint(&(token.expose_secret(), what, ld.metadata.generation));
 
     // An app renamed on Heroku and then in spec.apps keeps its drain record.
     let stale = resolve_renames(ctx, &token, uid, reference, stale, &todo, drains).await;
@@ -456,13 +454,17 @@ async fn sync_app(
     url: &DrainUrl,
     known: Option<&DrainStatus>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
-    let (address, listed) = list_app(ctx, token, app, known.and_then(|k| k.app_id.as_deref())).await?;
+    let (address, listed) =
+        list_app(ctx, token, app, known.and_then(|k| k.app_id.as_deref())).await?;
     let named = |e| named(e, app);
     let mut changes = Vec::new();
     let kept = match ours_to(&listed, url).cloned() {
         Some(d) => d,
         None => {
-            let ensured = ctx.create_drain(token, &address, url).await.map_err(named)?;
+            let ensured = ctx
+                .create_drain(token, &address, url)
+                .await
+                .map_err(named)?;
             if ensured.created {
                 changes.push(Change::Created(ensured.drain.clone()));
             }
@@ -476,12 +478,19 @@ async fn sync_app(
         duplicates,
     } = obsolete(&listed, url, known, &kept.id);
     if let Some(old) = replaced
-        && ctx.delete_drain(token, &address, &old.id).await.map_err(named)?
+        && ctx
+            .delete_drain(token, &address, &old.id)
+            .await
+            .map_err(named)?
     {
         changes.push(Change::Replaced(old.clone()));
     }
     for dup in duplicates {
-        if ctx.delete_drain(token, &address, &dup.id).await.map_err(named)? {
+        if ctx
+            .delete_drain(token, &address, &dup.id)
+            .await
+            .map_err(named)?
+        {
             changes.push(Change::Removed {
                 id: dup.id.clone(),
                 token: dup.token.clone(),

@@ -150,7 +150,10 @@ mod tests {
             renamed_from(&stale, "01234567-89ab-cdef-0123-456789abcdef"),
             Some(1)
         );
-        assert_eq!(renamed_from(&stale, "ffffffff-89ab-cdef-0123-456789abcdef"), None);
+        assert_eq!(
+            renamed_from(&stale, "ffffffff-89ab-cdef-0123-456789abcdef"),
+            None
+        );
     }
 
     #[test]
@@ -165,10 +168,7 @@ mod tests {
             app: None,
             ..kept.clone()
         };
-        assert_eq!(
-            app_id_of(&bare, "example", "id-1").as_deref(),
-            Some("id-1")
-        );
+        assert_eq!(app_id_of(&bare, "example", "id-1").as_deref(), Some("id-1"));
         assert_eq!(app_id_of(&bare, "example", "example"), None);
         assert_eq!(app_address("example", Some("id-1")), "id-1");
         assert_eq!(app_address("example", None), "example");
