@@ -437,7 +437,8 @@ pub struct DrainStatus {
     /// Heroku app id (`heroku apps:info --json` shows it). drainpipe
     /// addresses the app by this id once known, so a rename on Heroku does
     /// not lose the drain; when `spec.apps` then names the app by its new
-    /// name, the drain is moved over, not duplicated.
+    /// name, the same app's drain is replaced by one to the new name's URL,
+    /// never duplicated or left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     /// Heroku drain id (`heroku drains --json` shows it).
