@@ -516,3 +516,97 @@ async fn concurrent_ensures_of_one_url_make_one_drain() {
     );
     assert_eq!(fake.drains("twin-app").len(), 1);
 }
+
+#[tokio::test]
+async fn a_renamed_app_is_found_by_id_and_its_old_name_is_not_a_missing_drain() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    let id = fake.add_app("old-name");
+    let c = client(&fake);
+    let t = token(&fake);
+    let d = c
+        .create_drain(&t, "old-name", &drain_url("old-name"))
+        .await
+        .unwrap()
+        .drain;
+    assert_eq!(d.app.as_ref().map(|a| a.id.as_str()), Some(id.as_str()));
+    fake.rename_app("old-name", "new-name");
+
+    // App Info by id gives the new name; by the old name, no app.
+    let info = c.app_info(&t, &id).await.unwrap();
+    assert_eq!(
+        (info.id.as_str(), info.name.as_str()),
+        (id.as_str(), "new-name")
+    );
+    assert_eq!(
+        c.app_info(&t, "old-name").await.unwrap_err(),
+        HerokuError::AppNotFound {
+            app: "old-name".into()
+        }
+    );
+    // A delete under the old name is about the app, not the drain: the
+    // drain is still there, and the id reaches it.
+    assert_eq!(
+        c.delete_drain(&t, "old-name", &d.id).await.unwrap_err(),
+        HerokuError::AppNotFound {
+            app: "old-name".into()
+        }
+    );
+    assert!(c.get_drain(&t, "old-name", &d.id).await.is_err());
+    assert_eq!(fake.drains("new-name").len(), 1);
+    assert!(c.get_drain(&t, &id, &d.id).await.unwrap().is_some());
+    assert!(c.delete_drain(&t, &id, &d.id).await.unwrap());
+    // And a drain the app no longer has is just gone.
+    assert!(!c.delete_drain(&t, &id, &d.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn only_a_taken_url_makes_a_create_look_for_the_drain() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.add_app("taken-app");
+    let c = client(&fake);
+    let t = token(&fake);
+    let other = fake.insert_drain("taken-app", drain_url("taken-app").expose_secret(), None);
+    let ensured = c
+        .create_drain(&t, "taken-app", &drain_url("taken-app"))
+        .await
+        .unwrap();
+    assert!(!ensured.created);
+    assert_eq!(ensured.drain.id, other.id);
+    // "Url is invalid" is an answer, not a reason to list.
+    fake.reset_counts();
+    let err = c
+        .create_drain(&t, "taken-app", &DrainUrl::new("ftp://nowhere"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HerokuError::Api { status: 422, .. }), "{err}");
+    assert_eq!(fake.counts().list, 0, "{:?}", fake.requests());
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_not_reported_as_herokus_wait() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_app("busy-app");
+    fake.fail_next(10, 429);
+    let c = HerokuClient::with_options(
+        &fake.base_url(),
+        HerokuOptions {
+            max_retries: 1,
+            ..fast_options()
+        },
+    )
+    .unwrap();
+    let err = c.list_drains(&token(&fake), "busy-app").await.unwrap_err();
+    assert_eq!(err.retry_after(), None);
+    assert_eq!(
+        err.to_string(),
+        "Heroku rate limit exhausted after 2 attempts"
+    );
+}
