@@ -118,9 +118,13 @@ impl ErrorSummary {
         errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
         let text = errors
             .iter()
-            .map(|(app, e)| match notes.get(app) {
-                Some(note) => format!("{app}: {e} ({note})"),
-                None => format!("{app}: {e}"),
+            .map(|(app, e)| {
+                let e = e.to_string();
+                match notes.get(app) {
+                    // A rate-limit error already names Heroku's wait.
+                    Some(note) if !e.contains(note.as_str()) => format!("{app}: {e} ({note})"),
+                    _ => format!("{app}: {e}"),
+                }
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -615,6 +619,41 @@ mod tests {
         assert!(plan.todo.is_empty() && plan.stale.is_empty());
 
         assert!(desired_urls(&apps, None, "pw").is_err());
+    }
+
+    #[test]
+    fn error_summary_says_where_each_wait_comes_from() {
+        let notes = BTreeMap::from([
+            (
+                "a-app".to_string(),
+                "Heroku sent Retry-After: 30 s".to_string(),
+            ),
+            (
+                "b-app".to_string(),
+                "backing off 20 s after 3 failures".to_string(),
+            ),
+        ]);
+        let s = ErrorSummary::with_notes(
+            vec![
+                (
+                    "a-app".into(),
+                    HerokuError::RateLimited {
+                        retry_after: Some(std::time::Duration::from_secs(30)),
+                        attempts: 6,
+                    },
+                ),
+                ("b-app".into(), HerokuError::Transport("reset".into())),
+                ("c-app".into(), HerokuError::Transport("reset".into())),
+            ],
+            &notes,
+        )
+        .expect("errors");
+        assert_eq!(
+            s.text,
+            "a-app: Heroku rate limit exhausted after 6 attempts; Heroku sent Retry-After: 30 s; \
+             b-app: cannot reach the Heroku API: reset \
+             (backing off 20 s after 3 failures); c-app: cannot reach the Heroku API: reset"
+        );
     }
 
     #[test]

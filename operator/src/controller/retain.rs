@@ -115,10 +115,8 @@ mod tests {
             ..reference("ConfigMap", "uid-cm")
         };
         let current = vec![stale.clone(), other.clone()];
-        assert_eq!(
-            wanted_owners(&current, &ours, DeletionPolicy::Retain),
-            [other.clone()]
-        );
+        let retained = wanted_owners(&current, &ours, DeletionPolicy::Retain);
+        assert_eq!(retained, std::slice::from_ref(&other));
         // Adopted by a re-created LogDrain under Delete: the new uid.
         assert_eq!(
             wanted_owners(&current, &ours, DeletionPolicy::Delete),
