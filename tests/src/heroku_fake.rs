@@ -281,13 +281,8 @@ impl FakeHeroku {
     /// Every request for app `name` (by name or id, whatever its name
     /// later becomes) is answered `status` until `None` is set.
     pub fn fail_app(&self, name: &str, status: Option<u16>) {
+        let id = self.app_id(name).expect("fail_app: add_app first");
         let mut s = self.lock();
-        let id = s
-            .apps
-            .get(name)
-            .expect("fail_app: add_app first")
-            .id
-            .clone();
         match status {
             Some(code) => s.failing_apps.insert(id, code),
             None => s.failing_apps.remove(&id),
@@ -299,14 +294,8 @@ impl FakeHeroku {
     /// earlier attempt whose answer was lost), so Heroku answers it 422
     /// "Url has already been taken".
     pub fn race_next_create(&self, name: &str) {
-        let mut s = self.lock();
-        let id = s
-            .apps
-            .get(name)
-            .expect("race_next_create: add_app first")
-            .id
-            .clone();
-        s.racing_creates.insert(id);
+        let id = self.app_id(name).expect("race_next_create: add_app first");
+        self.lock().racing_creates.insert(id);
     }
 
     /// Every drain of every app, for "nothing left behind" assertions.

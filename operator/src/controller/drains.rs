@@ -198,7 +198,11 @@ pub(super) async fn sync_drains(
     let inputs = |what: &str| fingerprint(&(token.expose_secret(), what, ld.metadata.generation));
 
     // An app renamed on Heroku and then in spec.apps keeps its drain record.
-    let stale = resolve_renames(ctx, &token, uid, reference, stale, &todo, drains).await;
+    let waiting = |app: &str, url: &DrainUrl| {
+        ctx.app_waiting(uid, app, inputs(url.expose_secret()))
+            .is_some()
+    };
+    let stale = resolve_renames(ctx, &token, uid, reference, stale, &todo, waiting, drains).await;
 
     // Removed apps: delete the drain this LogDrain made.
     for d in stale {

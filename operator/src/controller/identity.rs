@@ -80,8 +80,9 @@ fn renamed_from(stale: &[DrainStatus], app_id: &str) -> Option<usize> {
 /// name, so the drain is replaced on the same app (new URL first, then the
 /// old drain removed) instead of being deleted under a name Heroku no longer
 /// knows and a second one created. One App Info call per listed app without
-/// a record, and only while a record with an app id is stale. Returns the
-/// records still stale.
+/// a record, and only while a record with an app id is stale; never for an
+/// app waiting out a failure (`waiting`). Returns the records still stale.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn resolve_renames(
     ctx: &Context,
     token: &ApiToken,
@@ -89,12 +90,13 @@ pub(super) async fn resolve_renames(
     reference: &ObjectReference,
     mut stale: Vec<DrainStatus>,
     todo: &[(String, DrainUrl)],
+    waiting: impl Fn(&str, &DrainUrl) -> bool,
     drains: &mut BTreeMap<String, DrainStatus>,
 ) -> Vec<DrainStatus> {
     let unrecorded: Vec<String> = todo
         .iter()
+        .filter(|(app, url)| !drains.contains_key(app) && !waiting(app, url))
         .map(|(app, _)| app.clone())
-        .filter(|app| !drains.contains_key(app))
         .collect();
     for app in unrecorded {
         if !stale.iter().any(|d| d.app_id.is_some()) {
