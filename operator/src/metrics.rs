@@ -82,7 +82,7 @@ impl Metrics {
         );
         registry.register(
             "heroku_calls",
-            "Heroku drain operations (list, create, delete), by outcome",
+            "Heroku drain operations (list, create, delete, app_info), by outcome",
             heroku_calls.clone(),
         );
         registry.register(
