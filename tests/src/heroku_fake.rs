@@ -7,11 +7,13 @@
 //! - `Accept: application/vnd.heroku+json; version=3` required (400 without);
 //! - bearer auth: 401 `{"id":"unauthorized",...}` for a wrong token;
 //! - unknown app: 404 `{"resource":"app","id":"not_found","message":"Couldn't
-//!   find that app."}`, unknown drain of a known app: 404 `not_found` with
-//!   `"resource":"log_drain"` (the app's 404 as Heroku sends it, as in
-//!   salesforcecli/plugin-functions test/commands/env/logdrain/add.test.ts and
-//!   the Heroku stubs of other clients; the `resource` key is how a client
-//!   tells "no such app" from "no such drain");
+//!   find that app."}` (the message as in salesforcecli/plugin-functions
+//!   test/commands/env/logdrain/add.test.ts, the `resource` key as in other
+//!   clients' recorded Heroku answers); unknown drain of a known app: 404
+//!   `not_found` with `"resource":"log_drain"` and "Couldn't find that log
+//!   drain." (Heroku's error format; this exact body is not published, so
+//!   the client tells the two apart by the app's markers only, and takes
+//!   any other 404 on a drain as "no such drain");
 //! - duplicate drain URL: 422 `invalid_params` "Url has already been taken"
 //!   (the message Heroku sends, as in the same plugin-functions test);
 //! - App Info, `GET /apps/{app_id_or_name}` (heroku/heroku-go schema.json,
