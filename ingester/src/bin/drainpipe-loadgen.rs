@@ -187,23 +187,19 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("{url} is not a valid URL"))?;
-        let bodies = if args.otlp {
+        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if args.otlp {
             let mut generator = OtlpGen::new(i as u64, &app, now_us);
-            (0..args.pool)
-                .map(|_| {
-                    let (body, n) = generator.body(args.body_kb * 1024);
-                    (Bytes::from(body), n)
-                })
-                .collect()
+            Box::new(move |size| generator.body(size))
         } else {
             let mut generator = LogplexGen::new(i as u64, &app, now_us);
-            (0..args.pool)
-                .map(|_| {
-                    let (body, n) = generator.body(args.body_kb * 1024);
-                    (Bytes::from(body), n)
-                })
-                .collect()
+            Box::new(move |size| generator.body(size))
         };
+        let bodies = (0..args.pool)
+            .map(|_| {
+                let (body, n) = generate(args.body_kb * 1024);
+                (Bytes::from(body), n)
+            })
+            .collect();
         drains.push(Drain {
             token: format!("d.00000000-0000-4000-8000-{i:012}"),
             uri,

@@ -140,33 +140,30 @@ impl Server {
                 );
             }
             let app = app.to_owned();
-            let started = Instant::now();
-            let response = self.drain(&app, req).await;
-            let status = response.status();
-            self.metrics.request(status.as_u16());
-            if status == StatusCode::OK {
-                self.metrics
-                    .ack_latency
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            return response;
+            return self.counted(self.drain(&app, req)).await;
         }
         if let Some(rest) = path.strip_prefix(otlp_http::PREFIX) {
             let rest = rest.to_owned();
-            let started = Instant::now();
-            let response = otlp_http::handle(&self, &rest, req).await;
-            let status = response.status();
-            self.metrics.request(status.as_u16());
-            if status == StatusCode::OK {
-                self.metrics
-                    .ack_latency
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            return response;
+            return self.counted(otlp_http::handle(&self, &rest, req)).await;
         }
         let ready = || self.ready.load(Ordering::Relaxed) && self.sink.is_ready();
         ops::answer(path, method, ready, &self.metrics)
             .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"))
+    }
+
+    /// A drain request's answer, counted by status, with the latency of
+    /// every acknowledgement.
+    async fn counted(&self, answer: impl Future<Output = Response<Body>>) -> Response<Body> {
+        let started = Instant::now();
+        let response = answer.await;
+        let status = response.status();
+        self.metrics.request(status.as_u16());
+        if status == StatusCode::OK {
+            self.metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        response
     }
 
     async fn drain(&self, app: &str, req: Request<Incoming>) -> Response<Body> {
