@@ -121,7 +121,34 @@ pub const FIELDS: &[Field] = &[
     f(
         "parse_error",
         FieldType::String,
-        "why the frame is not RFC 5424; message then holds the whole frame",
+        "why the frame is not RFC 5424 or the OTLP request does not decode; message then holds the raw bytes",
+    ),
+    // OTLP log records (Fir telemetry drains); null/empty on Logplex records.
+    // New fields go last: Glue gains them as new trailing columns.
+    f(
+        "trace_id",
+        FieldType::String,
+        "OTLP: trace id, 32 lowercase hex digits",
+    ),
+    f(
+        "span_id",
+        FieldType::String,
+        "OTLP: span id, 16 lowercase hex digits",
+    ),
+    f(
+        "severity_text",
+        FieldType::String,
+        "OTLP: severity text as sent (INFO, error, ...)",
+    ),
+    f(
+        "attributes",
+        FieldType::StringMap,
+        "OTLP: log record attributes; nested maps flattened with dotted keys, arrays as JSON",
+    ),
+    f(
+        "resource",
+        FieldType::StringMap,
+        "OTLP: resource attributes (service.name, ...), flattened like attributes",
     ),
 ];
 

@@ -187,6 +187,95 @@ impl LogplexGen {
     }
 }
 
+/// The same traffic as Fir telemetry drains send it: OTLP/HTTP protobuf
+/// `ExportLogsServiceRequest`s, one log record per [`LogplexGen`] message
+/// (body = MSG, time from the TIMESTAMP, severity from the PRI, the process as
+/// `heroku.dyno.name`), under one resource naming the app as `service.name`.
+pub struct OtlpGen {
+    logplex: LogplexGen,
+    app: String,
+}
+
+impl OtlpGen {
+    pub fn new(seed: u64, app: &str, start_us: i64) -> Self {
+        OtlpGen {
+            logplex: LogplexGen::new(seed, app, start_us),
+            app: app.to_owned(),
+        }
+    }
+
+    /// A protobuf request of at least `target_bytes` (whole records) and its
+    /// record count.
+    pub fn body(&mut self, target_bytes: usize) -> (Vec<u8>, u64) {
+        use crate::parse::rfc5424::{self, Mode, Timestamp};
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::Message as _;
+
+        let text = |s: &str| {
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue(s.to_owned())),
+            })
+        };
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.to_owned(),
+            value: text(v),
+            ..KeyValue::default()
+        };
+        let mut records = Vec::new();
+        let mut size = 0;
+        let mut msg = Vec::new();
+        while size < target_bytes {
+            msg.clear();
+            self.logplex.message(&mut msg);
+            let line = msg.strip_suffix(b"\n").unwrap_or(&msg);
+            let Ok(m) = rfc5424::parse(line, Mode::HerokuHttps) else {
+                continue;
+            };
+            let time_unix_nano = match m.timestamp {
+                Timestamp::At(us) => u64::try_from(us).unwrap_or(0) * 1_000,
+                Timestamp::Nil | Timestamp::Invalid => 0,
+            };
+            // syslog severity 0-7 back to OTLP's numbers (err 17, info 9, ...).
+            let severity_number = [21, 21, 21, 17, 13, 10, 9, 5][usize::from(m.severity.min(7))];
+            let mut attributes = vec![];
+            if let Some(p) = m.proc_id {
+                attributes.push(kv("heroku.dyno.name", p));
+            }
+            if let Some(a) = m.app_name {
+                attributes.push(kv("heroku.source", a));
+            }
+            let record = LogRecord {
+                time_unix_nano,
+                observed_time_unix_nano: time_unix_nano,
+                severity_number,
+                body: text(&String::from_utf8_lossy(m.msg)),
+                attributes,
+                ..LogRecord::default()
+            };
+            size += record.encoded_len() + 3;
+            records.push(record);
+        }
+        let n = records.len() as u64;
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", &self.app)],
+                    ..Resource::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        };
+        (request.encode_to_vec(), n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +313,36 @@ mod tests {
         // Same seed, same traffic.
         let mut again = LogplexGen::new(7, "myapp", 1_781_697_600_000_000);
         assert_eq!(again.body(100 * 1024).0, body);
+    }
+
+    #[test]
+    fn otlp_bodies_decode_into_the_same_mix_of_records() {
+        use crate::encode::batch::encode_body;
+        use crate::parse::BodyFormat;
+        let mut g = OtlpGen::new(7, "myapp", 1_781_697_600_000_000);
+        let (body, n) = g.body(100 * 1024);
+        assert!(
+            body.len() >= 100 * 1024 && n > 300,
+            "{} bytes, {n} records",
+            body.len()
+        );
+        let meta = RequestMeta {
+            app: "myapp",
+            drain_token: None,
+            frame_id: None,
+            msg_count: Some(n),
+            received_at_us: 1_781_697_600_000_000,
+        };
+        let mut sink = Sink(Vec::new());
+        let stats = encode_body(&meta, BodyFormat::OtlpProtobuf, &body, &mut sink);
+        assert_eq!((stats.messages, stats.parse_errors), (n, 0));
+        let routers = sink
+            .0
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("JSON"))
+            .filter(|r| r["proc_id"] == "router" && r["status"].is_i64())
+            .count();
+        assert!(routers > 0, "router lines keep their typed columns");
     }
 }

@@ -117,16 +117,7 @@ impl TableSpec {
 
     /// The TableInput of a new table.
     pub fn table_input(&self, name: &str) -> Result<TableInput, GlueError> {
-        let columns = data_columns()
-            .map(|f| {
-                Column::builder()
-                    .name(f.name)
-                    .r#type(f.kind.hive())
-                    .comment(f.comment)
-                    .build()
-                    .map_err(build_error)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = schema_columns()?;
         let partition_keys = PARTITION_KEYS
             .iter()
             .map(|k| {
@@ -204,6 +195,9 @@ pub struct AppsUpdate {
     pub near_limit: bool,
     /// The new `projection.year.range`, when this call changed it.
     pub years: Option<(u16, u16)>,
+    /// Data columns this call added because the record schema gained fields
+    /// (a table created by an older drainpipe).
+    pub columns_added: Vec<String>,
 }
 
 /// What `projection.year.range` a drainpipe-managed table should hold.
@@ -523,8 +517,10 @@ impl Catalog {
         self.ensure_projection(t, apps, None).await
     }
 
-    /// [`Catalog::ensure_apps`], and for a table drainpipe manages also the
-    /// year range of [`year_range`], in the same read-modify-write.
+    /// [`Catalog::ensure_apps`], and for a table drainpipe manages (`years`
+    /// given) also the year range of [`year_range`] and the data columns the
+    /// record schema gained since the table was made, in the same
+    /// read-modify-write.
     pub async fn ensure_projection(
         &self,
         t: &TableRef,
@@ -535,6 +531,7 @@ impl Catalog {
         let _held = lock.lock().await;
         let mut added: BTreeSet<String> = BTreeSet::new();
         let mut years_changed = None;
+        let mut columns_added = Vec::new();
         let mut attempts = 0u32;
         loop {
             let table = self.get_table(t).await?;
@@ -556,7 +553,12 @@ impl Catalog {
                 let want = format!("{first},{last}");
                 (current != Some(&want)).then_some(want)
             });
-            if missing.is_empty() && year_text.is_none() {
+            let new_columns = if years.is_some() {
+                missing_columns(&table)?
+            } else {
+                Vec::new()
+            };
+            if missing.is_empty() && year_text.is_none() && new_columns.is_empty() {
                 let values_len = current_text.len();
                 return Ok(AppsUpdate {
                     added: added.into_iter().collect(),
@@ -564,6 +566,7 @@ impl Catalog {
                     app_count: present.len(),
                     near_limit: values_len > NEAR_LIMIT_BYTES,
                     years: years_changed,
+                    columns_added,
                 });
             }
             attempts += 1;
@@ -587,6 +590,12 @@ impl Catalog {
                 });
             }
             let version = table.version_id().map(str::to_owned);
+            let mut table = table;
+            if let Some(sd) = table.storage_descriptor.as_mut() {
+                sd.columns
+                    .get_or_insert_with(Vec::new)
+                    .extend(new_columns.iter().cloned());
+            }
             let input = table_input_from(table, |params| {
                 params.insert(APP_VALUES.to_owned(), new_text.clone());
                 if let Some(y) = &year_text {
@@ -603,8 +612,11 @@ impl Catalog {
             }
             match req.send().await {
                 Ok(_) => {
-                    tracing::info!(table = %t, added = ?missing, years = ?year_text, "updated Glue partition projection");
+                    let column_names: Vec<String> =
+                        new_columns.iter().map(|c| c.name().to_owned()).collect();
+                    tracing::info!(table = %t, added = ?missing, years = ?year_text, columns = ?column_names, "updated Glue table");
                     added.extend(missing.into_iter().cloned());
+                    columns_added.extend(column_names);
                     if let Some(y) = &year_text {
                         years_changed = y
                             .split_once(',')
@@ -717,6 +729,35 @@ pub fn table_input_from(
         .set_target_table(table.target_table)
         .build()
         .map_err(build_error)
+}
+
+/// Record-schema fields the table has no data column for, as Glue columns in
+/// schema order. New fields are appended, never reordered: the OpenX JSON
+/// SerDe maps JSON keys to columns by name, so old objects read the new
+/// columns as null.
+fn missing_columns(table: &Table) -> Result<Vec<Column>, GlueError> {
+    let have: BTreeSet<&str> = table
+        .storage_descriptor()
+        .map(|sd| sd.columns().iter().map(Column::name).collect())
+        .unwrap_or_default();
+    Ok(schema_columns()?
+        .into_iter()
+        .filter(|c| !have.contains(c.name()))
+        .collect())
+}
+
+/// The data columns of the record schema, as Glue columns.
+fn schema_columns() -> Result<Vec<Column>, GlueError> {
+    data_columns()
+        .map(|f| {
+            Column::builder()
+                .name(f.name)
+                .r#type(f.kind.hive())
+                .comment(f.comment)
+                .build()
+                .map_err(build_error)
+        })
+        .collect()
 }
 
 /// The enum values as Athena reads them: comma-separated, blanks ignored,

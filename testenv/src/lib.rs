@@ -19,7 +19,7 @@ pub const NOT_RUNNING: &str =
     "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
 /// Servers only some tests need: their accessors fail when absent.
-const OPTIONAL_VARS: [&str; 1] = ["DRAINPIPE_TESTENV_TRINO"];
+const OPTIONAL_VARS: [&str; 2] = ["DRAINPIPE_TESTENV_TRINO", "DRAINPIPE_TESTENV_OTLP_CLIENT"];
 
 const VARS: [&str; 8] = [
     "KUBECONFIG",
@@ -46,6 +46,8 @@ pub struct TestEnv {
     pub helm: PathBuf,
     /// Trino's HTTP address (`DRAINPIPE_TESTENV_TRINO`); read through [`TestEnv::trino`].
     trino: Option<String>,
+    /// The OTLP client (`DRAINPIPE_TESTENV_OTLP_CLIENT`); read through [`TestEnv::otlp_client`].
+    otlp_client: Option<PathBuf>,
 }
 
 impl TestEnv {
@@ -141,6 +143,21 @@ impl TestEnv {
         url
     }
 
+    /// The OpenTelemetry Go SDK client `scripts/testenv install` built (scripts/otlp-client).
+    #[track_caller]
+    pub fn otlp_client(&self) -> &Path {
+        match self.otlp_client.as_deref() {
+            Some(bin) if bin.is_file() => bin,
+            Some(bin) => panic!(
+                "{NOT_RUNNING}\nthe OTLP client {} is missing: run `scripts/testenv install otlp-client`",
+                bin.display()
+            ),
+            None => panic!(
+                "{NOT_RUNNING}\nDRAINPIPE_TESTENV_OTLP_CLIENT is not set: restart the environment (`scripts/testenv down && scripts/testenv up`)"
+            ),
+        }
+    }
+
     /// The state dir `scripts/testenv` uses; must match `state_dir()` in that script.
     pub fn state_dir() -> PathBuf {
         if let Some(dir) = non_empty_var("DRAINPIPE_TESTENV_DIR") {
@@ -188,6 +205,9 @@ impl TestEnv {
             secret_key: get("AWS_SECRET_ACCESS_KEY"),
             helm: PathBuf::from(get("DRAINPIPE_TESTENV_HELM")),
             trino: values.get("DRAINPIPE_TESTENV_TRINO").cloned(),
+            otlp_client: values
+                .get("DRAINPIPE_TESTENV_OTLP_CLIENT")
+                .map(PathBuf::from),
         })
     }
 

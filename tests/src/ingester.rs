@@ -61,6 +61,20 @@ impl InProcessIngester {
         }
     }
 
+    /// POSTs one OTLP/HTTP JSON logs request (Fir telemetry drain) for `app`; panics unless it
+    /// is 200.
+    pub async fn post_otlp_json(&self, app: &str, request: &serde_json::Value) {
+        let res = self
+            .http
+            .post(format!("{}/otlp/{app}/v1/logs", self.base))
+            .header("Content-Type", "application/json")
+            .json(request)
+            .send()
+            .await
+            .expect("POST to the in-process ingester");
+        assert_eq!(res.status(), 200, "the ingester refused the OTLP request");
+    }
+
     /// POSTs one Logplex request (octet-counted `frames`) for `app`; panics unless it is 200.
     pub async fn post_logplex(&self, app: &str, frames: &[Vec<u8>]) {
         let mut body = Vec::new();

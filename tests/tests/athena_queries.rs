@@ -703,3 +703,107 @@ async fn logfmt_keys_that_differ_only_in_case_read_in_trino() {
         "every line is a row, keys folded to lowercase, the last of colliding keys kept"
     );
 }
+
+/// The cross-generation query of docs/athena.md ("Fir apps (OTLP) in the same table"), as
+/// written there, over one Cedar app's Logplex lines and the same app's OTLP records: the errors
+/// of both come back, in time order, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_cross_generation_query_reads_logplex_and_otlp_records() {
+    let env = TestEnv::require();
+    let trino = Trino::new(env.trino());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("athena-fir-{run}/");
+    let ingester = InProcessIngester::start_s3(&env, &prefix).await;
+    ingester
+        .post_logplex(
+            "shop-web",
+            &[
+                b"<187>1 2026-06-17T10:00:00.000000+00:00 host app web.1 - cedar error".to_vec(),
+                b"<190>1 2026-06-17T10:00:01.000000+00:00 host app web.1 - cedar info".to_vec(),
+            ],
+        )
+        .await;
+    let record = |ts: &str, number: u8, text: &str, body: &str, trace: Option<&str>| {
+        let mut r = serde_json::json!({
+            "timeUnixNano": ts,
+            "severityNumber": number,
+            "severityText": text,
+            "body": {"stringValue": body},
+            "attributes": [{"key": "heroku.dyno.name", "value": {"stringValue": "web.2"}}],
+        });
+        if let Some(t) = trace {
+            r["traceId"] = serde_json::Value::from(t);
+        }
+        r
+    };
+    ingester
+        .post_otlp_json(
+            "shop-web",
+            &serde_json::json!({"resourceLogs": [{
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-web"}}]},
+                "scopeLogs": [{"logRecords": [
+                    record("1781690402000000000", 17, "ERROR", "fir error", Some("5b8efff798038103d269b633813fc60c")),
+                    record("1781690403000000000", 9, "INFO", "fir info", None),
+                    record("1781690404000000000", 21, "FATAL", "fir fatal", None),
+                ]}],
+            }]}),
+        )
+        .await;
+    assert!(ingester.stop().await > 0, "the ingester archived nothing");
+    let database = format!("dp_fir_{run}");
+    Catalog::new(env.glue_client())
+        .ensure_table(
+            &TableRef::new(&database, "heroku_logs"),
+            &TableSpec::new(&env.bucket, &prefix)
+                .with_apps(["shop-web"])
+                .with_years(2026, 2027),
+        )
+        .await
+        .expect("create the table with the operator's Catalog");
+
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/athena.md"))
+        .expect("docs/athena.md");
+    let section = doc
+        .split("### Fir apps (OTLP) in the same table")
+        .nth(1)
+        .expect("the Fir section of docs/athena.md");
+    let sql = section
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a sql block in the Fir section")
+        .trim()
+        .trim_end_matches(';')
+        .replace(
+            "drainpipe.heroku_logs",
+            &format!("\"{database}\".heroku_logs"),
+        );
+    let answer = trino.query(&sql).await.expect("the documented query runs");
+    let s = |v: &[&str]| v.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        answer.rows,
+        vec![
+            s(&[
+                "2026-06-17T10:00:00.000000Z",
+                "web.1",
+                "syslog 3",
+                "NULL",
+                "cedar error"
+            ]),
+            s(&[
+                "2026-06-17T10:00:02.000000Z",
+                "web.2",
+                "ERROR",
+                "5b8efff798038103d269b633813fc60c",
+                "fir error"
+            ]),
+            s(&[
+                "2026-06-17T10:00:04.000000Z",
+                "web.2",
+                "FATAL",
+                "NULL",
+                "fir fatal"
+            ]),
+        ],
+    );
+}

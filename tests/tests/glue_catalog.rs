@@ -752,3 +752,77 @@ async fn year_range_follows_the_calendar_without_dropping_old_years() {
         .unwrap();
     assert_eq!(other.years, None);
 }
+
+/// A table made before the record schema gained the OTLP columns: a managed
+/// table gains them at the end, in schema order, with nothing else changed;
+/// a table drainpipe does not manage is left alone.
+#[tokio::test]
+async fn a_managed_table_gains_new_record_fields_as_trailing_columns() {
+    let env = TestEnv::require();
+    let c = catalog(&env);
+    let t = TableRef::new(unique_db(), "heroku_logs");
+    let spec = TableSpec::new(&env.bucket, "logs/").with_apps(["app-one"]);
+    assert!(c.ensure_table(&t, &spec).await.unwrap());
+    let older = [
+        "trace_id",
+        "span_id",
+        "severity_text",
+        "attributes",
+        "resource",
+    ];
+    let mut table = get_table(&env, &t).await;
+    table
+        .storage_descriptor
+        .as_mut()
+        .and_then(|sd| sd.columns.as_mut())
+        .unwrap()
+        .retain(|col| !older.contains(&col.name()));
+    let input = drainpipe_operator::glue::table_input_from(table, |_| {}).unwrap();
+    env.glue_client()
+        .update_table()
+        .database_name(&t.database)
+        .table_input(input)
+        .send()
+        .await
+        .unwrap();
+
+    let untouched = c
+        .ensure_projection(&t, &apps(&["app-one"]), None)
+        .await
+        .unwrap();
+    assert!(untouched.columns_added.is_empty(), "no policy: not managed");
+
+    let policy = Some(YearPolicy {
+        created: 2026,
+        now: 2026,
+    });
+    let up = c
+        .ensure_projection(&t, &apps(&["app-one"]), policy)
+        .await
+        .unwrap();
+    assert_eq!(up.columns_added, older);
+    let table = get_table(&env, &t).await;
+    let names: Vec<&str> = table
+        .storage_descriptor()
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|col| col.name())
+        .collect();
+    let want: Vec<&str> = FIELDS
+        .iter()
+        .map(|f| f.name)
+        .filter(|n| *n != "app")
+        .collect();
+    assert_eq!(
+        names, want,
+        "old columns first, new ones appended in schema order"
+    );
+    assert_eq!(table.parameters.unwrap()[APP_VALUES], "app-one");
+
+    let again = c
+        .ensure_projection(&t, &apps(&["app-one"]), policy)
+        .await
+        .unwrap();
+    assert!(again.columns_added.is_empty(), "nothing to add: no write");
+}

@@ -11,6 +11,10 @@
 //! drainpipe-loadgen --url http://127.0.0.1:8080 --drains 8 --duration 30s
 //! ```
 //!
+//! With `--otlp` it posts what Fir telemetry drains send instead: OTLP/HTTP
+//! protobuf logs requests of the same traffic mix to `{url}/otlp/{app}/v1/logs`
+//! (`samples::OtlpGen`), with the password as `Authorization: Bearer`.
+//!
 //! With `--syslog tcp://ADDR` or `--syslog tls://ADDR` it streams Logplex
 //! syslog-drain traffic instead (see `syslog_load`): N connections writing
 //! octet-counted frames as fast as the ingester reads them.
@@ -31,7 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use drainpipe_contract::units;
-use drainpipe_ingester::samples::LogplexGen;
+use drainpipe_ingester::samples::{LogplexGen, OtlpGen};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +87,11 @@ struct Args {
     /// Per-request timeout; Logplex gives up after 5 s.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     timeout: Duration,
+
+    /// OTLP mode (Fir telemetry drains): POST OTLP/HTTP protobuf logs
+    /// requests to `{url}/otlp/{app}/v1/logs`; --body-kb is the protobuf size.
+    #[arg(long, conflicts_with = "syslog")]
+    otlp: bool,
 
     /// Syslog mode: `tcp://HOST:PORT` or `tls://HOST:PORT`. Each of the
     /// --drains connections streams octet-counted frames; --url is then only
@@ -170,13 +179,24 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
     let mut drains = Vec::with_capacity(args.drains);
     for i in 1..=args.drains {
         let app = format!("{}-{i}", args.app_prefix);
-        let uri: Uri = format!("{base}/logplex/{app}")
+        let url = if args.otlp {
+            format!("{base}/otlp/{app}/v1/logs")
+        } else {
+            format!("{base}/logplex/{app}")
+        };
+        let uri: Uri = url
             .parse()
-            .with_context(|| format!("{base}/logplex/{app} is not a valid URL"))?;
-        let mut generator = LogplexGen::new(i as u64, &app, now_us);
+            .with_context(|| format!("{url} is not a valid URL"))?;
+        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if args.otlp {
+            let mut generator = OtlpGen::new(i as u64, &app, now_us);
+            Box::new(move |size| generator.body(size))
+        } else {
+            let mut generator = LogplexGen::new(i as u64, &app, now_us);
+            Box::new(move |size| generator.body(size))
+        };
         let bodies = (0..args.pool)
             .map(|_| {
-                let (body, n) = generator.body(args.body_kb * 1024);
+                let (body, n) = generate(args.body_kb * 1024);
                 (Bytes::from(body), n)
             })
             .collect();
@@ -213,9 +233,14 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
 
     let auth = match &args.password {
         Some(p) => {
-            let enc = base64::engine::general_purpose::STANDARD.encode(format!("logplex:{p}"));
-            let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
-                .context("password makes an invalid header")?;
+            let value = if args.otlp {
+                format!("Bearer {p}")
+            } else {
+                let enc = base64::engine::general_purpose::STANDARD.encode(format!("logplex:{p}"));
+                format!("Basic {enc}")
+            };
+            let mut v =
+                HeaderValue::from_str(&value).context("password makes an invalid header")?;
             v.set_sensitive(true);
             Some(v)
         }
@@ -241,6 +266,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         let (stop, remaining, live, seq) =
             (stop.clone(), remaining.clone(), live.clone(), seq.clone());
         let timeout = args.timeout;
+        let otlp = args.otlp;
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut next = 0usize;
@@ -255,13 +281,20 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
                 let (body, n) = drain.bodies[next % drain.bodies.len()].clone();
                 next += 1;
                 let frame_id = format!("{run_id:016x}{:016x}", seq.fetch_add(1, Ordering::Relaxed));
-                let req = Request::post(drain.uri.clone())
-                    .header(header::CONTENT_TYPE, "application/logplex-1")
-                    .header("Logplex-Msg-Count", n)
-                    .header("Logplex-Frame-Id", frame_id)
-                    .header("Logplex-Drain-Token", &drain.token)
-                    .header(header::USER_AGENT, "Logplex/v72")
-                    .body(Full::new(body.clone()));
+                let req = if otlp {
+                    Request::post(drain.uri.clone())
+                        .header(header::CONTENT_TYPE, "application/x-protobuf")
+                        .header(header::USER_AGENT, "drainpipe-loadgen-otlp")
+                        .body(Full::new(body.clone()))
+                } else {
+                    Request::post(drain.uri.clone())
+                        .header(header::CONTENT_TYPE, "application/logplex-1")
+                        .header("Logplex-Msg-Count", n)
+                        .header("Logplex-Frame-Id", frame_id)
+                        .header("Logplex-Drain-Token", &drain.token)
+                        .header(header::USER_AGENT, "Logplex/v72")
+                        .body(Full::new(body.clone()))
+                };
                 let mut req = match req {
                     Ok(r) => r,
                     Err(_) => {

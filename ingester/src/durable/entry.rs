@@ -19,6 +19,10 @@ const FLAG_FRAME: u8 = 2;
 const FLAG_COUNT: u8 = 4;
 /// The body holds syslog-drain frames (`BodyFormat::SyslogFrames`).
 const FLAG_SYSLOG: u8 = 8;
+/// The body is an OTLP logs request in protobuf (`BodyFormat::OtlpProtobuf`).
+const FLAG_OTLP_PROTOBUF: u8 = 16;
+/// The body is an OTLP logs request in JSON (`BodyFormat::OtlpJson`).
+const FLAG_OTLP_JSON: u8 = 32;
 
 /// One received request, as logged and replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +68,12 @@ impl Entry {
         if self.msg_count.is_some() {
             flags |= FLAG_COUNT;
         }
-        if self.format == BodyFormat::SyslogFrames {
-            flags |= FLAG_SYSLOG;
-        }
+        flags |= match self.format {
+            BodyFormat::LogplexHttps => 0,
+            BodyFormat::SyslogFrames => FLAG_SYSLOG,
+            BodyFormat::OtlpProtobuf => FLAG_OTLP_PROTOBUF,
+            BodyFormat::OtlpJson => FLAG_OTLP_JSON,
+        };
         let token = self.drain_token.as_deref().unwrap_or("");
         let frame = self.frame_id.as_deref().unwrap_or("");
         out.push(PAYLOAD_VERSION);
@@ -127,13 +134,21 @@ impl Entry {
             },
             msg_count: (flags & FLAG_COUNT != 0).then_some(msg_count),
             received_at_us,
-            format: if flags & FLAG_SYSLOG != 0 {
-                BodyFormat::SyslogFrames
-            } else {
-                BodyFormat::LogplexHttps
-            },
+            format: format_of(flags)?,
             body: payload.slice(at..),
         })
+    }
+}
+
+/// The body format a record's flags name; `None` when they name two (corruption
+/// that slipped past the CRC is the only way).
+fn format_of(flags: u8) -> Option<BodyFormat> {
+    match flags & (FLAG_SYSLOG | FLAG_OTLP_PROTOBUF | FLAG_OTLP_JSON) {
+        0 => Some(BodyFormat::LogplexHttps),
+        FLAG_SYSLOG => Some(BodyFormat::SyslogFrames),
+        FLAG_OTLP_PROTOBUF => Some(BodyFormat::OtlpProtobuf),
+        FLAG_OTLP_JSON => Some(BodyFormat::OtlpJson),
+        _ => None,
     }
 }
 
@@ -182,10 +197,11 @@ pub(crate) mod tests {
             frame_id: i.is_multiple_of(2).then(|| format!("F{i:030X}")),
             msg_count: (!i.is_multiple_of(3)).then_some(i),
             received_at_us: 1_781_000_000_000_000 + i as i64,
-            format: if i.is_multiple_of(5) {
-                BodyFormat::SyslogFrames
-            } else {
-                BodyFormat::LogplexHttps
+            format: match i % 5 {
+                0 => BodyFormat::SyslogFrames,
+                1 => BodyFormat::OtlpProtobuf,
+                2 => BodyFormat::OtlpJson,
+                _ => BodyFormat::LogplexHttps,
             },
             body: Bytes::from(body.to_owned()),
         }

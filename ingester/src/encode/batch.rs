@@ -8,10 +8,12 @@ use crate::encode::record::{Record, WriterCache, same_key};
 use crate::parse::BodyFormat;
 use crate::parse::logfmt::{self, Value};
 use crate::parse::logplex::{self, Frame};
+use crate::parse::otlp;
 use crate::parse::rfc5424::{self, Mode, Timestamp};
 use crate::parse::router::{self, RouterFields};
 use crate::parse::syslog_stream::{self, FrameKind};
 use crate::parse::timestamp::{Day, utc_day};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use std::borrow::Cow;
 
 /// What the transport knows about a batch, besides its body.
@@ -84,8 +86,68 @@ pub fn encode_body(
     match format {
         BodyFormat::LogplexHttps => encode_logplex_body(meta, body, sink),
         BodyFormat::SyslogFrames => encode_syslog_body(meta, body, sink),
+        BodyFormat::OtlpProtobuf => encode_otlp_body(meta, otlp::Encoding::Protobuf, body, sink),
+        BodyFormat::OtlpJson => encode_otlp_body(meta, otlp::Encoding::Json, body, sink),
     }
 }
+
+/// Encode an OTLP logs request: one record per log record, in the same
+/// columns as Logplex messages (string bodies get the same logfmt and router
+/// treatment), plus `trace_id`, `span_id`, `severity_text`, `attributes` and
+/// `resource`. A body that does not decode is one raw record with
+/// `parse_error`, its bytes kept exactly.
+pub fn encode_otlp_body(
+    meta: &RequestMeta<'_>,
+    encoding: otlp::Encoding,
+    body: &[u8],
+    sink: &mut impl LineSink,
+) -> BatchStats {
+    let request = match otlp::decode(body, encoding) {
+        Ok(request) => request,
+        Err(e) => {
+            let mut enc = Encoder::new(meta);
+            enc.raw(body, e.as_str(), sink);
+            return enc.finish();
+        }
+    };
+    let mut enc = Encoder::new(meta);
+    let mut resource = Vec::new();
+    let mut attributes = Vec::new();
+    for resource_logs in &request.resource_logs {
+        resource.clear();
+        if let Some(r) = &resource_logs.resource {
+            enc.stats.kv_case_collisions += otlp::flatten(&r.attributes, &mut resource);
+        }
+        for scope_logs in &resource_logs.scope_logs {
+            for record in &scope_logs.log_records {
+                attributes.clear();
+                enc.stats.kv_case_collisions += otlp::flatten(&record.attributes, &mut attributes);
+                enc.otlp_record(record, &attributes, &resource, sink);
+            }
+        }
+    }
+    enc.finish()
+}
+
+/// Attributes (log record first, then resource) that name the process, as
+/// `proc_id` does on Cedar (`web.1`, `router`): Heroku's dyno name, then the
+/// OTel semantic convention's instance id.
+const PROC_ID_KEYS: &[&str] = &["heroku.dyno.name", "dyno", "service.instance.id"];
+/// Attributes that say who wrote the line, as `source` (APP-NAME) does on
+/// Cedar (`app`, `heroku`).
+const SOURCE_KEYS: &[&str] = &["heroku.source", "source"];
+/// Router columns from HTTP semantic-convention attributes, for router and
+/// app logs that carry them as attributes rather than logfmt text.
+const ROUTER_ATTRIBUTES: &[(&str, &str)] = &[
+    ("http.request.method", "method"),
+    ("url.path", "path"),
+    ("server.address", "host"),
+    ("client.address", "fwd"),
+    ("http.response.status_code", "status"),
+    ("http.response.body.size", "bytes"),
+    ("network.protocol.name", "protocol"),
+    ("http.request.id", "request_id"),
+];
 
 /// Encode the frames a syslog-drain connection delivered (one record per
 /// frame): messages in strict RFC 5424 mode, oversized parts and truncated
@@ -231,6 +293,46 @@ impl<'m, 'b> Encoder<'m, 'b> {
         }
     }
 
+    fn otlp_record(
+        &mut self,
+        record: &LogRecord,
+        attributes: &[(String, String)],
+        resource: &[(String, String)],
+        sink: &mut impl LineSink,
+    ) {
+        let ns = if record.time_unix_nano != 0 {
+            record.time_unix_nano
+        } else {
+            record.observed_time_unix_nano
+        };
+        let log_ts_us = if ns == 0 {
+            self.meta.received_at_us
+        } else {
+            i64::try_from(ns / 1_000).unwrap_or(i64::MAX)
+        };
+        let either =
+            |keys: &[&str]| otlp::lookup(attributes, keys).or_else(|| otlp::lookup(resource, keys));
+        let trace_id = otlp::hex_id(&record.trace_id);
+        let span_id = otlp::hex_id(&record.span_id);
+        let text = otlp::body_text(record.body.as_ref());
+        let header = Record {
+            log_ts_us,
+            severity: otlp::syslog_severity(record.severity_number),
+            severity_text: (!record.severity_text.is_empty()).then_some(&*record.severity_text),
+            hostname: either(&["host.name"]),
+            source: either(SOURCE_KEYS),
+            proc_id: either(PROC_ID_KEYS),
+            msg_id: (!record.event_name.is_empty()).then_some(&*record.event_name),
+            trace_id: trace_id.as_deref(),
+            span_id: span_id.as_deref(),
+            attributes,
+            resource,
+            ..self.base()
+        };
+        let mut kv = Vec::new();
+        self.body_with(header, &text, None, &mut kv, attributes, sink);
+    }
+
     /// The message text: logfmt pairs, router columns, L10 count.
     fn body<'t>(
         &mut self,
@@ -240,9 +342,28 @@ impl<'m, 'b> Encoder<'m, 'b> {
         kv: &mut Vec<Pair<'t>>,
         sink: &mut impl LineSink,
     ) {
+        self.body_with(header, text, exact, kv, &[], sink);
+    }
+
+    /// [`Self::body`], with router columns also taken from OTLP attributes
+    /// that name them (a logfmt pair in the text wins over an attribute).
+    fn body_with<'t>(
+        &mut self,
+        header: Record<'_>,
+        text: &'t str,
+        exact: Option<&[u8]>,
+        kv: &mut Vec<Pair<'t>>,
+        attributes: &'t [(String, String)],
+        sink: &mut impl LineSink,
+    ) {
         kv.clear();
         let is_router = router::is_router_line(header.source, header.proc_id);
         let mut router = RouterFields::default();
+        for (name, column) in ROUTER_ATTRIBUTES {
+            if let Some((_, v)) = attributes.iter().find(|(k, _)| k == name) {
+                router.take(column, Value::plain(v));
+            }
+        }
         for (k, v) in logfmt::pairs(text) {
             if is_router && router.take(k, v) {
                 continue;
@@ -814,5 +935,169 @@ mod tests {
                 prop_assert_eq!(&exact_message(r), m);
             }
         }
+    }
+
+    // ---- OTLP (Fir telemetry drains) ----
+
+    const FIR_JSON: &[u8] = include_bytes!("../../testdata/otlp/fir-logs.json");
+
+    fn encode_otlp(format: BodyFormat, body: &[u8]) -> (BatchStats, Vec<Json>) {
+        let mut sink = Sink::default();
+        let meta = RequestMeta {
+            drain_token: None,
+            frame_id: None,
+            ..meta(None)
+        };
+        let stats = encode_body(&meta, format, body, &mut sink);
+        let recs: Vec<Json> = sink.records().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(recs.len() as u64, stats.messages);
+        (stats, recs)
+    }
+
+    fn check_fir_records(recs: &[Json]) {
+        assert_eq!(recs.len(), 3);
+        let want: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        for r in recs {
+            let keys: Vec<&str> = r
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut sorted_want = want.clone();
+            sorted_want.sort_unstable();
+            let mut sorted = keys.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, sorted_want, "every schema field, nothing else");
+        }
+        let first = &recs[0];
+        assert_eq!(first["app"], "myapp");
+        assert_eq!(first["log_ts"], "2026-06-17T12:00:00.123456Z");
+        assert_eq!(first["severity"], 3, "ERROR is syslog err");
+        assert_eq!(first["severity_text"], "ERROR");
+        assert_eq!(first["facility"], Json::Null);
+        assert_eq!(first["trace_id"], "5b8efff798038103d269b633813fc60c");
+        assert_eq!(first["span_id"], "eee19b7ec3c1b174");
+        assert_eq!(first["message"], "payment failed user=ann amount=12.50");
+        assert_eq!(first["kv"], json!({"user": "ann", "amount": "12.50"}));
+        assert_eq!(first["proc_id"], "web.1");
+        assert_eq!(
+            first["method"], "POST",
+            "router column from a semconv attribute"
+        );
+        assert_eq!(first["status"], 502);
+        assert_eq!(
+            first["attributes"],
+            json!({
+                "http.request.method": "POST",
+                "http.response.status_code": "502",
+                "retry": "true",
+                "ratio": "0.25",
+                "tags": "[\"a\",2]",
+                "http.request.header.accept": "text/html",
+            })
+        );
+        assert_eq!(first["resource"]["service.name"], "myapp");
+        assert_eq!(
+            first["resource"]["heroku.app.id"],
+            "2daa2797-e42b-4624-9322-ec3f968df4da"
+        );
+        assert_eq!(first["drain_token"], Json::Null);
+        assert_eq!(first["parse_error"], Json::Null);
+
+        let structured = &recs[1];
+        assert_eq!(
+            structured["log_ts"], "2026-06-17T12:00:01.000000Z",
+            "observed time when time is 0"
+        );
+        assert_eq!(structured["severity"], 6, "enum name accepted");
+        let body: Json =
+            serde_json::from_str(structured["message"].as_str().expect("text")).expect("JSON text");
+        assert_eq!(body, json!({"event": "signup", "n": 3}));
+        assert_eq!(structured["trace_id"], Json::Null);
+
+        let bare = &recs[2];
+        assert_eq!(
+            bare["log_ts"], bare["received_at"],
+            "receipt time when both are 0"
+        );
+        assert_eq!(bare["severity"], Json::Null);
+        assert_eq!(bare["message"], "no timestamps at all");
+    }
+
+    #[test]
+    fn otlp_json_records_arrive_field_by_field() {
+        let (stats, recs) = encode_otlp(BodyFormat::OtlpJson, FIR_JSON);
+        assert_eq!(stats.parse_errors, 0);
+        check_fir_records(&recs);
+    }
+
+    #[test]
+    fn otlp_protobuf_gives_the_same_records_as_json() {
+        let request = otlp::decode(FIR_JSON, otlp::Encoding::Json).expect("sample decodes");
+        let body = prost::Message::encode_to_vec(&request);
+        let (stats, recs) = encode_otlp(BodyFormat::OtlpProtobuf, &body);
+        assert_eq!(stats.parse_errors, 0);
+        check_fir_records(&recs);
+    }
+
+    #[test]
+    fn otlp_body_that_does_not_decode_is_kept_exactly() {
+        // A protobuf string field holding invalid UTF-8 (field 1 of
+        // AnyValue is string_value): prost refuses the whole request.
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("MARK".into())),
+                        }),
+                        ..LogRecord::default()
+                    }],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        };
+        let mut body = prost::Message::encode_to_vec(&request);
+        let at = body.windows(4).position(|w| w == b"MARK").expect("marker");
+        body[at] = 0xff;
+        for (format, bytes) in [
+            (BodyFormat::OtlpProtobuf, body.clone()),
+            (BodyFormat::OtlpJson, b"{\"resourceLogs\": [".to_vec()),
+            (
+                BodyFormat::OtlpProtobuf,
+                b"\xff\xff\xff not protobuf".to_vec(),
+            ),
+        ] {
+            let (stats, recs) = encode_otlp(format, &bytes);
+            assert_eq!((stats.messages, stats.parse_errors), (1, 1));
+            let r = &recs[0];
+            assert!(
+                r["parse_error"]
+                    .as_str()
+                    .expect("reason")
+                    .contains("does not decode")
+            );
+            let kept = match r["message_b64"].as_str() {
+                Some(b64) => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64"),
+                None => r["message"].as_str().expect("text").as_bytes().to_vec(),
+            };
+            assert_eq!(kept, bytes, "every byte kept");
+        }
+    }
+
+    #[test]
+    fn otlp_attribute_keys_differing_in_case_fold_into_one() {
+        let body = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"},
+            "attributes":[{"key":"userId","value":{"stringValue":"1"}},{"key":"userid","value":{"stringValue":"2"}}]}]}]}]}"#;
+        let (stats, recs) = encode_otlp(BodyFormat::OtlpJson, body);
+        assert_eq!(recs[0]["attributes"], json!({"userid": "2"}));
+        assert_eq!(stats.kv_case_collisions, 1);
     }
 }

@@ -42,6 +42,14 @@ pub struct Record<'a> {
     pub router: RouterFields<'a>,
     pub l10_dropped: Option<u64>,
     pub parse_error: Option<&'a str>,
+    /// OTLP only: hex trace and span ids, severity text as sent.
+    pub trace_id: Option<&'a str>,
+    pub span_id: Option<&'a str>,
+    pub severity_text: Option<&'a str>,
+    /// OTLP only: flattened log record and resource attributes. Keys are
+    /// unique once lowercased (the OTLP encoder folds them).
+    pub attributes: &'a [(String, String)],
+    pub resource: &'a [(String, String)],
 }
 
 impl Record<'_> {
@@ -128,6 +136,16 @@ impl Record<'_> {
         write_opt_u64(out, self.l10_dropped);
         out.extend_from_slice(b",\"parse_error\":");
         write_opt_str(out, self.parse_error);
+        out.extend_from_slice(b",\"trace_id\":");
+        write_opt_str(out, self.trace_id);
+        out.extend_from_slice(b",\"span_id\":");
+        write_opt_str(out, self.span_id);
+        out.extend_from_slice(b",\"severity_text\":");
+        write_opt_str(out, self.severity_text);
+        out.extend_from_slice(b",\"attributes\":");
+        write_string_map(out, self.attributes);
+        out.extend_from_slice(b",\"resource\":");
+        write_string_map(out, self.resource);
         out.extend_from_slice(b"}\n");
     }
 }
@@ -179,6 +197,20 @@ impl SecondCache {
 pub struct WriterCache {
     log_ts: SecondCache,
     received_at: SecondCache,
+}
+
+/// A `map<string,string>` column: keys folded like `kv` keys.
+fn write_string_map(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, k);
+        out.push(b':');
+        write_str(out, v);
+    }
+    out.push(b'}');
 }
 
 fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -443,6 +475,7 @@ mod tests {
             },
             l10_dropped: None,
             parse_error: None,
+            ..Record::default()
         }
     }
 

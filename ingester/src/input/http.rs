@@ -31,6 +31,7 @@ use crate::archive::direct::Direct;
 use crate::durable::{AppendError, Entry, Wal};
 use crate::input::dedupe::{Claim, Dedupe};
 use crate::input::ops;
+use crate::input::otlp_http;
 use crate::input::response::{Body, plain, with_header};
 use crate::input::routes::{Denied, Routes};
 use crate::parse::BodyFormat;
@@ -139,20 +140,30 @@ impl Server {
                 );
             }
             let app = app.to_owned();
-            let started = Instant::now();
-            let response = self.drain(&app, req).await;
-            let status = response.status();
-            self.metrics.request(status.as_u16());
-            if status == StatusCode::OK {
-                self.metrics
-                    .ack_latency
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            return response;
+            return self.counted(self.drain(&app, req)).await;
+        }
+        if let Some(rest) = path.strip_prefix(otlp_http::PREFIX) {
+            let rest = rest.to_owned();
+            return self.counted(otlp_http::handle(&self, &rest, req)).await;
         }
         let ready = || self.ready.load(Ordering::Relaxed) && self.sink.is_ready();
         ops::answer(path, method, ready, &self.metrics)
             .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"))
+    }
+
+    /// A drain request's answer, counted by status, with the latency of
+    /// every acknowledgement.
+    async fn counted(&self, answer: impl Future<Output = Response<Body>>) -> Response<Body> {
+        let started = Instant::now();
+        let response = answer.await;
+        let status = response.status();
+        self.metrics.request(status.as_u16());
+        if status == StatusCode::OK {
+            self.metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        response
     }
 
     async fn drain(&self, app: &str, req: Request<Incoming>) -> Response<Body> {
@@ -203,33 +214,10 @@ impl Server {
                 return ok();
             }
         };
-        if !self.sink.accepts() {
-            discard_body(req.into_body(), self.max_body).await;
-            return unavailable("write-ahead log full");
-        }
-        let want = content_length
-            .unwrap_or(self.max_body)
-            .min(self.inflight_max);
-        let permit = match tokio::time::timeout(
-            INFLIGHT_WAIT,
-            Arc::clone(&self.inflight).acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                discard_body(req.into_body(), self.max_body).await;
-                return unavailable("too many request bodies in memory");
-            }
+        let (body, permit) = match self.receive(req.into_body(), content_length).await {
+            Ok(received) => received,
+            Err(refused) => return refused.logplex(),
         };
-        let body = match read_body(req.into_body(), self.max_body).await {
-            Ok(body) => body,
-            Err(BodyError::TooLarge) => return too_large(),
-            Err(BodyError::Broken) => {
-                return plain(StatusCode::BAD_REQUEST, "request body could not be read\n");
-            }
-        };
-        self.metrics.received_bytes.inc_by(body.len() as u64);
         let entry = Entry {
             app: app.to_owned(),
             drain_token,
@@ -248,6 +236,64 @@ impl Server {
             }
             Err(why) => unavailable(why),
         }
+    }
+}
+
+/// Why a request body was not taken in; each transport words the answer.
+pub(crate) enum Refused {
+    /// 503: nothing can be made durable right now.
+    Unavailable(&'static str),
+    /// 413: the body is over the limit.
+    TooLarge,
+    /// 400: the connection broke mid-body.
+    Broken,
+}
+
+impl Refused {
+    fn logplex(self) -> Response<Body> {
+        match self {
+            Refused::Unavailable(why) => unavailable(why),
+            Refused::TooLarge => too_large(),
+            Refused::Broken => plain(StatusCode::BAD_REQUEST, "request body could not be read\n"),
+        }
+    }
+}
+
+impl Server {
+    /// Take a request body in, within the memory and durability limits: the
+    /// write-ahead log must accept, and the body's bytes must fit in the
+    /// in-flight budget (the permit holds them until the body is stored).
+    pub(crate) async fn receive(
+        &self,
+        body: Incoming,
+        content_length: Option<u64>,
+    ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Refused> {
+        if !self.sink.accepts() {
+            discard_body(body, self.max_body).await;
+            return Err(Refused::Unavailable("write-ahead log full"));
+        }
+        let want = content_length
+            .unwrap_or(self.max_body)
+            .min(self.inflight_max);
+        let permit = match tokio::time::timeout(
+            INFLIGHT_WAIT,
+            Arc::clone(&self.inflight).acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                discard_body(body, self.max_body).await;
+                return Err(Refused::Unavailable("too many request bodies in memory"));
+            }
+        };
+        let body = match read_body(body, self.max_body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return Err(Refused::TooLarge),
+            Err(BodyError::Broken) => return Err(Refused::Broken),
+        };
+        self.metrics.received_bytes.inc_by(body.len() as u64);
+        Ok((body, permit))
     }
 }
 
@@ -297,17 +343,22 @@ async fn discard_body(mut body: Incoming, max: u64) {
     let _ = tokio::time::timeout(DISCARD_WAIT, drain).await;
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
-/// The drain password: HTTP Basic (any user name) or `?token=`.
-fn password(headers: &HeaderMap, query: Option<&str>) -> Option<Vec<u8>> {
+/// The drain password: HTTP Basic (any user name), `Bearer` (telemetry
+/// drains) or `?token=`.
+pub(crate) fn password(headers: &HeaderMap, query: Option<&str>) -> Option<Vec<u8>> {
     if let Some(auth) = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes) {
         let (scheme, rest) = auth.split_at(auth.len().min(6));
+        if auth.len() > 7 && auth[..7].eq_ignore_ascii_case(b"bearer ") {
+            // OTLP telemetry drains: the header the operator put on the drain.
+            return Some(auth[7..].trim_ascii().to_vec());
+        }
         if scheme.eq_ignore_ascii_case(b"basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(rest.trim_ascii())
@@ -366,7 +417,7 @@ fn too_large() -> Response<Body> {
     )
 }
 
-fn unavailable(why: &'static str) -> Response<Body> {
+pub(crate) fn unavailable(why: &'static str) -> Response<Body> {
     tracing::debug!(reason = why, "answering 503");
     let mut r = plain(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,6 @@
 pub(crate) mod logfmt;
 pub mod logplex;
+pub mod otlp;
 pub mod rfc5424;
 pub(crate) mod router;
 pub mod syslog_stream;
@@ -15,4 +16,9 @@ pub enum BodyFormat {
     /// Frames decoded from a syslog-drain connection, stored with
     /// `syslog_stream::push_stored` (strict RFC 5424).
     SyslogFrames,
+    /// An OTLP/HTTP `ExportLogsServiceRequest` in protobuf, gunzipped (also
+    /// what OTLP/gRPC requests are logged as).
+    OtlpProtobuf,
+    /// An OTLP/HTTP `ExportLogsServiceRequest` in OTLP's JSON mapping, gunzipped.
+    OtlpJson,
 }

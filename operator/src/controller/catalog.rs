@@ -141,6 +141,19 @@ pub(super) async fn sync_catalog(
                 )
                 .await;
             }
+            if !update.columns_added.is_empty() {
+                ctx.metrics.glue_updates.inc();
+                ctx.publish(
+                    reference,
+                    EventType::Normal,
+                    "ColumnsAdded",
+                    format!(
+                        "added columns {} to Glue table {table} (the record schema gained them)",
+                        update.columns_added.join(", ")
+                    ),
+                )
+                .await;
+            }
             if !update.added.is_empty() {
                 ctx.metrics.glue_updates.inc();
                 ctx.publish(
@@ -247,6 +260,7 @@ mod tests {
             app_count: 2,
             near_limit: false,
             years: None,
+            columns_added: Vec::new(),
         };
         let c = synced_condition(&table, &update, 1);
         assert!(c.status);
