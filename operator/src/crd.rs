@@ -109,6 +109,14 @@ pub struct LogDrainSpec {
     /// deleted by drainpipe.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Emergency stop (default false): `true` removes the Heroku drains this
+    /// LogDrain made, so Heroku stops sending, while the ingesters keep
+    /// running until what they received is archived and the drain password
+    /// is kept; `Ready` is then False with reason `Suspended`. Setting it
+    /// back to `false` registers the drains again with the same password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 /// Access to the Heroku Platform API.
@@ -223,6 +231,7 @@ pub struct ArchiveSpec {
 /// An S3 archive location.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.lifecycle) || size(self.prefix) <= 245").message("with lifecycle set, prefix is at most 245 characters: the rule id drainpipe:{prefix} must fit S3's 255"))]
 pub struct S3Archive {
     /// Bucket name. drainpipe does not create it.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
@@ -239,6 +248,55 @@ pub struct S3Archive {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^/@?#\s]+(/\S*)?$"))]
     pub endpoint: Option<String>,
+    /// Retention of the archive: the operator keeps one S3 lifecycle rule
+    /// for `prefix` on the bucket (id `drainpipe:{prefix}`), next to the
+    /// bucket's other rules, which it never changes. Omit to manage none
+    /// (removing it removes the rule drainpipe made). Needs
+    /// `s3:GetLifecycleConfiguration` and `s3:PutLifecycleConfiguration` on
+    /// the bucket for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<S3Lifecycle>,
+}
+
+/// An S3 lifecycle rule over the LogDrain's prefix, e.g. `transitionDays:
+/// 90` (Glacier Flexible Retrieval from day 90) and `expireDays: 365`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.transitionDays) || has(self.expireDays)").message("set transitionDays, expireDays or both"))]
+#[x_kube(validation = Rule::new("!has(self.transitionDays) || !has(self.expireDays) || self.expireDays > self.transitionDays").message("expireDays must be later than transitionDays"))]
+pub struct S3Lifecycle {
+    /// Days after creation when objects move to `storageClass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub transition_days: Option<i32>,
+    /// Storage class objects move to after `transitionDays` (default
+    /// `GLACIER`, Glacier Flexible Retrieval). Athena cannot read `GLACIER`
+    /// or `DEEP_ARCHIVE` objects without restoring them first.
+    #[serde(default)]
+    pub storage_class: StorageClass,
+    /// Days after creation when objects are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub expire_days: Option<i32>,
+}
+
+/// An S3 storage class a lifecycle rule can transition objects to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StorageClass {
+    /// Glacier Flexible Retrieval.
+    #[default]
+    Glacier,
+    /// Glacier Deep Archive.
+    DeepArchive,
+    /// Glacier Instant Retrieval (Athena reads it directly).
+    GlacierIr,
+    /// Standard-Infrequent Access (30 days at least).
+    StandardIa,
+    /// One Zone-Infrequent Access (30 days at least).
+    OnezoneIa,
+    /// Intelligent-Tiering.
+    IntelligentTiering,
 }
 
 fn default_prefix() -> String {

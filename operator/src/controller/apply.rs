@@ -14,9 +14,11 @@ use serde_json::json;
 use super::catalog::sync_catalog;
 use super::conditions::{condition, ingester_condition, ready_condition};
 use super::drains::sync_drains;
+use super::retention::sync_retention;
+use super::suspend::suspend_drains;
 use super::{
-    CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY, fingerprint,
-    lock,
+    CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
+    RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
 use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
@@ -57,7 +59,12 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
 
     // 2. Heroku.
-    let heroku = sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await;
+    let heroku = if ld.spec.suspend {
+        suspend_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+    } else {
+        ctx.unverify_suspension(&uid);
+        sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+    };
     let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
     if new_routes != routes {
         apply_routes(ctx, &owner, &new_routes).await?;
@@ -65,6 +72,9 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 3. Glue.
     let catalog = sync_catalog(ctx, &ld, &uid, &reference, &old_status).await;
+
+    // 3b. Retention.
+    let retention = sync_retention(ctx, &ld, &uid, &reference, &old_status).await;
 
     // 4. Status.
     let generation = ld.metadata.generation;
@@ -84,6 +94,9 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     ));
     let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
+    if let Some(c) = &retention.condition {
+        conditions.push(condition(old, RETENTION_APPLIED, c, generation));
+    }
     let ready = ready_condition(&ld, &[&heroku.condition, &catalog.condition, &ingester]);
     conditions.insert(0, condition(old, READY, &ready, generation));
     let dep_status = deployment.status.as_ref();
@@ -107,7 +120,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 5. Requeue: errors go through error_policy (after the status above
     // told the user what is wrong).
-    if let Some(err) = heroku.error.or(catalog.error) {
+    if let Some(err) = heroku.error.or(catalog.error).or(retention.error) {
         return Err(err);
     }
     lock(&ctx.failures).remove(&uid);

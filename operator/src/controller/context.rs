@@ -17,6 +17,7 @@ use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
 use crate::heroku::{ApiToken, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
+use crate::lifecycle::Buckets;
 use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::IngesterDefaults;
 
@@ -111,6 +112,8 @@ pub struct Context {
     pub(crate) client: Client,
     pub(crate) heroku: HerokuClient,
     pub(crate) catalogs: Catalogs,
+    /// S3 clients for the archives' lifecycle rules.
+    pub(crate) buckets: Buckets,
     pub metrics: Metrics,
     pub(crate) settings: Settings,
     pub(super) recorder: Recorder,
@@ -120,6 +123,10 @@ pub struct Context {
     pub(super) status_written: Mutex<HashMap<String, u64>>,
     /// LogDrain uid → catalog state last verified.
     pub(super) catalog_verified: Mutex<HashMap<String, Verified>>,
+    /// LogDrain uid → lifecycle rule last verified.
+    pub(super) retention_verified: Mutex<HashMap<String, Verified>>,
+    /// LogDrain uid → suspension (no drain left) last verified.
+    pub(super) suspension_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     /// Every LogDrain the controllers watch, for the Glue union.
@@ -143,20 +150,35 @@ impl Context {
                 instance: settings.instance.clone(),
             },
         );
+        // The AWS configuration the catalogs use serves S3 too; tests with
+        // a fixed catalog hand theirs in with `with_buckets`.
+        let buckets = match &catalogs {
+            Catalogs::PerRegion { config, .. } => Buckets::new(config.as_ref().clone()),
+            Catalogs::Fixed(_) => Buckets::none(),
+        };
         Context {
             client,
             heroku,
             catalogs,
+            buckets,
             metrics,
             settings,
             recorder,
             drains_known: Mutex::default(),
             status_written: Mutex::default(),
             catalog_verified: Mutex::default(),
+            suspension_verified: Mutex::default(),
+            retention_verified: Mutex::default(),
             failures: Mutex::default(),
             stores: RwLock::default(),
             heroku_requests_seen: AtomicU64::new(0),
         }
+    }
+
+    /// The S3 clients lifecycle rules are written with.
+    pub fn with_buckets(mut self, buckets: Buckets) -> Context {
+        self.buckets = buckets;
+        self
     }
 
     /// The Heroku calls, counted by operation and outcome.

@@ -19,6 +19,8 @@ mod conditions;
 mod context;
 mod drains;
 mod memory;
+mod retention;
+mod suspend;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -53,6 +55,7 @@ pub(crate) const READY: &str = "Ready";
 pub(crate) const DRAINS_REGISTERED: &str = "DrainsRegistered";
 pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
 pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
+pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";

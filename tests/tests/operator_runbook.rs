@@ -1,0 +1,402 @@
+//! The runbook's steps as LogDrain fields and conditions (docs/operations.md):
+//! the emergency stop, retention rules, HTTPS exposure, and the conditions
+//! that answer "is the drain broken?". Real kube-apiserver, MinIO and moto;
+//! only Heroku is the fake.
+
+use std::time::Duration;
+
+use drainpipe_tests::heroku_fake::FakeOptions;
+use drainpipe_tests::ingester::InProcessIngester;
+use drainpipe_tests::operator::{
+    Harness, condition, condition_is, condition_reason, status_drains,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn harness(prefix: &str, apps: &[&str]) -> Harness {
+    let h = Harness::new(prefix, FakeOptions::default()).await;
+    for app in apps {
+        h.heroku.add_app(app);
+    }
+    h
+}
+
+/// One RFC 5424 frame as Logplex sends it.
+fn frame(text: &str) -> Vec<u8> {
+    format!("<190>1 2026-12-02T01:00:00.000000+00:00 host app web.1 - {text}").into_bytes()
+}
+
+/// The routes file of LogDrain `name` written where an ingester can read it,
+/// as the pods get it from the routes Secret.
+async fn routes_file(h: &Harness, name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let api: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    let secret = api
+        .get(&format!("{name}-routes"))
+        .await
+        .expect("routes Secret");
+    let yaml = secret
+        .data
+        .and_then(|d| d.get("routes.yaml").cloned())
+        .expect("routes.yaml");
+    let path = dir.join("routes.yaml");
+    std::fs::write(&path, yaml.0).expect("write routes file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_removes_exactly_our_drains_and_resume_restores_them() {
+    let apps = ["pay-web", "pay-worker"];
+    let mut h = harness("suspend", &apps).await;
+    // A drain a person added, and another LogDrain's drain to its own
+    // endpoint: neither is this LogDrain's.
+    let foreign = h
+        .heroku
+        .insert_drain("pay-web", "https://papertrail.example.com/x", None);
+    h.start();
+    h.apply("pay", h.spec(&apps, None)).await;
+    h.wait_drains_registered("pay", &apps).await;
+    let password = h.drain_password("pay").await;
+    let before: Vec<_> = apps.iter().map(|a| h.heroku.drains(a)).collect();
+
+    let mut spec = h.spec(&apps, None);
+    spec["suspend"] = json!(true);
+    h.apply("pay", spec).await;
+    let ld = h
+        .wait_status("pay", "suspended", MINUTE, |ld| {
+            condition_reason(ld, "Ready") == "Suspended"
+        })
+        .await;
+    assert!(condition_is(&ld, "Ready", "False"));
+    assert_eq!(condition_reason(&ld, "DrainsRegistered"), "Suspended");
+    assert!(status_drains(&ld).is_empty(), "{:?}", status_drains(&ld));
+    // Exactly ours are gone: the person's drain stays.
+    let left: Vec<String> = h
+        .heroku
+        .drains("pay-web")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, [foreign.id.clone()]);
+    assert!(h.heroku.drains("pay-worker").is_empty());
+    // Everything needed to resume is kept: the ingester, the password.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(h.client.clone(), &h.ns);
+    assert!(
+        deployments
+            .get_opt("pay-ingester")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert_eq!(h.drain_password("pay").await, password);
+    let reasons = h.event_reasons("pay").await;
+    assert!(
+        reasons.iter().any(|r| r == "DrainsSuspended"),
+        "{reasons:?}"
+    );
+
+    // While suspended, a resync makes no Heroku call.
+    h.heroku.reset_counts();
+    let mut spec = h.spec(&apps, None);
+    spec["suspend"] = json!(true);
+    spec["ingester"]["replicas"] = json!(1);
+    h.apply("pay", spec).await;
+    h.wait_status("pay", "scaled while suspended", MINUTE, |ld| {
+        condition_reason(ld, "Ready") == "Suspended"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.heroku.request_count(), 0, "{:?}", h.heroku.requests());
+
+    // Resume: new drains, the same password, and they authenticate against
+    // an ingester reading the routes the operator wrote.
+    h.apply("pay", h.spec(&apps, None)).await;
+    let ld = h.wait_drains_registered("pay", &apps).await;
+    assert_eq!(h.drain_password("pay").await, password);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let routes = routes_file(&h, "pay", scratch.path()).await;
+    let ingester = InProcessIngester::start_with(
+        &h.env,
+        &format!("{}/", h.ns),
+        &["--routes".to_string(), routes.display().to_string()],
+    )
+    .await;
+    for (i, app) in apps.iter().enumerate() {
+        let drains = h.heroku.drains(app);
+        let ours: Vec<_> = drains.iter().filter(|d| d.id != foreign.id).collect();
+        assert_eq!(ours.len(), 1, "{app}: {drains:?}");
+        assert!(
+            before[i].iter().all(|b| b.id != ours[0].id),
+            "{app}: a new drain was made"
+        );
+        let url = reqwest::Url::parse(&ours[0].url).expect("drain URL");
+        assert_eq!(url.password(), Some(password.as_str()));
+        let recorded = status_drains(&ld);
+        assert!(recorded.iter().any(|d| d.app == *app && d.id == ours[0].id));
+        let status = ingester
+            .post_logplex_as(
+                app,
+                (url.username(), url.password().unwrap_or_default()),
+                &ours[0].token,
+                &[frame("resumed")],
+            )
+            .await;
+        assert_eq!(status, 200, "{app}: the restored drain URL authenticates");
+        // A wrong password does not.
+        let status = ingester
+            .post_logplex_as(app, ("drainpipe", "wrong"), &ours[0].token, &[frame("x")])
+            .await;
+        assert_eq!(status, 401, "{app}");
+    }
+    ingester.stop().await;
+    let msg = condition(&ld, "DrainsRegistered")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(!msg.contains(&password), "{msg}");
+    h.teardown().await;
+}
+
+/// moto's S3 (the same server as its Glue): it accepts transitions to
+/// Glacier classes, which MinIO refuses without a configured remote tier.
+fn moto_s3(h: &Harness) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(h.env.region.clone()))
+        .endpoint_url(&h.env.glue_endpoint)
+        .credentials_provider(Credentials::new("moto", "moto", None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The bucket's rules as (id, prefix, transition days and class, expiry).
+// Stores may echo a rule's prefix the legacy (deprecated) way.
+#[allow(deprecated)]
+async fn rules(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, String, String)> {
+    let out = match s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) => {
+            use aws_sdk_s3::error::ProvideErrorMetadata;
+            assert_eq!(e.code(), Some("NoSuchLifecycleConfiguration"), "{e:?}");
+            return Vec::new();
+        }
+    };
+    out.rules()
+        .iter()
+        .map(|r| {
+            let prefix = r
+                .filter()
+                .and_then(|f| f.prefix())
+                .or(r.prefix())
+                .unwrap_or_default()
+                .to_string();
+            let actions = r
+                .transitions()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}d->{}",
+                        t.days().unwrap_or_default(),
+                        t.storage_class().map(|c| c.as_str()).unwrap_or_default()
+                    )
+                })
+                .chain(
+                    r.expiration()
+                        .and_then(|e| e.days())
+                        .map(|d| format!("expire {d}d")),
+                )
+                .collect::<Vec<_>>()
+                .join(", ");
+            (r.id().unwrap_or_default().to_string(), prefix, actions)
+        })
+        .collect()
+}
+
+fn rule(id: &str, prefix: &str, actions: &str) -> (String, String, String) {
+    (id.to_string(), prefix.to_string(), actions.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_rules_are_merged_into_the_bucket_keeping_foreign_rules() {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    let mut h = harness("lifecycle", &["ret-web"]).await;
+    let s3 = moto_s3(&h);
+    let bucket = format!("lc-{}", h.ns);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket in moto");
+    // A person's rule: Athena's query results expire after 30 days.
+    let athena = LifecycleRule::builder()
+        .id("athena-results")
+        .status(ExpirationStatus::Enabled)
+        .filter(
+            LifecycleRuleFilter::builder()
+                .prefix("athena-results/")
+                .build(),
+        )
+        .expiration(LifecycleExpiration::builder().days(30).build())
+        .build()
+        .expect("rule");
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(&bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(athena)
+                .build()
+                .expect("config"),
+        )
+        .send()
+        .await
+        .expect("put the foreign rule");
+
+    h.start();
+    let spec_for = |prefix: &str, lifecycle: serde_json::Value| {
+        let mut spec = h.spec(&["ret-web"], None);
+        spec["archive"]["s3"]["bucket"] = json!(bucket);
+        spec["archive"]["s3"]["endpoint"] = json!(h.env.glue_endpoint);
+        spec["archive"]["s3"]["prefix"] = json!(prefix);
+        if !lifecycle.is_null() {
+            spec["archive"]["s3"]["lifecycle"] = lifecycle;
+        }
+        spec
+    };
+    h.apply(
+        "ret",
+        spec_for("logs/", json!({"transitionDays": 90, "expireDays": 365})),
+    )
+    .await;
+    let ld = h
+        .wait_status("ret", "retention applied", MINUTE, |ld| {
+            condition_is(ld, "RetentionApplied", "True")
+        })
+        .await;
+    let msg = condition(&ld, "RetentionApplied")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("to GLACIER after 90 days, deleted after 365 days"),
+        "{msg}"
+    );
+    assert_eq!(
+        rules(&s3, &bucket).await,
+        [
+            rule("athena-results", "athena-results/", "expire 30d"),
+            rule("drainpipe:logs/", "logs/", "90d->GLACIER, expire 365d"),
+        ]
+    );
+
+    // A second LogDrain on another prefix of the same bucket adds its own.
+    h.heroku.add_app("ret-api");
+    let mut other = spec_for("other/", json!({"expireDays": 7}));
+    other["apps"] = json!(["ret-api"]);
+    h.apply("ret2", other).await;
+    h.wait_status("ret2", "retention applied", MINUTE, |ld| {
+        condition_is(ld, "RetentionApplied", "True")
+    })
+    .await;
+
+    // Changing the retention updates our rule in place.
+    h.apply(
+        "ret",
+        spec_for(
+            "logs/",
+            json!({"transitionDays": 30, "storageClass": "DEEP_ARCHIVE", "expireDays": 730}),
+        ),
+    )
+    .await;
+    h.wait_status("ret", "retention updated", MINUTE, |ld| {
+        condition(ld, "RetentionApplied").is_some_and(|c| c.message.contains("DEEP_ARCHIVE"))
+    })
+    .await;
+    assert_eq!(
+        rules(&s3, &bucket).await,
+        [
+            rule("athena-results", "athena-results/", "expire 30d"),
+            rule("drainpipe:logs/", "logs/", "30d->DEEP_ARCHIVE, expire 730d"),
+            rule("drainpipe:other/", "other/", "expire 7d"),
+        ]
+    );
+    let reasons = h.event_reasons("ret").await;
+    for r in ["LifecycleRuleAdded", "LifecycleRuleUpdated"] {
+        assert!(reasons.iter().any(|x| x == r), "{r}: {reasons:?}");
+    }
+
+    // Dropping the field removes only our rule; the condition goes with it.
+    h.apply("ret", spec_for("logs/", serde_json::Value::Null))
+        .await;
+    h.wait_status("ret", "no retention condition", MINUTE, |ld| {
+        condition(ld, "RetentionApplied").is_none()
+    })
+    .await;
+    assert_eq!(
+        rules(&s3, &bucket).await,
+        [
+            rule("athena-results", "athena-results/", "expire 30d"),
+            rule("drainpipe:other/", "other/", "expire 7d"),
+        ]
+    );
+    assert!(
+        h.event_reasons("ret")
+            .await
+            .iter()
+            .any(|x| x == "LifecycleRuleRemoved")
+    );
+
+    // The API server refuses a rule without an action, or expiring before
+    // the transition.
+    for bad in [json!({}), json!({"transitionDays": 90, "expireDays": 30})] {
+        let obj = json!({
+            "apiVersion": "drainpipe.dev/v1alpha1", "kind": "LogDrain",
+            "metadata": {"name": "bad"}, "spec": spec_for("logs/", bad.clone()),
+        });
+        let err = h
+            .logdrains()
+            .patch(
+                "bad",
+                &kube::api::PatchParams::apply("drainpipe-tests"),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await
+            .expect_err("invalid lifecycle refused");
+        assert!(err.to_string().contains("transitionDays"), "{bad}: {err}");
+    }
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_failures_are_reported_with_the_permission_to_grant() {
+    let mut h = harness("lcdeny", &["deny-web"]).await;
+    h.start();
+    // A bucket that does not exist in moto: S3's answer is the reason.
+    let mut spec = h.spec(&["deny-web"], None);
+    spec["archive"]["s3"]["bucket"] = json!(format!("missing-{}", h.ns));
+    spec["archive"]["s3"]["endpoint"] = json!(h.env.glue_endpoint);
+    spec["archive"]["s3"]["lifecycle"] = json!({"expireDays": 30});
+    h.apply("deny", spec).await;
+    let ld = h
+        .wait_status("deny", "retention failed", MINUTE, |ld| {
+            condition_is(ld, "RetentionApplied", "False")
+        })
+        .await;
+    assert_eq!(
+        condition_reason(&ld, "RetentionApplied"),
+        "S3BucketNotFound"
+    );
+    // Retention is not what makes logs flow: Ready does not wait for it.
+    assert_ne!(condition_reason(&ld, "Ready"), "S3BucketNotFound");
+    h.teardown().await;
+}
