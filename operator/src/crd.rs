@@ -3,7 +3,7 @@
 //! The doc comments on these types become the CRD's OpenAPI descriptions, so
 //! they are written for `kubectl explain` readers, not for Rust readers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use drainpipe_contract::app::APP_NAME_PATTERN;
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -145,7 +145,7 @@ pub struct SecretKeySelector {
 /// drains) and `syslogTls` (syslog+tls drains).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.url) != has(self.syslogTls)").message("set exactly one of endpoint.url (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
+#[x_kube(validation = Rule::new("(has(self.url) || has(self.ingress)) != has(self.syslogTls)").message("set exactly one of endpoint.url or endpoint.ingress (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
 pub struct EndpointSpec {
     /// Public HTTPS base URL of the ingester as Heroku sees it (an Ingress or
     /// load balancer in front of the ingester Service), without a trailing
@@ -172,6 +172,51 @@ pub struct EndpointSpec {
     #[schemars(length(min = 3, max = 261))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535").message("must be host:port (a DNS name or IPv4 address, and a port from 1 to 65535) without a scheme, e.g. logs.example.com:6514"))]
     pub syslog_tls: Option<String>,
+
+    /// An Ingress the operator creates for the ingester Service (owned by
+    /// the LogDrain, removed with this field), routing `/logplex` on `host`
+    /// to it. `url` then defaults to `https://{host}`. Heroku drains only to
+    /// HTTPS with a certificate it trusts: name a TLS Secret, e.g. one
+    /// cert-manager fills through a `cert-manager.io/cluster-issuer`
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<EndpointIngress>,
+}
+
+/// The Ingress in front of the ingester Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointIngress {
+    /// IngressClass to use (`spec.ingressClassName`); omit for the
+    /// cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Public DNS name Heroku sends to, e.g. `logs.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+    )]
+    pub host: String,
+    /// TLS for `host`; omit only when something in front of the Ingress
+    /// controller terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<IngressTls>,
+    /// Annotations of the Ingress, e.g.
+    /// `cert-manager.io/cluster-issuer: letsencrypt` or the controller's
+    /// own settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The certificate the Ingress serves for its host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTls {
+    /// A `kubernetes.io/tls` Secret in the LogDrain's namespace (cert-manager
+    /// creates it when the Ingress carries its issuer annotation).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// What each app's Heroku drain sends to, from `spec.endpoint`.
@@ -210,8 +255,12 @@ impl EndpointSpec {
     /// is set (the schema enforces that; objects stored before it did may
     /// not).
     pub fn target(&self) -> Option<DrainTarget> {
-        match (&self.url, &self.syslog_tls) {
-            (Some(url), None) => Some(DrainTarget::Https { url: url.clone() }),
+        let https = self
+            .url
+            .clone()
+            .or_else(|| self.ingress.as_ref().map(|i| format!("https://{}", i.host)));
+        match (https, &self.syslog_tls) {
+            (Some(url), None) => Some(DrainTarget::Https { url }),
             (None, Some(address)) => Some(DrainTarget::SyslogTls {
                 address: address.clone(),
             }),
@@ -598,7 +647,10 @@ mod tests {
         let rules = endpoint["x-kubernetes-validations"]
             .as_array()
             .expect("endpoint rules");
-        assert_eq!(rules[0]["rule"], "has(self.url) != has(self.syslogTls)");
+        assert_eq!(
+            rules[0]["rule"],
+            "(has(self.url) || has(self.ingress)) != has(self.syslogTls)"
+        );
         let required = endpoint["required"].as_array().cloned().unwrap_or_default();
         assert!(required.is_empty(), "{required:?}");
         let syslog = &endpoint["properties"]["syslogTls"];
@@ -649,6 +701,14 @@ mod tests {
         assert!(!target.carries_password());
         assert_eq!(ld.syslog_listener(), Some(IngesterSyslog::default()));
         assert_eq!(IngesterSyslog::default().port, 6514);
+
+        let ingress: EndpointSpec =
+            serde_json::from_value(json!({"ingress": {"host": "logs.example.com"}}))
+                .expect("ingress");
+        assert_eq!(
+            ingress.target().map(|t| t.public_url("my-app")),
+            Some("https://logs.example.com/logplex/my-app".to_string())
+        );
 
         let both: EndpointSpec = serde_json::from_value(
             json!({"url": "https://logs.example.com", "syslogTls": "logs.example.com:6514"}),

@@ -400,3 +400,97 @@ async fn lifecycle_failures_are_reported_with_the_permission_to_grant() {
     assert_ne!(condition_reason(&ld, "Ready"), "S3BucketNotFound");
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_ingress_exposes_the_ingester_over_https() {
+    use k8s_openapi::api::networking::v1::Ingress;
+    use kube::ResourceExt;
+    let mut h = harness("ingress", &["edge-web"]).await;
+    h.start();
+    let mut spec = h.spec(&["edge-web"], None);
+    spec["endpoint"] = json!({"ingress": {
+        "className": "nginx",
+        "host": "logs.drainpipe.test",
+        "tls": {"secretName": "logs-drainpipe-tls"},
+        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt-prod"},
+    }});
+    let created = h.apply("edge", spec).await;
+    let ld = h.wait_drains_registered("edge", &["edge-web"]).await;
+    // endpoint.url defaults to https://{host}.
+    let drains = status_drains(&ld);
+    assert_eq!(
+        drains[0].url,
+        "https://logs.drainpipe.test/logplex/edge-web"
+    );
+    let password = h.drain_password("edge").await;
+    assert_eq!(
+        h.heroku.drains("edge-web")[0].url,
+        format!("https://drainpipe:{password}@logs.drainpipe.test/logplex/edge-web")
+    );
+
+    let api: Api<Ingress> = Api::namespaced(h.client.clone(), &h.ns);
+    let ing = api.get("edge-ingester").await.expect("the Ingress exists");
+    assert!(
+        ing.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == created.metadata.uid.as_ref() && o.controller == Some(true)),
+        "owned by the LogDrain"
+    );
+    assert_eq!(
+        ing.annotations()
+            .get("cert-manager.io/cluster-issuer")
+            .map(String::as_str),
+        Some("letsencrypt-prod")
+    );
+    let spec = ing.spec.clone().expect("spec");
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let tls = spec.tls.clone().expect("tls");
+    assert_eq!(tls[0].secret_name.as_deref(), Some("logs-drainpipe-tls"));
+    assert_eq!(
+        tls[0].hosts.clone(),
+        Some(vec!["logs.drainpipe.test".to_string()])
+    );
+    let rule = &spec.rules.clone().expect("rules")[0];
+    assert_eq!(rule.host.as_deref(), Some("logs.drainpipe.test"));
+    let path = &rule.http.as_ref().expect("http").paths[0];
+    assert_eq!(path.path.as_deref(), Some("/logplex"));
+    assert_eq!(path.path_type, "Prefix");
+    let backend = path.backend.service.as_ref().expect("service backend");
+    assert_eq!(backend.name, "edge-ingester");
+    assert_eq!(
+        backend.port.as_ref().and_then(|p| p.name.as_deref()),
+        Some("http")
+    );
+
+    // url and syslogTls together with an ingress are refused.
+    let mut both = h.spec(&["edge-web"], None);
+    both["endpoint"] = json!({"syslogTls": "logs.drainpipe.test:6514",
+                              "ingress": {"host": "logs.drainpipe.test"}});
+    let obj = json!({"apiVersion": "drainpipe.dev/v1alpha1", "kind": "LogDrain",
+                     "metadata": {"name": "both"}, "spec": both});
+    let err = h
+        .logdrains()
+        .patch(
+            "both",
+            &kube::api::PatchParams::apply("drainpipe-tests"),
+            &kube::api::Patch::Apply(&obj),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("endpoint.ingress"), "{err}");
+
+    // Back to a URL of one's own: the operator's Ingress goes.
+    h.apply("edge", h.spec(&["edge-web"], None)).await;
+    drainpipe_tests::operator::wait_for("the Ingress to be deleted", MINUTE, || {
+        let api = api.clone();
+        async move {
+            api.get_opt("edge-ingester")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    h.teardown().await;
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -57,6 +58,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     )
     .await?;
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
+    sync_ingress(ctx, &owner, &ld).await?;
 
     // 2. Heroku.
     let heroku = if ld.spec.suspend {
@@ -183,6 +185,31 @@ where
     Ok(api
         .patch(&name, &apply_params(), &Patch::Apply(obj))
         .await?)
+}
+
+/// The Ingress of `spec.endpoint.ingress`, or none: one this LogDrain made
+/// goes when the field does (an Ingress of the same name it does not own
+/// is left alone).
+async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
+    if let Some(ingress) = resources::ingress(owner, ld) {
+        apply_owned(ctx, &owner.namespace, &ingress).await?;
+        return Ok(());
+    }
+    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = resources::ingester_name(&owner.name);
+    let ours = api.get_opt(&name).await?.is_some_and(|i| {
+        i.owner_references()
+            .iter()
+            .any(|o| o.uid == owner.reference.uid)
+    });
+    if ours {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Routes: every listed app, plus apps whose drain is still registered

@@ -135,6 +135,10 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     let controller = Controller::new(scoped::<LogDrain>(client, ns), watcher::Config::default())
         .owns(scoped::<Deployment>(client, ns), owned.clone())
         .owns(scoped::<Service>(client, ns), owned.clone())
+        .owns(
+            scoped::<k8s_openapi::api::networking::v1::Ingress>(client, ns),
+            owned.clone(),
+        )
         .owns(scoped::<Secret>(client, ns), owned);
     let controller = if ctx.settings.concurrency > 0 {
         controller.with_config(
