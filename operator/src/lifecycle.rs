@@ -201,12 +201,15 @@ fn same_rule(a: &LifecycleRule, b: &LifecycleRule) -> bool {
 
 type BucketLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
+/// S3 clients by (region, endpoint).
+type Clients = Arc<Mutex<HashMap<(String, Option<String>), aws_sdk_s3::Client>>>;
+
 /// S3 clients for the archives' buckets, one per region and endpoint, built
 /// from the operator's AWS configuration.
 #[derive(Clone, Debug)]
 pub struct Buckets {
     config: Option<aws_config::SdkConfig>,
-    clients: Arc<Mutex<HashMap<(String, Option<String>), aws_sdk_s3::Client>>>,
+    clients: Clients,
     locks: BucketLocks,
 }
 

@@ -635,7 +635,7 @@ async fn prometheus_rule_is_off_by_default_and_valid_against_the_operators_crd()
         assert!(alerts[alert].1.contains(metric), "{}", alerts[alert].1);
     }
     // The API server validates the object against the vendored CRD's schema.
-    dry_run_apply(&client, &[rule.clone()], &ns).await;
+    dry_run_apply(&client, std::slice::from_ref(rule), &ns).await;
     // ...and would refuse a malformed rule: the check is not vacuous.
     let mut broken = rule.clone();
     broken.data["spec"]["groups"][0]["rules"][0]["for"] = serde_json::json!("ten minutes");

@@ -79,7 +79,7 @@ async fn suspend_removes_exactly_our_drains_and_resume_restores_them() {
         .into_iter()
         .map(|d| d.id)
         .collect();
-    assert_eq!(left, [foreign.id.clone()]);
+    assert_eq!(left, std::slice::from_ref(&foreign.id));
     assert!(h.heroku.drains("pay-worker").is_empty());
     // Everything needed to resume is kept: the ingester, the password.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
