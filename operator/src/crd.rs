@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use drainpipe_contract::app::APP_NAME_PATTERN;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,10 +58,10 @@ pub const FINALIZER: &str = "drainpipe.dev/cleanup";
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
-        name = "Replicas",
-        type_ = "integer",
-        description = "Ingester replicas that are ready",
-        json_path = ".status.readyReplicas"
+        name = "Last object",
+        type_ = "date",
+        description = "When the newest archive object of any app was stored",
+        json_path = ".status.lastObjectAt"
     ),
     printcolumn(
         name = "Age",
@@ -533,6 +533,24 @@ pub struct LogDrainStatus {
     /// Label selector of the ingester pods (scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// When the newest archive object of any app was stored, as the
+    /// ingester pods report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_object_at: Option<Time>,
+    /// Per app, when its newest archive object was stored (apps the running
+    /// ingester pods have archived since they started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_objects: Vec<AppLastObject>,
+}
+
+/// The newest archive object of one app.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppLastObject {
+    /// Heroku app name.
+    pub app: String,
+    /// When its newest object was stored.
+    pub last_object_at: Time,
 }
 
 /// One Heroku drain drainpipe created.
@@ -610,7 +628,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["name"].as_str())
             .collect();
-        assert_eq!(columns, ["Apps", "Ready", "Reason", "Replicas", "Age"]);
+        assert_eq!(columns, ["Apps", "Ready", "Reason", "Last object", "Age"]);
     }
 
     #[test]

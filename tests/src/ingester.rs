@@ -39,15 +39,16 @@ impl InProcessIngester {
     pub async fn start_with(env: &TestEnv, prefix: &str, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("scratch dir");
         let root = dir.path();
-        let mut args = vec![
-            "drainpipe-ingester".to_owned(),
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
+        let mut args = vec!["drainpipe-ingester".to_owned()];
+        if !extra.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        args.extend([
             "--archive".to_owned(),
             format!("file://{}", root.join("archive").display()),
             "--data-dir".to_owned(),
             root.join("data").display().to_string(),
-        ];
+        ]);
         args.extend(extra.iter().cloned());
         let config = Config::try_parse_from(args).expect("ingester flags");
         config.validate().expect("valid ingester flags");

@@ -494,3 +494,112 @@ async fn endpoint_ingress_exposes_the_ingester_over_https() {
     .await;
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_fresh_follows_what_the_ingester_pods_archive() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let mut h = harness("fresh", &["fresh-web"]).await;
+    h.settings.archive_stale_after = Duration::from_secs(4);
+    // Requeued every ~2 s, so freshness is read again without other changes.
+    h.settings.resync = Duration::from_secs(2);
+    // The pod's endpoint: the real ingester on a loopback address of its
+    // own, at the port the operator reads (8080), as a pod IP would be.
+    let ip = format!(
+        "127.{}.{}.{}",
+        rand_octet(1),
+        rand_octet(2),
+        rand_octet(3).max(2)
+    );
+    let ingester = InProcessIngester::start_with(
+        &h.env,
+        &format!("{}/", h.ns),
+        &[
+            "--listen".to_string(),
+            format!("{ip}:8080"),
+            "--flush-interval".to_string(),
+            "1s".to_string(),
+        ],
+    )
+    .await;
+    h.start();
+    let mut spec = h.spec(&["fresh-web"], None);
+    spec["ingester"]["replicas"] = json!(1);
+    h.apply("fresh", spec).await;
+    h.wait_drains_registered("fresh", &["fresh-web"]).await;
+
+    // Play the kubelet: the pod runs at `ip` and is Ready.
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let pod = drainpipe_tests::operator::wait_for("the ingester pod", MINUTE, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=fresh"))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        }
+    })
+    .await;
+    let mut status = drainpipe_tests::operator::ready_pod_status();
+    status["status"]["podIP"] = json!(ip);
+    status["status"]["podIPs"] = json!([{"ip": ip}]);
+    status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .expect("mark the pod running at the loopback address");
+
+    let send = || async {
+        let status = ingester
+            .post_logplex_as("fresh-web", ("drainpipe", "x"), "d.x", &[frame("hello")])
+            .await;
+        assert_eq!(status, 200);
+    };
+    send().await;
+    let ld = h
+        .wait_status("fresh", "archive fresh", MINUTE, |ld| {
+            condition_is(ld, "ArchiveFresh", "True")
+                && ld
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| !s.last_objects.is_empty())
+        })
+        .await;
+    let st = ld.status.clone().expect("status");
+    assert_eq!(st.last_objects[0].app, "fresh-web");
+    assert_eq!(
+        st.last_object_at,
+        Some(st.last_objects[0].last_object_at.clone())
+    );
+
+    // The app stops sending: stale after 4 s, with the app named.
+    let ld = h
+        .wait_status("fresh", "archive stale", MINUTE, |ld| {
+            condition_is(ld, "ArchiveFresh", "False")
+        })
+        .await;
+    assert_eq!(condition_reason(&ld, "ArchiveFresh"), "ArchiveStale");
+    let msg = condition(&ld, "ArchiveFresh")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("fresh-web (last object"), "{msg}");
+
+    // It sends again: fresh again.
+    send().await;
+    h.wait_status("fresh", "archive fresh again", MINUTE, |ld| {
+        condition_is(ld, "ArchiveFresh", "True")
+    })
+    .await;
+    ingester.stop().await;
+    h.teardown().await;
+}
+
+fn rand_octet(salt: u8) -> u8 {
+    let b = uuid::Uuid::new_v4().as_bytes()[usize::from(salt)];
+    b.clamp(1, 254)
+}

@@ -15,14 +15,15 @@ use serde_json::json;
 use super::catalog::sync_catalog;
 use super::conditions::{condition, ingester_condition, ready_condition};
 use super::drains::sync_drains;
+use super::freshness;
 use super::retention::sync_retention;
 use super::suspend::suspend_drains;
 use super::{
-    CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
+    ARCHIVE_FRESH, CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
     RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
-use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
+use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
 
@@ -78,6 +79,18 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     // 3b. Retention.
     let retention = sync_retention(ctx, &ld, &uid, &reference, &old_status).await;
 
+    // 3c. Freshness, from the ingester pods' metrics.
+    let (last, since, pods_read) = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let fresh = freshness::fresh_condition(
+        &spec_apps,
+        &last,
+        now,
+        since.unwrap_or(now),
+        ctx.settings.archive_stale_after,
+        pods_read,
+    );
+
     // 4. Status.
     let generation = ld.metadata.generation;
     let mut conditions = Vec::new();
@@ -96,6 +109,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     ));
     let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
+    conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
     if let Some(c) = &retention.condition {
         conditions.push(condition(old, RETENTION_APPLIED, c, generation));
     }
@@ -110,6 +124,16 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         replicas: dep_status.and_then(|s| s.replicas).unwrap_or(0),
         ready_replicas: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
         selector: Some(resources::selector_string(&owner.name)),
+        last_object_at: last.values().max().and_then(|t| time_at(*t)),
+        last_objects: last
+            .iter()
+            .filter_map(|(app, t)| {
+                Some(AppLastObject {
+                    app: app.clone(),
+                    last_object_at: time_at(*t)?,
+                })
+            })
+            .collect(),
     };
     // The object may predate the status written last: then equal to it is
     // not proof that the stored status is this one.
@@ -127,6 +151,12 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     }
     lock(&ctx.failures).remove(&uid);
     Ok(Action::requeue(jittered(ctx.settings.resync)))
+}
+
+fn time_at(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(unix)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
 /// The drain password: read from its Secret, generated when absent.

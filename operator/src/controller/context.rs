@@ -39,6 +39,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Pod name for events' reporting instance.
     pub instance: Option<String>,
+    /// `ArchiveFresh` turns False for an app without an object this long.
+    pub archive_stale_after: Duration,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             app_concurrency: 4,
             concurrency: 16,
             instance: None,
+            archive_stale_after: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub(crate) settings: Settings,
     pub(super) recorder: Recorder,
+    /// Reads the ingester pods' `/metrics`.
+    pub(super) pod_http: reqwest::Client,
     /// (LogDrain uid, app) → the app's drain as this process last saw it.
     pub(super) drains_known: Mutex<HashMap<(String, String), KnownDrain>>,
     /// LogDrain uid → fingerprint of the status this process last wrote.
@@ -164,6 +169,10 @@ impl Context {
             metrics,
             settings,
             recorder,
+            pod_http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
             drains_known: Mutex::default(),
             status_written: Mutex::default(),
             catalog_verified: Mutex::default(),

@@ -18,6 +18,7 @@ mod cleanup;
 mod conditions;
 mod context;
 mod drains;
+mod freshness;
 mod memory;
 mod retention;
 mod suspend;
@@ -56,6 +57,7 @@ pub(crate) const DRAINS_REGISTERED: &str = "DrainsRegistered";
 pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
 pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
 pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
+pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
