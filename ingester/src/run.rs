@@ -143,6 +143,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
 
     let (sink, uploader) = match config.ack {
         AckMode::Wal => {
+            metrics
+                .wal_max_bytes
+                .set(i64::try_from(config.wal_max_bytes).unwrap_or(i64::MAX));
             let (wal, recovered) = Wal::open(
                 &config.data_dir,
                 WalOptions {

@@ -3,12 +3,12 @@
 //! The doc comments on these types become the CRD's OpenAPI descriptions, so
 //! they are written for `kubectl explain` readers, not for Rust readers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use drainpipe_contract::app::APP_NAME_PATTERN;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,10 +58,10 @@ pub const FINALIZER: &str = "drainpipe.dev/cleanup";
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
-        name = "Replicas",
-        type_ = "integer",
-        description = "Ingester replicas that are ready",
-        json_path = ".status.readyReplicas"
+        name = "Last object",
+        type_ = "date",
+        description = "When the newest archive object of any app was stored",
+        json_path = ".status.lastObjectAt"
     ),
     printcolumn(
         name = "Age",
@@ -109,6 +109,14 @@ pub struct LogDrainSpec {
     /// deleted by drainpipe.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Emergency stop (default false): `true` removes the Heroku drains this
+    /// LogDrain made, so Heroku stops sending, while the ingesters keep
+    /// running until what they received is archived and the drain password
+    /// is kept; `Ready` is then False with reason `Suspended`. Setting it
+    /// back to `false` registers the drains again with the same password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 /// Access to the Heroku Platform API.
@@ -137,7 +145,7 @@ pub struct SecretKeySelector {
 /// drains) and `syslogTls` (syslog+tls drains).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.url) != has(self.syslogTls)").message("set exactly one of endpoint.url (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
+#[x_kube(validation = Rule::new("(has(self.url) || has(self.ingress)) != has(self.syslogTls)").message("set exactly one of endpoint.url or endpoint.ingress (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
 pub struct EndpointSpec {
     /// Public HTTPS base URL of the ingester as Heroku sees it (an Ingress or
     /// load balancer in front of the ingester Service), without a trailing
@@ -164,6 +172,51 @@ pub struct EndpointSpec {
     #[schemars(length(min = 3, max = 261))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535").message("must be host:port (a DNS name or IPv4 address, and a port from 1 to 65535) without a scheme, e.g. logs.example.com:6514"))]
     pub syslog_tls: Option<String>,
+
+    /// An Ingress the operator creates for the ingester Service (owned by
+    /// the LogDrain, removed with this field), routing `/logplex` on `host`
+    /// to it. `url` then defaults to `https://{host}`. Heroku drains only to
+    /// HTTPS with a certificate it trusts: name a TLS Secret, e.g. one
+    /// cert-manager fills through a `cert-manager.io/cluster-issuer`
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<EndpointIngress>,
+}
+
+/// The Ingress in front of the ingester Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointIngress {
+    /// IngressClass to use (`spec.ingressClassName`); omit for the
+    /// cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Public DNS name Heroku sends to, e.g. `logs.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+    )]
+    pub host: String,
+    /// TLS for `host`; omit only when something in front of the Ingress
+    /// controller terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<IngressTls>,
+    /// Annotations of the Ingress, e.g.
+    /// `cert-manager.io/cluster-issuer: letsencrypt` or the controller's
+    /// own settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The certificate the Ingress serves for its host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTls {
+    /// A `kubernetes.io/tls` Secret in the LogDrain's namespace (cert-manager
+    /// creates it when the Ingress carries its issuer annotation).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// What each app's Heroku drain sends to, from `spec.endpoint`.
@@ -202,8 +255,12 @@ impl EndpointSpec {
     /// is set (the schema enforces that; objects stored before it did may
     /// not).
     pub fn target(&self) -> Option<DrainTarget> {
-        match (&self.url, &self.syslog_tls) {
-            (Some(url), None) => Some(DrainTarget::Https { url: url.clone() }),
+        let https = self
+            .url
+            .clone()
+            .or_else(|| self.ingress.as_ref().map(|i| format!("https://{}", i.host)));
+        match (https, &self.syslog_tls) {
+            (Some(url), None) => Some(DrainTarget::Https { url }),
             (None, Some(address)) => Some(DrainTarget::SyslogTls {
                 address: address.clone(),
             }),
@@ -223,6 +280,7 @@ pub struct ArchiveSpec {
 /// An S3 archive location.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.lifecycle) || size(self.prefix) <= 245").message("with lifecycle set, prefix is at most 245 characters: the rule id drainpipe:{prefix} must fit S3's 255"))]
 pub struct S3Archive {
     /// Bucket name. drainpipe does not create it.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
@@ -239,6 +297,55 @@ pub struct S3Archive {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^/@?#\s]+(/\S*)?$"))]
     pub endpoint: Option<String>,
+    /// Retention of the archive: the operator keeps one S3 lifecycle rule
+    /// for `prefix` on the bucket (id `drainpipe:{prefix}`), next to the
+    /// bucket's other rules, which it never changes. Omit to manage none
+    /// (removing it removes the rule drainpipe made). Needs
+    /// `s3:GetLifecycleConfiguration` and `s3:PutLifecycleConfiguration` on
+    /// the bucket for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<S3Lifecycle>,
+}
+
+/// An S3 lifecycle rule over the LogDrain's prefix, e.g. `transitionDays:
+/// 90` (Glacier Flexible Retrieval from day 90) and `expireDays: 365`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.transitionDays) || has(self.expireDays)").message("set transitionDays, expireDays or both"))]
+#[x_kube(validation = Rule::new("!has(self.transitionDays) || !has(self.expireDays) || self.expireDays > self.transitionDays").message("expireDays must be later than transitionDays"))]
+pub struct S3Lifecycle {
+    /// Days after creation when objects move to `storageClass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub transition_days: Option<i32>,
+    /// Storage class objects move to after `transitionDays` (default
+    /// `GLACIER`, Glacier Flexible Retrieval). Athena cannot read `GLACIER`
+    /// or `DEEP_ARCHIVE` objects without restoring them first.
+    #[serde(default)]
+    pub storage_class: StorageClass,
+    /// Days after creation when objects are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub expire_days: Option<i32>,
+}
+
+/// An S3 storage class a lifecycle rule can transition objects to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StorageClass {
+    /// Glacier Flexible Retrieval.
+    #[default]
+    Glacier,
+    /// Glacier Deep Archive.
+    DeepArchive,
+    /// Glacier Instant Retrieval (Athena reads it directly).
+    GlacierIr,
+    /// Standard-Infrequent Access (30 days at least).
+    StandardIa,
+    /// One Zone-Infrequent Access (30 days at least).
+    OnezoneIa,
+    /// Intelligent-Tiering.
+    IntelligentTiering,
 }
 
 fn default_prefix() -> String {
@@ -426,6 +533,24 @@ pub struct LogDrainStatus {
     /// Label selector of the ingester pods (scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// When the newest archive object of any app was stored, as the
+    /// ingester pods report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_object_at: Option<Time>,
+    /// Per app, when its newest archive object was stored (apps the running
+    /// ingester pods have archived since they started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_objects: Vec<AppLastObject>,
+}
+
+/// The newest archive object of one app.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppLastObject {
+    /// Heroku app name.
+    pub app: String,
+    /// When its newest object was stored.
+    pub last_object_at: Time,
 }
 
 /// One Heroku drain drainpipe created.
@@ -510,7 +635,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["name"].as_str())
             .collect();
-        assert_eq!(columns, ["Apps", "Ready", "Reason", "Replicas", "Age"]);
+        assert_eq!(columns, ["Apps", "Ready", "Reason", "Last object", "Age"]);
     }
 
     #[test]
@@ -547,7 +672,10 @@ mod tests {
         let rules = endpoint["x-kubernetes-validations"]
             .as_array()
             .expect("endpoint rules");
-        assert_eq!(rules[0]["rule"], "has(self.url) != has(self.syslogTls)");
+        assert_eq!(
+            rules[0]["rule"],
+            "(has(self.url) || has(self.ingress)) != has(self.syslogTls)"
+        );
         let required = endpoint["required"].as_array().cloned().unwrap_or_default();
         assert!(required.is_empty(), "{required:?}");
         let syslog = &endpoint["properties"]["syslogTls"];
@@ -598,6 +726,14 @@ mod tests {
         assert!(!target.carries_password());
         assert_eq!(ld.syslog_listener(), Some(IngesterSyslog::default()));
         assert_eq!(IngesterSyslog::default().port, 6514);
+
+        let ingress: EndpointSpec =
+            serde_json::from_value(json!({"ingress": {"host": "logs.example.com"}}))
+                .expect("ingress");
+        assert_eq!(
+            ingress.target().map(|t| t.public_url("my-app")),
+            Some("https://logs.example.com/logplex/my-app".to_string())
+        );
 
         let both: EndpointSpec = serde_json::from_value(
             json!({"url": "https://logs.example.com", "syslogTls": "logs.example.com:6514"}),

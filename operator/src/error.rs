@@ -7,6 +7,7 @@ use drainpipe_contract::routes::RoutesError;
 
 use crate::glue::GlueError;
 use crate::heroku::HerokuError;
+use crate::lifecycle::LifecycleError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,6 +39,9 @@ pub enum Error {
     #[error("{0}")]
     Glue(#[source] GlueError),
 
+    #[error("{0}")]
+    Lifecycle(#[source] LifecycleError),
+
     #[error("cannot write the routes file: {0}")]
     Routes(#[source] RoutesError),
 
@@ -58,6 +62,7 @@ impl Error {
                 format!("heroku_{}", e.metric_label())
             }
             Error::Glue(e) => format!("glue_{}", e.metric_label()),
+            Error::Lifecycle(e) => format!("s3_lifecycle_{}", e.metric_label()),
             Error::Routes(_) => "routes".to_string(),
             Error::Finalizer(_) => "finalizer".to_string(),
         }
@@ -75,6 +80,7 @@ impl Error {
                 true
             }
             Error::Glue(e) => e.is_transient(),
+            Error::Lifecycle(e) => e.is_transient(),
             Error::MissingObjectKey | Error::HerokuTokenMissing { .. } | Error::Routes(_) => false,
         }
     }
@@ -85,6 +91,7 @@ impl Error {
             Error::HerokuTokenMissing { .. } => "HerokuTokenMissing",
             Error::Heroku(e) | Error::Drains { first: e, .. } => e.reason(),
             Error::Glue(e) => e.reason(),
+            Error::Lifecycle(e) => e.reason(),
             Error::Routes(_) => "RoutesError",
             Error::Kube(_)
             | Error::MissingObjectKey

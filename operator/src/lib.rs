@@ -9,6 +9,7 @@ pub mod glue;
 pub mod heroku;
 pub mod http;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ratelimit;
 pub mod resources;

@@ -12,6 +12,10 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -440,6 +444,51 @@ pub(crate) fn service(owner: &Owner, ld: &LogDrain) -> Service {
     }
 }
 
+/// The Ingress of `spec.endpoint.ingress`, named like the Service: only
+/// `/logplex` is routed, so the ingester's `/metrics` and health endpoints
+/// stay inside the cluster.
+pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
+    let spec = ld.spec.endpoint.ingress.as_ref()?;
+    let mut metadata = owner.meta(ingester_name(&owner.name));
+    if !spec.annotations.is_empty() {
+        metadata.annotations = Some(spec.annotations.clone());
+    }
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: ingester_name(&owner.name),
+            port: Some(ServiceBackendPort {
+                name: Some("http".to_string()),
+                number: None,
+            }),
+        }),
+        resource: None,
+    };
+    Some(Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(spec.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/logplex".to_string()),
+                        path_type: "Prefix".to_string(),
+                        backend,
+                    }],
+                }),
+            }]),
+            tls: spec.tls.as_ref().map(|t| {
+                vec![IngressTLS {
+                    hosts: Some(vec![spec.host.clone()]),
+                    secret_name: Some(t.secret_name.clone()),
+                }]
+            }),
+            default_backend: None,
+        }),
+        status: None,
+    })
+}
+
 /// Serializes routes for the routes Secret.
 pub(crate) fn routes_yaml(
     routes: &RoutesFile,
@@ -590,6 +639,46 @@ mod tests {
             .join(" ");
         assert!(args.contains("--syslog-listen 0.0.0.0:6514"), "{args}");
         assert!(!args.contains("--syslog-tls"), "{args}");
+    }
+
+    #[test]
+    fn the_ingress_routes_only_logplex_to_the_service_with_tls() {
+        let mut ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        assert!(ingress(&owner, &ld).is_none());
+        ld.spec.endpoint.url = None;
+        ld.spec.endpoint.ingress = Some(
+            serde_json::from_value(serde_json::json!({
+                "className": "nginx",
+                "host": "logs.example.com",
+                "tls": {"secretName": "logs-tls"},
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+            }))
+            .expect("ingress spec"),
+        );
+        let ing = ingress(&owner, &ld).expect("ingress");
+        assert_eq!(ing.metadata.name.as_deref(), Some("prod-ingester"));
+        assert_eq!(
+            ing.metadata
+                .annotations
+                .as_ref()
+                .map(|a| a["cert-manager.io/cluster-issuer"].as_str()),
+            Some("letsencrypt")
+        );
+        let spec = ing.spec.expect("spec");
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        let rule = &spec.rules.expect("rules")[0];
+        assert_eq!(rule.host.as_deref(), Some("logs.example.com"));
+        let path = &rule.http.as_ref().expect("http").paths[0];
+        assert_eq!(path.path.as_deref(), Some("/logplex"));
+        let svc = path.backend.service.as_ref().expect("service backend");
+        assert_eq!(svc.name, "prod-ingester");
+        let tls = &spec.tls.expect("tls")[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("logs-tls"));
+        assert_eq!(
+            tls.hosts.as_deref(),
+            Some(&["logs.example.com".to_string()][..])
+        );
     }
 
     #[test]

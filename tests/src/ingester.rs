@@ -31,18 +31,26 @@ impl InProcessIngester {
     /// An ingester without a routes file (any app, loopback), `--ack wal`; its objects end up in
     /// `env.bucket` under `prefix` when it stops.
     pub async fn start_s3(env: &TestEnv, prefix: &str) -> Self {
+        Self::start_with(env, prefix, &[]).await
+    }
+
+    /// Like [`InProcessIngester::start_s3`], with more flags (`--routes FILE`, `--listen ADDR`
+    /// replacing the loopback port...).
+    pub async fn start_with(env: &TestEnv, prefix: &str, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("scratch dir");
         let root = dir.path();
-        let config = Config::try_parse_from([
-            "drainpipe-ingester".to_owned(),
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
+        let mut args = vec!["drainpipe-ingester".to_owned()];
+        if !extra.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        args.extend([
             "--archive".to_owned(),
             format!("file://{}", root.join("archive").display()),
             "--data-dir".to_owned(),
             root.join("data").display().to_string(),
-        ])
-        .expect("ingester flags");
+        ]);
+        args.extend(extra.iter().cloned());
+        let config = Config::try_parse_from(args).expect("ingester flags");
         config.validate().expect("valid ingester flags");
         let shutdown = CancellationToken::new();
         let running = run(config, shutdown.clone())
@@ -101,6 +109,44 @@ impl InProcessIngester {
             .await
             .expect("POST to the ingester");
         assert_eq!(res.status(), 200, "ingester answered {}", res.status());
+    }
+
+    /// POSTs one Logplex request for `app` as Logplex sends it to a drain URL: the URL's
+    /// credentials as basic auth and the drain `token`. Returns the HTTP status.
+    pub async fn post_logplex_as(
+        &self,
+        app: &str,
+        credentials: (&str, &str),
+        token: &str,
+        frames: &[Vec<u8>],
+    ) -> u16 {
+        let mut body = Vec::new();
+        for f in frames {
+            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
+            body.extend_from_slice(f);
+            body.push(b'\n');
+        }
+        let id = self
+            .frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.http
+            .post(format!("{}/logplex/{app}", self.base))
+            .basic_auth(credentials.0, Some(credentials.1))
+            .header("Content-Type", "application/logplex-1")
+            .header("Logplex-Msg-Count", frames.len().to_string())
+            .header("Logplex-Frame-Id", format!("{id:032X}"))
+            .header("Logplex-Drain-Token", token)
+            .body(body)
+            .send()
+            .await
+            .expect("POST to the ingester")
+            .status()
+            .as_u16()
+    }
+
+    /// The ingester's HTTP address, `http://IP:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// Stops the ingester (it archives everything it acknowledged) and copies its objects to S3.

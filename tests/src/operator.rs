@@ -12,6 +12,7 @@ use drainpipe_operator::controller::{self, Catalogs, Context, Settings};
 use drainpipe_operator::crd::{DrainStatus, LogDrain};
 use drainpipe_operator::glue::Catalog;
 use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
+use drainpipe_operator::lifecycle::Buckets;
 use drainpipe_operator::metrics::Metrics;
 use drainpipe_operator::resources::IngesterDefaults;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -96,6 +97,24 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The AWS configuration the operator gets in tests: the test
+/// environment's static credentials and region. Endpoints come from each
+/// LogDrain's `archive.s3.endpoint` (MinIO, or moto's S3).
+pub fn aws_config(env: &TestEnv) -> aws_config::SdkConfig {
+    use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(Region::new(env.region.clone()))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            &env.access_key,
+            &env.secret_key,
+            None,
+            None,
+            "drainpipe-testenv",
+        )))
+        .build()
 }
 
 /// Heroku client options with waits shrunk for tests.
@@ -191,13 +210,16 @@ impl Harness {
         let heroku =
             HerokuClient::with_options(&self.heroku.base_url(), self.heroku_options.clone())
                 .expect("Heroku client for the fake");
-        let ctx = Arc::new(Context::new(
-            client,
-            heroku,
-            Catalogs::Fixed(Catalog::new(self.glue.clone())),
-            Metrics::new(),
-            self.settings.clone(),
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client,
+                heroku,
+                Catalogs::Fixed(Catalog::new(self.glue.clone())),
+                Metrics::new(),
+                self.settings.clone(),
+            )
+            .with_buckets(Buckets::new(aws_config(&self.env))),
+        );
         self.ctx = Some(ctx.clone());
         self.task = Some(tokio::spawn(controller::run(ctx, std::future::pending())));
     }

@@ -60,4 +60,12 @@ app.kubernetes.io/component: operator
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# ArchiveFresh: the ingester pods' IPs, to read their /metrics.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+# spec.endpoint.ingress; delete: the Ingress goes when the field does.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 {{- end -}}

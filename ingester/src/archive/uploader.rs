@@ -409,6 +409,16 @@ pub(crate) async fn store_with_retry(
                     .observe(started.elapsed().as_secs_f64());
                 metrics.archive_objects.inc();
                 metrics.archive_bytes.inc_by(object.body.len() as u64);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                metrics
+                    .archive_last_object
+                    .get_or_create(&crate::telemetry::metrics::AppLabel {
+                        app: app.to_string(),
+                    })
+                    .set(now);
                 tracing::debug!(key = %object.key, bytes = object.body.len(), json_bytes = object.json_bytes, "object stored");
                 return;
             }

@@ -28,6 +28,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
 /// Every metric of the ingester.
 pub struct Metrics {
     registry: Registry,
@@ -42,9 +47,13 @@ pub struct Metrics {
     pub duplicate_frames: Counter,
     pub ack_latency: Histogram,
     pub wal_bytes: Gauge,
+    /// `--wal-max-bytes`, so an alert can compare `wal_bytes` with it.
+    pub wal_max_bytes: Gauge,
     pub wal_segments: Gauge,
     pub wal_write_errors: Counter,
     pub archive_objects: Counter,
+    /// Unix time of the newest object stored per app by this process.
+    pub archive_last_object: Family<AppLabel, Gauge>,
     pub archive_bytes: Counter,
     pub upload_latency: Histogram,
     pub upload_errors: Counter,
@@ -80,6 +89,8 @@ impl Metrics {
             // 0.5 ms .. ~16 s: fsync on a slow disk and archive round trips.
             ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             wal_bytes: Gauge::default(),
+            wal_max_bytes: Gauge::default(),
+            archive_last_object: Family::default(),
             wal_segments: Gauge::default(),
             wal_write_errors: Counter::default(),
             archive_objects: Counter::default(),
@@ -154,6 +165,12 @@ impl Metrics {
             Unit::Bytes,
             m.wal_bytes.clone(),
         );
+        registry.register_with_unit(
+            "wal_max",
+            "Bound of the write-ahead log (--wal-max-bytes): at it, requests are answered 503",
+            Unit::Bytes,
+            m.wal_max_bytes.clone(),
+        );
         registry.register(
             "wal_segments",
             "Write-ahead log segment files on disk",
@@ -168,6 +185,12 @@ impl Metrics {
             "archive_objects",
             "Objects stored in the archive",
             m.archive_objects.clone(),
+        );
+        registry.register_with_unit(
+            "archive_last_object_timestamp",
+            "Unix time when this process last stored an object of the app",
+            Unit::Seconds,
+            m.archive_last_object.clone(),
         );
         registry.register_with_unit(
             "archive",
@@ -274,6 +297,12 @@ mod tests {
             count_mismatch: true,
         });
         m.ack_latency.observe(0.004);
+        m.wal_max_bytes.set(1 << 30);
+        m.archive_last_object
+            .get_or_create(&AppLabel {
+                app: "shop-web".into(),
+            })
+            .set(1_764_633_600);
         let text = m.render();
         for line in [
             "drainpipe_http_requests_total{status=\"200\"} 2",
@@ -285,6 +314,8 @@ mod tests {
             "drainpipe_kv_case_collisions_total 3",
             "drainpipe_ack_latency_seconds_count 1",
             "drainpipe_wal_bytes 0",
+            "drainpipe_wal_max_bytes 1073741824",
+            "drainpipe_archive_last_object_timestamp_seconds{app=\"shop-web\"} 1764633600",
             "drainpipe_upload_errors_total 0",
             "drainpipe_duplicate_frames_total 0",
         ] {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -14,13 +15,16 @@ use serde_json::json;
 use super::catalog::sync_catalog;
 use super::conditions::{condition, ingester_condition, ready_condition};
 use super::drains::sync_drains;
+use super::freshness;
 use super::retain;
+use super::retention::sync_retention;
+use super::suspend::suspend_drains;
 use super::{
-    CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY, fingerprint,
-    lock,
+    ARCHIVE_FRESH, CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
+    RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
-use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
+use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
 
@@ -57,9 +61,15 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     )
     .await?;
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
+    sync_ingress(ctx, &owner, &ld).await?;
 
     // 2. Heroku.
-    let heroku = sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await;
+    let heroku = if ld.spec.suspend {
+        suspend_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+    } else {
+        ctx.unverify_suspension(&uid);
+        sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+    };
     let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
     if new_routes != routes {
         apply_routes(ctx, &owner, &new_routes).await?;
@@ -67,6 +77,21 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 3. Glue.
     let catalog = sync_catalog(ctx, &ld, &uid, &reference, &old_status).await;
+
+    // 3b. Retention.
+    let retention = sync_retention(ctx, &ld, &uid, &reference, &old_status).await;
+
+    // 3c. Freshness, from the ingester pods' metrics.
+    let (last, since, pods_read) = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let fresh = freshness::fresh_condition(
+        &spec_apps,
+        &last,
+        now,
+        since.unwrap_or(now),
+        ctx.settings.archive_stale_after,
+        pods_read,
+    );
 
     // 4. Status.
     let generation = ld.metadata.generation;
@@ -86,6 +111,10 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     ));
     let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
+    conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
+    if let Some(c) = &retention.condition {
+        conditions.push(condition(old, RETENTION_APPLIED, c, generation));
+    }
     let ready = ready_condition(&ld, &[&heroku.condition, &catalog.condition, &ingester]);
     conditions.insert(0, condition(old, READY, &ready, generation));
     let dep_status = deployment.status.as_ref();
@@ -97,6 +126,16 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         replicas: dep_status.and_then(|s| s.replicas).unwrap_or(0),
         ready_replicas: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
         selector: Some(resources::selector_string(&owner.name)),
+        last_object_at: last.values().max().and_then(|t| time_at(*t)),
+        last_objects: last
+            .iter()
+            .filter_map(|(app, t)| {
+                Some(AppLastObject {
+                    app: app.clone(),
+                    last_object_at: time_at(*t)?,
+                })
+            })
+            .collect(),
     };
     // The object may predate the status written last: then equal to it is
     // not proof that the stored status is this one.
@@ -109,11 +148,17 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 5. Requeue: errors go through error_policy (after the status above
     // told the user what is wrong).
-    if let Some(err) = heroku.error.or(catalog.error) {
+    if let Some(err) = heroku.error.or(catalog.error).or(retention.error) {
         return Err(err);
     }
     lock(&ctx.failures).remove(&uid);
     Ok(Action::requeue(jittered(ctx.settings.resync)))
+}
+
+fn time_at(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(unix)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
 /// The drain password: read from its Secret, generated when absent.
@@ -172,6 +217,31 @@ where
     Ok(api
         .patch(&name, &apply_params(), &Patch::Apply(obj))
         .await?)
+}
+
+/// The Ingress of `spec.endpoint.ingress`, or none: one this LogDrain made
+/// goes when the field does (an Ingress of the same name it does not own
+/// is left alone).
+async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
+    if let Some(ingress) = resources::ingress(owner, ld) {
+        apply_owned(ctx, &owner.namespace, &ingress).await?;
+        return Ok(());
+    }
+    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = resources::ingester_name(&owner.name);
+    let ours = api.get_opt(&name).await?.is_some_and(|i| {
+        i.owner_references()
+            .iter()
+            .any(|o| o.uid == owner.reference.uid)
+    });
+    if ours {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Routes: every listed app, plus apps whose drain is still registered

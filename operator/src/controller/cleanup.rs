@@ -15,7 +15,7 @@ use super::identity::{list_app, named};
 use super::{Context, retain};
 use crate::crd::{DeletionPolicy, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
-use crate::heroku::{Drain, DrainUrl, HerokuError};
+use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
 use crate::resources;
 
 pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
@@ -68,48 +68,8 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
             .await?
             .and_then(|s| resources::secret_value(&s, resources::PASSWORD_KEY))
     };
-    let target = ld.spec.endpoint.target();
-    let apps = apps_to_clean(ld.app_set(), &drains);
-    let mut errors = Vec::new();
-    for app in &apps {
-        let url = password
-            .as_deref()
-            .and_then(|p| drain_url(target.as_ref(), app, p).ok());
-        // By the recorded app id: a drain of an app renamed on Heroku is
-        // found (and removed) all the same.
-        let app_id = drains
-            .iter()
-            .find(|d| d.app == *app)
-            .and_then(|d| d.app_id.as_deref());
-        let (address, listed) = match list_app(ctx, &token, app, app_id).await {
-            Ok(l) => l,
-            // A deleted app has no drains left to remove.
-            Err(HerokuError::AppNotFound { .. }) => continue,
-            Err(e) => {
-                errors.push((app.clone(), e));
-                continue;
-            }
-        };
-        for d in ours_among(&listed, app, &drains, url.as_ref()) {
-            match ctx.delete_drain(&token, &address, &d.id).await {
-                Ok(true) => {
-                    ctx.metrics.drain_changed("removed");
-                    ctx.publish(
-                        &reference,
-                        EventType::Normal,
-                        "DrainRemoved",
-                        format!(
-                            "removed Heroku drain {} ({}) of app {app}: the LogDrain is being deleted (deletionPolicy Delete)",
-                            d.id, d.token
-                        ),
-                    )
-                    .await;
-                }
-                Ok(false) => {}
-                Err(e) => errors.push((app.clone(), named(e, app))),
-            }
-        }
-    }
+    let why = "the LogDrain is being deleted (deletionPolicy Delete)";
+    let (_, errors) = remove_ours(ctx, &ld, &token, &drains, password.as_deref(), why).await;
     let Some(summary) = ErrorSummary::of(errors) else {
         ctx.forget(&uid);
         return Ok(Action::await_change());
@@ -126,6 +86,71 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
         message,
         first: summary.first,
     })
+}
+
+/// Removes every Heroku drain of this LogDrain: those recorded in `drains`
+/// and those sending to its drain URL (when `password` is known), for every
+/// listed app and every app a drain was recorded for. Each removal is
+/// announced with `why`. Returns the drains removed and the apps that failed.
+pub(super) async fn remove_ours(
+    ctx: &Context,
+    ld: &LogDrain,
+    token: &ApiToken,
+    drains: &[DrainStatus],
+    password: Option<&str>,
+    why: &str,
+) -> (Vec<DrainStatus>, Vec<(String, HerokuError)>) {
+    let reference = ld.object_ref(&());
+    let target = ld.spec.endpoint.target();
+    let apps = apps_to_clean(ld.app_set(), drains);
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for app in &apps {
+        let url = password.and_then(|p| drain_url(target.as_ref(), app, p).ok());
+        // By the recorded app id: a drain of an app renamed on Heroku is
+        // found (and removed) all the same.
+        let app_id = drains
+            .iter()
+            .find(|d| d.app == *app)
+            .and_then(|d| d.app_id.as_deref());
+        let (address, listed) = match list_app(ctx, token, app, app_id).await {
+            Ok(l) => l,
+            // A deleted app has no drains left to remove.
+            Err(HerokuError::AppNotFound { .. }) => continue,
+            Err(e) => {
+                errors.push((app.clone(), e));
+                continue;
+            }
+        };
+        for d in ours_among(&listed, app, drains, url.as_ref()) {
+            match ctx.delete_drain(token, &address, &d.id).await {
+                Ok(existed) => {
+                    removed.push(DrainStatus {
+                        app: app.clone(),
+                        app_id: app_id.map(str::to_owned),
+                        id: d.id.clone(),
+                        token: d.token.clone(),
+                        url: d.url.without_credentials(),
+                    });
+                    if existed {
+                        ctx.metrics.drain_changed("removed");
+                        ctx.publish(
+                            &reference,
+                            EventType::Normal,
+                            "DrainRemoved",
+                            format!(
+                                "removed Heroku drain {} ({}) of app {app}: {why}",
+                                d.id, d.token
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => errors.push((app.clone(), named(e, app))),
+            }
+        }
+    }
+    (removed, errors)
 }
 
 /// The drains to remove: those in the status, plus those this process knows

@@ -18,6 +18,7 @@ use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
 use crate::heroku::{ApiToken, AppRef, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
+use crate::lifecycle::Buckets;
 use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::IngesterDefaults;
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Pod name for events' reporting instance.
     pub instance: Option<String>,
+    /// `ArchiveFresh` turns False for an app without an object this long.
+    pub archive_stale_after: Duration,
 }
 
 impl Default for Settings {
@@ -54,6 +57,7 @@ impl Default for Settings {
             app_concurrency: 4,
             concurrency: 16,
             instance: None,
+            archive_stale_after: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -112,15 +116,23 @@ pub struct Context {
     pub(crate) client: Client,
     pub(crate) heroku: HerokuClient,
     pub(crate) catalogs: Catalogs,
+    /// S3 clients for the archives' lifecycle rules.
+    pub(crate) buckets: Buckets,
     pub metrics: Metrics,
     pub(crate) settings: Settings,
     pub(super) recorder: Recorder,
+    /// Reads the ingester pods' `/metrics`.
+    pub(super) pod_http: reqwest::Client,
     /// (LogDrain uid, app) → the app's drain as this process last saw it.
     pub(super) drains_known: Mutex<HashMap<(String, String), KnownDrain>>,
     /// LogDrain uid → fingerprint of the status this process last wrote.
     pub(super) status_written: Mutex<HashMap<String, u64>>,
     /// LogDrain uid → catalog state last verified.
     pub(super) catalog_verified: Mutex<HashMap<String, Verified>>,
+    /// LogDrain uid → lifecycle rule last verified.
+    pub(super) retention_verified: Mutex<HashMap<String, Verified>>,
+    /// LogDrain uid → suspension (no drain left) last verified.
+    pub(super) suspension_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     /// (LogDrain uid, app) → the app's last failed Heroku call, waited out
@@ -147,21 +159,40 @@ impl Context {
                 instance: settings.instance.clone(),
             },
         );
+        // The AWS configuration the catalogs use serves S3 too; tests with
+        // a fixed catalog hand theirs in with `with_buckets`.
+        let buckets = match &catalogs {
+            Catalogs::PerRegion { config, .. } => Buckets::new(config.as_ref().clone()),
+            Catalogs::Fixed(_) => Buckets::none(),
+        };
         Context {
             client,
             heroku,
             catalogs,
+            buckets,
             metrics,
             settings,
             recorder,
+            pod_http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
             drains_known: Mutex::default(),
             status_written: Mutex::default(),
             catalog_verified: Mutex::default(),
+            suspension_verified: Mutex::default(),
+            retention_verified: Mutex::default(),
             failures: Mutex::default(),
             app_failures: Mutex::default(),
             stores: RwLock::default(),
             heroku_requests_seen: AtomicU64::new(0),
         }
+    }
+
+    /// The S3 clients lifecycle rules are written with.
+    pub fn with_buckets(mut self, buckets: Buckets) -> Context {
+        self.buckets = buckets;
+        self
     }
 
     /// The Heroku calls, counted by operation and outcome.

@@ -96,7 +96,53 @@ impl Context {
         );
     }
 
+    /// Whether LogDrain `uid`'s suspension was verified recently (no drain
+    /// of ours left) for the apps and endpoint `fingerprint`ed.
+    pub(super) fn suspension_fresh(&self, uid: &str, fingerprint: u64) -> bool {
+        let verified = lock(&self.suspension_verified).get(uid).copied();
+        self.fresh(verified, fingerprint)
+    }
+
+    pub(super) fn set_suspension_verified(&self, uid: &str, fingerprint: u64) {
+        lock(&self.suspension_verified).insert(
+            uid.to_string(),
+            Verified {
+                fingerprint,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    pub(super) fn unverify_suspension(&self, uid: &str) {
+        lock(&self.suspension_verified).remove(uid);
+    }
+
+    pub(super) fn retention_fresh(&self, uid: &str, fingerprint: u64) -> bool {
+        let verified = lock(&self.retention_verified).get(uid).copied();
+        self.fresh(verified, fingerprint)
+    }
+
+    pub(super) fn set_retention_verified(&self, uid: &str, fingerprint: Option<u64>) {
+        let mut verified = lock(&self.retention_verified);
+        match fingerprint {
+            Some(fingerprint) => {
+                verified.insert(
+                    uid.to_string(),
+                    Verified {
+                        fingerprint,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            None => {
+                verified.remove(uid);
+            }
+        }
+    }
+
     pub(super) fn forget(&self, uid: &str) {
+        lock(&self.retention_verified).remove(uid);
+        lock(&self.suspension_verified).remove(uid);
         lock(&self.drains_known).retain(|(u, _), _| u != uid);
         lock(&self.status_written).remove(uid);
         lock(&self.catalog_verified).remove(uid);

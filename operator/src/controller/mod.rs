@@ -19,9 +19,12 @@ mod cleanup;
 mod conditions;
 mod context;
 mod drains;
+mod freshness;
 mod identity;
 mod memory;
 mod retain;
+mod retention;
+mod suspend;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -56,6 +59,8 @@ pub(crate) const READY: &str = "Ready";
 pub(crate) const DRAINS_REGISTERED: &str = "DrainsRegistered";
 pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
 pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
+pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
+pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
@@ -135,6 +140,10 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     let controller = Controller::new(scoped::<LogDrain>(client, ns), watcher::Config::default())
         .owns(scoped::<Deployment>(client, ns), owned.clone())
         .owns(scoped::<Service>(client, ns), owned.clone())
+        .owns(
+            scoped::<k8s_openapi::api::networking::v1::Ingress>(client, ns),
+            owned.clone(),
+        )
         .owns(scoped::<Secret>(client, ns), owned);
     let controller = if ctx.settings.concurrency > 0 {
         controller.with_config(
