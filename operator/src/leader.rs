@@ -230,7 +230,12 @@ mod tests {
             (s(30), s(10), s(3))
         );
         assert_eq!(cfg.name, "lease");
-        for (d, r, t) in [(s(10), s(10), s(2)), (s(10), s(20), s(2)), (s(10), s(0), s(2)), (s(10), s(5), s(0))] {
+        for (d, r, t) in [
+            (s(10), s(10), s(2)),
+            (s(10), s(20), s(2)),
+            (s(10), s(0), s(2)),
+            (s(10), s(5), s(0)),
+        ] {
             let err = base().with_timing(d, r, t).expect_err("invalid timing");
             assert!(err.to_string().contains("must be shorter"), "{err}");
         }

@@ -612,7 +612,11 @@ mod tests {
             Some("amd64")
         );
         assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
-        assert!(pod.affinity.as_ref().is_some_and(|a| a.node_affinity.is_some()));
+        assert!(
+            pod.affinity
+                .as_ref()
+                .is_some_and(|a| a.node_affinity.is_some())
+        );
         assert_eq!(
             pod.topology_spread_constraints
                 .as_ref()
@@ -643,8 +647,8 @@ mod tests {
         );
 
         // A LogDrain's own resources win over the defaults.
-        ld.spec.ingester.resources = serde_json::from_value(json!({"limits": {"memory": "2Gi"}}))
-            .expect("resources");
+        ld.spec.ingester.resources =
+            serde_json::from_value(json!({"limits": {"memory": "2Gi"}})).expect("resources");
         let pod = pod_of(deployment(&owner, &ld, &defaults));
         let limits = pod.containers[0]
             .resources
@@ -660,7 +664,10 @@ mod tests {
         let owner = Owner::of(&ld).expect("owner");
         let mut with_empty = defaults();
         with_empty.pod = IngesterPodDefaults::parse("{}").expect("empty object");
-        assert_eq!(IngesterPodDefaults::parse("").expect("empty"), with_empty.pod);
+        assert_eq!(
+            IngesterPodDefaults::parse("").expect("empty"),
+            with_empty.pod
+        );
         let pod = pod_of(deployment(&owner, &ld, &with_empty));
         assert_eq!(pod, pod_of(deployment(&owner, &ld, &defaults())));
         let c = &pod.containers[0];
@@ -677,13 +684,17 @@ mod tests {
     #[test]
     fn pod_defaults_refuse_typos_and_bad_values() {
         for (bad, says) in [
-            (r#"{"nodeSelecter": {"a": "b"}}"#, "unknown field `nodeSelecter`"),
-            (r#"{"imagePullPolicy": "Sometimes"}"#, "unknown variant `Sometimes`"),
+            (
+                r#"{"nodeSelecter": {"a": "b"}}"#,
+                "unknown field `nodeSelecter`",
+            ),
+            (
+                r#"{"imagePullPolicy": "Sometimes"}"#,
+                "unknown variant `Sometimes`",
+            ),
             (r#"{"tolerations": {"key": "x"}}"#, "tolerations"),
         ] {
-            let err = IngesterPodDefaults::parse(bad)
-                .expect_err(bad)
-                .to_string();
+            let err = IngesterPodDefaults::parse(bad).expect_err(bad).to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }

@@ -111,7 +111,7 @@ fn all_values() -> String {
         .to_string()
 }
 
-fn kinds(objects: &[DynamicObject]) -> Vec<&str> {
+fn kinds_of(objects: &[DynamicObject]) -> Vec<&str> {
     objects
         .iter()
         .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
@@ -122,7 +122,7 @@ fn find<'a>(objects: &'a [DynamicObject], kind: &str) -> &'a DynamicObject {
     objects
         .iter()
         .find(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
-        .unwrap_or_else(|| panic!("no {kind} rendered: {:?}", kinds(objects)))
+        .unwrap_or_else(|| panic!("no {kind} rendered: {:?}", kinds_of(objects)))
 }
 
 fn typed<T: serde::de::DeserializeOwned>(obj: &DynamicObject) -> T {
@@ -184,16 +184,23 @@ fn chart_templates_the_crd_with_the_keep_policy() {
 
     let rendered = parse_documents(&helm(&env, &["template", "dp", chart]));
     let crd: CustomResourceDefinition = typed(find(&rendered, "CustomResourceDefinition"));
-    assert_eq!(crd.spec, generated.spec, "the chart's CRD is not crds/logdrain.yaml");
+    assert_eq!(
+        crd.spec, generated.spec,
+        "the chart's CRD is not crds/logdrain.yaml"
+    );
     assert_eq!(crd.metadata.name, generated.metadata.name);
     let annotations = crd.metadata.annotations.clone().unwrap_or_default();
     assert_eq!(
-        annotations.get("helm.sh/resource-policy").map(String::as_str),
+        annotations
+            .get("helm.sh/resource-policy")
+            .map(String::as_str),
         Some("keep")
     );
     let labels = crd.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
-        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
         Some("Helm")
     );
 
@@ -214,7 +221,7 @@ fn chart_templates_the_crd_with_the_keep_policy() {
         &["template", "dp", chart, "--set", "crds.enabled=false"],
     ));
     assert!(
-        !kinds(&without).contains(&"CustomResourceDefinition"),
+        !kinds_of(&without).contains(&"CustomResourceDefinition"),
         "crds.enabled=false still renders the CRD"
     );
 }
@@ -281,10 +288,7 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
 
     // Defaults: cluster-wide RBAC.
     let default = parse_documents(&helm(&env, &["template", "dp", chart, "-n", &release_ns]));
-    let kinds: Vec<&str> = default
-        .iter()
-        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
-        .collect();
+    let kinds = kinds_of(&default);
     for kind in [
         "Deployment",
         "ServiceAccount",
@@ -323,10 +327,7 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
             "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/drainpipe",
         ],
     ));
-    let kinds: Vec<&str> = custom
-        .iter()
-        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
-        .collect();
+    let kinds = kinds_of(&custom);
     assert!(
         !kinds.contains(&"ClusterRole"),
         "watchNamespaces must not need a ClusterRole: {kinds:?}"
@@ -345,7 +346,15 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
     // Every knob at once (ci/all-values.yaml).
     let all = parse_documents(&helm(
         &env,
-        &["template", "dp", chart, "-n", &release_ns, "-f", &all_values()],
+        &[
+            "template",
+            "dp",
+            chart,
+            "-n",
+            &release_ns,
+            "-f",
+            &all_values(),
+        ],
     ));
     for kind in [
         "CustomResourceDefinition",
@@ -353,13 +362,14 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
         "ConfigMap",
         "NetworkPolicy",
     ] {
-        assert!(kinds(&all).contains(&kind), "no {kind}: {:?}", kinds(&all));
+        assert!(
+            kinds_of(&all).contains(&kind),
+            "no {kind}: {:?}",
+            kinds_of(&all)
+        );
     }
     let deploy: k8s_openapi::api::apps::v1::Deployment = typed(find(&all, "Deployment"));
-    let pod = deploy
-        .spec
-        .and_then(|s| s.template.spec)
-        .expect("pod spec");
+    let pod = deploy.spec.and_then(|s| s.template.spec).expect("pod spec");
     let secrets: Vec<&str> = pod
         .image_pull_secrets
         .iter()
@@ -406,15 +416,23 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_LEASE_DURATION"), "30s");
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RENEW_PERIOD"), "10s");
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RETRY_PERIOD"), "4s");
-    let pod_defaults =
-        drainpipe_operator::resources::IngesterPodDefaults::parse(&env_of("DRAINPIPE_INGESTER_POD_DEFAULTS"))
-            .expect("the operator accepts the chart's ingester defaults");
-    assert_eq!(pod_defaults.priority_class_name.as_deref(), Some("logs-critical"));
+    let pod_defaults = drainpipe_operator::resources::IngesterPodDefaults::parse(&env_of(
+        "DRAINPIPE_INGESTER_POD_DEFAULTS",
+    ))
+    .expect("the operator accepts the chart's ingester defaults");
+    assert_eq!(
+        pod_defaults.priority_class_name.as_deref(),
+        Some("logs-critical")
+    );
     let extra = all
         .iter()
         .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
         .expect("extra ConfigMap");
-    assert_eq!(extra.name_any(), "dp-drainpipe-extra", "extraObjects go through tpl");
+    assert_eq!(
+        extra.name_any(),
+        "dp-drainpipe-extra",
+        "extraObjects go through tpl"
+    );
     dry_run_apply(&client, &all, &release_ns).await;
 }
 
@@ -431,7 +449,13 @@ async fn chart_ingester_defaults_reach_the_ingester_deployment() {
     let chart = chart_dir();
     let rendered = parse_documents(&helm(
         &h.env,
-        &["template", "dp", chart.to_str().expect("utf-8"), "-f", &all_values()],
+        &[
+            "template",
+            "dp",
+            chart.to_str().expect("utf-8"),
+            "-f",
+            &all_values(),
+        ],
     ));
     let deploy: Deployment = typed(find(&rendered, "Deployment"));
     let container = deploy
@@ -465,10 +489,7 @@ async fn chart_ingester_defaults_reach_the_ingester_deployment() {
         },
     )
     .await;
-    let pod = deploy
-        .spec
-        .and_then(|s| s.template.spec)
-        .expect("pod spec");
+    let pod = deploy.spec.and_then(|s| s.template.spec).expect("pod spec");
     let c = &pod.containers[0];
     assert_eq!(
         c.image.as_deref(),
