@@ -35,7 +35,7 @@ enum Command {
     /// Print the LogDrain CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crd::crd_yaml().context("serializing the CRD")?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
