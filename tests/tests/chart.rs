@@ -130,6 +130,16 @@ fn typed<T: serde::de::DeserializeOwned>(obj: &DynamicObject) -> T {
         .expect("rendered object has the Kubernetes type's shape")
 }
 
+/// The value of the container's environment variable `name`.
+fn env_value(c: &k8s_openapi::api::core::v1::Container, name: &str) -> String {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("no {name} in the {} container's environment", c.name))
+}
+
 #[test]
 fn chart_crds_are_the_generated_crds() {
     let generated = std::fs::read_to_string(repo_root().join("crds/logdrain.yaml"))
@@ -405,14 +415,7 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
             .flatten()
             .any(|m| m.name == "aws-token")
     );
-    let env_of = |name: &str| {
-        c.env
-            .iter()
-            .flatten()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.clone())
-            .unwrap_or_else(|| panic!("no {name} in the operator's environment"))
-    };
+    let env_of = |name: &str| env_value(c, name);
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_LEASE_DURATION"), "30s");
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RENEW_PERIOD"), "10s");
     assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RETRY_PERIOD"), "4s");
@@ -464,15 +467,7 @@ async fn chart_ingester_defaults_reach_the_ingester_deployment() {
         .expect("pod spec")
         .containers
         .remove(0);
-    let value = |name: &str| {
-        container
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.clone())
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let value = |name: &str| env_value(&container, name);
     h.settings.ingester.image = value("DRAINPIPE_INGESTER_IMAGE");
     h.settings.ingester.pod = IngesterPodDefaults::parse(&value("DRAINPIPE_INGESTER_POD_DEFAULTS"))
         .expect("chart's ingester defaults parse");
