@@ -285,6 +285,23 @@ fn values_schema_rejects_unknown_and_invalid_values() {
     }
 }
 
+#[test]
+fn leader_election_off_needs_one_replica() {
+    let env = TestEnv::require();
+    let out = Command::new(&env.helm)
+        .args(["template", "t", chart_dir().to_str().expect("utf-8")])
+        .args(["--set", "operator.leaderElection.enabled=false"])
+        .args(["--set", "operator.replicas=2"])
+        .output()
+        .expect("run helm");
+    assert!(
+        !out.status.success(),
+        "two replicas without leader election rendered"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs operator.replicas=1"), "{stderr}");
+}
+
 #[tokio::test]
 async fn rendered_chart_is_accepted_by_the_api_server() {
     let env = TestEnv::require();
