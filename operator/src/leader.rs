@@ -41,6 +41,30 @@ impl LeaseConfig {
             retry_every: Duration::from_secs(2),
         }
     }
+
+    /// The same Lease with other timings (the chart's `leaderElection`).
+    /// The leader must renew well within the duration, or it would lose
+    /// the Lease between two renewals.
+    pub fn with_timing(
+        self,
+        lease_duration: Duration,
+        renew_every: Duration,
+        retry_every: Duration,
+    ) -> Result<LeaseConfig, LeaseError> {
+        if renew_every.is_zero() || retry_every.is_zero() || renew_every >= lease_duration {
+            return Err(LeaseError::Timing {
+                lease_duration,
+                renew_every,
+                retry_every,
+            });
+        }
+        Ok(LeaseConfig {
+            lease_duration,
+            renew_every,
+            retry_every,
+            ..self
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +74,14 @@ pub enum LeaseError {
         namespace: String,
         name: String,
         reason: String,
+    },
+    #[error(
+        "leader election timing: the renew period ({renew_every:?}) must be shorter than the lease duration ({lease_duration:?}), and the renew and retry periods ({retry_every:?}) above zero"
+    )]
+    Timing {
+        lease_duration: Duration,
+        renew_every: Duration,
+        retry_every: Duration,
     },
 }
 
@@ -187,6 +219,27 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timing_must_let_the_leader_renew_in_time() {
+        let base = || LeaseConfig::new("ns".into(), "lease".into(), "me".into());
+        let s = Duration::from_secs;
+        let cfg = base().with_timing(s(30), s(10), s(3)).expect("valid");
+        assert_eq!(
+            (cfg.lease_duration, cfg.renew_every, cfg.retry_every),
+            (s(30), s(10), s(3))
+        );
+        assert_eq!(cfg.name, "lease");
+        for (d, r, t) in [
+            (s(10), s(10), s(2)),
+            (s(10), s(20), s(2)),
+            (s(10), s(0), s(2)),
+            (s(10), s(5), s(0)),
+        ] {
+            let err = base().with_timing(d, r, t).expect_err("invalid timing");
+            assert!(err.to_string().contains("must be shorter"), "{err}");
+        }
+    }
 
     #[test]
     fn a_lease_expires_after_its_duration() {

@@ -14,7 +14,7 @@ use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
 use drainpipe_operator::http::{self, Readiness};
 use drainpipe_operator::leader::{self, LeaseConfig};
 use drainpipe_operator::metrics::Metrics;
-use drainpipe_operator::resources::IngesterDefaults;
+use drainpipe_operator::resources::{IngesterDefaults, IngesterPodDefaults};
 use drainpipe_operator::telemetry::{self, LogFormat};
 use drainpipe_operator::{crd, heroku};
 use kube::api::{Api, ListParams};
@@ -35,7 +35,7 @@ enum Command {
     /// Print the LogDrain CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -69,6 +69,13 @@ struct RunArgs {
     #[arg(long, env = "DRAINPIPE_INGESTER_IMAGE", default_value_t = controller::default_ingester_image())]
     ingester_image: String,
 
+    /// Pod settings for every ingester, as JSON or YAML: imagePullPolicy,
+    /// imagePullSecrets, resources, securityContext, podSecurityContext,
+    /// nodeSelector, tolerations, affinity, topologySpreadConstraints,
+    /// priorityClassName (the chart's `ingester.defaults`).
+    #[arg(long, env = "DRAINPIPE_INGESTER_POD_DEFAULTS", default_value = "", value_parser = parse_pod_defaults)]
+    ingester_pod_defaults: IngesterPodDefaults,
+
     /// LogDrains reconciled at once.
     #[arg(long, env = "DRAINPIPE_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -89,9 +96,26 @@ struct RunArgs {
     )]
     leader_election_id: String,
 
+    /// How long a leader's Lease is valid without renewal: a standby takes
+    /// over this long after the leader stopped renewing.
+    #[arg(long, env = "DRAINPIPE_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+
+    /// How often the leader renews its Lease (shorter than the lease duration).
+    #[arg(long, env = "DRAINPIPE_LEADER_ELECTION_RENEW_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    leader_election_renew_period: Duration,
+
+    /// How often a standby tries to take the Lease.
+    #[arg(long, env = "DRAINPIPE_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
+
     /// This replica's identity in the Lease and in events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+}
+
+fn parse_pod_defaults(text: &str) -> Result<IngesterPodDefaults, String> {
+    IngesterPodDefaults::parse(text).map_err(|e| format!("invalid ingester pod defaults: {e}"))
 }
 
 #[tokio::main]
@@ -102,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crd::crd_yaml().context("serializing the CRD")?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -144,6 +168,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
         ingester: IngesterDefaults {
             image: args.ingester_image,
+            pod: args.ingester_pod_defaults,
         },
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
@@ -157,13 +182,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
     ));
 
-    let lease = args.leader_election.then(|| {
-        LeaseConfig::new(
-            args.leader_election_namespace,
-            args.leader_election_id,
-            identity,
+    let lease = if args.leader_election {
+        Some(
+            LeaseConfig::new(
+                args.leader_election_namespace,
+                args.leader_election_id,
+                identity,
+            )
+            .with_timing(
+                args.leader_election_lease_duration,
+                args.leader_election_renew_period,
+                args.leader_election_retry_period,
+            )?,
         )
-    });
+    } else {
+        None
+    };
     if let Some(lease) = &lease {
         leader::acquire(&client, lease).await;
         metrics.leader.set(1);
@@ -232,5 +266,44 @@ mod tests {
         assert_eq!(args.namespaces, ["a", "b"]);
         assert_eq!(args.resync, Duration::from_secs(300));
         assert!(!args.leader_election);
+        assert_eq!(args.leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(args.ingester_pod_defaults, IngesterPodDefaults::default());
+    }
+
+    #[test]
+    fn leader_timing_and_pod_defaults_parse() {
+        let cli = Cli::try_parse_from([
+            "drainpipe-operator",
+            "run",
+            "--leader-election-lease-duration",
+            "30s",
+            "--leader-election-renew-period",
+            "10s",
+            "--leader-election-retry-period",
+            "3s",
+            "--ingester-pod-defaults",
+            r#"{"imagePullPolicy": "Always", "priorityClassName": "logs"}"#,
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.leader_election_renew_period, Duration::from_secs(10));
+        assert_eq!(args.leader_election_retry_period, Duration::from_secs(3));
+        assert_eq!(
+            args.ingester_pod_defaults.priority_class_name.as_deref(),
+            Some("logs")
+        );
+
+        let err = Cli::try_parse_from([
+            "drainpipe-operator",
+            "run",
+            "--ingester-pod-defaults",
+            r#"{"nodeSelecter": {}}"#,
+        ])
+        .err()
+        .expect("a typo is refused")
+        .to_string();
+        assert!(err.contains("unknown field `nodeSelecter`"), "{err}");
     }
 }

@@ -155,9 +155,7 @@ impl Harness {
         let glue = env.glue_client();
         let settings = Settings {
             namespaces: vec![ns.clone()],
-            ingester: IngesterDefaults {
-                image: "drainpipe-ingester:test".to_string(),
-            },
+            ingester: IngesterDefaults::new("drainpipe-ingester:test".to_string()),
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(300),
             instance: Some(format!("test-{prefix}")),

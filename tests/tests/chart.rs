@@ -102,16 +102,137 @@ async fn dry_run_apply(client: &Client, objects: &[DynamicObject], default_ns: &
     }
 }
 
+/// The values file that sets every knob of the chart.
+fn all_values() -> String {
+    chart_dir()
+        .join("ci/all-values.yaml")
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
+}
+
+fn kinds_of(objects: &[DynamicObject]) -> Vec<&str> {
+    objects
+        .iter()
+        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
+        .collect()
+}
+
+fn find<'a>(objects: &'a [DynamicObject], kind: &str) -> &'a DynamicObject {
+    objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
+        .unwrap_or_else(|| panic!("no {kind} rendered: {:?}", kinds_of(objects)))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(obj: &DynamicObject) -> T {
+    serde_json::from_value(serde_json::to_value(obj).expect("object as JSON"))
+        .expect("rendered object has the Kubernetes type's shape")
+}
+
+/// The value of the container's environment variable `name`.
+fn env_value(c: &k8s_openapi::api::core::v1::Container, name: &str) -> String {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("no {name} in the {} container's environment", c.name))
+}
+
 #[test]
 fn chart_crds_are_the_generated_crds() {
     let generated = std::fs::read_to_string(repo_root().join("crds/logdrain.yaml"))
         .expect("crds/logdrain.yaml");
-    let in_chart = std::fs::read_to_string(chart_dir().join("crds/logdrain.yaml"))
-        .expect("charts/drainpipe/crds/logdrain.yaml");
+    let in_chart = std::fs::read_to_string(chart_dir().join("files/crds/logdrain.yaml"))
+        .expect("charts/drainpipe/files/crds/logdrain.yaml");
     assert!(
         generated == in_chart,
-        "charts/drainpipe/crds/logdrain.yaml differs from crds/logdrain.yaml: copy it \
-         (cp crds/logdrain.yaml charts/drainpipe/crds/)"
+        "charts/drainpipe/files/crds/logdrain.yaml differs from crds/logdrain.yaml: copy it \
+         (cp crds/logdrain.yaml charts/drainpipe/files/crds/)"
+    );
+}
+
+/// The chart runs the images of its own release: its version and
+/// appVersion are the workspace version, which scripts/image tags the
+/// images with and the release workflow checks against the tag.
+#[test]
+fn chart_version_and_app_version_are_the_workspace_version() {
+    #[derive(Deserialize)]
+    struct Chart {
+        version: String,
+        #[serde(rename = "appVersion")]
+        app_version: String,
+    }
+    let chart: Chart = serde_yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml");
+    let workspace = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart.app_version, workspace, "Chart.yaml appVersion");
+    assert_eq!(chart.version, workspace, "Chart.yaml version");
+}
+
+/// Helm never upgrades a chart's crds/, so the CRD is a template: rendered
+/// unchanged (and kept on uninstall) by default, left out with
+/// crds.enabled=false.
+#[test]
+fn chart_templates_the_crd_with_the_keep_policy() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let env = TestEnv::require();
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+    assert!(
+        !chart_dir().join("crds").exists(),
+        "charts/drainpipe/crds/ is installed once and never upgraded by Helm, and conflicts with templates/crds.yaml"
+    );
+    let generated: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("crds/logdrain.yaml"))
+            .expect("crds/logdrain.yaml"),
+    )
+    .expect("CRD YAML");
+
+    let rendered = parse_documents(&helm(&env, &["template", "dp", chart]));
+    let crd: CustomResourceDefinition = typed(find(&rendered, "CustomResourceDefinition"));
+    assert_eq!(
+        crd.spec, generated.spec,
+        "the chart's CRD is not crds/logdrain.yaml"
+    );
+    assert_eq!(crd.metadata.name, generated.metadata.name);
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("helm.sh/resource-policy")
+            .map(String::as_str),
+        Some("keep")
+    );
+    let labels = crd.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("Helm")
+    );
+
+    let not_kept = parse_documents(&helm(
+        &env,
+        &["template", "dp", chart, "--set", "crds.keep=false"],
+    ));
+    let crd: CustomResourceDefinition = typed(find(&not_kept, "CustomResourceDefinition"));
+    assert!(
+        !crd.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("helm.sh/resource-policy")
+    );
+
+    let without = parse_documents(&helm(
+        &env,
+        &["template", "dp", chart, "--set", "crds.enabled=false"],
+    ));
+    assert!(
+        !kinds_of(&without).contains(&"CustomResourceDefinition"),
+        "crds.enabled=false still renders the CRD"
     );
 }
 
@@ -138,6 +259,12 @@ fn values_schema_rejects_unknown_and_invalid_values() {
         "operator.logFormat=xml",
         "operator.resync=ten minutes",
         "watchNamespaces={Not_A_Namespace}",
+        "operator.image.digest=latest",
+        "operator.leaderElection.leaseDuration=forever",
+        "ingester.image.pullPolicy=Sometimes",
+        "ingester.nodeSelecter.pool=logs",
+        "imagePullSecrets[0].nam=registry",
+        "crds.install=true",
     ] {
         let out = Command::new(&env.helm)
             .args([
@@ -158,6 +285,23 @@ fn values_schema_rejects_unknown_and_invalid_values() {
     }
 }
 
+#[test]
+fn leader_election_off_needs_one_replica() {
+    let env = TestEnv::require();
+    let out = Command::new(&env.helm)
+        .args(["template", "t", chart_dir().to_str().expect("utf-8")])
+        .args(["--set", "operator.leaderElection.enabled=false"])
+        .args(["--set", "operator.replicas=2"])
+        .output()
+        .expect("run helm");
+    assert!(
+        !out.status.success(),
+        "two replicas without leader election rendered"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs operator.replicas=1"), "{stderr}");
+}
+
 #[tokio::test]
 async fn rendered_chart_is_accepted_by_the_api_server() {
     let env = TestEnv::require();
@@ -171,10 +315,7 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
 
     // Defaults: cluster-wide RBAC.
     let default = parse_documents(&helm(&env, &["template", "dp", chart, "-n", &release_ns]));
-    let kinds: Vec<&str> = default
-        .iter()
-        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
-        .collect();
+    let kinds = kinds_of(&default);
     for kind in [
         "Deployment",
         "ServiceAccount",
@@ -213,10 +354,7 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
             "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/drainpipe",
         ],
     ));
-    let kinds: Vec<&str> = custom
-        .iter()
-        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
-        .collect();
+    let kinds = kinds_of(&custom);
     assert!(
         !kinds.contains(&"ClusterRole"),
         "watchNamespaces must not need a ClusterRole: {kinds:?}"
@@ -231,6 +369,190 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
         "no Role in the watched namespace {watched}"
     );
     dry_run_apply(&client, &custom, &release_ns).await;
+
+    // Every knob at once (ci/all-values.yaml).
+    let all = parse_documents(&helm(
+        &env,
+        &[
+            "template",
+            "dp",
+            chart,
+            "-n",
+            &release_ns,
+            "-f",
+            &all_values(),
+        ],
+    ));
+    for kind in [
+        "CustomResourceDefinition",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "NetworkPolicy",
+    ] {
+        assert!(
+            kinds_of(&all).contains(&kind),
+            "no {kind}: {:?}",
+            kinds_of(&all)
+        );
+    }
+    let deploy: k8s_openapi::api::apps::v1::Deployment = typed(find(&all, "Deployment"));
+    let pod = deploy.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let secrets: Vec<&str> = pod
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(secrets, ["global-registry", "registry"]);
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    assert_eq!(pod.topology_spread_constraints.map(|t| t.len()), Some(1));
+    assert!(
+        pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "aws-token" && v.projected.is_some())
+    );
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some(
+            "registry.example.com/drainpipe/drainpipe-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        )
+    );
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["run".to_string(), "--concurrency".into(), "32".into()][..])
+    );
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "aws-token")
+    );
+    let env_of = |name: &str| env_value(c, name);
+    assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_LEASE_DURATION"), "30s");
+    assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RENEW_PERIOD"), "10s");
+    assert_eq!(env_of("DRAINPIPE_LEADER_ELECTION_RETRY_PERIOD"), "4s");
+    let pod_defaults = drainpipe_operator::resources::IngesterPodDefaults::parse(&env_of(
+        "DRAINPIPE_INGESTER_POD_DEFAULTS",
+    ))
+    .expect("the operator accepts the chart's ingester defaults");
+    assert_eq!(
+        pod_defaults.priority_class_name.as_deref(),
+        Some("logs-critical")
+    );
+    let extra = all
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
+        .expect("extra ConfigMap");
+    assert_eq!(
+        extra.name_any(),
+        "dp-drainpipe-extra",
+        "extraObjects go through tpl"
+    );
+    dry_run_apply(&client, &all, &release_ns).await;
+}
+
+/// The chart's ingester values, as the operator gets them, shape the
+/// ingester Deployment it creates for a LogDrain, and the API server takes it.
+#[tokio::test]
+async fn chart_ingester_defaults_reach_the_ingester_deployment() {
+    use drainpipe_operator::resources::IngesterPodDefaults;
+    use drainpipe_tests::heroku_fake::FakeOptions;
+    use drainpipe_tests::operator::{Harness, wait_for};
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let mut h = Harness::new("chartdefaults", FakeOptions::default()).await;
+    let chart = chart_dir();
+    let rendered = parse_documents(&helm(
+        &h.env,
+        &[
+            "template",
+            "dp",
+            chart.to_str().expect("utf-8"),
+            "-f",
+            &all_values(),
+        ],
+    ));
+    let deploy: Deployment = typed(find(&rendered, "Deployment"));
+    let container = deploy
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec")
+        .containers
+        .remove(0);
+    let value = |name: &str| env_value(&container, name);
+    h.settings.ingester.image = value("DRAINPIPE_INGESTER_IMAGE");
+    h.settings.ingester.pod = IngesterPodDefaults::parse(&value("DRAINPIPE_INGESTER_POD_DEFAULTS"))
+        .expect("chart's ingester defaults parse");
+    h.heroku.add_app("defaults-web");
+    h.start();
+    h.apply("shop", h.spec(&["defaults-web"], None)).await;
+    let deploys = Api::<Deployment>::namespaced(h.client.clone(), &h.ns);
+    let deploy = wait_for(
+        "the ingester Deployment",
+        std::time::Duration::from_secs(30),
+        || {
+            let deploys = deploys.clone();
+            async move { deploys.get_opt("shop-ingester").await.ok().flatten() }
+        },
+    )
+    .await;
+    let pod = deploy.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some(
+            "registry.example.com/drainpipe/drainpipe-ingester@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+        )
+    );
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("logs-critical"));
+    assert_eq!(
+        pod.node_selector
+            .unwrap_or_default()
+            .get("example.com/pool")
+            .map(String::as_str),
+        Some("logs")
+    );
+    assert_eq!(pod.tolerations.map(|t| t.len()), Some(1));
+    assert!(pod.affinity.and_then(|a| a.node_affinity).is_some());
+    assert_eq!(
+        pod.topology_spread_constraints
+            .unwrap_or_default()
+            .first()
+            .map(|t| t.when_unsatisfiable.clone()),
+        Some("DoNotSchedule".to_string())
+    );
+    assert_eq!(
+        pod.image_pull_secrets
+            .unwrap_or_default()
+            .first()
+            .map(|s| s.name.clone()),
+        Some("registry".to_string())
+    );
+    let memory = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| q.0.clone());
+    assert_eq!(memory.as_deref(), Some("512Mi"));
+    let sc = c.security_context.as_ref().expect("security context");
+    assert_eq!(sc.run_as_user, Some(10001));
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "the hardened settings stay"
+    );
+    let psc = pod.security_context.expect("pod security context");
+    assert_eq!(psc.fs_group, Some(10001));
+    assert_eq!(psc.run_as_non_root, Some(true));
+    h.kill().await;
+    h.teardown().await;
 }
 
 #[tokio::test]
@@ -244,9 +566,19 @@ async fn install_upgrade_uninstall_leave_nothing_but_the_crd() {
     let release = format!("dp{}", suffix());
     create_namespace(&client, &team).await;
 
+    // --take-ownership: other tests (and a cluster upgraded from an older
+    // chart, see docs/operations.md) created the CRD without Helm's labels.
     helm(
         &env,
-        &["install", &release, chart, "-n", &ns, "--create-namespace"],
+        &[
+            "install",
+            &release,
+            chart,
+            "-n",
+            &ns,
+            "--create-namespace",
+            "--take-ownership",
+        ],
     );
     let selector = format!("app.kubernetes.io/instance={release}");
     let lp = ListParams::default().labels(&selector);
@@ -278,9 +610,30 @@ async fn install_upgrade_uninstall_leave_nothing_but_the_crd() {
     );
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
     let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone());
-    crds.get("logdrains.drainpipe.dev")
+    let crd = crds
+        .get("logdrains.drainpipe.dev")
         .await
         .expect("the chart installed the CRD");
+    assert_eq!(
+        crd.annotations().get("meta.helm.sh/release-name"),
+        Some(&release),
+        "the release owns the CRD"
+    );
+
+    // The CRD upgrade path: a cluster holding an older CRD (here: one
+    // without printer columns) gets the chart's on `helm upgrade`.
+    let columns = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .map_or(0, Vec::len)
+    };
+    assert!(columns(&crd) > 0, "the chart's CRD has printer columns");
+    let mut older = crd.clone();
+    older.spec.versions[0].additional_printer_columns = None;
+    crds.replace("logdrains.drainpipe.dev", &PostParams::default(), &older)
+        .await
+        .expect("make the CRD an older one");
 
     // Upgrade to namespaced RBAC: the ClusterRole goes, a Role appears.
     helm(
@@ -294,6 +647,12 @@ async fn install_upgrade_uninstall_leave_nothing_but_the_crd() {
             "--set",
             &format!("watchNamespaces={{{team}}}"),
         ],
+    );
+    let upgraded = crds.get("logdrains.drainpipe.dev").await.expect("CRD");
+    assert_eq!(
+        columns(&upgraded),
+        columns(&crd),
+        "helm upgrade did not bring the CRD up to the chart's"
     );
     assert!(
         crr.list(&lp).await.expect("list").items.is_empty(),
@@ -482,6 +841,9 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
             &h.ns,
             "--set",
             &format!("watchNamespaces={{{}}}", h.ns),
+            // A second release in the cluster leaves the CRD to the first.
+            "--set",
+            "crds.enabled=false",
         ],
     );
     let sa = format!("{release}-drainpipe");

@@ -31,12 +31,44 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* repository:tag, or repository@digest when a digest is set (a tag next to
+     a digest is ignored by the kubelet anyway). */}}
+{{- define "drainpipe.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "drainpipe.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) -}}
+{{- include "drainpipe.image" (dict "image" .Values.operator.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "drainpipe.ingesterImage" -}}
-{{- printf "%s:%s" .Values.ingester.image.repository (default .Chart.AppVersion .Values.ingester.image.tag) -}}
+{{- include "drainpipe.image" (dict "image" .Values.ingester.image "appVersion" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The operator's --ingester-pod-defaults: the ingester values that are set,
+     as JSON (the operator refuses unknown keys). */}}
+{{- define "drainpipe.ingesterPodDefaults" -}}
+{{- $i := .Values.ingester -}}
+{{- $d := dict -}}
+{{- with $i.image.pullPolicy }}{{ $_ := set $d "imagePullPolicy" . }}{{ end -}}
+{{- with $i.imagePullSecrets }}{{ $_ := set $d "imagePullSecrets" . }}{{ end -}}
+{{- with $i.resources }}{{ $_ := set $d "resources" . }}{{ end -}}
+{{- with $i.securityContext }}{{ $_ := set $d "securityContext" . }}{{ end -}}
+{{- with $i.podSecurityContext }}{{ $_ := set $d "podSecurityContext" . }}{{ end -}}
+{{- with $i.nodeSelector }}{{ $_ := set $d "nodeSelector" . }}{{ end -}}
+{{- with $i.tolerations }}{{ $_ := set $d "tolerations" . }}{{ end -}}
+{{- with $i.affinity }}{{ $_ := set $d "affinity" . }}{{ end -}}
+{{- with $i.topologySpreadConstraints }}{{ $_ := set $d "topologySpreadConstraints" . }}{{ end -}}
+{{- with $i.priorityClassName }}{{ $_ := set $d "priorityClassName" . }}{{ end -}}
+{{- toJson $d -}}
+{{- end -}}
+
+{{- define "drainpipe.imagePullSecrets" -}}
+{{- concat (default list (.Values.global).imagePullSecrets) .Values.imagePullSecrets | uniq | toYaml -}}
 {{- end -}}
 
 {{/* The operator's permissions on LogDrains and the objects it owns; used by

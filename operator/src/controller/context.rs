@@ -49,9 +49,7 @@ impl Default for Settings {
         Settings {
             resync: Duration::from_secs(600),
             namespaces: Vec::new(),
-            ingester: IngesterDefaults {
-                image: default_ingester_image(),
-            },
+            ingester: IngesterDefaults::new(default_ingester_image()),
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             app_concurrency: 4,
