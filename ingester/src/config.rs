@@ -134,6 +134,21 @@ pub struct Config {
     /// of this size with `parse_error` set. Bounds each connection's memory.
     #[arg(long, env = "DRAINPIPE_SYSLOG_MAX_FRAME", default_value = "64KiB", value_parser = parse_size)]
     pub syslog_max_frame: u64,
+
+    /// Address of the OTLP/gRPC listener (Fir telemetry drains registered
+    /// with `--transport grpc`): LogsService/Export over HTTP/2, or TLS with
+    /// --otlp-grpc-tls-cert/--otlp-grpc-tls-key. Off unless set.
+    #[arg(long, env = "DRAINPIPE_OTLP_GRPC_LISTEN")]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for OTLP/gRPC over TLS (ALPN h2); re-read when
+    /// the file changes.
+    #[arg(long, env = "DRAINPIPE_OTLP_GRPC_TLS_CERT", requires = "otlp_grpc_tls_key")]
+    pub otlp_grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --otlp-grpc-tls-cert; re-read when the file changes.
+    #[arg(long, env = "DRAINPIPE_OTLP_GRPC_TLS_KEY", requires = "otlp_grpc_tls_cert")]
+    pub otlp_grpc_tls_key: Option<PathBuf>,
 }
 
 /// A configuration that parses but cannot run.
@@ -149,6 +164,12 @@ pub enum ConfigError {
     SyslogOpenOnNonLoopback(SocketAddr),
     #[error("--syslog-tls-cert and --syslog-tls-key need --syslog-listen")]
     SyslogTlsWithoutListener,
+    #[error(
+        "--otlp-grpc-listen {0}: without --routes every app is accepted without authentication, so the OTLP/gRPC listener only listens on a loopback address; give a routes file or listen on 127.0.0.1"
+    )]
+    OtlpGrpcOpenOnNonLoopback(SocketAddr),
+    #[error("--otlp-grpc-tls-cert and --otlp-grpc-tls-key need --otlp-grpc-listen")]
+    OtlpGrpcTlsWithoutListener,
     #[error("--syslog-max-frame must be between 1 KiB and 16 MiB")]
     SyslogMaxFrame,
     #[error("--flush-bytes must be at least 1 KiB")]
@@ -183,6 +204,17 @@ impl Config {
             && (self.syslog_tls_cert.is_some() || self.syslog_tls_key.is_some())
         {
             return Err(ConfigError::SyslogTlsWithoutListener);
+        }
+        if let Some(addr) = self.otlp_grpc_listen
+            && self.routes.is_none()
+            && !addr.ip().is_loopback()
+        {
+            return Err(ConfigError::OtlpGrpcOpenOnNonLoopback(addr));
+        }
+        if self.otlp_grpc_listen.is_none()
+            && (self.otlp_grpc_tls_cert.is_some() || self.otlp_grpc_tls_key.is_some())
+        {
+            return Err(ConfigError::OtlpGrpcTlsWithoutListener);
         }
         if !(1 << 10..=16 << 20).contains(&self.syslog_max_frame) {
             return Err(ConfigError::SyslogMaxFrame);
@@ -269,5 +301,41 @@ mod tests {
         ])
         .expect("parses");
         assert!(c.validate().is_err(), "tiny frames");
+    }
+
+    #[test]
+    fn otlp_grpc_flags() {
+        let c = Config::try_parse_from(["x"]).expect("parses");
+        assert_eq!(c.otlp_grpc_listen, None);
+        let c =
+            Config::try_parse_from(["x", "--otlp-grpc-listen", "0.0.0.0:4317"]).expect("parses");
+        let err = c.validate().expect_err("open mode on all interfaces");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let c = Config::try_parse_from([
+            "x",
+            "--otlp-grpc-listen",
+            "0.0.0.0:4317",
+            "--routes",
+            "r.yaml",
+            "--otlp-grpc-tls-cert",
+            "c.pem",
+            "--otlp-grpc-tls-key",
+            "k.pem",
+        ])
+        .expect("parses");
+        c.validate().expect("valid with routes and TLS");
+        assert!(
+            Config::try_parse_from(["x", "--otlp-grpc-tls-key", "k.pem"]).is_err(),
+            "a key needs its certificate"
+        );
+        let c = Config::try_parse_from([
+            "x",
+            "--otlp-grpc-tls-cert",
+            "c",
+            "--otlp-grpc-tls-key",
+            "k",
+        ])
+        .expect("parses");
+        assert!(c.validate().is_err(), "TLS without a listener");
     }
 }

@@ -19,8 +19,9 @@ use crate::durable::{Wal, WalError, WalOptions};
 use crate::input::dedupe::Dedupe;
 use crate::input::http::{self, Server, Sink};
 use crate::input::routes::{LoadError, Routes};
+use crate::input::otlp_grpc;
 use crate::input::syslog::server::{self as syslog_server, SyslogOptions};
-use crate::input::syslog::tls::{ReloadingTls, TlsError};
+use crate::input::tls::{ReloadingTls, TlsError, TlsListener};
 use crate::telemetry::metrics::Metrics;
 
 /// How long in-flight requests may take to finish after shutdown is asked for.
@@ -57,6 +58,16 @@ pub enum StartError {
     SyslogListenerAddr(#[source] std::io::Error),
     #[error("--syslog-tls-cert/--syslog-tls-key")]
     Tls(#[source] TlsError),
+    #[error("cannot listen for OTLP/gRPC on {addr}")]
+    OtlpGrpcListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("OTLP/gRPC listener address")]
+    OtlpGrpcListenerAddr(#[source] std::io::Error),
+    #[error("--otlp-grpc-tls-cert/--otlp-grpc-tls-key")]
+    OtlpGrpcTls(#[source] TlsError),
     #[error("cannot open the write-ahead log")]
     Wal(#[source] WalError),
     #[error("cannot start the uploader")]
@@ -70,6 +81,8 @@ pub enum RunError {
     Server(#[source] JoinError),
     #[error("syslog task")]
     Syslog(#[source] JoinError),
+    #[error("OTLP/gRPC task")]
+    OtlpGrpc(#[source] JoinError),
     #[error("uploader task")]
     Uploader(#[source] JoinError),
     #[error("shutdown task")]
@@ -84,6 +97,8 @@ pub struct Running {
     pub http: SocketAddr,
     /// The bound syslog-drain address, when `--syslog-listen` is set.
     pub syslog: Option<SocketAddr>,
+    /// The bound OTLP/gRPC address, when `--otlp-grpc-listen` is set.
+    pub otlp_grpc: Option<SocketAddr>,
     done: JoinHandle<Result<(), RunError>>,
 }
 
@@ -131,7 +146,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
                 .map_err(|source| StartError::SyslogListen { addr, source })?;
             let tls = match (&config.syslog_tls_cert, &config.syslog_tls_key) {
                 (Some(cert), Some(key)) => Some(Arc::new(
-                    ReloadingTls::load(cert, key, Arc::clone(&metrics)).map_err(StartError::Tls)?,
+                    ReloadingTls::load(cert, key, TlsListener::Syslog, Arc::clone(&metrics))
+                        .map_err(StartError::Tls)?,
+                )),
+                _ => None,
+            };
+            Some((listener, tls))
+        }
+        None => None,
+    };
+    let otlp_grpc = match config.otlp_grpc_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::OtlpGrpcListen { addr, source })?;
+            let tls = match (&config.otlp_grpc_tls_cert, &config.otlp_grpc_tls_key) {
+                (Some(cert), Some(key)) => Some(Arc::new(
+                    ReloadingTls::load(cert, key, TlsListener::OtlpGrpc, Arc::clone(&metrics))
+                        .map_err(StartError::OtlpGrpcTls)?,
                 )),
                 _ => None,
             };
@@ -245,6 +277,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         }
         None => (None, None),
     };
+    let (otlp_grpc_addr, otlp_grpc_serving) = match otlp_grpc {
+        Some((listener, tls)) => {
+            let addr = listener
+                .local_addr()
+                .map_err(StartError::OtlpGrpcListenerAddr)?;
+            tracing::info!(
+                "OTLP/gRPC on {}://{addr} (app from x-drainpipe-app metadata)",
+                if tls.is_some() { "https" } else { "http" },
+            );
+            let serving = tokio::spawn(otlp_grpc::serve(
+                listener,
+                tls,
+                Arc::clone(&server),
+                stop.clone(),
+                SHUTDOWN_GRACE,
+            ));
+            (Some(addr), Some(serving))
+        }
+        None => (None, None),
+    };
     let serving = tokio::spawn(http::serve(
         listener,
         Arc::clone(&server),
@@ -262,6 +314,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         if let Some(task) = syslog_serving {
             task.await.map_err(RunError::Syslog)?;
         }
+        if let Some(task) = otlp_grpc_serving {
+            task.await.map_err(RunError::OtlpGrpc)?;
+        }
         match &server.sink {
             Sink::Wal(wal) => {
                 wal.close().await;
@@ -277,6 +332,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     Ok(Running {
         http: listen,
         syslog: syslog_addr,
+        otlp_grpc: otlp_grpc_addr,
         done,
     })
 }

@@ -8,6 +8,7 @@
 //! every byte.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +22,8 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +48,10 @@ const DISCARD_WAIT: Duration = Duration::from_secs(5);
 
 /// What [`Sink::store`] says once the write-ahead log has closed.
 pub(crate) const SHUTTING_DOWN: &str = "shutting down";
+/// Why nothing is stored while the log is over `--wal-max-bytes`.
+pub(crate) const WAL_FULL: &str = "write-ahead log full";
+/// Why a body is refused while `--max-inflight-bytes` are held by others.
+pub(crate) const INFLIGHT_FULL: &str = "too many request bodies in memory";
 
 /// Where accepted requests are made durable.
 pub enum Sink {
@@ -57,7 +63,7 @@ impl Sink {
     pub(crate) async fn store(&self, entry: Entry) -> Result<(), &'static str> {
         match self {
             Sink::Wal(wal) => wal.append(entry).await.map_err(|e| match e {
-                AppendError::Full => "write-ahead log full",
+                AppendError::Full => WAL_FULL,
                 AppendError::Io => "write-ahead log write failed",
                 AppendError::Closed => SHUTTING_DOWN,
             }),
@@ -167,9 +173,7 @@ impl Server {
     }
 
     async fn drain(&self, app: &str, req: Request<Incoming>) -> Response<Body> {
-        let received_at_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let received_at_us = now_us();
         if !valid_app_name(app) {
             return plain(StatusCode::NOT_FOUND, "unknown app\n");
         }
@@ -270,7 +274,7 @@ impl Server {
     ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Refused> {
         if !self.sink.accepts() {
             discard_body(body, self.max_body).await;
-            return Err(Refused::Unavailable("write-ahead log full"));
+            return Err(Refused::Unavailable(WAL_FULL));
         }
         let want = content_length
             .unwrap_or(self.max_body)
@@ -284,7 +288,7 @@ impl Server {
             Ok(Ok(permit)) => permit,
             _ => {
                 discard_body(body, self.max_body).await;
-                return Err(Refused::Unavailable("too many request bodies in memory"));
+                return Err(Refused::Unavailable(INFLIGHT_FULL));
             }
         };
         let body = match read_body(body, self.max_body).await {
@@ -341,6 +345,13 @@ async fn discard_body(mut body: Incoming, max: u64) {
     // A peer that stops sending gets the answer anyway (and loses the
     // connection) rather than holding the request forever.
     let _ = tokio::time::timeout(DISCARD_WAIT, drain).await;
+}
+
+/// Microseconds since the Unix epoch, when a request arrived.
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -428,6 +439,30 @@ pub(crate) fn unavailable(why: &'static str) -> Response<Body> {
     r
 }
 
+/// The next connection (no Nagle delay: answers are small), or None once
+/// `shutdown` is cancelled.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Accept connections until `shutdown`, then let in-flight requests finish
 /// (at most `grace`) and return.
 pub async fn serve(
@@ -441,20 +476,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(30));
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, _)) = accept(&listener, &shutdown).await {
         let server = Arc::clone(&server);
         let service = service_fn(move |req| {
             let server = Arc::clone(&server);

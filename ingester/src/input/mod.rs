@@ -1,7 +1,10 @@
 pub mod dedupe;
 pub mod http;
 pub(crate) mod ops;
+pub(crate) mod otlp;
+pub(crate) mod otlp_grpc;
 pub(crate) mod otlp_http;
 pub(crate) mod response;
 pub mod routes;
 pub mod syslog;
+pub mod tls;

@@ -10,7 +10,6 @@
 //! archived, where a body that does not decode is kept raw with `parse_error`.
 
 use std::io::Read as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -21,29 +20,15 @@ use prost::Message as _;
 
 use drainpipe_contract::app::valid_app_name;
 
-use crate::durable::Entry;
-use crate::input::http::{Refused, Server, header_str, password};
+use crate::input::http::{Refused, Server, header_str, now_us};
+use crate::input::otlp::{self, RETRY_AFTER_SECS, Refusal, Status};
 use crate::input::response::Body;
-use crate::input::routes::Denied;
 use crate::parse::BodyFormat;
 use crate::parse::otlp::Encoding;
 
 /// Where telemetry drains point: `{endpoint.url}/otlp/{app}`; the OTLP/HTTP
 /// exporter appends `/v1/logs`.
 pub(crate) const PREFIX: &str = "/otlp/";
-
-/// Seconds an OTLP client is asked to wait before retrying a 503.
-const RETRY_AFTER_SECS: &str = "5";
-
-/// `google.rpc.Status`, the body of OTLP/HTTP error answers (the OTLP spec
-/// names this message; `details` is left empty).
-#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
-struct Status {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// gRPC status codes used in `Status.code`.
 const UNAVAILABLE: i32 = 14;
@@ -54,9 +39,7 @@ const UNIMPLEMENTED: i32 = 12;
 
 /// `rest` is the path after [`PREFIX`]: `{app}/v1/{signal}`.
 pub(crate) async fn handle(server: &Server, rest: &str, req: Request<Incoming>) -> Response<Body> {
-    let received_at_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let received_at_us = now_us();
     let encoding = match header_str(req.headers(), CONTENT_TYPE.as_str()) {
         Some(t) if media_type(&t) == "application/json" => Encoding::Json,
         _ => Encoding::Protobuf,
@@ -122,15 +105,12 @@ pub(crate) async fn handle(server: &Server, rest: &str, req: Request<Incoming>) 
             );
         }
     };
-    match server
-        .routes
-        .check(app, password(headers, None).as_deref(), None)
-    {
+    match otlp::authorize(server, app, headers) {
         Ok(()) => {}
-        Err(Denied::UnknownApp) => {
+        Err(Refusal::UnknownApp) => {
             return status(encoding, StatusCode::NOT_FOUND, NOT_FOUND, "unknown app");
         }
-        Err(Denied::BadPassword | Denied::TokenMismatch) => {
+        Err(Refusal::BadCredentials) => {
             return status(
                 encoding,
                 StatusCode::UNAUTHORIZED,
@@ -167,21 +147,11 @@ pub(crate) async fn handle(server: &Server, rest: &str, req: Request<Incoming>) 
     } else {
         body
     };
-    let entry = Entry {
-        app: app.to_owned(),
-        drain_token: None,
-        frame_id: None,
-        msg_count: None,
-        received_at_us,
-        format: match encoding {
-            Encoding::Protobuf => BodyFormat::OtlpProtobuf,
-            Encoding::Json => BodyFormat::OtlpJson,
-        },
-        body,
+    let format = match encoding {
+        Encoding::Protobuf => BodyFormat::OtlpProtobuf,
+        Encoding::Json => BodyFormat::OtlpJson,
     };
-    let stored = server.sink.store(entry).await;
-    drop(permit);
-    match stored {
+    match otlp::store(server, app, received_at_us, format, body, permit).await {
         Ok(()) => success(encoding),
         Err(why) => unavailable(encoding, why),
     }
@@ -230,7 +200,7 @@ fn unavailable(encoding: Encoding, why: &'static str) -> Response<Body> {
         "cannot make data durable now; retry",
     );
     r.headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     r
 }
 
@@ -247,6 +217,7 @@ fn status(encoding: Encoding, http: StatusCode, code: i32, message: &str) -> Res
     let s = Status {
         code,
         message: message.to_owned(),
+        details: Vec::new(),
     };
     let body = match encoding {
         Encoding::Protobuf => s.encode_to_vec(),
@@ -297,6 +268,7 @@ mod tests {
         let s = Status {
             code: NOT_FOUND,
             message: "unknown app".into(),
+            details: Vec::new(),
         };
         let proto = status(
             Encoding::Protobuf,

@@ -18,6 +18,12 @@ pub struct StatusLabel {
     pub status: u16,
 }
 
+/// A gRPC status code by its canonical name (`OK`, `UNAVAILABLE`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
@@ -37,6 +43,7 @@ pub struct AppLabel {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<StatusLabel, Counter>,
+    pub grpc_requests: Family<CodeLabel, Counter>,
     pub received_bytes: Counter,
     pub messages: Counter,
     pub parse_errors: Counter,
@@ -65,6 +72,7 @@ pub struct Metrics {
     pub syslog_messages: Counter,
     pub syslog_dropped: Family<ReasonLabel, Counter>,
     pub syslog_tls_reloads: Family<ResultLabel, Counter>,
+    pub otlp_grpc_tls_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,6 +86,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("drainpipe");
         let m = Metrics {
             requests: Family::default(),
+            grpc_requests: Family::default(),
             received_bytes: Counter::default(),
             messages: Counter::default(),
             parse_errors: Counter::default(),
@@ -105,12 +114,18 @@ impl Metrics {
             syslog_messages: Counter::default(),
             syslog_dropped: Family::default(),
             syslog_tls_reloads: Family::default(),
+            otlp_grpc_tls_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
             "http_requests",
             "Logplex drain requests answered, by HTTP status",
             m.requests.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "OTLP/gRPC Export calls answered, by gRPC status code",
+            m.grpc_requests.clone(),
         );
         registry.register_with_unit(
             "received",
@@ -250,6 +265,11 @@ impl Metrics {
             "Syslog TLS certificate reloads after the files changed, by result",
             m.syslog_tls_reloads.clone(),
         );
+        registry.register(
+            "otlp_grpc_tls_reloads",
+            "OTLP/gRPC TLS certificate reloads after the files changed, by result",
+            m.otlp_grpc_tls_reloads.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -267,6 +287,10 @@ impl Metrics {
 
     pub fn request(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    pub fn grpc_request(&self, code: &'static str) {
+        self.grpc_requests.get_or_create(&CodeLabel { code }).inc();
     }
 
     /// Prometheus text exposition.

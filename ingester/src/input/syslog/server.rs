@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -27,9 +27,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::durable::Entry;
-use crate::input::http::Server;
+use crate::input::http::{Server, now_us};
 use crate::input::routes::TokenRoute;
-use crate::input::syslog::tls::ReloadingTls;
+use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
 use crate::parse::syslog_stream::{self, Decoder, Frame, FrameKind};
 use crate::telemetry::metrics::{Metrics, ReasonLabel, ResultLabel};
@@ -319,9 +319,7 @@ impl Connection {
     /// Decode what is buffered, route it and make it durable. True when at
     /// least one frame (or part) was complete.
     async fn take_frames(&mut self, decoder: &mut Decoder, buf: &mut BytesMut, eof: bool) -> bool {
-        let received_at_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let received_at_us = now_us();
         let mut batch = Batch {
             groups: Vec::new(),
             capacity: buf.len() + 1024,

@@ -1,5 +1,6 @@
-//! TLS for the syslog listener: rustls with the ring provider, TLS 1.2 and
-//! 1.3 only, certificate and key re-read when their files change.
+//! TLS for the syslog and OTLP/gRPC listeners: rustls with the ring
+//! provider, TLS 1.2 and 1.3 only, certificate and key re-read when their
+//! files change.
 //!
 //! The files are checked (two `stat` calls) before each handshake rather
 //! than by a background watcher: a new certificate is needed exactly when a
@@ -16,7 +17,43 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::telemetry::metrics::{Metrics, ResultLabel};
+
+/// Which listener a certificate serves: its log lines, its reload metric
+/// and the application protocols it offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsListener {
+    Syslog,
+    /// gRPC clients (grpc-go among them) refuse a TLS server that does not
+    /// select `h2` by ALPN.
+    OtlpGrpc,
+}
+
+impl TlsListener {
+    fn name(self) -> &'static str {
+        match self {
+            TlsListener::Syslog => "syslog",
+            TlsListener::OtlpGrpc => "OTLP/gRPC",
+        }
+    }
+
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            TlsListener::Syslog => Vec::new(),
+            TlsListener::OtlpGrpc => vec![b"h2".to_vec()],
+        }
+    }
+
+    fn reloads(self, metrics: &Metrics) -> &Family<ResultLabel, Counter> {
+        match self {
+            TlsListener::Syslog => &metrics.syslog_tls_reloads,
+            TlsListener::OtlpGrpc => &metrics.otlp_grpc_tls_reloads,
+        }
+    }
+}
 
 /// Why a certificate/key pair cannot be used. Never quotes file contents.
 #[derive(Debug, thiserror::Error)]
@@ -64,22 +101,29 @@ struct Current {
     config: Arc<ServerConfig>,
 }
 
-/// The TLS configuration of the syslog listener, following its files.
+/// The TLS configuration of a listener, following its files.
 pub struct ReloadingTls {
     cert: PathBuf,
     key: PathBuf,
+    listener: TlsListener,
     current: Mutex<Current>,
     metrics: Arc<Metrics>,
 }
 
 impl ReloadingTls {
     /// Load the pair once; fails at start-up when it is not usable.
-    pub fn load(cert: &Path, key: &Path, metrics: Arc<Metrics>) -> Result<ReloadingTls, TlsError> {
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        listener: TlsListener,
+        metrics: Arc<Metrics>,
+    ) -> Result<ReloadingTls, TlsError> {
         let tried = (stamp(cert), stamp(key));
-        let config = server_config(cert, key)?;
+        let config = server_config(cert, key, listener.alpn())?;
         Ok(ReloadingTls {
             cert: cert.to_owned(),
             key: key.to_owned(),
+            listener,
             current: Mutex::new(Current { tried, config }),
             metrics,
         })
@@ -92,15 +136,16 @@ impl ReloadingTls {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if now != current.tried {
             current.tried = now;
-            match server_config(&self.cert, &self.key) {
+            let listener = self.listener.name();
+            match server_config(&self.cert, &self.key, self.listener.alpn()) {
                 Ok(config) => {
                     current.config = config;
                     self.count("ok");
-                    tracing::info!(cert = %self.cert.display(), "syslog TLS certificate reloaded");
+                    tracing::info!(cert = %self.cert.display(), "{listener} TLS certificate reloaded");
                 }
                 Err(e) => {
                     self.count("error");
-                    tracing::warn!(error = %e, "syslog TLS certificate changed but cannot be loaded; keeping the previous one");
+                    tracing::warn!(error = %e, "{listener} TLS certificate changed but cannot be loaded; keeping the previous one");
                 }
             }
         }
@@ -108,8 +153,8 @@ impl ReloadingTls {
     }
 
     fn count(&self, result: &'static str) {
-        self.metrics
-            .syslog_tls_reloads
+        self.listener
+            .reloads(&self.metrics)
             .get_or_create(&ResultLabel { result })
             .inc();
     }
@@ -117,8 +162,12 @@ impl ReloadingTls {
 
 /// A rustls server configuration from PEM files: ring provider (chosen
 /// explicitly: the AWS SDK brings aws-lc-rs too, so there is no process
-/// default), TLS 1.3 and 1.2, no client certificates.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// default), TLS 1.3 and 1.2, no client certificates, offering `alpn`.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_owned(),
@@ -146,11 +195,12 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         reason,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| config_err(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| config_err(e.to_string()))?;
+    config.alpn_protocols = alpn;
     Ok(Arc::new(config))
 }
