@@ -1,10 +1,13 @@
 //! OTLP logs (Heroku Fir telemetry drains) from a real OpenTelemetry client:
 //! `scripts/otlp-client`, built by `scripts/testenv install` from the
-//! OpenTelemetry Go SDK's otlploghttp exporter (protobuf) and pdata's OTLP/JSON
-//! encoding. Every record must arrive, field by field, in the folder archive.
+//! OpenTelemetry Go SDK's otlploghttp and otlploggrpc exporters (protobuf)
+//! and pdata's OTLP/JSON encoding. Every record must arrive, field by field,
+//! in the folder archive.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,40 +17,52 @@ use drainpipe_testenv::TestEnv;
 const PASSWORD: &str = "fir-drain-password";
 
 fn start(dirs: &Dirs) -> Ingester {
+    start_with(dirs, &[])
+}
+
+/// The ingester with the routes file of `fir-app` and `extra` flags.
+fn start_with(dirs: &Dirs, extra: &[&str]) -> Ingester {
     let routes = dirs.root.path().join("routes.yaml");
     std::fs::write(
         &routes,
         format!("apps:\n  fir-app:\n    password: {PASSWORD}\n"),
     )
     .expect("routes");
-    Ingester::start(
-        &dirs.args(&[
-            "--routes",
-            &routes.display().to_string(),
-            "--flush-interval",
-            "200ms",
-        ]),
-        &[],
-    )
+    let routes = routes.display().to_string();
+    let mut args = vec!["--routes", &routes, "--flush-interval", "200ms"];
+    args.extend_from_slice(extra);
+    Ingester::start(&dirs.args(&args), &[])
 }
 
 /// Run the client; its exit status says whether every export succeeded.
 fn send(
-    client: &std::path::Path,
+    client: &Path,
     protocol: &str,
     endpoint: &str,
     password: &str,
     n: usize,
     run: &str,
 ) -> std::process::Output {
-    Command::new(client)
-        .args([
+    send_with(
+        client,
+        &[
             "-protocol",
             protocol,
             "-endpoint",
             endpoint,
             "-header",
             &format!("Authorization=Bearer {password}"),
+        ],
+        n,
+        run,
+    )
+}
+
+/// Run the client with `args` (protocol, endpoint, headers, ...).
+fn send_with(client: &Path, args: &[&str], n: usize, run: &str) -> std::process::Output {
+    Command::new(client)
+        .args(args)
+        .args([
             "-n",
             &n.to_string(),
             "-run",
@@ -61,6 +76,45 @@ fn send(
         ])
         .output()
         .expect("run otlp-client")
+}
+
+/// The client over gRPC to `endpoint` (`host:port`) as `app` with
+/// `password`, plus `extra` flags (`-ca`, `-compression`).
+fn send_grpc(
+    client: &Path,
+    endpoint: &str,
+    app: &str,
+    password: &str,
+    extra: &[&str],
+    n: usize,
+    run: &str,
+) -> std::process::Output {
+    let app_header = format!("x-drainpipe-app={app}");
+    let auth = format!("authorization=Bearer {password}");
+    let mut args = vec![
+        "-protocol",
+        "grpc",
+        "-endpoint",
+        endpoint,
+        "-header",
+        &app_header,
+        "-header",
+        &auth,
+    ];
+    args.extend_from_slice(extra);
+    send_with(client, &args, n, run)
+}
+
+/// The OTLP/gRPC address the ingester logged.
+async fn grpc_addr(ing: &Ingester, scheme: &str) -> SocketAddr {
+    let marker = format!("OTLP/gRPC on {scheme}://");
+    eventually(Duration::from_secs(10), "the OTLP/gRPC listening line", || {
+        ing.logs().lines().find_map(|l| {
+            let rest = l.split(&marker).nth(1)?;
+            rest.split(' ').next()?.parse().ok()
+        })
+    })
+    .await
 }
 
 async fn records_of_run(dirs: &Dirs, run: &str, n: usize) -> Vec<serde_json::Value> {
@@ -235,4 +289,212 @@ async fn client_retries_on_503_deliver_everything_once_the_ingester_recovers() {
     );
     let recs = records_of_run(&dirs, "retry-run", N).await;
     check(&recs, N, "retry-run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_grpc_records_arrive_field_by_field_gzip_or_not() {
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let ing = start_with(&dirs, &["--otlp-grpc-listen", "127.0.0.1:0"]);
+    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    for (compression, run) in [("gzip", "grpc-gzip-run"), ("none", "grpc-plain-run")] {
+        let out = send_grpc(
+            &client,
+            &endpoint,
+            "fir-app",
+            PASSWORD,
+            &["-compression", compression],
+            250,
+            run,
+        );
+        assert!(
+            out.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recs = records_of_run(&dirs, run, 250).await;
+        check(&recs, 250, run);
+    }
+    let http = common::client();
+    let ok = metric(
+        &http,
+        &ing.base,
+        "drainpipe_grpc_requests_total{code=\"OK\"}",
+    )
+    .await;
+    assert!(ok >= 6.0, "at least three calls of at most 100 records per run: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let ing = start_with(&dirs, &["--otlp-grpc-listen", "127.0.0.1:0"]);
+    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    for (app, password, code) in [
+        ("fir-app", "wrong", "Unauthenticated"),
+        ("no-such-app", PASSWORD, "NotFound"),
+    ] {
+        let out = send_grpc(&client, &endpoint, app, password, &[], 1, "refused");
+        assert!(!out.status.success(), "{app}: refused, not retried into success");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("code = {code}")), "{app}: {stderr}");
+    }
+    // Without the app header the call cannot be routed at all.
+    let out = send_with(
+        &client,
+        &[
+            "-protocol",
+            "grpc",
+            "-endpoint",
+            &endpoint,
+            "-header",
+            &format!("authorization=Bearer {PASSWORD}"),
+        ],
+        1,
+        "no-app",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("x-drainpipe-app"), "{stderr}");
+    let http = common::client();
+    for (code, n) in [("UNAUTHENTICATED", 1.0), ("NOT_FOUND", 1.0), ("INVALID_ARGUMENT", 1.0)] {
+        let name = format!("drainpipe_grpc_requests_total{{code=\"{code}\"}}");
+        assert_eq!(metric(&http, &ing.base, &name).await, n, "{name}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        all_records(&dirs.archive()).is_empty(),
+        "nothing refused is archived"
+    );
+}
+
+/// The archive is down: once the log is over its bound the ingester answers
+/// RESOURCE_EXHAUSTED with a RetryInfo, which the gRPC exporter retries
+/// after its delay; everything arrives, exactly once, after the archive
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_client_retries_deliver_everything_once_the_ingester_recovers() {
+    const N: usize = 20_000;
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let ing = start_with(
+        &dirs,
+        &[
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--wal-max-bytes",
+            "1MiB",
+            "--wal-segment-bytes",
+            "1MiB",
+        ],
+    );
+    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    dirs.block_archive();
+    let sender = std::thread::spawn(move || {
+        send_grpc(&client, &endpoint, "fir-app", PASSWORD, &[], N, "grpc-retry-run")
+    });
+    let http = common::client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric(
+        &http,
+        &ing.base,
+        "drainpipe_grpc_requests_total{code=\"RESOURCE_EXHAUSTED\"}",
+    )
+    .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no RESOURCE_EXHAUSTED while the archive is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dirs.unblock_archive();
+    let out = tokio::task::spawn_blocking(move || sender.join().expect("sender thread"))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records_of_run(&dirs, "grpc-retry-run", N).await;
+    check(&recs, N, "grpc-retry-run");
+}
+
+/// A self-signed certificate for `localhost` written as PEM files.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("generate certificate");
+    let cert = dir.join("grpc.crt");
+    let key = dir.join("grpc.key");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
+/// The protocol the server picks when offered `h2` (gRPC clients refuse a
+/// server that picks none).
+async fn negotiated_alpn(addr: SocketAddr, ca: &Path) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_file(ca).expect("CA");
+    roots.add(der).expect("add root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_negotiates_h2_and_delivers() {
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let (cert, key) = self_signed(dirs.root.path());
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let ing = start_with(
+        &dirs,
+        &[
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-tls-cert",
+            &cert_s,
+            "--otlp-grpc-tls-key",
+            &key_s,
+        ],
+    );
+    let addr = grpc_addr(&ing, "https").await;
+    assert_eq!(negotiated_alpn(addr, &cert).await.as_deref(), Some(&b"h2"[..]));
+    let endpoint = format!("localhost:{}", addr.port());
+    let out = send_grpc(
+        &client,
+        &endpoint,
+        "fir-app",
+        PASSWORD,
+        &["-ca", &cert_s],
+        250,
+        "grpc-tls-run",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records_of_run(&dirs, "grpc-tls-run", 250).await;
+    check(&recs, 250, "grpc-tls-run");
 }

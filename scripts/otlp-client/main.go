@@ -6,6 +6,8 @@
 //
 //	otlp-client -protocol http/protobuf -endpoint http://127.0.0.1:8080/otlp/myapp \
 //	    -header 'Authorization=Bearer s3cret' -n 100
+//	otlp-client -protocol grpc -endpoint localhost:4317 -ca ca.pem \
+//	    -header 'x-drainpipe-app=myapp' -header 'authorization=Bearer s3cret' -n 100
 //
 // Every record i has body "record <i> of <run>", attribute seq=<i>, severity
 // INFO (ERROR for every tenth), and, for the SDK exporters, a trace context.
@@ -59,6 +61,7 @@ func main() {
 	app := flag.String("app", "myapp", "service.name resource attribute")
 	batch := flag.Int("batch", 512, "records per export request")
 	caFile := flag.String("ca", "", "PEM file of the CA to trust (grpc over TLS)")
+	compression := flag.String("compression", "gzip", "request compression of the SDK exporters: gzip or none")
 	timeout := flag.Duration("retry-for", 60*time.Second, "how long an exporter retries a failed export")
 	hdrs := headers{}
 	flag.Var(hdrs, "header", "request header Name=value (repeatable)")
@@ -71,7 +74,7 @@ func main() {
 	if *protocol == "http/json" {
 		err = sendJSON(*endpoint, hdrs, *n, *batch, *run, *app, *timeout)
 	} else {
-		err = sendSDK(*protocol, *endpoint, hdrs, *n, *batch, *run, *app, *caFile, *timeout)
+		err = sendSDK(*protocol, *endpoint, hdrs, *n, *batch, *run, *app, *caFile, *compression, *timeout)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "otlp-client:", err)
@@ -98,7 +101,11 @@ func traceContext(i int) trace.SpanContext {
 	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
 }
 
-func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, caFile string, retryFor time.Duration) error {
+func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, caFile, compression string, retryFor time.Duration) error {
+	gzip := compression == "gzip"
+	if !gzip && compression != "none" {
+		return fmt.Errorf("unknown -compression %q", compression)
+	}
 	ctx := context.Background()
 	var failed atomic.Int64
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
@@ -116,8 +123,10 @@ func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, ca
 		opts := []otlploghttp.Option{
 			otlploghttp.WithEndpointURL(strings.TrimSuffix(u.String(), "/") + "/v1/logs"),
 			otlploghttp.WithHeaders(hdrs),
-			otlploghttp.WithCompression(otlploghttp.GzipCompression),
 			otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: true, InitialInterval: 200 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: retryFor}),
+		}
+		if gzip {
+			opts = append(opts, otlploghttp.WithCompression(otlploghttp.GzipCompression))
 		}
 		exp, err = otlploghttp.New(ctx, opts...)
 	case "grpc":
@@ -125,6 +134,10 @@ func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, ca
 			otlploggrpc.WithEndpoint(endpoint),
 			otlploggrpc.WithHeaders(hdrs),
 			otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: true, InitialInterval: 200 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: retryFor}),
+		}
+		if gzip {
+			// grpc-encoding: gzip, the compressor the exporter registers.
+			opts = append(opts, otlploggrpc.WithCompressor("gzip"))
 		}
 		if caFile != "" {
 			creds, cerr := credentials.NewClientTLSFromFile(caFile, "")
