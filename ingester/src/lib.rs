@@ -24,11 +24,12 @@
 //!   objects per app and day), `uploader` (log to archive), `direct`
 //!   (`--ack archive`: store before answering). Reads `durable` entries.
 //! - `input/`: the fronts. `http` (Logplex POSTs; `Server` is the intake
-//!   both fronts hand requests to), `ops` (`/healthz`, `/readyz` and
-//!   `/metrics` on the same port), `response` (the text answers both
-//!   share), `routes` (the routes file: auth and drain tokens), `dedupe`
-//!   (Logplex retries), `syslog/{server,tls}` (syslog drains over TCP or
-//!   TLS).
+//!   every front hands requests to), `otlp_http` and `otlp_grpc` (OTLP logs
+//!   of Fir telemetry drains over HTTP and gRPC) with `otlp` (what those two
+//!   share), `ops` (`/healthz`, `/readyz` and `/metrics` on the same port),
+//!   `response` (the text answers), `routes` (the routes file: auth and drain
+//!   tokens), `dedupe` (Logplex retries), `syslog/server` (syslog drains over
+//!   TCP or TLS), `tls` (the syslog and gRPC listeners' certificates).
 //! - `config` (flags) and [`run`] (wires everything, returns the bound
 //!   addresses) on top; `samples` generates test traffic (benches, loadgen).
 
