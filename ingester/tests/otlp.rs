@@ -105,18 +105,6 @@ fn send_grpc(
     send_with(client, &args, n, run)
 }
 
-/// The OTLP/gRPC address the ingester logged.
-async fn grpc_addr(ing: &Ingester, scheme: &str) -> SocketAddr {
-    let marker = format!("OTLP/gRPC on {scheme}://");
-    eventually(Duration::from_secs(10), "the OTLP/gRPC listening line", || {
-        ing.logs().lines().find_map(|l| {
-            let rest = l.split(&marker).nth(1)?;
-            rest.split(' ').next()?.parse().ok()
-        })
-    })
-    .await
-}
-
 async fn records_of_run(dirs: &Dirs, run: &str, n: usize) -> Vec<serde_json::Value> {
     eventually(Duration::from_secs(30), "every record archived", || {
         let recs: Vec<_> = all_records(&dirs.archive())
@@ -227,29 +215,10 @@ async fn wrong_credentials_and_other_signals_are_refused_clearly() {
 /// delivers everything, exactly once, after the archive comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_retries_on_503_deliver_everything_once_the_ingester_recovers() {
-    const N: usize = 20_000;
     let env = TestEnv::require();
     let client = env.otlp_client().to_owned();
     let dirs = Dirs::new();
-    let routes = dirs.root.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
-        format!("apps:\n  fir-app:\n    password: {PASSWORD}\n"),
-    )
-    .expect("routes");
-    let ing = Ingester::start(
-        &dirs.args(&[
-            "--routes",
-            &routes.display().to_string(),
-            "--flush-interval",
-            "200ms",
-            "--wal-max-bytes",
-            "1MiB",
-            "--wal-segment-bytes",
-            "1MiB",
-        ]),
-        &[],
-    );
+    let ing = start_with(&dirs, SMALL_LOG);
     dirs.block_archive();
     let endpoint = format!("{}/otlp/fir-app", ing.base);
     let sender = std::thread::spawn(move || {
@@ -258,23 +227,42 @@ async fn client_retries_on_503_deliver_everything_once_the_ingester_recovers() {
             "http/protobuf",
             &endpoint,
             PASSWORD,
-            N,
+            OUTAGE_RECORDS,
             "retry-run",
         )
     });
+    deliver_through_outage(
+        &dirs,
+        &ing,
+        "drainpipe_http_requests_total{status=\"503\"}",
+        "retry-run",
+        sender,
+    )
+    .await;
+}
+
+/// A log bound the outage tests fill quickly.
+const SMALL_LOG: &[&str] = &["--wal-max-bytes", "1MiB", "--wal-segment-bytes", "1MiB"];
+/// Records sent through an outage: several MiB, past [`SMALL_LOG`].
+const OUTAGE_RECORDS: usize = 20_000;
+
+/// The archive is down (blocked by the caller) while `sender` sends
+/// [`OUTAGE_RECORDS`] records of `run`: once the ingester has refused a
+/// request (`refusals`, a metric), the archive comes back, and the client's
+/// own retries must deliver every record exactly once.
+async fn deliver_through_outage(
+    dirs: &Dirs,
+    ing: &Ingester,
+    refusals: &str,
+    run: &str,
+    sender: std::thread::JoinHandle<std::process::Output>,
+) {
     let http = common::client();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while metric(
-        &http,
-        &ing.base,
-        "drainpipe_http_requests_total{status=\"503\"}",
-    )
-    .await
-        < 1.0
-    {
+    while metric(&http, &ing.base, refusals).await < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no 503 while the archive is down"
+            "no {refusals} while the archive is down"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -287,8 +275,8 @@ async fn client_retries_on_503_deliver_everything_once_the_ingester_recovers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = records_of_run(&dirs, "retry-run", N).await;
-    check(&recs, N, "retry-run");
+    let recs = records_of_run(dirs, run, OUTAGE_RECORDS).await;
+    check(&recs, OUTAGE_RECORDS, run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +285,7 @@ async fn sdk_grpc_records_arrive_field_by_field_gzip_or_not() {
     let client = env.otlp_client().to_owned();
     let dirs = Dirs::new();
     let ing = start_with(&dirs, &["--otlp-grpc-listen", "127.0.0.1:0"]);
-    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    let endpoint = ing.logged_addr("OTLP/gRPC on http://").await.to_string();
     for (compression, run) in [("gzip", "grpc-gzip-run"), ("none", "grpc-plain-run")] {
         let out = send_grpc(
             &client,
@@ -332,7 +320,7 @@ async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
     let client = env.otlp_client().to_owned();
     let dirs = Dirs::new();
     let ing = start_with(&dirs, &["--otlp-grpc-listen", "127.0.0.1:0"]);
-    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    let endpoint = ing.logged_addr("OTLP/gRPC on http://").await.to_string();
     for (app, password, code) in [
         ("fir-app", "wrong", "Unauthenticated"),
         ("no-such-app", PASSWORD, "NotFound"),
@@ -377,53 +365,26 @@ async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
 /// comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_client_retries_deliver_everything_once_the_ingester_recovers() {
-    const N: usize = 20_000;
     let env = TestEnv::require();
     let client = env.otlp_client().to_owned();
     let dirs = Dirs::new();
-    let ing = start_with(
-        &dirs,
-        &[
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--wal-max-bytes",
-            "1MiB",
-            "--wal-segment-bytes",
-            "1MiB",
-        ],
-    );
-    let endpoint = grpc_addr(&ing, "http").await.to_string();
+    let mut flags = vec!["--otlp-grpc-listen", "127.0.0.1:0"];
+    flags.extend_from_slice(SMALL_LOG);
+    let ing = start_with(&dirs, &flags);
+    let endpoint = ing.logged_addr("OTLP/gRPC on http://").await.to_string();
     dirs.block_archive();
     let sender = std::thread::spawn(move || {
-        send_grpc(&client, &endpoint, "fir-app", PASSWORD, &[], N, "grpc-retry-run")
+        let run = "grpc-retry-run";
+        send_grpc(&client, &endpoint, "fir-app", PASSWORD, &[], OUTAGE_RECORDS, run)
     });
-    let http = common::client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while metric(
-        &http,
-        &ing.base,
+    deliver_through_outage(
+        &dirs,
+        &ing,
         "drainpipe_grpc_requests_total{code=\"RESOURCE_EXHAUSTED\"}",
+        "grpc-retry-run",
+        sender,
     )
-    .await
-        < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no RESOURCE_EXHAUSTED while the archive is down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    dirs.unblock_archive();
-    let out = tokio::task::spawn_blocking(move || sender.join().expect("sender thread"))
-        .await
-        .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records_of_run(&dirs, "grpc-retry-run", N).await;
-    check(&recs, N, "grpc-retry-run");
+    .await;
 }
 
 /// A self-signed certificate for `localhost` written as PEM files.
@@ -478,7 +439,7 @@ async fn grpc_over_tls_negotiates_h2_and_delivers() {
             &key_s,
         ],
     );
-    let addr = grpc_addr(&ing, "https").await;
+    let addr = ing.logged_addr("OTLP/gRPC on https://").await;
     assert_eq!(negotiated_alpn(addr, &cert).await.as_deref(), Some(&b"h2"[..]));
     let endpoint = format!("localhost:{}", addr.port());
     let out = send_grpc(

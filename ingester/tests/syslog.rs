@@ -44,14 +44,8 @@ fn counted(msg: &[u8]) -> Vec<u8> {
 
 /// The syslog address the ingester logged.
 async fn syslog_addr(ing: &Ingester, scheme: &str) -> SocketAddr {
-    let marker = format!("syslog drains on {scheme}://");
-    eventually(Duration::from_secs(10), "the syslog listening line", || {
-        ing.logs().lines().find_map(|l| {
-            let rest = l.split(&marker).nth(1)?;
-            rest.split(' ').next()?.parse().ok()
-        })
-    })
-    .await
+    ing.logged_addr(&format!("syslog drains on {scheme}://"))
+        .await
 }
 
 /// A self-signed certificate for `localhost` written as PEM files.

@@ -490,13 +490,23 @@ pub async fn serve(
         });
     }
     drop(listener);
+    finish(graceful, grace, "HTTP").await;
+}
+
+/// Ask the connections `graceful` watches to close once their requests are
+/// answered, and wait for that at most `grace`.
+pub(crate) async fn finish(
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    grace: Duration,
+    listener: &str,
+) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             ?grace,
-            "requests still running after the shutdown grace period; closing"
+            "{listener} requests still running after the shutdown grace period; closing"
         );
     }
 }

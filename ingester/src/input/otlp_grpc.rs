@@ -43,7 +43,7 @@ use tonic::codec::{
 };
 use tonic::server::{Grpc, UnaryService};
 
-use crate::input::http::{INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, header_str, now_us};
+use crate::input::http::{INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us};
 use crate::input::otlp::{self, Refusal, RetryInfo};
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
@@ -110,15 +110,7 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "OTLP/gRPC calls still running after the shutdown grace period; closing"
-        );
-    }
+    finish(graceful, grace, "OTLP/gRPC").await;
 }
 
 /// One call's answer, counted by gRPC code, with the latency of every

@@ -107,6 +107,18 @@ impl Ingester {
         self.logs.lock().expect("logs").join("\n")
     }
 
+    /// The address the ingester logged right after `marker`, e.g. a
+    /// second listener's (`"syslog drains on tcp://"`).
+    pub async fn logged_addr(&self, marker: &str) -> SocketAddr {
+        eventually(Duration::from_secs(10), marker, || {
+            self.logs().lines().find_map(|l| {
+                let rest = l.split(marker).nth(1)?;
+                rest.split(' ').next()?.parse().ok()
+            })
+        })
+        .await
+    }
+
     /// SIGTERM, then wait for the exit (at most `within`).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         let status = Command::new("kill")
