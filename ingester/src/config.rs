@@ -143,11 +143,19 @@ pub struct Config {
 
     /// PEM certificate chain for OTLP/gRPC over TLS (ALPN h2); re-read when
     /// the file changes.
-    #[arg(long, env = "DRAINPIPE_OTLP_GRPC_TLS_CERT", requires = "otlp_grpc_tls_key")]
+    #[arg(
+        long,
+        env = "DRAINPIPE_OTLP_GRPC_TLS_CERT",
+        requires = "otlp_grpc_tls_key"
+    )]
     pub otlp_grpc_tls_cert: Option<PathBuf>,
 
     /// PEM private key of --otlp-grpc-tls-cert; re-read when the file changes.
-    #[arg(long, env = "DRAINPIPE_OTLP_GRPC_TLS_KEY", requires = "otlp_grpc_tls_cert")]
+    #[arg(
+        long,
+        env = "DRAINPIPE_OTLP_GRPC_TLS_KEY",
+        requires = "otlp_grpc_tls_cert"
+    )]
     pub otlp_grpc_tls_key: Option<PathBuf>,
 }
 
@@ -328,14 +336,9 @@ mod tests {
             Config::try_parse_from(["x", "--otlp-grpc-tls-key", "k.pem"]).is_err(),
             "a key needs its certificate"
         );
-        let c = Config::try_parse_from([
-            "x",
-            "--otlp-grpc-tls-cert",
-            "c",
-            "--otlp-grpc-tls-key",
-            "k",
-        ])
-        .expect("parses");
+        let c =
+            Config::try_parse_from(["x", "--otlp-grpc-tls-cert", "c", "--otlp-grpc-tls-key", "k"])
+                .expect("parses");
         assert!(c.validate().is_err(), "TLS without a listener");
     }
 }

@@ -23,8 +23,9 @@
 //! - `archive/`: `backend` (folder or S3, object keys), `objects` (gzip
 //!   objects per app and day), `uploader` (log to archive), `direct`
 //!   (`--ack archive`: store before answering). Reads `durable` entries.
-//! - `input/`: the fronts. `http` (Logplex POSTs; `Server` is the intake
-//!   every front hands requests to), `otlp_http` and `otlp_grpc` (OTLP logs
+//! - `input/`: the fronts. `intake` (`Server`, the intake every front hands
+//!   requests to: sink, body limits, password, accept loop), `http` (the
+//!   HTTP port: Logplex POSTs, dispatch to the others), `otlp_http` and `otlp_grpc` (OTLP logs
 //!   of Fir telemetry drains over HTTP and gRPC) with `otlp` (what those two
 //!   share), `ops` (`/healthz`, `/readyz` and `/metrics` on the same port),
 //!   `response` (the text answers), `routes` (the routes file: auth and drain

@@ -311,7 +311,10 @@ async fn sdk_grpc_records_arrive_field_by_field_gzip_or_not() {
         "drainpipe_grpc_requests_total{code=\"OK\"}",
     )
     .await;
-    assert!(ok >= 6.0, "at least three calls of at most 100 records per run: {ok}");
+    assert!(
+        ok >= 6.0,
+        "at least three calls of at most 100 records per run: {ok}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,9 +329,15 @@ async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
         ("no-such-app", PASSWORD, "NotFound"),
     ] {
         let out = send_grpc(&client, &endpoint, app, password, &[], 1, "refused");
-        assert!(!out.status.success(), "{app}: refused, not retried into success");
+        assert!(
+            !out.status.success(),
+            "{app}: refused, not retried into success"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&format!("code = {code}")), "{app}: {stderr}");
+        assert!(
+            stderr.contains(&format!("code = {code}")),
+            "{app}: {stderr}"
+        );
     }
     // Without the app header the call cannot be routed at all.
     let out = send_with(
@@ -348,7 +357,11 @@ async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("x-drainpipe-app"), "{stderr}");
     let http = common::client();
-    for (code, n) in [("UNAUTHENTICATED", 1.0), ("NOT_FOUND", 1.0), ("INVALID_ARGUMENT", 1.0)] {
+    for (code, n) in [
+        ("UNAUTHENTICATED", 1.0),
+        ("NOT_FOUND", 1.0),
+        ("INVALID_ARGUMENT", 1.0),
+    ] {
         let name = format!("drainpipe_grpc_requests_total{{code=\"{code}\"}}");
         assert_eq!(metric(&http, &ing.base, &name).await, n, "{name}");
     }
@@ -375,7 +388,15 @@ async fn grpc_client_retries_deliver_everything_once_the_ingester_recovers() {
     dirs.block_archive();
     let sender = std::thread::spawn(move || {
         let run = "grpc-retry-run";
-        send_grpc(&client, &endpoint, "fir-app", PASSWORD, &[], OUTAGE_RECORDS, run)
+        send_grpc(
+            &client,
+            &endpoint,
+            "fir-app",
+            PASSWORD,
+            &[],
+            OUTAGE_RECORDS,
+            run,
+        )
     });
     deliver_through_outage(
         &dirs,
@@ -440,7 +461,10 @@ async fn grpc_over_tls_negotiates_h2_and_delivers() {
         ],
     );
     let addr = ing.logged_addr("OTLP/gRPC on https://").await;
-    assert_eq!(negotiated_alpn(addr, &cert).await.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        negotiated_alpn(addr, &cert).await.as_deref(),
+        Some(&b"h2"[..])
+    );
     let endpoint = format!("localhost:{}", addr.port());
     let out = send_grpc(
         &client,

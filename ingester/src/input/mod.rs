@@ -1,5 +1,6 @@
 pub mod dedupe;
 pub mod http;
+pub(crate) mod intake;
 pub(crate) mod ops;
 pub(crate) mod otlp;
 pub(crate) mod otlp_grpc;

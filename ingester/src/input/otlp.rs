@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use drainpipe_contract::app::valid_app_name;
 
 use crate::durable::Entry;
-use crate::input::http::{Server, password};
+use crate::input::intake::{Server, password};
 use crate::input::routes::Denied;
 use crate::parse::BodyFormat;
 

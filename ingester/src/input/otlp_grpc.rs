@@ -38,12 +38,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::body::Body as GrpcBody;
-use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder,
-};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
 
-use crate::input::http::{INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us};
+use crate::input::intake::{
+    INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us,
+};
 use crate::input::otlp::{self, Refusal, RetryInfo};
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
@@ -155,7 +155,8 @@ async fn answer(server: &Arc<Server>, req: Request<Incoming>) -> Response<GrpcBo
         return tonic::Status::unimplemented(message).into_http();
     }
     let headers = req.headers();
-    if !header_str(headers, CONTENT_TYPE.as_str()).is_some_and(|t| t.starts_with("application/grpc"))
+    if !header_str(headers, CONTENT_TYPE.as_str())
+        .is_some_and(|t| t.starts_with("application/grpc"))
     {
         // gRPC over HTTP/2: a non-gRPC content type is answered in HTTP.
         let mut r = Response::new(GrpcBody::default());
@@ -379,10 +380,7 @@ mod tests {
             assert_eq!(rpc.details.len(), 1);
             assert_eq!(rpc.details[0].type_url, RetryInfo::TYPE_URL);
             let info = RetryInfo::decode(rpc.details[0].value.as_slice()).expect("RetryInfo");
-            assert_eq!(
-                info.retry_delay.map(|d| d.seconds),
-                Some(RETRY_AFTER_SECS)
-            );
+            assert_eq!(info.retry_delay.map(|d| d.seconds), Some(RETRY_AFTER_SECS));
         }
     }
 

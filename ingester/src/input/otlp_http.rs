@@ -20,7 +20,7 @@ use prost::Message as _;
 
 use drainpipe_contract::app::valid_app_name;
 
-use crate::input::http::{Refused, Server, header_str, now_us};
+use crate::input::intake::{Refused, Server, header_str, now_us};
 use crate::input::otlp::{self, RETRY_AFTER_SECS, Refusal, Status};
 use crate::input::response::Body;
 use crate::parse::BodyFormat;

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::durable::Entry;
-use crate::input::http::{Server, now_us};
+use crate::input::intake::{Server, now_us};
 use crate::input::routes::TokenRoute;
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
@@ -430,7 +430,7 @@ impl Connection {
             match self.server.sink.store(entry.clone()).await {
                 Ok(()) => return true,
                 Err(why) => {
-                    if why == crate::input::http::SHUTTING_DOWN {
+                    if why == crate::input::intake::SHUTTING_DOWN {
                         return false;
                     }
                     tracing::debug!(peer = %self.peer, reason = why, "syslog frames not durable yet; holding the connection");
