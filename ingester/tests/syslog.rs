@@ -198,6 +198,12 @@ async fn tls_drain_is_archived_exactly_and_unknown_tokens_are_dropped() {
         "bytes": 153,
         "l10_dropped": null,
         "parse_error": null,
+        // The OTLP columns, empty on syslog records.
+        "trace_id": null,
+        "span_id": null,
+        "severity_text": null,
+        "attributes": {},
+        "resource": {},
     });
     let mut got = r.clone();
     let received = got
