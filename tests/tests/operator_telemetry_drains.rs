@@ -66,7 +66,7 @@ fn foreign(h: &Harness, app: &str) -> FakeTelemetryDrain {
     )
 }
 
-fn recorded<'a>(ld: &'a LogDrain, app: &str) -> drainpipe_operator::crd::DrainStatus {
+fn recorded(ld: &LogDrain, app: &str) -> drainpipe_operator::crd::DrainStatus {
     status_drains(ld)
         .into_iter()
         .find(|d| d.app == app)
@@ -135,7 +135,7 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
         "the hand-made drain was updated in place"
     );
     assert_eq!(
-        h.heroku.telemetry_drains("fir-two")[..]
+        h.heroku.telemetry_drains("fir-two")
             .iter()
             .filter(|d| **d == other)
             .count(),
