@@ -310,7 +310,10 @@ impl EndpointSpec {
     /// an HTTPS endpoint (`syslogTls` only), or gRPC without `otlpGrpc`.
     pub fn otlp_target(&self) -> Option<OtlpTarget> {
         match self.otlp_transport.unwrap_or_default() {
-            OtlpTransport::Grpc => self.otlp_grpc.clone().map(|address| OtlpTarget::Grpc { address }),
+            OtlpTransport::Grpc => self
+                .otlp_grpc
+                .clone()
+                .map(|address| OtlpTarget::Grpc { address }),
             OtlpTransport::Http => match self.target()? {
                 DrainTarget::Https { url } => Some(OtlpTarget::Http { url }),
                 DrainTarget::SyslogTls { .. } => None,

@@ -193,7 +193,11 @@ pub struct RequestCounts {
 impl RequestCounts {
     /// Requests that change something on "Heroku", of either drain kind.
     pub fn writes(&self) -> u64 {
-        self.create + self.delete + self.telemetry_create + self.telemetry_update + self.telemetry_delete
+        self.create
+            + self.delete
+            + self.telemetry_create
+            + self.telemetry_update
+            + self.telemetry_delete
     }
 }
 
@@ -1013,7 +1017,13 @@ fn invalid(message: &str) -> Answer {
 #[allow(clippy::type_complexity)]
 fn telemetry_fields(
     body: &serde_json::Map<String, Value>,
-) -> Result<(Option<Vec<String>>, Option<(String, String, BTreeMap<String, String>)>), Answer> {
+) -> Result<
+    (
+        Option<Vec<String>>,
+        Option<(String, String, BTreeMap<String, String>)>,
+    ),
+    Answer,
+> {
     let signals = match body.get("signals") {
         None => None,
         Some(v) => {
@@ -1075,13 +1085,17 @@ fn telemetry_fields(
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                     if !name_ok {
-                        return Err(invalid(&format!("Exporter header name {name:?} is invalid")));
+                        return Err(invalid(&format!(
+                            "Exporter header name {name:?} is invalid"
+                        )));
                     }
                     let value = value
                         .as_str()
                         .filter(|v| v.chars().count() <= 1000)
                         .ok_or_else(|| {
-                            invalid("Exporter header values must be strings of at most 1000 characters")
+                            invalid(
+                                "Exporter header values must be strings of at most 1000 characters",
+                            )
                         })?;
                     headers.insert(name.clone(), value.to_owned());
                 }
@@ -1200,7 +1214,9 @@ fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
         );
     }
     if s.apps[&name].generation == FIR {
-        return invalid("Log drains are not supported for Fir generation apps: use telemetry drains.");
+        return invalid(
+            "Log drains are not supported for Fir generation apps: use telemetry drains.",
+        );
     }
     let id = s.apps[&name].id.clone();
     let races = s.apps[&name].log_channel_ready && s.racing_creates.remove(&id);
@@ -1270,17 +1286,34 @@ mod tests {
 
     #[test]
     fn telemetry_drains_are_checked_against_the_schema_limits() {
-        let fields = |v: Value| telemetry_fields(v.as_object().unwrap()).map(|_| ()).map_err(|a| a.status);
-        let exporter = |headers: Value, endpoint: &str| {
-            json!({"signals": ["logs"], "exporter": {"type": "otlphttp", "endpoint": endpoint, "headers": headers}})
+        let fields = |v: Value| {
+            telemetry_fields(v.as_object().unwrap())
+                .map(|_| ())
+                .map_err(|a| a.status)
         };
-        assert!(fields(exporter(json!({"Authorization": "Bearer x"}), "https://h/otlp/a")).is_ok());
+        let exporter = |headers: Value, endpoint: &str| json!({"signals": ["logs"], "exporter": {"type": "otlphttp", "endpoint": endpoint, "headers": headers}});
+        assert!(
+            fields(exporter(
+                json!({"Authorization": "Bearer x"}),
+                "https://h/otlp/a"
+            ))
+            .is_ok()
+        );
         let many: serde_json::Map<String, Value> =
             (0..21).map(|i| (format!("h-{i}"), json!("v"))).collect();
         let unprocessable = Err(StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(fields(exporter(Value::Object(many), "https://h")), unprocessable);
-        assert_eq!(fields(exporter(json!({"bad name": "v"}), "https://h")), unprocessable);
-        assert_eq!(fields(exporter(json!({"x": "v".repeat(1001)}), "https://h")), unprocessable);
+        assert_eq!(
+            fields(exporter(Value::Object(many), "https://h")),
+            unprocessable
+        );
+        assert_eq!(
+            fields(exporter(json!({"bad name": "v"}), "https://h")),
+            unprocessable
+        );
+        assert_eq!(
+            fields(exporter(json!({"x": "v".repeat(1001)}), "https://h")),
+            unprocessable
+        );
         let long = format!("https://h/{}", "a".repeat(1000));
         assert_eq!(fields(exporter(json!({}), &long)), unprocessable);
         assert_eq!(fields(json!({"signals": []})), unprocessable);

@@ -655,7 +655,11 @@ async fn telemetry_drains_of_a_fir_app_round_trip_and_errors_keep_the_header_sec
     for ident in ["fir-app", fir.as_str()] {
         let listed = c.list_telemetry_drains(&t, ident).await.unwrap();
         assert_eq!(listed.len(), 2);
-        assert!(listed.iter().any(|d| d.id == made.id && want.satisfied_by(d)));
+        assert!(
+            listed
+                .iter()
+                .any(|d| d.id == made.id && want.satisfied_by(d))
+        );
     }
 
     // Update in place: same id, new header.
@@ -702,8 +706,16 @@ async fn telemetry_drains_of_a_fir_app_round_trip_and_errors_keep_the_header_sec
     ));
 
     // Delete: true, then false once gone; an update of a gone drain is None.
-    assert!(c.delete_telemetry_drain(&t, "fir-app", &made.id).await.unwrap());
-    assert!(!c.delete_telemetry_drain(&t, "fir-app", &made.id).await.unwrap());
+    assert!(
+        c.delete_telemetry_drain(&t, "fir-app", &made.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.delete_telemetry_drain(&t, "fir-app", &made.id)
+            .await
+            .unwrap()
+    );
     assert!(
         c.update_telemetry_drain(&t, "fir-app", &made.id, &want)
             .await

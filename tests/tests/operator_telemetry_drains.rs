@@ -53,7 +53,11 @@ fn our_telemetry_drain(h: &Harness, app: &str, endpoint: &str) -> FakeTelemetryD
         .into_iter()
         .filter(|d| d.endpoint == endpoint)
         .collect();
-    assert_eq!(ours.len(), 1, "app {app} telemetry drains to {endpoint}: {ours:?}");
+    assert_eq!(
+        ours.len(),
+        1,
+        "app {app} telemetry drains to {endpoint}: {ours:?}"
+    );
     ours[0].clone()
 }
 
@@ -104,7 +108,9 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
         let drains = h.heroku.drains(app);
         assert_eq!(drains.len(), 1, "{app}: {drains:?}");
         assert!(
-            drains[0].url.ends_with(&format!("@logs.example.com/logplex/{app}")),
+            drains[0]
+                .url
+                .ends_with(&format!("@logs.example.com/logplex/{app}")),
             "{}",
             drains[0].url
         );
@@ -135,7 +141,8 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
         "the hand-made drain was updated in place"
     );
     assert_eq!(
-        h.heroku.telemetry_drains("fir-two")
+        h.heroku
+            .telemetry_drains("fir-two")
             .iter()
             .filter(|d| **d == other)
             .count(),
@@ -175,7 +182,11 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
         async move {
             let requests = h.heroku.requests();
             ids.iter()
-                .all(|id| requests.iter().any(|r| r.method == Method::GET && r.for_app(id)))
+                .all(|id| {
+                    requests
+                        .iter()
+                        .any(|r| r.method == Method::GET && r.for_app(id))
+                })
                 .then_some(())
         }
     })
@@ -226,7 +237,12 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
     assert_eq!(h.heroku.telemetry_drains("fir-two"), vec![other.clone()]);
     let after: Vec<String> = status_drains(&ld).into_iter().map(|d| d.id).collect();
     assert_eq!(after, before, "the other apps' drains are the same");
-    assert!(h.event_reasons("mixed").await.iter().any(|r| r == "DrainRemoved"));
+    assert!(
+        h.event_reasons("mixed")
+            .await
+            .iter()
+            .any(|r| r == "DrainRemoved")
+    );
 
     // Deleted with deletionPolicy Delete: every drain of ours goes, the
     // foreign one stays.

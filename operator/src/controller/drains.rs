@@ -198,9 +198,8 @@ pub(super) async fn sync_drains(
     };
     let DrainsPlan { stale, todo } =
         plan_drains(&desired, drains, |app, fp| ctx.drain_fresh(uid, app, fp));
-    let ok = |drains: &BTreeMap<String, DrainStatus>| {
-        drains_ok(drains, target.as_ref(), otlp.as_ref())
-    };
+    let ok =
+        |drains: &BTreeMap<String, DrainStatus>| drains_ok(drains, target.as_ref(), otlp.as_ref());
     if todo.is_empty() && stale.is_empty() {
         return HerokuOutcome {
             condition: ok(drains),

@@ -49,10 +49,7 @@ pub(super) async fn identify(
     uid: &str,
     app: &str,
 ) -> Result<AppIdentity, HerokuError> {
-    let info = ctx
-        .app_info(token, app)
-        .await
-        .map_err(|e| named(e, app))?;
+    let info = ctx.app_info(token, app).await.map_err(|e| named(e, app))?;
     let identity = AppIdentity {
         id: Some(info.id.clone()),
         generation: info.generation()?,

@@ -12,9 +12,9 @@
 //! signals differ from what is wanted is updated in place (`PATCH`), never
 //! deleted and made again.
 
+use super::Context;
 use super::drains::Change;
 use super::identity::{list_telemetry_app, named};
-use super::Context;
 use crate::crd::{DrainKind, DrainStatus, OtlpTarget};
 use crate::heroku::{
     ApiToken, ExporterHeaders, ExporterType, Generation, HerokuError, TelemetryDrain,
@@ -83,9 +83,9 @@ pub(super) fn ours<'a>(
     endpoint: Option<&'a WantedExporter>,
     recorded: impl Fn(&str) -> bool + 'a,
 ) -> impl Iterator<Item = &'a TelemetryDrain> + 'a {
-    listed.iter().filter(move |d| {
-        recorded(&d.id) || endpoint.is_some_and(|w| w.same_endpoint(&d.exporter))
-    })
+    listed
+        .iter()
+        .filter(move |d| recorded(&d.id) || endpoint.is_some_and(|w| w.same_endpoint(&d.exporter)))
 }
 
 /// Desired against observed, for one app: keep the drain of ours that is

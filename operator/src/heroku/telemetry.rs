@@ -335,8 +335,14 @@ mod tests {
             "https://logs.example.com/otlp/a",
             "https://logs.example.com/otlp/b"
         ));
-        assert!(same_endpoint("logs.example.com:4317", "LOGS.example.com:4317"));
-        assert!(!same_endpoint("logs.example.com:4317", "logs.example.com:4318"));
+        assert!(same_endpoint(
+            "logs.example.com:4317",
+            "LOGS.example.com:4317"
+        ));
+        assert!(!same_endpoint(
+            "logs.example.com:4317",
+            "logs.example.com:4318"
+        ));
     }
 
     #[test]
@@ -351,7 +357,10 @@ mod tests {
             "updated_at": "2012-01-01T12:00:00Z"
         }))
         .unwrap();
-        assert_eq!(d.exporter.headers.get("api-key"), Some("example_api_key_012345"));
+        assert_eq!(
+            d.exporter.headers.get("api-key"),
+            Some("example_api_key_012345")
+        );
         let bare: TelemetryExporter =
             serde_json::from_value(json!({"type": "splunk_hec", "endpoint": "x", "headers": null}))
                 .unwrap();
