@@ -200,7 +200,12 @@ pub struct EndpointSpec {
     pub otlp_grpc: Option<String>,
 }
 
-/// The OTLP transport of Fir apps' telemetry drains.
+/// How the telemetry drains of Fir apps reach the ingester (Fir apps have no
+/// Logplex drains; drainpipe reads each app's generation from Heroku):
+/// `http` (default) registers an OTLP/HTTP drain to `{url}/otlp/{app}`,
+/// `grpc` an OTLP/gRPC drain to `otlpGrpc`. Either carries the header
+/// `Authorization: Bearer <drain password>`; gRPC drains also
+/// `X-Drainpipe-App: <app>`. Cedar apps are not affected.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OtlpTransport {
