@@ -146,6 +146,7 @@ pub struct SecretKeySelector {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.url) || has(self.ingress)) != has(self.syslogTls)").message("set exactly one of endpoint.url or endpoint.ingress (HTTPS drains) and endpoint.syslogTls (syslog+tls drains)"))]
+#[x_kube(validation = Rule::new("!has(self.otlpTransport) || self.otlpTransport != 'grpc' || has(self.otlpGrpc)").message("otlpTransport grpc needs otlpGrpc, the host:port of the ingester's OTLP/gRPC listener"))]
 pub struct EndpointSpec {
     /// Public HTTPS base URL of the ingester as Heroku sees it (an Ingress or
     /// load balancer in front of the ingester Service), without a trailing
@@ -181,6 +182,38 @@ pub struct EndpointSpec {
     /// annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<EndpointIngress>,
+
+    /// How the telemetry drains of Fir apps reach the ingester (Fir apps
+    /// have no Logplex drains; drainpipe reads each app's generation from
+    /// Heroku): `http` (default) registers an OTLP/HTTP drain to
+    /// `{url}/otlp/{app}`, `grpc` an OTLP/gRPC drain to `otlpGrpc`. Either
+    /// carries the header `Authorization: Bearer <drain password>`; gRPC
+    /// drains also `X-Drainpipe-App: <app>`. Cedar apps are not affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_transport: Option<OtlpTransport>,
+
+    /// `host:port` where Heroku reaches the ingester's OTLP/gRPC listener,
+    /// e.g. `logs.example.com:4317`; used when `otlpTransport` is `grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 261))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$')").message("must be host:port without a scheme, e.g. logs.example.com:4317"))]
+    pub otlp_grpc: Option<String>,
+}
+
+/// How the telemetry drains of Fir apps reach the ingester (Fir apps have no
+/// Logplex drains; drainpipe reads each app's generation from Heroku):
+/// `http` (default) registers an OTLP/HTTP drain to `{url}/otlp/{app}`,
+/// `grpc` an OTLP/gRPC drain to `otlpGrpc`. Either carries the header
+/// `Authorization: Bearer <drain password>`; gRPC drains also
+/// `X-Drainpipe-App: <app>`. Cedar apps are not affected.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpTransport {
+    /// OTLP/HTTP (Heroku's `otlphttp` exporter) to `{url}/otlp/{app}`.
+    #[default]
+    Http,
+    /// OTLP/gRPC (Heroku's `otlp` exporter) to `otlpGrpc`.
+    Grpc,
 }
 
 /// The Ingress in front of the ingester Service.
@@ -250,7 +283,49 @@ impl DrainTarget {
     }
 }
 
+/// Where each Fir app's telemetry drain sends, from `spec.endpoint`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum OtlpTarget {
+    /// OTLP/HTTP to `{url}/otlp/{app}`.
+    Http { url: String },
+    /// OTLP/gRPC to `address` (`host:port`) for every app.
+    Grpc { address: String },
+}
+
+impl OtlpTarget {
+    /// An app's telemetry drain endpoint (it carries no credentials).
+    pub fn endpoint(&self, app: &str) -> String {
+        match self {
+            OtlpTarget::Http { url } => format!("{}/otlp/{app}", url.trim_end_matches('/')),
+            OtlpTarget::Grpc { address } => address.clone(),
+        }
+    }
+
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            OtlpTarget::Http { .. } => format!("OTLP/HTTP {}", self.endpoint("<app>")),
+            OtlpTarget::Grpc { address } => format!("OTLP/gRPC {address}"),
+        }
+    }
+}
+
 impl EndpointSpec {
+    /// Where Fir apps' telemetry drains send: `None` for OTLP/HTTP without
+    /// an HTTPS endpoint (`syslogTls` only), or gRPC without `otlpGrpc`.
+    pub fn otlp_target(&self) -> Option<OtlpTarget> {
+        match self.otlp_transport.unwrap_or_default() {
+            OtlpTransport::Grpc => self
+                .otlp_grpc
+                .clone()
+                .map(|address| OtlpTarget::Grpc { address }),
+            OtlpTransport::Http => match self.target()? {
+                DrainTarget::Https { url } => Some(OtlpTarget::Http { url }),
+                DrainTarget::SyslogTls { .. } => None,
+            },
+        }
+    }
+
     /// The drain target, `None` unless exactly one of `url` and `syslogTls`
     /// is set (the schema enforces that; objects stored before it did may
     /// not).
@@ -553,12 +628,32 @@ pub struct AppLastObject {
     pub last_object_at: Time,
 }
 
+/// Which kind of Heroku drain an app has.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainKind {
+    /// A Logplex log drain (Cedar apps; `heroku drains`).
+    #[default]
+    Log,
+    /// A telemetry drain, logs only (Fir apps; `heroku telemetry`).
+    Telemetry,
+}
+
 /// One Heroku drain drainpipe created.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainStatus {
     /// Heroku app name.
     pub app: String,
+    /// The app's Heroku generation, `cedar` or `fir`, as Heroku's App Info
+    /// said when drainpipe first saw the app (it is asked again only when
+    /// the app id changes or Heroku refuses the drain kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
+    /// `log` (a Logplex drain, `heroku drains`) or `telemetry` (a telemetry
+    /// drain, `heroku telemetry`).
+    #[serde(default)]
+    pub kind: DrainKind,
     /// Heroku app id (`heroku apps:info --json` shows it). drainpipe
     /// addresses the app by this id once known, so a rename on Heroku does
     /// not lose the drain; when `spec.apps` then names the app by its new
@@ -566,11 +661,14 @@ pub struct DrainStatus {
     /// never duplicated or left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
-    /// Heroku drain id (`heroku drains --json` shows it).
+    /// Heroku drain id (`heroku drains --json` or `heroku telemetry`
+    /// shows it).
     pub id: String,
-    /// Drain token Logplex sends in `Logplex-Drain-Token`.
+    /// Drain token Logplex sends in `Logplex-Drain-Token` (log drains only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
-    /// The drain URL without its credentials.
+    /// The drain URL without its credentials, or the telemetry drain's
+    /// endpoint.
     pub url: String,
 }
 

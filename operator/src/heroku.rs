@@ -1,7 +1,8 @@
-//! Heroku Platform API v3 client for log drains.
+//! Heroku Platform API v3 client for log drains and telemetry drains.
 //!
-//! Only the calls the operator needs: list (with `Range` pagination), create,
-//! info and delete of an app's log drains. Every request goes through one
+//! Only the calls the operator needs: App Info (id and generation), list
+//! (with `Range` pagination), create, info and delete of an app's log drains,
+//! and the telemetry-drain calls of Fir apps ([`telemetry`]). Every request goes through one
 //! [`RateLimiter`] shared by all clones of a [`HerokuClient`], since Heroku's
 //! budget (4,500 requests an hour) belongs to the account, not to a reconcile.
 //!
@@ -21,6 +22,12 @@ use serde::Deserialize;
 
 use crate::backoff;
 pub use crate::ratelimit::{RateLimitConfig, RateLimitSnapshot, RateLimiter};
+
+mod telemetry;
+pub use telemetry::{
+    ExporterHeaders, ExporterType, TelemetryDrain, TelemetryExporter, TelemetryOwner,
+    WantedExporter,
+};
 
 /// Heroku's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
@@ -366,6 +373,69 @@ pub struct AppRef {
     pub name: String,
 }
 
+/// The Heroku platform generation an app runs on (App Info's
+/// `generation.name`): it decides which kind of drain the app can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Generation {
+    /// Logplex log drains (`/apps/{app}/log-drains`).
+    Cedar,
+    /// Telemetry drains only (`/telemetry-drains`, OpenTelemetry).
+    Fir,
+}
+
+impl Generation {
+    /// `cedar` or `fir`, as Heroku names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Generation::Cedar => "cedar",
+            Generation::Fir => "fir",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Generation> {
+        match name {
+            "cedar" => Some(Generation::Cedar),
+            "fir" => Some(Generation::Fir),
+            _ => None,
+        }
+    }
+}
+
+/// App Info (`GET /apps/{app_id_or_name}`): the fields the operator uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppInfo {
+    pub id: String,
+    pub name: String,
+    /// `{"id": ..., "name": "cedar" | "fir"}`; absent in answers from before
+    /// Heroku had generations, when every app was Cedar.
+    #[serde(default)]
+    pub generation: Option<GenerationRef>,
+}
+
+/// App Info's `generation` object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GenerationRef {
+    #[serde(default)]
+    pub name: String,
+}
+
+impl AppInfo {
+    /// The app's generation; a name drainpipe does not know is an error
+    /// rather than a guess at which drain the app can take.
+    pub fn generation(&self) -> Result<Generation, HerokuError> {
+        match &self.generation {
+            None => Ok(Generation::Cedar),
+            Some(g) if g.name.is_empty() => Ok(Generation::Cedar),
+            Some(g) => Generation::parse(&g.name).ok_or_else(|| {
+                HerokuError::InvalidResponse(format!(
+                    "app {} is on Heroku generation {:?}, which drainpipe does not know (only cedar and fir)",
+                    self.name, g.name
+                ))
+            }),
+        }
+    }
+}
+
 /// Heroku's error body: `{"id": "not_found", "message": "..."}`, with
 /// `"resource": "app"` when what was not found is the app.
 #[derive(Debug, Default, Deserialize)]
@@ -637,8 +707,19 @@ impl HerokuClient {
         app: &str,
     ) -> Result<Vec<Drain>, HerokuError> {
         let url = self.url(&["apps", app, "log-drains"])?;
+        self.list_pages(token, app, url).await
+    }
+
+    /// Every item a list endpoint answers for `app`, following `Next-Range`
+    /// until the last page (Dev Center, Platform API Reference, "Ranges").
+    async fn list_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        url: Url,
+    ) -> Result<Vec<T>, HerokuError> {
         let mut range = format!("id ..; max={}", self.opts.page_size.max(1));
-        let mut drains = Vec::new();
+        let mut items = Vec::new();
         // Bounds a server that keeps answering the same Next-Range.
         for _ in 0..10_000 {
             let resp = self
@@ -653,8 +734,8 @@ impl HerokuClient {
                 .get("Next-Range")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let page: Vec<Drain> = parse_json(resp, token).await?;
-            drains.extend(page);
+            let page: Vec<T> = parse_json(resp, token).await?;
+            items.extend(page);
             match next {
                 Some(next) if status == StatusCode::PARTIAL_CONTENT => {
                     if next == range {
@@ -664,7 +745,7 @@ impl HerokuClient {
                     }
                     range = next;
                 }
-                _ => return Ok(drains),
+                _ => return Ok(items),
             }
         }
         Err(HerokuError::InvalidResponse(
@@ -689,9 +770,9 @@ impl HerokuClient {
         }
     }
 
-    /// Info for an app by name or id: its id and current name. A renamed
-    /// app keeps its id, so the id finds it under any name.
-    pub async fn app_info(&self, token: &ApiToken, app: &str) -> Result<AppRef, HerokuError> {
+    /// Info for an app by name or id: its id, current name and generation.
+    /// A renamed app keeps its id, so the id finds it under any name.
+    pub async fn app_info(&self, token: &ApiToken, app: &str) -> Result<AppInfo, HerokuError> {
         let url = self.url(&["apps", app])?;
         let resp = self.send(token, Method::GET, url, None, None, true).await?;
         if resp.status().is_success() {
@@ -952,14 +1033,25 @@ impl HerokuClient {
         token: &ApiToken,
         url: Option<&DrainUrl>,
     ) -> HerokuError {
+        let password = url.and_then(DrainUrl::password);
+        self.error_scrubbed(resp, app, token, password.as_deref().into_iter().collect())
+            .await
+    }
+
+    /// [`Self::error_from`] with `extra` secrets (e.g. telemetry drain
+    /// header values) scrubbed from Heroku's words too.
+    async fn error_scrubbed(
+        &self,
+        resp: reqwest::Response,
+        app: &str,
+        token: &ApiToken,
+        extra: Vec<&str>,
+    ) -> HerokuError {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
-        let password = url.and_then(DrainUrl::password);
         let mut secrets = vec![token.expose_secret()];
-        if let Some(p) = password.as_deref() {
-            secrets.push(p);
-        }
+        secrets.extend(extra);
         let message = if body.message.is_empty() {
             status.canonical_reason().unwrap_or("no message").to_owned()
         } else {

@@ -82,7 +82,7 @@ impl Metrics {
         );
         registry.register(
             "heroku_calls",
-            "Heroku drain operations (list, create, delete, app_info), by outcome",
+            "Heroku drain operations (list, create, delete, app_info, telemetry_list, telemetry_create, telemetry_update, telemetry_delete), by outcome",
             heroku_calls.clone(),
         );
         registry.register(
@@ -97,7 +97,7 @@ impl Metrics {
         );
         registry.register(
             "heroku_drain_changes",
-            "Heroku drains created or removed",
+            "Heroku drains created, updated (telemetry drains) or removed",
             drain_changes.clone(),
         );
         registry.register(

@@ -546,7 +546,8 @@ pub(crate) fn service(owner: &Owner, ld: &LogDrain) -> Service {
 }
 
 /// The Ingress of `spec.endpoint.ingress`, named like the Service: only
-/// `/logplex` is routed, so the ingester's `/metrics` and health endpoints
+/// `/logplex` (Logplex drains) and `/otlp` (Fir apps' OTLP/HTTP telemetry
+/// drains) are routed, so the ingester's `/metrics` and health endpoints
 /// stay inside the cluster.
 pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
     let spec = ld.spec.endpoint.ingress.as_ref()?;
@@ -571,11 +572,14 @@ pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
             rules: Some(vec![IngressRule {
                 host: Some(spec.host.clone()),
                 http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/logplex".to_string()),
-                        path_type: "Prefix".to_string(),
-                        backend,
-                    }],
+                    paths: ["/logplex", "/otlp"]
+                        .into_iter()
+                        .map(|path| HTTPIngressPath {
+                            path: Some(path.to_string()),
+                            path_type: "Prefix".to_string(),
+                            backend: backend.clone(),
+                        })
+                        .collect(),
                 }),
             }]),
             tls: spec.tls.as_ref().map(|t| {
@@ -866,7 +870,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ingress_routes_only_logplex_to_the_service_with_tls() {
+    fn the_ingress_routes_only_logplex_and_otlp_to_the_service_with_tls() {
         let mut ld = logdrain();
         let owner = Owner::of(&ld).expect("owner");
         assert!(ingress(&owner, &ld).is_none());
@@ -893,8 +897,10 @@ mod tests {
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
         let rule = &spec.rules.expect("rules")[0];
         assert_eq!(rule.host.as_deref(), Some("logs.example.com"));
-        let path = &rule.http.as_ref().expect("http").paths[0];
-        assert_eq!(path.path.as_deref(), Some("/logplex"));
+        let paths = &rule.http.as_ref().expect("http").paths;
+        let routed: Vec<&str> = paths.iter().filter_map(|p| p.path.as_deref()).collect();
+        assert_eq!(routed, ["/logplex", "/otlp"]);
+        let path = &paths[0];
         let svc = path.backend.service.as_ref().expect("service backend");
         assert_eq!(svc.name, "prod-ingester");
         let tls = &spec.tls.expect("tls")[0];

@@ -35,6 +35,30 @@
 //!
 //! Apps are addressed by name or id, drains by id, URL or token, as in the
 //! schema's `identity` and `query_identity`.
+//!
+//! Fir apps (heroku-go `v6/schema.json`, `definitions.app.generation` and
+//! `definitions.telemetry-drain`):
+//!
+//! - App Info carries `generation: {id, name}`, `cedar` unless the app was
+//!   added with [`FakeHeroku::add_fir_app`];
+//! - `POST /telemetry-drains` (201), `GET /apps/{app}/telemetry-drains`
+//!   (paged like log drains), `GET|PATCH|DELETE /telemetry-drains/{id}`;
+//!   drains are owned by app id, so they follow renames;
+//! - the schema's limits answered 422 `invalid_params`: unknown properties,
+//!   `signals` empty, repeated or not traces/metrics/logs, `exporter.type`
+//!   not `otlphttp`/`otlp`, `exporter.endpoint` missing or over 1,000
+//!   characters, over 20 headers, a header name not
+//!   `^[A-Za-z0-9\-_]{1,100}$`, a value over 1,000 characters, an update
+//!   whose exporter lacks `type` or `endpoint`;
+//! - headers are returned as set (the schema's `exporter_headers` is a
+//!   plain object, and `heroku telemetry:info` prints it);
+//! - a telemetry drain for a Cedar app, or a log drain for a Fir app, is
+//!   refused with 422 (Heroku documents both as unsupported: Dev Center "Log
+//!   Drains": HTTPS and syslog drains "only on Cedar", telemetry drains
+//!   "only on Fir"; the exact message is not published);
+//! - an unknown telemetry drain id: 404 `not_found` with
+//!   `"resource":"telemetry_drain"` (Heroku's error format; this exact body
+//!   is not published, the client relies on the status only).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -98,6 +122,26 @@ pub struct FakeDrain {
     pub updated_at: String,
 }
 
+/// A telemetry drain as the fake stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeTelemetryDrain {
+    pub id: String,
+    /// The owning app's id.
+    pub owner_id: String,
+    pub signals: Vec<String>,
+    /// `otlphttp` or `otlp`.
+    pub exporter_type: String,
+    pub endpoint: String,
+    pub headers: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The generations App Info names, with the ids of Heroku's schema example
+/// (the real ids are not published).
+const CEDAR: &str = "cedar";
+const FIR: &str = "fir";
+
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -128,6 +172,16 @@ pub struct RequestCounts {
     pub delete: u64,
     /// App Info (`GET /apps/{app}`).
     pub app_info: u64,
+    /// `GET /apps/{app}/telemetry-drains`.
+    pub telemetry_list: u64,
+    /// `GET /telemetry-drains/{id}`.
+    pub telemetry_info: u64,
+    /// `POST /telemetry-drains`.
+    pub telemetry_create: u64,
+    /// `PATCH /telemetry-drains/{id}`.
+    pub telemetry_update: u64,
+    /// `DELETE /telemetry-drains/{id}`.
+    pub telemetry_delete: u64,
     /// Answered 429 because the budget was spent (injected ones excluded).
     pub throttled: u64,
     /// Answered with a `fail_next` status.
@@ -136,9 +190,22 @@ pub struct RequestCounts {
     pub total: u64,
 }
 
+impl RequestCounts {
+    /// Requests that change something on "Heroku", of either drain kind.
+    pub fn writes(&self) -> u64 {
+        self.create
+            + self.delete
+            + self.telemetry_create
+            + self.telemetry_update
+            + self.telemetry_delete
+    }
+}
+
 #[derive(Debug)]
 struct FakeApp {
     id: String,
+    /// `cedar` or `fir`.
+    generation: &'static str,
     created_at: String,
     log_channel_ready: bool,
     drains: Vec<FakeDrain>,
@@ -148,6 +215,7 @@ struct FakeApp {
 struct State {
     opts: FakeOptions,
     apps: BTreeMap<String, FakeApp>,
+    telemetry: Vec<FakeTelemetryDrain>,
     tokens: f64,
     last_refill: Instant,
     fail_next: VecDeque<u16>,
@@ -211,6 +279,7 @@ impl FakeHeroku {
             tokens: f64::from(opts.budget),
             opts,
             apps: BTreeMap::new(),
+            telemetry: Vec::new(),
             last_refill: Instant::now(),
             fail_next: VecDeque::new(),
             failing_apps: BTreeMap::new(),
@@ -247,12 +316,22 @@ impl FakeHeroku {
     /// Creates an app (no drains, log channel not yet assigned when the
     /// options say so). Returns its id. Adding an existing app is a no-op.
     pub fn add_app(&self, name: &str) -> String {
+        self.add_app_on(name, CEDAR)
+    }
+
+    /// Creates a Fir app (telemetry drains only). Returns its id.
+    pub fn add_fir_app(&self, name: &str) -> String {
+        self.add_app_on(name, FIR)
+    }
+
+    fn add_app_on(&self, name: &str, generation: &'static str) -> String {
         let mut s = self.lock();
         let ready = !s.opts.log_channel_pending;
         s.apps
             .entry(name.to_owned())
             .or_insert_with(|| FakeApp {
                 id: uuid::Uuid::new_v4().to_string(),
+                generation,
                 created_at: now_rfc3339(),
                 log_channel_ready: ready,
                 drains: Vec::new(),
@@ -261,9 +340,83 @@ impl FakeHeroku {
             .clone()
     }
 
-    /// Deletes an app and its drains.
+    /// Deletes an app and its drains (telemetry drains included).
     pub fn remove_app(&self, name: &str) {
-        self.lock().apps.remove(name);
+        let mut s = self.lock();
+        if let Some(a) = s.apps.remove(name) {
+            s.telemetry.retain(|d| d.owner_id != a.id);
+        }
+    }
+
+    /// Telemetry drains of app `name` in id order (empty for an unknown app).
+    pub fn telemetry_drains(&self, name: &str) -> Vec<FakeTelemetryDrain> {
+        let s = self.lock();
+        let Some(id) = s.apps.get(name).map(|a| a.id.clone()) else {
+            return Vec::new();
+        };
+        let mut d: Vec<FakeTelemetryDrain> = s
+            .telemetry
+            .iter()
+            .filter(|d| d.owner_id == id)
+            .cloned()
+            .collect();
+        d.sort_by(|a, b| a.id.cmp(&b.id));
+        d
+    }
+
+    /// Every telemetry drain, for "nothing left behind" assertions.
+    pub fn all_telemetry_drains(&self) -> Vec<FakeTelemetryDrain> {
+        self.lock().telemetry.clone()
+    }
+
+    /// Adds a logs telemetry drain directly (not a request), e.g. one a
+    /// person made with `heroku telemetry:add`.
+    pub fn insert_telemetry_drain(
+        &self,
+        app: &str,
+        exporter_type: &str,
+        endpoint: &str,
+        headers: &[(&str, &str)],
+    ) -> FakeTelemetryDrain {
+        let mut s = self.lock();
+        let owner_id = s
+            .apps
+            .get(app)
+            .expect("insert_telemetry_drain: add_fir_app first")
+            .id
+            .clone();
+        let now = now_rfc3339();
+        let d = FakeTelemetryDrain {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner_id,
+            signals: vec!["logs".into()],
+            exporter_type: exporter_type.into(),
+            endpoint: endpoint.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        s.telemetry.push(d.clone());
+        d
+    }
+
+    /// Replaces a telemetry drain's headers directly (someone's
+    /// `heroku telemetry:update --headers`).
+    pub fn set_telemetry_headers(&self, id: &str, headers: &[(&str, &str)]) {
+        let mut s = self.lock();
+        let d = s
+            .telemetry
+            .iter_mut()
+            .find(|d| d.id == id)
+            .expect("set_telemetry_headers: no such drain");
+        d.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d.updated_at = now_rfc3339();
     }
 
     /// `heroku apps:rename`: the app keeps its id and drains (drain URLs
@@ -465,9 +618,36 @@ fn app_json(name: &str, a: &FakeApp) -> Value {
     json!({
         "id": a.id,
         "name": name,
+        "generation": {"id": generation_id(a.generation), "name": a.generation},
         "created_at": a.created_at,
         "updated_at": a.created_at,
     })
+}
+
+fn generation_id(name: &str) -> &'static str {
+    if name == FIR {
+        "11234567-89ab-cdef-0123-456789abcdef"
+    } else {
+        "01234567-89ab-cdef-0123-456789abcdef"
+    }
+}
+
+fn telemetry_json(d: &FakeTelemetryDrain) -> Value {
+    json!({
+        "created_at": d.created_at,
+        "id": d.id,
+        "owner": {"id": d.owner_id, "type": "app"},
+        "signals": d.signals,
+        "exporter": {"type": d.exporter_type, "endpoint": d.endpoint, "headers": d.headers},
+        "updated_at": d.updated_at,
+    })
+}
+
+fn telemetry_not_found() -> Answer {
+    Answer::json(
+        StatusCode::NOT_FOUND,
+        json!({"resource": "telemetry_drain", "id": "not_found", "message": "Couldn't find that telemetry drain."}),
+    )
 }
 
 /// An answer before the common headers are added.
@@ -619,6 +799,42 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
             s.counts.list += 1;
             list(s, app, headers)
         }
+        (Method::GET, ["apps", app, "telemetry-drains"]) => {
+            s.counts.telemetry_list += 1;
+            let Some(name) = s.app_key(app) else {
+                return app_not_found();
+            };
+            let id = s.apps[&name].id.clone();
+            let items = s
+                .telemetry
+                .iter()
+                .filter(|d| d.owner_id == id)
+                .map(|d| (d.id.clone(), telemetry_json(d)))
+                .collect();
+            page(s, items, headers)
+        }
+        (Method::POST, ["telemetry-drains"]) => {
+            s.counts.telemetry_create += 1;
+            telemetry_create(s, body)
+        }
+        (Method::GET, ["telemetry-drains", id]) => {
+            s.counts.telemetry_info += 1;
+            match s.telemetry.iter().find(|d| d.id == *id) {
+                Some(d) => Answer::json(StatusCode::OK, telemetry_json(d)),
+                None => telemetry_not_found(),
+            }
+        }
+        (Method::PATCH, ["telemetry-drains", id]) => {
+            s.counts.telemetry_update += 1;
+            telemetry_update(s, id, body)
+        }
+        (Method::DELETE, ["telemetry-drains", id]) => {
+            s.counts.telemetry_delete += 1;
+            match s.telemetry.iter().position(|d| d.id == *id) {
+                Some(i) => Answer::json(StatusCode::OK, telemetry_json(&s.telemetry.remove(i))),
+                None => telemetry_not_found(),
+            }
+        }
         (Method::POST, ["apps", app, "log-drains"]) => {
             s.counts.create += 1;
             create(s, app, body)
@@ -731,6 +947,17 @@ fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
     let Some(name) = s.app_key(app) else {
         return app_not_found();
     };
+    let a = &s.apps[&name];
+    let items = a
+        .drains
+        .iter()
+        .map(|d| (d.id.clone(), drain_json(d, &name, &a.id)))
+        .collect();
+    page(s, items, headers)
+}
+
+/// One page of `items` (id, JSON) in id order, as `Range` asks.
+fn page(s: &State, mut items: Vec<(String, Value)>, headers: &HeaderMap) -> Answer {
     let range = match header_str(headers, "range") {
         Some(text) => match parse_range(&text) {
             Some(r) => r,
@@ -753,38 +980,213 @@ fn list(s: &mut State, app: &str, headers: &HeaderMap) -> Answer {
         .unwrap_or(200)
         .clamp(1, 1000)
         .min(s.opts.page_size.max(1));
-    let a = &s.apps[&name];
-    let mut drains: Vec<&FakeDrain> = a.drains.iter().collect();
-    drains.sort_by(|x, y| x.id.cmp(&y.id));
-    let from: Vec<&FakeDrain> = drains
+    items.sort_by(|x, y| x.0.cmp(&y.0));
+    let from: Vec<(String, Value)> = items
         .into_iter()
-        .filter(|d| match &range.start {
+        .filter(|(id, _)| match &range.start {
             None => true,
-            Some((id, true)) => d.id.as_str() > id.as_str(),
-            Some((id, false)) => d.id.as_str() >= id.as_str(),
+            Some((start, true)) => id.as_str() > start.as_str(),
+            Some((start, false)) => id.as_str() >= start.as_str(),
         })
         .collect();
-    let page: Vec<Value> = from
-        .iter()
-        .take(max)
-        .map(|d| drain_json(d, &name, &a.id))
-        .collect();
+    let page: Vec<Value> = from.iter().take(max).map(|(_, v)| v.clone()).collect();
     let mut ans = Answer::json(StatusCode::OK, Value::Array(page));
     if let (Some(first), Some(last)) = (
         from.first(),
         from.get(from.len().min(max).saturating_sub(1)),
     ) {
         ans.headers
-            .push(("content-range", format!("id {}..{}", first.id, last.id)));
+            .push(("content-range", format!("id {}..{}", first.0, last.0)));
     }
     if from.len() > max {
         ans.status = StatusCode::PARTIAL_CONTENT;
         if let Some(last) = from.get(max - 1) {
             ans.headers
-                .push(("next-range", format!("id ]{}..; max={max}", last.id)));
+                .push(("next-range", format!("id ]{}..; max={max}", last.0)));
         }
     }
     ans
+}
+
+fn invalid(message: &str) -> Answer {
+    Answer::error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", message)
+}
+
+/// Checks `signals` and `exporter` against the schema; `Ok` with the
+/// parsed values (`None` when absent).
+#[allow(clippy::type_complexity)]
+fn telemetry_fields(
+    body: &serde_json::Map<String, Value>,
+) -> Result<
+    (
+        Option<Vec<String>>,
+        Option<(String, String, BTreeMap<String, String>)>,
+    ),
+    Answer,
+> {
+    let signals = match body.get("signals") {
+        None => None,
+        Some(v) => {
+            let list: Vec<String> = v
+                .as_array()
+                .ok_or_else(|| invalid("Signals must be an array"))?
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or_else(|| invalid("Signals must be strings"))?;
+            let unique: BTreeSet<&String> = list.iter().collect();
+            if list.is_empty() || unique.len() != list.len() {
+                return Err(invalid("Signals must list at least one signal, each once"));
+            }
+            if list
+                .iter()
+                .any(|s| !matches!(s.as_str(), "traces" | "metrics" | "logs"))
+            {
+                return Err(invalid("Signals must be traces, metrics or logs"));
+            }
+            Some(list)
+        }
+    };
+    let exporter = match body.get("exporter") {
+        None => None,
+        Some(v) => {
+            let e = v
+                .as_object()
+                .ok_or_else(|| invalid("Exporter must be an object"))?;
+            if e.keys()
+                .any(|k| !matches!(k.as_str(), "type" | "endpoint" | "headers"))
+            {
+                return Err(invalid("Exporter has an unknown property"));
+            }
+            let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
+            if !matches!(kind, "otlphttp" | "otlp") {
+                return Err(invalid("Exporter type must be otlphttp or otlp"));
+            }
+            let endpoint = e
+                .get("endpoint")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if endpoint.is_empty() || endpoint.chars().count() > 1000 {
+                return Err(invalid(
+                    "Exporter endpoint must be present and at most 1000 characters",
+                ));
+            }
+            let mut headers = BTreeMap::new();
+            if let Some(h) = e.get("headers").filter(|h| !h.is_null()) {
+                let h = h
+                    .as_object()
+                    .ok_or_else(|| invalid("Exporter headers must be an object"))?;
+                if h.len() > 20 {
+                    return Err(invalid("Exporter headers can have at most 20 entries"));
+                }
+                for (name, value) in h {
+                    let name_ok = (1..=100).contains(&name.len())
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !name_ok {
+                        return Err(invalid(&format!(
+                            "Exporter header name {name:?} is invalid"
+                        )));
+                    }
+                    let value = value
+                        .as_str()
+                        .filter(|v| v.chars().count() <= 1000)
+                        .ok_or_else(|| {
+                            invalid(
+                                "Exporter header values must be strings of at most 1000 characters",
+                            )
+                        })?;
+                    headers.insert(name.clone(), value.to_owned());
+                }
+            }
+            Some((kind.to_owned(), endpoint.to_owned(), headers))
+        }
+    };
+    Ok((signals, exporter))
+}
+
+fn telemetry_create(s: &mut State, body: &[u8]) -> Answer {
+    let Some(body) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+    else {
+        return invalid("Request body must be a JSON object");
+    };
+    if body
+        .keys()
+        .any(|k| !matches!(k.as_str(), "owner" | "signals" | "exporter"))
+    {
+        return invalid("Request has an unknown property");
+    }
+    let (signals, exporter) = match telemetry_fields(&body) {
+        Ok(f) => f,
+        Err(a) => return a,
+    };
+    let (Some(signals), Some((exporter_type, endpoint, headers))) = (signals, exporter) else {
+        return invalid("Owner, signals and exporter are required");
+    };
+    let owner = body.get("owner").and_then(Value::as_object);
+    let owner_type = owner.and_then(|o| o.get("type")).and_then(Value::as_str);
+    let owner_id = owner.and_then(|o| o.get("id")).and_then(Value::as_str);
+    let (Some(owner_type), Some(owner_id)) = (owner_type, owner_id) else {
+        return invalid("Owner needs an id and a type");
+    };
+    if owner_type != "app" {
+        return invalid("The fake has no spaces: owner type must be app");
+    }
+    let Some(app) = s.apps.values().find(|a| a.id == owner_id) else {
+        return app_not_found();
+    };
+    if app.generation != FIR {
+        return invalid("Telemetry drains are only supported for Fir generation apps.");
+    }
+    let now = now_rfc3339();
+    let d = FakeTelemetryDrain {
+        id: uuid::Uuid::new_v4().to_string(),
+        owner_id: owner_id.to_owned(),
+        signals,
+        exporter_type,
+        endpoint,
+        headers,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    s.telemetry.push(d.clone());
+    Answer::json(StatusCode::CREATED, telemetry_json(&d))
+}
+
+fn telemetry_update(s: &mut State, id: &str, body: &[u8]) -> Answer {
+    let Some(i) = s.telemetry.iter().position(|d| d.id == id) else {
+        return telemetry_not_found();
+    };
+    let Some(body) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+    else {
+        return invalid("Request body must be a JSON object");
+    };
+    if body
+        .keys()
+        .any(|k| !matches!(k.as_str(), "signals" | "exporter"))
+    {
+        return invalid("Request has an unknown property");
+    }
+    let (signals, exporter) = match telemetry_fields(&body) {
+        Ok(f) => f,
+        Err(a) => return a,
+    };
+    let d = &mut s.telemetry[i];
+    if let Some(signals) = signals {
+        d.signals = signals;
+    }
+    if let Some((exporter_type, endpoint, headers)) = exporter {
+        d.exporter_type = exporter_type;
+        d.endpoint = endpoint;
+        d.headers = headers;
+    }
+    d.updated_at = now_rfc3339();
+    Answer::json(StatusCode::OK, telemetry_json(d))
 }
 
 fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
@@ -809,6 +1211,11 @@ fn create(s: &mut State, app: &str, body: &[u8]) -> Answer {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_params",
             "Url is invalid",
+        );
+    }
+    if s.apps[&name].generation == FIR {
+        return invalid(
+            "Log drains are not supported for Fir generation apps: use telemetry drains.",
         );
     }
     let id = s.apps[&name].id.clone();
@@ -875,6 +1282,47 @@ mod tests {
         assert_eq!(r.start, Some(("abc".into(), false)));
         assert!(parse_range("name ..; max=2").is_none());
         assert!(parse_range("id ..; max=x").is_none());
+    }
+
+    #[test]
+    fn telemetry_drains_are_checked_against_the_schema_limits() {
+        let fields = |v: Value| {
+            telemetry_fields(v.as_object().unwrap())
+                .map(|_| ())
+                .map_err(|a| a.status)
+        };
+        let exporter = |headers: Value, endpoint: &str| json!({"signals": ["logs"], "exporter": {"type": "otlphttp", "endpoint": endpoint, "headers": headers}});
+        assert!(
+            fields(exporter(
+                json!({"Authorization": "Bearer x"}),
+                "https://h/otlp/a"
+            ))
+            .is_ok()
+        );
+        let many: serde_json::Map<String, Value> =
+            (0..21).map(|i| (format!("h-{i}"), json!("v"))).collect();
+        let unprocessable = Err(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            fields(exporter(Value::Object(many), "https://h")),
+            unprocessable
+        );
+        assert_eq!(
+            fields(exporter(json!({"bad name": "v"}), "https://h")),
+            unprocessable
+        );
+        assert_eq!(
+            fields(exporter(json!({"x": "v".repeat(1001)}), "https://h")),
+            unprocessable
+        );
+        let long = format!("https://h/{}", "a".repeat(1000));
+        assert_eq!(fields(exporter(json!({}), &long)), unprocessable);
+        assert_eq!(fields(json!({"signals": []})), unprocessable);
+        assert_eq!(fields(json!({"signals": ["logs", "logs"]})), unprocessable);
+        assert_eq!(fields(json!({"exporter": {"type": "otlp"}})), unprocessable);
+        assert_eq!(
+            fields(json!({"exporter": {"type": "zipkin", "endpoint": "h:1"}})),
+            unprocessable
+        );
     }
 
     #[test]

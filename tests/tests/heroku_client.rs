@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use drainpipe_operator::heroku::{
-    ApiToken, DrainUrl, HerokuClient, HerokuError, HerokuOptions, RateLimitConfig,
+    ApiToken, DrainUrl, ExporterHeaders, ExporterType, Generation, HerokuClient, HerokuError,
+    HerokuOptions, RateLimitConfig, WantedExporter,
 };
 use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions, LOG_CHANNEL_MESSAGE};
 
@@ -609,4 +610,138 @@ async fn a_429_without_retry_after_is_not_reported_as_herokus_wait() {
         err.to_string(),
         "Heroku rate limit exhausted after 2 attempts"
     );
+}
+
+fn exporter(endpoint: &str, password: &str) -> WantedExporter {
+    WantedExporter {
+        exporter_type: ExporterType::OtlpHttp,
+        endpoint: endpoint.to_string(),
+        headers: ExporterHeaders::new(
+            [("Authorization".to_string(), format!("Bearer {password}"))].into(),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn telemetry_drains_of_a_fir_app_round_trip_and_errors_keep_the_header_secret() {
+    let fake = FakeHeroku::start(FakeOptions {
+        page_size: 1,
+        ..FakeOptions::default()
+    })
+    .await;
+    let cedar = fake.add_app("cedar-app");
+    let fir = fake.add_fir_app("fir-app");
+    let c = client(&fake);
+    let t = token(&fake);
+
+    // App Info names the generation.
+    let info = c.app_info(&t, "fir-app").await.unwrap();
+    assert_eq!(info.generation().unwrap(), Generation::Fir);
+    let info = c.app_info(&t, "cedar-app").await.unwrap();
+    assert_eq!(info.generation().unwrap(), Generation::Cedar);
+
+    let want = exporter("https://logs.example.com/otlp/fir-app", "s3cr3t-Pa55word");
+    let made = c
+        .create_telemetry_drain(&t, "fir-app", &fir, &want)
+        .await
+        .unwrap();
+    assert_eq!(made.owner.id, fir);
+    assert_eq!(made.signals, ["logs"]);
+    assert!(want.satisfied_by(&made), "{made:?}");
+    assert!(!format!("{made:?}").contains("s3cr3t"), "{made:?}");
+    fake.insert_telemetry_drain("fir-app", "otlp", "collector.example.com:4317", &[]);
+
+    // Two pages of one, by name or by id.
+    for ident in ["fir-app", fir.as_str()] {
+        let listed = c.list_telemetry_drains(&t, ident).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed
+                .iter()
+                .any(|d| d.id == made.id && want.satisfied_by(d))
+        );
+    }
+
+    // Update in place: same id, new header.
+    let rotated = exporter("https://logs.example.com/otlp/fir-app", "rotated-Pa55word");
+    let updated = c
+        .update_telemetry_drain(&t, "fir-app", &made.id, &rotated)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(updated.id, made.id);
+    assert!(rotated.satisfied_by(&updated));
+    assert_eq!(
+        fake.telemetry_drains("fir-app")
+            .iter()
+            .find(|d| d.id == made.id)
+            .map(|d| d.headers["Authorization"].clone()),
+        Some("Bearer rotated-Pa55word".to_string())
+    );
+
+    // Refused: a Cedar app, too many headers. The header value never shows.
+    let e = c
+        .create_telemetry_drain(&t, "cedar-app", &cedar, &want)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HerokuError::Api { status: 422, .. }), "{e:?}");
+    let mut many = exporter("https://logs.example.com/otlp/fir-app", "s3cr3t-Pa55word");
+    many.headers = ExporterHeaders::new(
+        (0..21)
+            .map(|i| (format!("X-H{i}"), "s3cr3t-Pa55word".to_string()))
+            .collect(),
+    );
+    let e = c
+        .create_telemetry_drain(&t, "fir-app", &fir, &many)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HerokuError::Api { status: 422, .. }), "{e:?}");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    // An unknown owner is an unknown app.
+    assert!(matches!(
+        c.create_telemetry_drain(&t, "gone", "ffffffff-89ab-cdef-0123-456789abcdef", &want)
+            .await
+            .unwrap_err(),
+        HerokuError::AppNotFound { .. }
+    ));
+
+    // Delete: true, then false once gone; an update of a gone drain is None.
+    assert!(
+        c.delete_telemetry_drain(&t, "fir-app", &made.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.delete_telemetry_drain(&t, "fir-app", &made.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.update_telemetry_drain(&t, "fir-app", &made.id, &want)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let counts = fake.counts();
+    assert_eq!(counts.telemetry_delete, 2);
+    assert_eq!(counts.telemetry_update, 2);
+    assert_eq!(fake.telemetry_drains("fir-app").len(), 1);
+}
+
+#[tokio::test]
+async fn a_telemetry_create_answered_503_looks_first_and_then_creates_once() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    let fir = fake.add_fir_app("fir-app");
+    let c = client(&fake);
+    let t = token(&fake);
+    let want = exporter("https://logs.example.com/otlp/fir-app", "pw-0123456789");
+    // The first create answers 503 before reaching the API; the retry's
+    // look finds nothing, so it creates once.
+    fake.fail_next(1, 503);
+    let made = c
+        .create_telemetry_drain(&t, "fir-app", &fir, &want)
+        .await
+        .unwrap();
+    assert_eq!(fake.telemetry_drains("fir-app").len(), 1);
+    assert_eq!(fake.telemetry_drains("fir-app")[0].id, made.id);
 }

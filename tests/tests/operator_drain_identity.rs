@@ -380,9 +380,11 @@ async fn a_create_that_loses_a_race_adopts_the_drain() {
         "the drain that won is adopted"
     );
     let requests = h.heroku.requests();
+    // The app is addressed by the id App Info gave from the first call on.
+    let id = h.heroku.app_id("race-app").expect("id");
     let taken = requests
         .iter()
-        .position(|r| r.method == Method::POST && r.status == 422 && r.for_app("race-app"))
+        .position(|r| r.method == Method::POST && r.status == 422 && r.for_app(&id))
         .expect("a create answered 422");
     // Heroku's first 422 is the "log channel" one; the last create is the
     // one that found its URL taken, and a list found the drain.

@@ -272,6 +272,8 @@ fn routes_for(
         let drain_tokens = drains
             .get(app)
             .filter(|d| !apps.contains(app) || wanted.is_some_and(|t| d.url == t.public_url(app)))
+            // Telemetry drains have no token: OTLP is told apart by password.
+            .filter(|d| !d.token.is_empty())
             .map(|d| vec![d.token.clone()])
             .unwrap_or_default();
         routes.apps.insert(

@@ -10,12 +10,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::drains::{ErrorSummary, drain_url, heroku_token};
-use super::identity::{list_app, named};
+use super::drains::{ErrorSummary, describe, drain_url, heroku_token};
+use super::identity::{identify, list_app, list_telemetry_app, named};
+use super::memory::AppIdentity;
+use super::telemetry_drains::{self, wanted_exporter};
 use super::{Context, retain};
-use crate::crd::{DeletionPolicy, DrainStatus, LogDrain};
+use crate::crd::{DeletionPolicy, DrainKind, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
-use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
+use crate::heroku::{ApiToken, Drain, DrainUrl, Generation, HerokuError};
 use crate::resources;
 
 pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
@@ -101,21 +103,58 @@ pub(super) async fn remove_ours(
     why: &str,
 ) -> (Vec<DrainStatus>, Vec<(String, HerokuError)>) {
     let reference = ld.object_ref(&());
+    let uid = ld.uid().unwrap_or_default();
     let target = ld.spec.endpoint.target();
+    let otlp = ld.spec.endpoint.otlp_target();
     let apps = apps_to_clean(ld.app_set(), drains);
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for app in &apps {
-        let url = password.and_then(|p| drain_url(target.as_ref(), app, p).ok());
+        let recorded: Vec<&DrainStatus> = drains.iter().filter(|d| d.app == *app).collect();
         // By the recorded app id: a drain of an app renamed on Heroku is
         // found (and removed) all the same.
-        let app_id = drains
-            .iter()
-            .find(|d| d.app == *app)
-            .and_then(|d| d.app_id.as_deref());
+        let app_id = recorded.iter().find_map(|d| d.app_id.as_deref());
+        let generation = match generation_of(ctx, token, &uid, app, &recorded).await {
+            Ok(g) => g,
+            // A deleted app has no drains left to remove.
+            Err(HerokuError::AppNotFound { .. }) => continue,
+            Err(e) => {
+                errors.push((app.clone(), e));
+                continue;
+            }
+        };
+        if generation == Generation::Fir {
+            let endpoint = wanted_exporter(otlp.as_ref(), app, "").ok();
+            let is_recorded = |id: &str| {
+                recorded
+                    .iter()
+                    .any(|k| k.kind == DrainKind::Telemetry && k.id == id)
+            };
+            let listed = match list_telemetry_app(ctx, token, app, app_id).await {
+                Ok((_, l)) => l,
+                Err(HerokuError::AppNotFound { .. }) => continue,
+                Err(e) => {
+                    errors.push((app.clone(), e));
+                    continue;
+                }
+            };
+            for d in telemetry_drains::ours(&listed, endpoint.as_ref(), is_recorded) {
+                match ctx.delete_telemetry_drain(token, app, &d.id).await {
+                    Ok(existed) => {
+                        let st = telemetry_drains::telemetry_status(app, d, &d.exporter.endpoint);
+                        if existed {
+                            announce_removed(ctx, &reference, &st, why).await;
+                        }
+                        removed.push(st);
+                    }
+                    Err(e) => errors.push((app.clone(), named(e, app))),
+                }
+            }
+            continue;
+        }
+        let url = password.and_then(|p| drain_url(target.as_ref(), app, p).ok());
         let (address, listed) = match list_app(ctx, token, app, app_id).await {
             Ok(l) => l,
-            // A deleted app has no drains left to remove.
             Err(HerokuError::AppNotFound { .. }) => continue,
             Err(e) => {
                 errors.push((app.clone(), e));
@@ -125,32 +164,59 @@ pub(super) async fn remove_ours(
         for d in ours_among(&listed, app, drains, url.as_ref()) {
             match ctx.delete_drain(token, &address, &d.id).await {
                 Ok(existed) => {
-                    removed.push(DrainStatus {
+                    let st = DrainStatus {
                         app: app.clone(),
+                        generation: Some(Generation::Cedar.as_str().to_string()),
+                        kind: DrainKind::Log,
                         app_id: app_id.map(str::to_owned),
                         id: d.id.clone(),
                         token: d.token.clone(),
                         url: d.url.without_credentials(),
-                    });
+                    };
                     if existed {
-                        ctx.metrics.drain_changed("removed");
-                        ctx.publish(
-                            &reference,
-                            EventType::Normal,
-                            "DrainRemoved",
-                            format!(
-                                "removed Heroku drain {} ({}) of app {app}: {why}",
-                                d.id, d.token
-                            ),
-                        )
-                        .await;
+                        announce_removed(ctx, &reference, &st, why).await;
                     }
+                    removed.push(st);
                 }
                 Err(e) => errors.push((app.clone(), named(e, app))),
             }
         }
     }
     (removed, errors)
+}
+
+async fn announce_removed(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    d: &DrainStatus,
+    why: &str,
+) {
+    ctx.metrics.drain_changed("removed");
+    ctx.publish(
+        reference,
+        EventType::Normal,
+        "DrainRemoved",
+        format!("removed {} of app {}: {why}", describe(d), d.app),
+    )
+    .await;
+}
+
+/// The generation of an app to clean up: from its records, else from this
+/// process's memory, else App Info.
+async fn generation_of(
+    ctx: &Context,
+    token: &ApiToken,
+    uid: &str,
+    app: &str,
+    recorded: &[&DrainStatus],
+) -> Result<Generation, HerokuError> {
+    if let Some(i) = recorded.iter().find_map(|d| AppIdentity::recorded(d)) {
+        return Ok(i.generation);
+    }
+    if let Some(Some(i)) = ctx.app_identity(uid, app) {
+        return Ok(i.generation);
+    }
+    identify(ctx, token, uid, app).await.map(|i| i.generation)
 }
 
 /// The drains to remove: those in the status, plus those this process knows

@@ -13,11 +13,14 @@ use kube::runtime::reflector::Store;
 
 use super::app_backoff::AppFailure;
 use super::memory::KnownDrain;
-use super::memory::Verified;
+use super::memory::{AppIdentity, Verified};
 use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
-use crate::heroku::{ApiToken, AppRef, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError};
+use crate::heroku::{
+    ApiToken, AppInfo, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError, TelemetryDrain,
+    WantedExporter,
+};
 use crate::lifecycle::Buckets;
 use crate::metrics::{HerokuCallLabels, Metrics};
 use crate::resources::IngesterDefaults;
@@ -131,6 +134,9 @@ pub struct Context {
     pub(super) retention_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → suspension (no drain left) last verified.
     pub(super) suspension_verified: Mutex<HashMap<String, Verified>>,
+    /// (LogDrain uid, app) → the app's id and generation from App Info;
+    /// `None` when it must be asked again.
+    pub(super) app_identities: Mutex<HashMap<(String, String), Option<AppIdentity>>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     /// (LogDrain uid, app) → the app's last failed Heroku call, waited out
@@ -180,6 +186,7 @@ impl Context {
             catalog_verified: Mutex::default(),
             suspension_verified: Mutex::default(),
             retention_verified: Mutex::default(),
+            app_identities: Mutex::default(),
             failures: Mutex::default(),
             app_failures: Mutex::default(),
             stores: RwLock::default(),
@@ -230,9 +237,60 @@ impl Context {
         &self,
         token: &ApiToken,
         app: &str,
-    ) -> Result<AppRef, HerokuError> {
+    ) -> Result<AppInfo, HerokuError> {
         let r = self.heroku.app_info(token, app).await;
         self.heroku_called("app_info", &r);
+        r
+    }
+
+    pub(super) async fn list_telemetry_drains(
+        &self,
+        token: &ApiToken,
+        app: &str,
+    ) -> Result<Vec<TelemetryDrain>, HerokuError> {
+        let r = self.heroku.list_telemetry_drains(token, app).await;
+        self.heroku_called("telemetry_list", &r);
+        r
+    }
+
+    pub(super) async fn create_telemetry_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        owner_id: &str,
+        wanted: &WantedExporter,
+    ) -> Result<TelemetryDrain, HerokuError> {
+        let r = self
+            .heroku
+            .create_telemetry_drain(token, app, owner_id, wanted)
+            .await;
+        self.heroku_called("telemetry_create", &r);
+        r
+    }
+
+    pub(super) async fn update_telemetry_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        id: &str,
+        wanted: &WantedExporter,
+    ) -> Result<Option<TelemetryDrain>, HerokuError> {
+        let r = self
+            .heroku
+            .update_telemetry_drain(token, app, id, wanted)
+            .await;
+        self.heroku_called("telemetry_update", &r);
+        r
+    }
+
+    pub(super) async fn delete_telemetry_drain(
+        &self,
+        token: &ApiToken,
+        app: &str,
+        id: &str,
+    ) -> Result<bool, HerokuError> {
+        let r = self.heroku.delete_telemetry_drain(token, app, id).await;
+        self.heroku_called("telemetry_delete", &r);
         r
     }
 

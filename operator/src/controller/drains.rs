@@ -10,11 +10,15 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::conditions::Cond;
-use super::identity::{app_address, app_id_of, list_app, named, resolve_renames};
+use super::identity::{app_address, app_id_of, identify, list_app, named, resolve_renames};
+use super::memory::AppIdentity;
+use super::telemetry_drains::{sync_fir_app, wanted_exporter};
 use super::{Context, DRAIN_USER, fingerprint};
-use crate::crd::{DrainStatus, DrainTarget, LogDrain};
+use crate::crd::{DrainKind, DrainStatus, DrainTarget, LogDrain, OtlpTarget};
 use crate::error::{Error, Result};
-use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
+use crate::heroku::{
+    ApiToken, Drain, DrainUrl, Generation, HerokuError, TelemetryDrain, WantedExporter,
+};
 use crate::resources;
 
 pub(super) struct HerokuOutcome {
@@ -45,15 +49,37 @@ pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToke
     Ok(token)
 }
 
-/// The drain URL each listed app should have; the first app whose URL
-/// cannot be built fails them all (the endpoint is the same for all).
-fn desired_urls(
+/// What each listed app's drain should be, whichever its generation: the
+/// log drain URL (Cedar) and the telemetry exporter (Fir; `None` when the
+/// endpoint has no OTLP target, an error only for Fir apps).
+#[derive(Clone, Debug)]
+pub(super) struct Desired {
+    pub(super) url: DrainUrl,
+    pub(super) otlp: Option<WantedExporter>,
+}
+
+impl Desired {
+    /// What a verification or a failure was for: a change of either target
+    /// (endpoint, transport, password) checks the app with Heroku again.
+    pub(super) fn fingerprint(&self) -> u64 {
+        fingerprint(&(self.url.expose_secret(), &self.otlp))
+    }
+}
+
+/// The drains each listed app should have; the first app whose log drain
+/// URL cannot be built fails them all (the endpoint is the same for all).
+fn desired_drains(
     apps: &BTreeSet<String>,
     target: Option<&DrainTarget>,
+    otlp: Option<&OtlpTarget>,
     password: &str,
-) -> Result<BTreeMap<String, DrainUrl>, HerokuError> {
+) -> Result<BTreeMap<String, Desired>, HerokuError> {
     apps.iter()
-        .map(|app| Ok((app.clone(), drain_url(target, app, password)?)))
+        .map(|app| {
+            let url = drain_url(target, app, password)?;
+            let otlp = wanted_exporter(otlp, app, password).ok();
+            Ok((app.clone(), Desired { url, otlp }))
+        })
         .collect()
 }
 
@@ -63,14 +89,15 @@ struct DrainsPlan {
     /// Drains of apps no longer listed: to delete.
     stale: Vec<DrainStatus>,
     /// Listed apps to check with Heroku: those without a recorded drain, and
-    /// those whose drain was not verified recently for the desired URL.
-    todo: Vec<(String, DrainUrl)>,
+    /// those whose drain was not verified recently for what is desired.
+    todo: Vec<(String, Desired)>,
 }
 
 /// Desired drains against the recorded ones. `fresh(app, fingerprint)` says
-/// whether `app`'s drain was verified recently for the URL fingerprinted.
+/// whether `app`'s drain was verified recently for the desired drain
+/// fingerprinted.
 fn plan_drains(
-    desired: &BTreeMap<String, DrainUrl>,
+    desired: &BTreeMap<String, Desired>,
     drains: &BTreeMap<String, DrainStatus>,
     fresh: impl Fn(&str, u64) -> bool,
 ) -> DrainsPlan {
@@ -81,10 +108,8 @@ fn plan_drains(
         .collect();
     let todo = desired
         .iter()
-        .filter(|(app, url)| {
-            !(drains.contains_key(*app) && fresh(app, fingerprint(&url.expose_secret())))
-        })
-        .map(|(a, u)| (a.clone(), u.clone()))
+        .filter(|(app, d)| !(drains.contains_key(*app) && fresh(app, d.fingerprint())))
+        .map(|(a, d)| (a.clone(), d.clone()))
         .collect();
     DrainsPlan { stale, todo }
 }
@@ -137,15 +162,18 @@ impl ErrorSummary {
 /// One app's outcome: its drain, or why there is none.
 type AppResult = (
     String,
-    DrainUrl,
+    Desired,
     Result<(DrainStatus, Vec<Change>), HerokuError>,
 );
 
 /// What happened to one app's drain.
-enum Change {
+pub(super) enum Change {
     Created(Drain),
     Replaced(Drain),
     Removed { id: String, token: String },
+    TelemetryCreated(TelemetryDrain),
+    TelemetryUpdated(TelemetryDrain),
+    TelemetryRemoved { id: String },
 }
 
 pub(super) async fn sync_drains(
@@ -158,7 +186,8 @@ pub(super) async fn sync_drains(
 ) -> HerokuOutcome {
     let apps = ld.app_set();
     let target = ld.spec.endpoint.target();
-    let desired = match desired_urls(&apps, target.as_ref(), password) {
+    let otlp = ld.spec.endpoint.otlp_target();
+    let desired = match desired_drains(&apps, target.as_ref(), otlp.as_ref(), password) {
         Ok(desired) => desired,
         Err(e) => {
             return HerokuOutcome {
@@ -169,10 +198,11 @@ pub(super) async fn sync_drains(
     };
     let DrainsPlan { stale, todo } =
         plan_drains(&desired, drains, |app, fp| ctx.drain_fresh(uid, app, fp));
-    let ok = || drains_ok(apps.len(), target.as_ref());
+    let ok =
+        |drains: &BTreeMap<String, DrainStatus>| drains_ok(drains, target.as_ref(), otlp.as_ref());
     if todo.is_empty() && stale.is_empty() {
         return HerokuOutcome {
-            condition: ok(),
+            condition: ok(drains),
             error: None,
         };
     }
@@ -195,19 +225,59 @@ pub(super) async fn sync_drains(
         .chain(stale.iter().map(|d| d.app.clone()))
         .collect();
     ctx.keep_app_failures(uid, &handled);
-    let inputs = |what: &str| fingerprint(&(token.expose_secret(), what, ld.metadata.generation));
+    let inputs = |what: u64| fingerprint(&(token.expose_secret(), what, ld.metadata.generation));
+    let delete_inputs = inputs(fingerprint(&"delete"));
 
-    // An app renamed on Heroku and then in spec.apps keeps its drain record.
-    let waiting = |app: &str, url: &DrainUrl| {
-        ctx.app_waiting(uid, app, inputs(url.expose_secret()))
-            .is_some()
-    };
-    let stale = resolve_renames(ctx, &token, uid, reference, stale, &todo, waiting, drains).await;
+    // Apps waiting out a failure are not called at all.
+    let mut ready = Vec::new();
+    for (app, want) in todo {
+        match ctx.app_waiting(uid, &app, inputs(want.fingerprint())) {
+            Some(waiting) => {
+                notes.insert(app.clone(), waiting.note());
+                errors.push((app, waiting.error));
+            }
+            None => ready.push((app, want)),
+        }
+    }
+
+    // App Info, once, for each app without a record: its generation decides
+    // its drain kind, its id finds an app renamed on Heroku and then in
+    // spec.apps (whose record moves to the new name).
+    let unknown: Vec<String> = ready
+        .iter()
+        .filter(|(app, _)| {
+            !drains.contains_key(app) && !matches!(ctx.app_identity(uid, app), Some(Some(_)))
+        })
+        .map(|(app, _)| app.clone())
+        .collect();
+    let identified: BTreeMap<String, Result<AppIdentity, HerokuError>> =
+        futures::stream::iter(unknown.into_iter().map(|app| {
+            let token = token.clone();
+            async move {
+                let r = identify(ctx, &token, uid, &app).await;
+                (app, r)
+            }
+        }))
+        .buffer_unordered(ctx.settings.app_concurrency.max(1))
+        .collect()
+        .await;
+    let ids: BTreeMap<String, String> = ready
+        .iter()
+        .filter(|(app, _)| !drains.contains_key(app))
+        .filter_map(|(app, _)| {
+            let id = match identified.get(app) {
+                Some(Ok(i)) => i.id.clone(),
+                Some(Err(_)) => None,
+                None => ctx.app_identity(uid, app).flatten().and_then(|i| i.id),
+            };
+            Some((app.clone(), id?))
+        })
+        .collect();
+    let stale = resolve_renames(ctx, uid, reference, stale, &ids, drains).await;
 
     // Removed apps: delete the drain this LogDrain made.
     for d in stale {
-        let fp = inputs("delete");
-        if let Some(waiting) = ctx.app_waiting(uid, &d.app, fp) {
+        if let Some(waiting) = ctx.app_waiting(uid, &d.app, delete_inputs) {
             notes.insert(d.app.clone(), waiting.note());
             errors.push((d.app.clone(), waiting.error));
             continue;
@@ -220,50 +290,40 @@ pub(super) async fn sync_drains(
                 announce_stale(ctx, reference, &d, outcome).await;
             }
             Err(e) => {
-                let wait = ctx.app_failed(uid, &d.app, fp, &e);
+                let wait = ctx.app_failed(uid, &d.app, delete_inputs, &e);
                 notes.insert(d.app.clone(), wait.to_string());
                 errors.push((d.app.clone(), e));
             }
         }
     }
 
-    // Listed apps: one list each, a create when the drain is missing; apps
-    // still waiting out a failure are not called.
-    let mut ready = Vec::new();
-    for (app, url) in todo {
-        match ctx.app_waiting(uid, &app, inputs(url.expose_secret())) {
-            Some(waiting) => {
-                notes.insert(app.clone(), waiting.note());
-                errors.push((app, waiting.error));
-            }
-            None => ready.push((app, url)),
-        }
-    }
-    let results: Vec<AppResult> = futures::stream::iter(ready.into_iter().map(|(app, url)| {
+    // Listed apps: one list each, then only the writes that are needed.
+    let mut identified = identified;
+    let results: Vec<AppResult> = futures::stream::iter(ready.into_iter().map(|(app, want)| {
         let known = drains.get(&app).cloned();
+        let prefetched = identified.remove(&app);
         let token = token.clone();
         async move {
-            let r = sync_app(ctx, &token, &app, &url, known.as_ref()).await;
-            (app, url, r)
+            let r = sync_app(ctx, uid, &token, &app, &want, known.as_ref(), prefetched).await;
+            (app, want, r)
         }
     }))
     .buffer_unordered(ctx.settings.app_concurrency.max(1))
     .collect()
     .await;
-    for (app, url, result) in results {
+    for (app, want, result) in results {
         match result {
             Ok((status, changes)) => {
                 ctx.app_succeeded(uid, &app);
-                let fp = fingerprint(&url.expose_secret());
-                ctx.set_drain_verified(uid, &app, fp, status.clone());
+                ctx.set_drain_verified(uid, &app, want.fingerprint(), status.clone());
                 drains.insert(app.clone(), status);
                 for change in changes {
-                    announce(ctx, reference, &app, &url, change).await;
+                    announce(ctx, reference, &app, &want, change).await;
                 }
             }
             Err(e) => {
                 ctx.unverify_drain(uid, &app);
-                let wait = ctx.app_failed(uid, &app, inputs(url.expose_secret()), &e);
+                let wait = ctx.app_failed(uid, &app, inputs(want.fingerprint()), &e);
                 notes.insert(app.clone(), wait.to_string());
                 errors.push((app, e));
             }
@@ -272,7 +332,7 @@ pub(super) async fn sync_drains(
 
     let Some(summary) = ErrorSummary::with_notes(errors, &notes) else {
         return HerokuOutcome {
-            condition: ok(),
+            condition: ok(drains),
             error: None,
         };
     };
@@ -306,6 +366,14 @@ async fn remove_stale(
     token: &ApiToken,
     d: &DrainStatus,
 ) -> Result<Removal, HerokuError> {
+    if d.kind == DrainKind::Telemetry {
+        // Telemetry drains are addressed by their own id, not the app's.
+        return match ctx.delete_telemetry_drain(token, &d.app, &d.id).await {
+            Ok(true) => Ok(Removal::Removed),
+            Ok(false) => Ok(Removal::Gone),
+            Err(e) => Err(named(e, &d.app)),
+        };
+    }
     let address = app_address(&d.app, d.app_id.as_deref());
     match ctx.delete_drain(token, &address, &d.id).await {
         Ok(true) => Ok(Removal::Removed),
@@ -327,8 +395,9 @@ async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainSta
                 EventType::Normal,
                 "DrainRemoved",
                 format!(
-                    "removed Heroku drain {} ({}) of app {}: the app is no longer listed",
-                    d.id, d.token, d.app
+                    "removed {} of app {}: the app is no longer listed",
+                    describe(d),
+                    d.app
                 ),
             )
             .await;
@@ -349,12 +418,38 @@ async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainSta
     }
 }
 
-fn drains_ok(n: usize, target: Option<&DrainTarget>) -> Cond {
+/// How a recorded drain is named in events: its id, and the token of a
+/// log drain (what `heroku drains` shows) or the kind of a telemetry drain.
+pub(super) fn describe(d: &DrainStatus) -> String {
+    match d.kind {
+        DrainKind::Log => format!("Heroku drain {} ({})", d.id, d.token),
+        DrainKind::Telemetry => format!("Heroku telemetry drain {}", d.id),
+    }
+}
+
+fn drains_ok(
+    drains: &BTreeMap<String, DrainStatus>,
+    target: Option<&DrainTarget>,
+    otlp: Option<&OtlpTarget>,
+) -> Cond {
+    let telemetry = drains
+        .values()
+        .filter(|d| d.kind == DrainKind::Telemetry)
+        .count();
+    let logs = drains.len() - telemetry;
     let to = target.map(DrainTarget::describe).unwrap_or_default();
-    Cond::ok(
-        "DrainsRegistered",
-        format!("{n} Heroku drains send to {to}"),
-    )
+    let message = match (logs, telemetry) {
+        (n, 0) => format!("{n} Heroku drains send to {to}"),
+        (0, t) => format!(
+            "{t} Heroku telemetry drains (Fir apps) send {}",
+            otlp.map(OtlpTarget::describe).unwrap_or_default()
+        ),
+        (n, t) => format!(
+            "{n} Heroku drains (Cedar apps) send to {to}, {t} telemetry drains (Fir apps) {}",
+            otlp.map(OtlpTarget::describe).unwrap_or_default()
+        ),
+    };
+    Cond::ok("DrainsRegistered", message)
 }
 
 /// The drain URL `app` should have: HTTPS with the drain password, or the
@@ -377,10 +472,15 @@ async fn announce(
     ctx: &Context,
     reference: &ObjectReference,
     app: &str,
-    url: &DrainUrl,
+    want: &Desired,
     change: Change,
 ) {
-    let base = url.without_credentials();
+    let base = want.url.without_credentials();
+    let endpoint = want
+        .otlp
+        .as_ref()
+        .map(|w| w.endpoint.clone())
+        .unwrap_or_default();
     let (reason, note) = match change {
         Change::Created(d) => {
             ctx.metrics.drain_changed("created");
@@ -407,6 +507,33 @@ async fn announce(
             (
                 "DrainRemoved",
                 format!("removed Heroku drain {id} ({token}) of app {app}"),
+            )
+        }
+        Change::TelemetryCreated(d) => {
+            ctx.metrics.drain_changed("created");
+            (
+                "TelemetryDrainCreated",
+                format!(
+                    "created Heroku telemetry drain {} (logs, {}) for Fir app {app} to {endpoint}",
+                    d.id, d.exporter.exporter_type
+                ),
+            )
+        }
+        Change::TelemetryUpdated(d) => {
+            ctx.metrics.drain_changed("updated");
+            (
+                "TelemetryDrainUpdated",
+                format!(
+                    "updated Heroku telemetry drain {} of Fir app {app}: now logs, {} to {endpoint} with the current drain password",
+                    d.id, d.exporter.exporter_type
+                ),
+            )
+        }
+        Change::TelemetryRemoved { id } => {
+            ctx.metrics.drain_changed("removed");
+            (
+                "DrainRemoved",
+                format!("removed Heroku telemetry drain {id} of app {app}: a duplicate of ours"),
             )
         }
     };
@@ -452,18 +579,87 @@ fn obsolete<'a>(
     }
 }
 
-/// Makes `app` have exactly one drain of ours, to `url`. Ours are the drain
-/// recorded in the status and any drain to `url` itself; a drain another
-/// LogDrain or a person added to the same endpoint is left alone.
+/// Makes `app` have exactly one drain of ours, of the kind its generation
+/// takes: a log drain (Cedar) or a telemetry drain (Fir). The generation
+/// comes from this process's memory, else the app's record, else App Info
+/// (`prefetched` when the reconcile already asked). A recorded app id that
+/// Heroku no longer knows, or Heroku refusing the drain (422), makes the
+/// next attempt ask App Info again.
 async fn sync_app(
+    ctx: &Context,
+    uid: &str,
+    token: &ApiToken,
+    app: &str,
+    want: &Desired,
+    known: Option<&DrainStatus>,
+    prefetched: Option<Result<AppIdentity, HerokuError>>,
+) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
+    let remembered = match ctx.app_identity(uid, app) {
+        Some(memo) => memo,
+        None => known.and_then(AppIdentity::recorded),
+    };
+    let (identity, asked) = match (prefetched, remembered) {
+        (Some(r), _) => (r?, true),
+        (None, Some(i)) => (i, false),
+        (None, None) => (identify(ctx, token, uid, app).await?, true),
+    };
+    let result = sync_kind(ctx, token, app, want, known, &identity).await;
+    let result = match result {
+        // The recorded id is gone: the app was deleted, perhaps made again
+        // under the same name, perhaps on the other generation.
+        Err(HerokuError::AppNotFound { .. }) if !asked && identity.id.is_some() => {
+            let fresh = identify(ctx, token, uid, app).await?;
+            sync_kind(ctx, token, app, want, None, &fresh).await
+        }
+        other => other,
+    };
+    if let Err(HerokuError::Api { status: 422, .. }) = &result {
+        ctx.set_app_identity(uid, app, None);
+    }
+    result
+}
+
+async fn sync_kind(
+    ctx: &Context,
+    token: &ApiToken,
+    app: &str,
+    want: &Desired,
+    known: Option<&DrainStatus>,
+    identity: &AppIdentity,
+) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
+    // A record of the other kind is not this app's drain any more.
+    let kind = match identity.generation {
+        Generation::Cedar => DrainKind::Log,
+        Generation::Fir => DrainKind::Telemetry,
+    };
+    let known = known.filter(|k| k.kind == kind);
+    let app_id = known
+        .and_then(|k| k.app_id.as_deref())
+        .or(identity.id.as_deref());
+    match identity.generation {
+        Generation::Cedar => sync_log_app(ctx, token, app, &want.url, known, app_id).await,
+        Generation::Fir => {
+            let wanted = match &want.otlp {
+                Some(w) => w.clone(),
+                None => wanted_exporter(None, app, "")?,
+            };
+            sync_fir_app(ctx, token, app, app_id, &wanted, known).await
+        }
+    }
+}
+
+/// Makes Cedar app `app` have exactly one drain of ours, to `url`. Ours are
+/// the drain recorded in the status and any drain to `url` itself; a drain
+/// another LogDrain or a person added to the same endpoint is left alone.
+async fn sync_log_app(
     ctx: &Context,
     token: &ApiToken,
     app: &str,
     url: &DrainUrl,
     known: Option<&DrainStatus>,
+    app_id: Option<&str>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
-    let (address, listed) =
-        list_app(ctx, token, app, known.and_then(|k| k.app_id.as_deref())).await?;
+    let (address, listed) = list_app(ctx, token, app, app_id).await?;
     let named = |e| named(e, app);
     let mut changes = Vec::new();
     let kept = match ours_to(&listed, url).cloned() {
@@ -508,6 +704,8 @@ async fn sync_app(
     Ok((
         DrainStatus {
             app: app.to_string(),
+            generation: Some(Generation::Cedar.as_str().to_string()),
+            kind: DrainKind::Log,
             app_id: app_id_of(&kept, app, &address),
             id: kept.id.clone(),
             token: kept.token.clone(),
@@ -540,6 +738,8 @@ mod tests {
     fn known(id: &str) -> DrainStatus {
         DrainStatus {
             app: "example".into(),
+            generation: Some("cedar".into()),
+            kind: DrainKind::Log,
             app_id: None,
             id: id.into(),
             token: format!("d.{id}"),
@@ -598,18 +798,21 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let target = https("https://logs.example.com");
-        let desired = desired_urls(&apps, Some(&target), "pw").expect("urls");
+        let otlp = OtlpTarget::Http {
+            url: "https://logs.example.com".into(),
+        };
+        let desired = desired_drains(&apps, Some(&target), Some(&otlp), "pw").expect("urls");
         let drains = BTreeMap::from([
             ("a-app".to_string(), status("a-app", "d.1")),
             ("b-app".to_string(), status("b-app", "d.2")),
             ("gone-app".to_string(), status("gone-app", "d.3")),
         ]);
-        let a_fp = fingerprint(&desired["a-app"].expose_secret());
+        let a_fp = desired["a-app"].fingerprint();
         // a-app verified recently; b-app not; c-app has no drain yet.
         let plan = plan_drains(&desired, &drains, |app, fp| app == "a-app" && fp == a_fp);
         let todo: Vec<&str> = plan.todo.iter().map(|(a, _)| a.as_str()).collect();
         assert_eq!(todo, ["b-app", "c-app"]);
-        assert_eq!(plan.todo[0].1, desired["b-app"]);
+        assert_eq!(plan.todo[0].1.url, desired["b-app"].url);
         let stale: Vec<&str> = plan.stale.iter().map(|d| d.app.as_str()).collect();
         assert_eq!(stale, ["gone-app"]);
 
@@ -622,7 +825,16 @@ mod tests {
         let plan = plan_drains(&desired, &settled, |_, _| true);
         assert!(plan.todo.is_empty() && plan.stale.is_empty());
 
-        assert!(desired_urls(&apps, None, "pw").is_err());
+        assert!(desired_drains(&apps, None, None, "pw").is_err());
+        // Without an OTLP target only Fir apps fail (when they are met).
+        let syslog = DrainTarget::SyslogTls {
+            address: "logs.example.com:6514".into(),
+        };
+        let d = desired_drains(&apps, Some(&syslog), None, "pw").expect("syslog");
+        assert!(d.values().all(|d| d.otlp.is_none()));
+        // A new password is a new fingerprint for both kinds.
+        let rotated = desired_drains(&apps, Some(&target), Some(&otlp), "pw2").expect("urls");
+        assert_ne!(rotated["a-app"].fingerprint(), a_fp);
     }
 
     #[test]

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
 use super::Context;
+use super::memory::AppIdentity;
 use crate::crd::DrainStatus;
-use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
+use crate::heroku::{ApiToken, Drain, HerokuError, TelemetryDrain};
 
 /// How to address an app: its id when recorded, else its name.
 pub(super) fn app_address(app: &str, app_id: Option<&str>) -> String {
@@ -35,6 +36,44 @@ pub(super) async fn list_app(
         }
     }
     ctx.list_drains(token, app)
+        .await
+        .map(|listed| (app.to_string(), listed))
+        .map_err(|e| named(e, app))
+}
+
+/// App Info for `app` (by name): its id and generation, remembered for the
+/// next reconciles.
+pub(super) async fn identify(
+    ctx: &Context,
+    token: &ApiToken,
+    uid: &str,
+    app: &str,
+) -> Result<AppIdentity, HerokuError> {
+    let info = ctx.app_info(token, app).await.map_err(|e| named(e, app))?;
+    let identity = AppIdentity {
+        id: Some(info.id.clone()),
+        generation: info.generation()?,
+    };
+    ctx.set_app_identity(uid, app, Some(identity.clone()));
+    Ok(identity)
+}
+
+/// `app`'s telemetry drains and the address that found them, like
+/// [`list_app`]: by `app_id` first, by name when that id is gone.
+pub(super) async fn list_telemetry_app(
+    ctx: &Context,
+    token: &ApiToken,
+    app: &str,
+    app_id: Option<&str>,
+) -> Result<(String, Vec<TelemetryDrain>), HerokuError> {
+    if let Some(id) = app_id {
+        match ctx.list_telemetry_drains(token, id).await {
+            Ok(listed) => return Ok((id.to_string(), listed)),
+            Err(HerokuError::AppNotFound { .. }) => {}
+            Err(e) => return Err(named(e, app)),
+        }
+    }
+    ctx.list_telemetry_drains(token, app)
         .await
         .map(|listed| (app.to_string(), listed))
         .map_err(|e| named(e, app))
@@ -79,35 +118,22 @@ fn renamed_from(stale: &[DrainStatus], app_id: &str) -> Option<usize> {
 /// (renamed on Heroku, then in `spec.apps`): their records move to the new
 /// name, so the drain is replaced on the same app (new URL first, then the
 /// old drain removed) instead of being deleted under a name Heroku no longer
-/// knows and a second one created. One App Info call per listed app without
-/// a record, and only while a record with an app id is stale; never for an
-/// app waiting out a failure (`waiting`). Returns the records still stale.
-#[allow(clippy::too_many_arguments)]
+/// knows and a second one created. `ids` are the App Info answers the
+/// reconcile got for listed apps without a record ([`identify`]): no call of
+/// its own. Returns the records still stale.
 pub(super) async fn resolve_renames(
     ctx: &Context,
-    token: &ApiToken,
     uid: &str,
     reference: &ObjectReference,
     mut stale: Vec<DrainStatus>,
-    todo: &[(String, DrainUrl)],
-    waiting: impl Fn(&str, &DrainUrl) -> bool,
+    ids: &BTreeMap<String, String>,
     drains: &mut BTreeMap<String, DrainStatus>,
 ) -> Vec<DrainStatus> {
-    let unrecorded: Vec<String> = todo
-        .iter()
-        .filter(|(app, url)| !drains.contains_key(app) && !waiting(app, url))
-        .map(|(app, _)| app.clone())
-        .collect();
-    for app in unrecorded {
-        if !stale.iter().any(|d| d.app_id.is_some()) {
-            break;
-        }
-        // Any failure here is the listed app's own trouble: its sync
-        // reports it.
-        let Ok(info) = ctx.app_info(token, &app).await else {
+    for (app, id) in ids {
+        if drains.contains_key(app) {
             continue;
-        };
-        let Some(i) = renamed_from(&stale, &info.id) else {
+        }
+        let Some(i) = renamed_from(&stale, id) else {
             continue;
         };
         let old = stale.swap_remove(i);
@@ -126,8 +152,8 @@ pub(super) async fn resolve_renames(
             EventType::Normal,
             "AppRenamed",
             format!(
-                "Heroku app {} (id {}) is now named {app}: its drain {} moves to the new name",
-                old.app, info.id, old.id
+                "Heroku app {} (id {id}) is now named {app}: its drain {} moves to the new name",
+                old.app, old.id
             ),
         )
         .await;

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use super::{Context, lock};
-use crate::crd::DrainStatus;
+use crate::crd::{DrainKind, DrainStatus};
+use crate::heroku::Generation;
 
 /// What was last verified outside the cluster, so a no-change reconcile can
 /// skip the call.
@@ -27,7 +28,44 @@ pub(super) struct KnownDrain {
     pub(super) removed: bool,
 }
 
+/// An app as App Info described it: what decides its drain kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct AppIdentity {
+    /// `None` only for a log-drain record written before ids were recorded.
+    pub(super) id: Option<String>,
+    pub(super) generation: Generation,
+}
+
+impl AppIdentity {
+    /// The identity a drain record implies: its generation, or Cedar for a
+    /// log drain recorded before generations were (only Cedar apps have log
+    /// drains).
+    pub(super) fn recorded(d: &DrainStatus) -> Option<AppIdentity> {
+        let generation = match d.generation.as_deref() {
+            Some(g) => Generation::parse(g)?,
+            None if d.kind == DrainKind::Log => Generation::Cedar,
+            None => Generation::Fir,
+        };
+        Some(AppIdentity {
+            id: d.app_id.clone(),
+            generation,
+        })
+    }
+}
+
 impl Context {
+    /// `app`'s identity as last learnt, if it need not be asked again:
+    /// `Some(None)` when it must be (Heroku refused the drain kind).
+    pub(super) fn app_identity(&self, uid: &str, app: &str) -> Option<Option<AppIdentity>> {
+        lock(&self.app_identities)
+            .get(&(uid.to_string(), app.to_string()))
+            .cloned()
+    }
+
+    pub(super) fn set_app_identity(&self, uid: &str, app: &str, identity: Option<AppIdentity>) {
+        lock(&self.app_identities).insert((uid.to_string(), app.to_string()), identity);
+    }
+
     pub(super) fn fresh(&self, v: Option<Verified>, fingerprint: u64) -> bool {
         v.is_some_and(|v| v.fingerprint == fingerprint && v.at.elapsed() < self.settings.resync / 2)
     }
@@ -144,6 +182,7 @@ impl Context {
         lock(&self.retention_verified).remove(uid);
         lock(&self.suspension_verified).remove(uid);
         lock(&self.drains_known).retain(|(u, _), _| u != uid);
+        lock(&self.app_identities).retain(|(u, _), _| u != uid);
         lock(&self.status_written).remove(uid);
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);

@@ -25,6 +25,7 @@ mod memory;
 mod retain;
 mod retention;
 mod suspend;
+mod telemetry_drains;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -266,7 +267,7 @@ mod fixtures {
     use serde_json::json;
 
     use crate::crd::{DrainStatus, DrainTarget, LogDrain, LogDrainSpec};
-    use crate::heroku::{Drain, DrainUrl};
+    use crate::heroku::{Drain, DrainUrl, TelemetryDrain};
 
     pub(super) fn ld(apps: &[&str]) -> LogDrain {
         let spec: LogDrainSpec = serde_json::from_value(json!({
@@ -292,6 +293,13 @@ mod fixtures {
             .expect("the Heroku sample parses as the client parses answers")
     }
 
+    /// `GET /apps/example/telemetry-drains` as Heroku answers it for a Fir
+    /// app (operator/testdata/heroku/README.md).
+    pub(super) fn heroku_telemetry_drains() -> Vec<TelemetryDrain> {
+        serde_json::from_str(include_str!("../../testdata/heroku/telemetry-drains.json"))
+            .expect("the Heroku sample parses as the client parses answers")
+    }
+
     /// The URL the fixture's app `example` should drain to.
     pub(super) fn example_url() -> DrainUrl {
         DrainUrl::new("https://drainpipe:pw-current@logs.example.com/logplex/example")
@@ -300,6 +308,8 @@ mod fixtures {
     pub(super) fn status(app: &str, token: &str) -> DrainStatus {
         DrainStatus {
             app: app.into(),
+            generation: None,
+            kind: crate::crd::DrainKind::Log,
             app_id: None,
             id: format!("id-{app}"),
             token: token.into(),
