@@ -493,6 +493,13 @@ pub struct IngesterSpec {
     /// Service expose, and the TLS certificate the ingester serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<IngesterSyslog>,
+    /// The ingester's OTLP/gRPC listener, used when
+    /// `endpoint.otlpTransport` is `grpc` (defaults apply when this is
+    /// omitted): the port the pods and the Service expose (named
+    /// `otlp-grpc`) and the TLS certificate the ingester serves with ALPN
+    /// `h2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_grpc: Option<IngesterOtlpGrpc>,
 }
 
 /// The ingester's syslog listener (for `endpoint.syslogTls` drains).
@@ -532,6 +539,42 @@ fn default_syslog_port() -> i32 {
     6514
 }
 
+/// The ingester's OTLP/gRPC listener (for `endpoint.otlpTransport: grpc`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngesterOtlpGrpc {
+    /// TCP port of the OTLP/gRPC listener, named `otlp-grpc` on the pods
+    /// and on the `<name>-ingester` Service (default 4317, OTLP's gRPC
+    /// port). Expose it as `endpoint.otlpGrpc`, e.g. with a Service of type
+    /// LoadBalancer or an HTTP/2-capable load balancer.
+    #[serde(default = "default_otlp_grpc_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 8080").message("8080 is the ingester's HTTP port: pick another OTLP/gRPC port"))]
+    pub port: i32,
+    /// A Secret of type `kubernetes.io/tls` (keys `tls.crt` and `tls.key`)
+    /// in the LogDrain's namespace: the certificate the ingester presents
+    /// to Heroku's gRPC exporter for the host in `endpoint.otlpGrpc`,
+    /// mounted into the pods and re-read when it changes. Omit it when a
+    /// load balancer in front terminates TLS and speaks HTTP/2 (h2c) to
+    /// the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+}
+
+impl Default for IngesterOtlpGrpc {
+    fn default() -> Self {
+        IngesterOtlpGrpc {
+            port: default_otlp_grpc_port(),
+            tls_secret_name: None,
+        }
+    }
+}
+
+fn default_otlp_grpc_port() -> i32 {
+    4317
+}
+
 impl Default for IngesterSpec {
     fn default() -> Self {
         IngesterSpec {
@@ -541,6 +584,7 @@ impl Default for IngesterSpec {
             buffer_storage: BufferStorage::default(),
             service_account_name: None,
             syslog: None,
+            otlp_grpc: None,
         }
     }
 }
@@ -688,6 +732,16 @@ impl LogDrain {
             Some(DrainTarget::SyslogTls { .. })
         )
         .then(|| self.spec.ingester.syslog.clone().unwrap_or_default())
+    }
+
+    /// The OTLP/gRPC listener the ingesters open: only when Fir apps'
+    /// telemetry drains are registered over gRPC.
+    pub fn otlp_grpc_listener(&self) -> Option<IngesterOtlpGrpc> {
+        matches!(
+            self.spec.endpoint.otlp_target(),
+            Some(OtlpTarget::Grpc { .. })
+        )
+        .then(|| self.spec.ingester.otlp_grpc.clone().unwrap_or_default())
     }
 }
 

@@ -40,6 +40,40 @@ pub(crate) const INGESTER_PORT: i32 = 8080;
 /// Where the ingester container finds the syslog TLS Secret. Not under
 /// `ROUTES_DIR`: a mount point cannot be made inside a Secret volume.
 pub(crate) const SYSLOG_TLS_DIR: &str = "/etc/drainpipe-syslog-tls";
+/// Where the ingester container finds the OTLP/gRPC TLS Secret.
+pub(crate) const OTLP_GRPC_TLS_DIR: &str = "/etc/drainpipe-otlp-grpc-tls";
+
+/// A listener the ingester opens besides HTTP, for this LogDrain's drains:
+/// syslog+TLS (Cedar `syslogTls`) and OTLP/gRPC (Fir over gRPC). One list
+/// so the flags, the pod and Service ports and the certificate mounts
+/// cannot disagree.
+struct Listener {
+    /// Port name on the pod and the Service, prefix of the volume name.
+    name: &'static str,
+    /// `--{flag}-listen`, `--{flag}-tls-cert`, `--{flag}-tls-key`.
+    flag: &'static str,
+    port: i32,
+    tls_secret_name: Option<String>,
+    tls_dir: &'static str,
+}
+
+fn listeners(ld: &LogDrain) -> Vec<Listener> {
+    let syslog = ld.syslog_listener().map(|l| Listener {
+        name: "syslog",
+        flag: "syslog",
+        port: l.port,
+        tls_secret_name: l.tls_secret_name,
+        tls_dir: SYSLOG_TLS_DIR,
+    });
+    let grpc = ld.otlp_grpc_listener().map(|l| Listener {
+        name: "otlp-grpc",
+        flag: "otlp-grpc",
+        port: l.port,
+        tls_secret_name: l.tls_secret_name,
+        tls_dir: OTLP_GRPC_TLS_DIR,
+    });
+    syslog.into_iter().chain(grpc).collect()
+}
 
 const MANAGED_BY: &str = "drainpipe-operator";
 /// Label on every object a LogDrain owns, naming it.
@@ -333,14 +367,14 @@ fn ingester_args(ld: &LogDrain) -> Vec<String> {
         "--log-format".to_string(),
         "json".to_string(),
     ];
-    if let Some(syslog) = &ld.syslog_listener() {
-        args.push("--syslog-listen".to_string());
-        args.push(format!("0.0.0.0:{}", syslog.port));
-        if syslog.tls_secret_name.is_some() {
-            args.push("--syslog-tls-cert".to_string());
-            args.push(format!("{SYSLOG_TLS_DIR}/tls.crt"));
-            args.push("--syslog-tls-key".to_string());
-            args.push(format!("{SYSLOG_TLS_DIR}/tls.key"));
+    for l in listeners(ld) {
+        args.push(format!("--{}-listen", l.flag));
+        args.push(format!("0.0.0.0:{}", l.port));
+        if l.tls_secret_name.is_some() {
+            args.push(format!("--{}-tls-cert", l.flag));
+            args.push(format!("{}/tls.crt", l.tls_dir));
+            args.push(format!("--{}-tls-key", l.flag));
+            args.push(format!("{}/tls.key", l.tls_dir));
         }
     }
     // The write-ahead log must refuse data (503, Heroku retries) before the
@@ -389,10 +423,10 @@ fn ingester_ports(ld: &LogDrain) -> Vec<ContainerPort> {
         protocol: Some("TCP".to_string()),
         ..ContainerPort::default()
     }];
-    if let Some(syslog) = ld.syslog_listener() {
+    for l in listeners(ld) {
         ports.push(ContainerPort {
-            name: Some("syslog".to_string()),
-            container_port: syslog.port,
+            name: Some(l.name.to_string()),
+            container_port: l.port,
             protocol: Some("TCP".to_string()),
             ..ContainerPort::default()
         });
@@ -437,17 +471,20 @@ fn ingester_volumes(owner: &Owner, ld: &LogDrain) -> (Vec<Volume>, Vec<VolumeMou
             ..Volume::default()
         },
     ];
-    if let Some(tls_secret) = ld.syslog_listener().and_then(|s| s.tls_secret_name) {
+    for (l, tls_secret) in listeners(ld)
+        .into_iter()
+        .filter_map(|l| l.tls_secret_name.clone().map(|s| (l, s)))
+    {
         mounts.push(VolumeMount {
-            name: "syslog-tls".to_string(),
-            mount_path: SYSLOG_TLS_DIR.to_string(),
+            name: format!("{}-tls", l.name),
+            mount_path: l.tls_dir.to_string(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
         // Whole directory again: a renewed certificate reaches the
         // ingester, which re-reads the files when they change.
         volumes.push(Volume {
-            name: "syslog-tls".to_string(),
+            name: format!("{}-tls", l.name),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(tls_secret),
                 ..SecretVolumeSource::default()
@@ -514,7 +551,8 @@ fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Po
 }
 
 /// The ClusterIP Service in front of the ingester pods: port 8080 (`http`),
-/// and the syslog port (`syslog`) for syslog+tls drains. An Ingress or load
+/// the syslog port (`syslog`) for syslog+tls drains and the OTLP/gRPC port
+/// (`otlp-grpc`) for Fir apps over gRPC. An Ingress or load
 /// balancer the user owns exposes it as `endpoint.url` or
 /// `endpoint.syslogTls`.
 pub(crate) fn service(owner: &Owner, ld: &LogDrain) -> Service {
@@ -525,11 +563,11 @@ pub(crate) fn service(owner: &Owner, ld: &LogDrain) -> Service {
         protocol: Some("TCP".to_string()),
         ..ServicePort::default()
     }];
-    if let Some(syslog) = ld.syslog_listener() {
+    for l in listeners(ld) {
         ports.push(ServicePort {
-            name: Some("syslog".to_string()),
-            port: syslog.port,
-            target_port: Some(IntOrString::String("syslog".to_string())),
+            name: Some(l.name.to_string()),
+            port: l.port,
+            target_port: Some(IntOrString::String(l.name.to_string())),
             protocol: Some("TCP".to_string()),
             ..ServicePort::default()
         });
@@ -810,6 +848,61 @@ mod tests {
                 .and_then(|s| s.secret_name.as_deref()),
             Some("prod-routes")
         );
+    }
+
+    #[test]
+    fn grpc_telemetry_drains_open_the_otlp_grpc_port_with_the_tls_secret() {
+        let mut ld = logdrain();
+        let args_of = |ld: &LogDrain| {
+            let owner = Owner::of(ld).expect("owner");
+            let d = deployment(&owner, ld, &defaults());
+            let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+            (pod.containers[0].args.clone().expect("args").join(" "), pod)
+        };
+        // OTLP/HTTP (the default) shares port 8080: no extra listener.
+        assert!(!args_of(&ld).0.contains("otlp-grpc"));
+
+        ld.spec.endpoint = serde_json::from_value(json!({
+            "url": "https://logs.example.com",
+            "otlpTransport": "grpc",
+            "otlpGrpc": "otlp.example.com:443",
+        }))
+        .expect("endpoint");
+        ld.spec.ingester.otlp_grpc = Some(crate::crd::IngesterOtlpGrpc {
+            port: 4317,
+            tls_secret_name: Some("otlp-tls".to_string()),
+        });
+        let (args, pod) = args_of(&ld);
+        assert!(args.contains("--otlp-grpc-listen 0.0.0.0:4317 --otlp-grpc-tls-cert /etc/drainpipe-otlp-grpc-tls/tls.crt --otlp-grpc-tls-key /etc/drainpipe-otlp-grpc-tls/tls.key"), "{args}");
+        assert!(!args.contains("--syslog"), "{args}");
+        let ports = pod.containers[0].ports.clone().expect("ports");
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some("otlp-grpc") && p.container_port == 4317)
+        );
+        let mounted = pod.containers[0]
+            .volume_mounts
+            .clone()
+            .expect("mounts")
+            .iter()
+            .any(|m| m.name == "otlp-grpc-tls" && m.mount_path == OTLP_GRPC_TLS_DIR);
+        assert!(mounted);
+        let tls = pod
+            .volumes
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "otlp-grpc-tls")
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone());
+        assert_eq!(tls.as_deref(), Some("otlp-tls"));
+        let owner = Owner::of(&ld).expect("owner");
+        let svc_ports = service(&owner, &ld)
+            .spec
+            .and_then(|s| s.ports)
+            .expect("service ports");
+        assert!(svc_ports.iter().any(|p| p.port == 4317
+            && p.target_port == Some(IntOrString::String("otlp-grpc".to_string()))));
     }
 
     #[test]
