@@ -43,4 +43,4 @@ mod run;
 pub mod samples;
 pub(crate) mod telemetry;
 
-pub use run::{RunError, Running, StartError, run};
+pub use run::{RunError, Running, StartError, run, run_with_aws};

@@ -69,6 +69,65 @@ impl InProcessIngester {
         }
     }
 
+    /// An ingester that archives straight to `env.bucket` under `prefix` with `credentials`
+    /// (given to it explicitly, so this process's environment stays untouched), plus `extra`
+    /// flags. Its objects are in MinIO as it writes them; [`InProcessIngester::stop`] copies none.
+    pub async fn start_s3_as(
+        env: &TestEnv,
+        prefix: &str,
+        credentials: aws_sdk_s3::config::Credentials,
+        extra: &[String],
+    ) -> Self {
+        use aws_config::{BehaviorVersion, Region};
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let mut args = vec!["drainpipe-ingester".to_owned()];
+        if !extra.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        args.extend([
+            "--archive".to_owned(),
+            format!("s3://{}/{prefix}", env.bucket),
+            "--data-dir".to_owned(),
+            dir.path().join("data").display().to_string(),
+        ]);
+        args.extend(extra.iter().cloned());
+        let config = Config::try_parse_from(args).expect("ingester flags");
+        config.validate().expect("valid ingester flags");
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(env.region.clone()))
+            .endpoint_url(&env.s3_endpoint)
+            .credentials_provider(credentials)
+            .load()
+            .await;
+        let shutdown = CancellationToken::new();
+        let running = drainpipe_ingester::run_with_aws(config, aws, shutdown.clone())
+            .await
+            .expect("start the ingester");
+        InProcessIngester {
+            base: format!("http://{}", running.http),
+            http: reqwest::Client::new(),
+            running,
+            shutdown,
+            dir,
+            s3: env.s3_client(),
+            bucket: env.bucket.clone(),
+            prefix: prefix.to_owned(),
+            frames: Default::default(),
+        }
+    }
+
+    /// The ingester's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// POSTs one OTLP/HTTP JSON logs request (Fir telemetry drain) for `app`; panics unless it
     /// is 200.
     pub async fn post_otlp_json(&self, app: &str, request: &serde_json::Value) {

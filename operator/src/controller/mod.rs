@@ -25,6 +25,7 @@ mod memory;
 mod retain;
 mod retention;
 mod suspend;
+mod writable;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -61,6 +62,7 @@ pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
 pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
 pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
 pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
+pub(crate) const ARCHIVE_WRITABLE: &str = "ArchiveWritable";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
