@@ -69,7 +69,10 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         suspend_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
     } else {
         ctx.unverify_suspension(&uid);
-        sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+        sync_drains(
+            ctx, &ld, &uid, &reference, &password, &mut drains, &previous,
+        )
+        .await
     };
     let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
     if new_routes != routes {

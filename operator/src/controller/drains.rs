@@ -10,9 +10,11 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::conditions::Cond;
+use super::drift::{Drift, drift};
 use super::identity::{app_address, app_id_of, list_app, named, resolve_renames};
 use super::{Context, DRAIN_USER, fingerprint};
 use crate::crd::{DrainStatus, DrainTarget, LogDrain};
+use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use crate::error::{Error, Result};
 use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
 use crate::resources;
@@ -143,6 +145,8 @@ type AppResult = (
 
 /// What happened to one app's drain.
 enum Change {
+    /// Found before the repair the other changes are (drift.rs).
+    Drifted(Drift),
     Created(Drain),
     Replaced(Drain),
     Removed { id: String, token: String },
@@ -155,6 +159,7 @@ pub(super) async fn sync_drains(
     reference: &ObjectReference,
     password: &str,
     drains: &mut BTreeMap<String, DrainStatus>,
+    accepted: &RoutesFile,
 ) -> HerokuOutcome {
     let apps = ld.app_set();
     let target = ld.spec.endpoint.target();
@@ -241,15 +246,17 @@ pub(super) async fn sync_drains(
     }
     let results: Vec<AppResult> = futures::stream::iter(ready.into_iter().map(|(app, url)| {
         let known = drains.get(&app).cloned();
+        let route = accepted.apps.get(&app).cloned();
         let token = token.clone();
         async move {
-            let r = sync_app(ctx, &token, &app, &url, known.as_ref()).await;
+            let r = sync_app(ctx, &token, &app, &url, known.as_ref(), route.as_ref()).await;
             (app, url, r)
         }
     }))
     .buffer_unordered(ctx.settings.app_concurrency.max(1))
     .collect()
     .await;
+    let mut drifted = Vec::new();
     for (app, url, result) in results {
         match result {
             Ok((status, changes)) => {
@@ -258,6 +265,9 @@ pub(super) async fn sync_drains(
                 ctx.set_drain_verified(uid, &app, fp, status.clone());
                 drains.insert(app.clone(), status);
                 for change in changes {
+                    if let Change::Drifted(d) = &change {
+                        drifted.push(d.to_string());
+                    }
                     announce(ctx, reference, &app, &url, change).await;
                 }
             }
@@ -272,7 +282,7 @@ pub(super) async fn sync_drains(
 
     let Some(summary) = ErrorSummary::with_notes(errors, &notes) else {
         return HerokuOutcome {
-            condition: ok(),
+            condition: drifted_or(ok(), &drifted),
             error: None,
         };
     };
@@ -349,6 +359,24 @@ async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainSta
     }
 }
 
+/// `DrainsRegistered` of a reconcile that found (and repaired) drift: still
+/// True, since the drains are right again, with the reason `Drifted` and
+/// what was wrong, until the next check finds nothing.
+fn drifted_or(ok: Cond, drifted: &[String]) -> Cond {
+    if drifted.is_empty() {
+        return ok;
+    }
+    Cond::ok(
+        "Drifted",
+        format!(
+            "{}; repaired drift of {} apps (events DrainDrifted): {}",
+            ok.message,
+            drifted.len(),
+            drifted.join("; ")
+        ),
+    )
+}
+
 fn drains_ok(n: usize, target: Option<&DrainTarget>) -> Cond {
     let to = target.map(DrainTarget::describe).unwrap_or_default();
     Cond::ok(
@@ -382,6 +410,18 @@ async fn announce(
 ) {
     let base = url.without_credentials();
     let (reason, note) = match change {
+        Change::Drifted(d) => {
+            ctx.publish(
+                reference,
+                EventType::Warning,
+                "DrainDrifted",
+                format!(
+                    "{d}; repairing: the drain to {base} is kept or re-registered (events DrainCreated, DrainReplaced)"
+                ),
+            )
+            .await;
+            return;
+        }
         Change::Created(d) => {
             ctx.metrics.drain_changed("created");
             (
@@ -461,11 +501,15 @@ async fn sync_app(
     app: &str,
     url: &DrainUrl,
     known: Option<&DrainStatus>,
+    accepted: Option<&AppRoute>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
     let (address, listed) =
         list_app(ctx, token, app, known.and_then(|k| k.app_id.as_deref())).await?;
     let named = |e| named(e, app);
-    let mut changes = Vec::new();
+    let mut changes: Vec<Change> = drift(app, &listed, url, known, accepted)
+        .map(Change::Drifted)
+        .into_iter()
+        .collect();
     let kept = match ours_to(&listed, url).cloned() {
         Some(d) => d,
         None => {

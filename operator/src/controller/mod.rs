@@ -19,6 +19,7 @@ mod cleanup;
 mod conditions;
 mod context;
 mod drains;
+mod drift;
 mod freshness;
 mod identity;
 mod memory;
