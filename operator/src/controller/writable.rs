@@ -111,7 +111,7 @@ pub(super) fn writable_condition(
             refusals
                 .entry((p.result.as_str(), p.action.as_str(), p.code.as_str()))
                 .or_default()
-                .push(pod);
+                .push(*pod);
         }
     }
     if !refusals.is_empty() {
@@ -157,7 +157,7 @@ pub(super) fn writable_condition(
         let action = if p.delete_action.is_empty() {
             "the delete"
         } else {
-            &p.delete_action
+            p.delete_action.as_str()
         };
         message.push_str(&format!(
             "; deleting it was denied ({action}): one probe object per pod start stays until a lifecycle rule or a person removes it"
