@@ -90,20 +90,25 @@ impl TestEnv {
         })
     }
 
+    /// The static keys of the test environment (MinIO's root user; moto takes any).
+    pub fn root_credentials(&self) -> aws_sdk_s3::config::Credentials {
+        aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "drainpipe-testenv",
+        )
+    }
+
     /// An S3 client for the test MinIO: path-style addressing, static credentials.
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_s3::config::{BehaviorVersion, Region};
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .endpoint_url(&self.s3_endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "drainpipe-testenv",
-            ))
+            .credentials_provider(self.root_credentials())
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
@@ -114,18 +119,12 @@ impl TestEnv {
     /// what the policy allows. Tests use it for an identity that may read the bucket but not
     /// write it, the way a real writer role with a wrong policy behaves.
     pub async fn minio_session_credentials(&self, policy: &str) -> aws_sdk_s3::config::Credentials {
-        use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_sts::config::{BehaviorVersion, Region};
         let config = aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .endpoint_url(&self.s3_endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "drainpipe-testenv",
-            ))
+            .credentials_provider(self.root_credentials())
             .build();
         let out = aws_sdk_sts::Client::from_conf(config)
             .assume_role()
@@ -157,18 +156,12 @@ impl TestEnv {
 
     /// A Glue client for the test moto server.
     pub fn glue_client(&self) -> aws_sdk_glue::Client {
-        use aws_sdk_glue::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_glue::config::{BehaviorVersion, Region};
         let config = aws_sdk_glue::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .endpoint_url(&self.glue_endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "drainpipe-testenv",
-            ))
+            .credentials_provider(self.root_credentials())
             .build();
         aws_sdk_glue::Client::from_conf(config)
     }

@@ -37,36 +37,7 @@ impl InProcessIngester {
     /// Like [`InProcessIngester::start_s3`], with more flags (`--routes FILE`, `--listen ADDR`
     /// replacing the loopback port...).
     pub async fn start_with(env: &TestEnv, prefix: &str, extra: &[String]) -> Self {
-        let dir = tempfile::tempdir().expect("scratch dir");
-        let root = dir.path();
-        let mut args = vec!["drainpipe-ingester".to_owned()];
-        if !extra.iter().any(|a| a == "--listen") {
-            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
-        }
-        args.extend([
-            "--archive".to_owned(),
-            format!("file://{}", root.join("archive").display()),
-            "--data-dir".to_owned(),
-            root.join("data").display().to_string(),
-        ]);
-        args.extend(extra.iter().cloned());
-        let config = Config::try_parse_from(args).expect("ingester flags");
-        config.validate().expect("valid ingester flags");
-        let shutdown = CancellationToken::new();
-        let running = run(config, shutdown.clone())
-            .await
-            .expect("start the ingester");
-        InProcessIngester {
-            base: format!("http://{}", running.http),
-            http: reqwest::Client::new(),
-            running,
-            shutdown,
-            dir,
-            s3: env.s3_client(),
-            bucket: env.bucket.clone(),
-            prefix: prefix.to_owned(),
-            frames: Default::default(),
-        }
+        Self::start_inner(env, prefix, None, extra).await
     }
 
     /// An ingester that archives straight to `env.bucket` under `prefix` with `credentials`
@@ -79,30 +50,47 @@ impl InProcessIngester {
         extra: &[String],
     ) -> Self {
         use aws_config::{BehaviorVersion, Region};
-        let dir = tempfile::tempdir().expect("scratch dir");
-        let mut args = vec!["drainpipe-ingester".to_owned()];
-        if !extra.iter().any(|a| a == "--listen") {
-            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
-        }
-        args.extend([
-            "--archive".to_owned(),
-            format!("s3://{}/{prefix}", env.bucket),
-            "--data-dir".to_owned(),
-            dir.path().join("data").display().to_string(),
-        ]);
-        args.extend(extra.iter().cloned());
-        let config = Config::try_parse_from(args).expect("ingester flags");
-        config.validate().expect("valid ingester flags");
         let aws = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(env.region.clone()))
             .endpoint_url(&env.s3_endpoint)
             .credentials_provider(credentials)
             .load()
             .await;
+        Self::start_inner(env, prefix, Some(aws), extra).await
+    }
+
+    /// Archives to a scratch folder, or with `aws` straight to MinIO.
+    async fn start_inner(
+        env: &TestEnv,
+        prefix: &str,
+        aws: Option<aws_config::SdkConfig>,
+        extra: &[String],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let root = dir.path();
+        let mut args = vec!["drainpipe-ingester".to_owned()];
+        if !extra.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        let archive = match aws {
+            Some(_) => format!("s3://{}/{prefix}", env.bucket),
+            None => format!("file://{}", root.join("archive").display()),
+        };
+        args.extend([
+            "--archive".to_owned(),
+            archive,
+            "--data-dir".to_owned(),
+            root.join("data").display().to_string(),
+        ]);
+        args.extend(extra.iter().cloned());
+        let config = Config::try_parse_from(args).expect("ingester flags");
+        config.validate().expect("valid ingester flags");
         let shutdown = CancellationToken::new();
-        let running = drainpipe_ingester::run_with_aws(config, aws, shutdown.clone())
-            .await
-            .expect("start the ingester");
+        let running = match aws {
+            Some(aws) => drainpipe_ingester::run_with_aws(config, aws, shutdown.clone()).await,
+            None => run(config, shutdown.clone()).await,
+        }
+        .expect("start the ingester");
         InProcessIngester {
             base: format!("http://{}", running.http),
             http: reqwest::Client::new(),

@@ -649,7 +649,6 @@ async fn keys(h: &Harness, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_writable_follows_the_ingesters_write_probe() {
-    use aws_sdk_s3::config::Credentials;
     let mut h = harness("writable", &["wr-web"]).await;
     h.settings.resync = Duration::from_secs(2);
     let prefix = format!("{}/", h.ns);
@@ -670,13 +669,13 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     assert_eq!(condition_reason(&ld, "ArchiveWritable"), "Probing");
 
     // An ingester with the writer's normal credentials.
-    let root = Credentials::new(&h.env.access_key, &h.env.secret_key, None, None, "test");
+    let root = h.env.root_credentials();
     let ip = loopback_ip();
     let good = InProcessIngester::start_s3_as(&h.env, &prefix, root, &listen(&ip)).await;
     run_pod_at(&h, "wr", &ip).await;
     let ld = h
-        .wait_status("wr", "archive writable", MINUTE, |ld| {
-            condition_is(ld, "ArchiveWritable", "True")
+        .wait_status("wr", "archive writable and ready", MINUTE, |ld| {
+            condition_is(ld, "ArchiveWritable", "True") && condition_is(ld, "Ready", "True")
         })
         .await;
     assert_eq!(condition_reason(&ld, "ArchiveWritable"), "Writable");
