@@ -130,14 +130,14 @@ async fn start(
         }
         None => Routes::open(),
     };
-    let archive = Arc::new(Archive::from_url_with(&config.archive, aws.as_ref())
+    let archive = Arc::new(
+        Archive::from_url_with(&config.archive, aws.as_ref())
             .await
-            .map_err(|source| {
-        StartError::Archive {
-            url: config.archive.clone(),
-            source,
-        }
-    })?);
+            .map_err(|source| StartError::Archive {
+                url: config.archive.clone(),
+                source,
+            })?,
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

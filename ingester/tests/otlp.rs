@@ -85,7 +85,7 @@ fn check(recs: &[serde_json::Value], n: usize, run: &str) {
         seen[seq] = true;
         assert_eq!(r["app"], "fir-app");
         assert_eq!(r["message"], format!("record {seq} of {run}"));
-        let (severity, text) = if seq % 10 == 0 {
+        let (severity, text) = if seq.is_multiple_of(10) {
             (3, "ERROR")
         } else {
             (6, "INFO")

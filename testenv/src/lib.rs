@@ -143,7 +143,10 @@ impl TestEnv {
                 )
             });
         let c = out.credentials().unwrap_or_else(|| {
-            panic!("MinIO STS AssumeRole at {} returned no credentials", self.s3_endpoint)
+            panic!(
+                "MinIO STS AssumeRole at {} returned no credentials",
+                self.s3_endpoint
+            )
         });
         aws_sdk_s3::config::Credentials::new(
             c.access_key_id(),

@@ -726,9 +726,16 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         "{msg}"
     );
     // Folded into Ready: the pod is available, the drains registered.
-    assert!(condition_is(&ld, "IngesterAvailable", "True"), "{:?}", ld.status);
+    assert!(
+        condition_is(&ld, "IngesterAvailable", "True"),
+        "{:?}",
+        ld.status
+    );
     let ready = condition(&ld, "Ready").expect("Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "WriteDenied"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "WriteDenied")
+    );
     let metrics = denied.metrics().await;
     assert!(
         metrics.contains("drainpipe_archive_writable 0"),
@@ -740,8 +747,14 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     );
     let status = serde_json::to_string(&ld.status).expect("status json");
     for secret in &secrets {
-        assert!(!status.contains(secret.as_str()), "a credential in the status");
-        assert!(!metrics.contains(secret.as_str()), "a credential in the metrics");
+        assert!(
+            !status.contains(secret.as_str()),
+            "a credential in the status"
+        );
+        assert!(
+            !metrics.contains(secret.as_str()),
+            "a credential in the metrics"
+        );
     }
     denied.stop().await;
 
@@ -839,7 +852,10 @@ async fn a_drifted_drain_is_reported_and_repaired() {
         )),
         "{msg}"
     );
-    assert!(!msg.contains("not-the-password") && !msg.contains(&password), "{msg}");
+    assert!(
+        !msg.contains("not-the-password") && !msg.contains(&password),
+        "{msg}"
+    );
 
     // Repaired: one drain, a new one, with the password the ingesters accept.
     let ld = h

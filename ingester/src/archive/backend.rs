@@ -50,6 +50,7 @@ impl std::fmt::Debug for Archive {
 
 impl Archive {
     /// Open the archive an `--archive` URL names.
+    #[cfg(test)]
     pub async fn from_url(url: &str) -> Result<Archive, ArchiveError> {
         Self::from_url_with(url, None).await
     }
@@ -188,9 +189,7 @@ impl Archive {
     }
 }
 
-async fn blocking(
-    f: impl FnOnce() -> io::Result<()> + Send + 'static,
-) -> Result<(), StoreError> {
+async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> Result<(), StoreError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StoreError {
@@ -320,11 +319,7 @@ pub struct S3Archive {
 }
 
 impl S3Archive {
-    async fn new(
-        bucket: String,
-        prefix: String,
-        aws: Option<&aws_config::SdkConfig>,
-    ) -> S3Archive {
+    async fn new(bucket: String, prefix: String, aws: Option<&aws_config::SdkConfig>) -> S3Archive {
         let (sdk, endpoint) = match aws {
             Some(sdk) => (sdk.clone(), sdk.endpoint_url().map(str::to_owned)),
             None => {

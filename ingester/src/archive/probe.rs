@@ -74,9 +74,7 @@ pub(crate) async fn probe_once(archive: &Archive, key: &str) -> ProbeOutcome {
 
 /// Records `outcome` in the metrics (the one info series replaced).
 pub(crate) fn record(metrics: &Metrics, archive: &Archive, outcome: &ProbeOutcome, now: i64) {
-    metrics
-        .archive_writable
-        .set(i64::from(outcome.writable()));
+    metrics.archive_writable.set(i64::from(outcome.writable()));
     metrics.archive_probe_time.set(now);
     metrics.archive_probe.clear();
     metrics

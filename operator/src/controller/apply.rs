@@ -21,8 +21,8 @@ use super::retention::sync_retention;
 use super::suspend::suspend_drains;
 use super::writable;
 use super::{
-    ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
-    RETENTION_APPLIED, fingerprint, lock,
+    ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
+    INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
 use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
@@ -70,7 +70,13 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     } else {
         ctx.unverify_suspension(&uid);
         sync_drains(
-            ctx, &ld, &uid, &reference, &password, &mut drains, &previous,
+            ctx,
+            &ld,
+            &uid,
+            &reference,
+            &password,
+            &mut drains,
+            &previous,
         )
         .await
     };

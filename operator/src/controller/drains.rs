@@ -14,10 +14,10 @@ use super::drift::{Drift, drift};
 use super::identity::{app_address, app_id_of, list_app, named, resolve_renames};
 use super::{Context, DRAIN_USER, fingerprint};
 use crate::crd::{DrainStatus, DrainTarget, LogDrain};
-use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use crate::error::{Error, Result};
 use crate::heroku::{ApiToken, Drain, DrainUrl, HerokuError};
 use crate::resources;
+use drainpipe_contract::routes::{AppRoute, RoutesFile};
 
 pub(super) struct HerokuOutcome {
     pub(super) condition: Cond,
@@ -149,7 +149,10 @@ enum Change {
     Drifted(Drift),
     Created(Drain),
     Replaced(Drain),
-    Removed { id: String, token: String },
+    Removed {
+        id: String,
+        token: String,
+    },
 }
 
 pub(super) async fn sync_drains(

@@ -163,8 +163,7 @@ mod tests {
         // routes Secret (someone re-made it with a wrong one).
         let k = known(ROTATED_AWAY, URL);
         let route = pinned("pw-current", &k.token);
-        let d = drift("example", &listed(), &example_url(), Some(&k), Some(&route))
-            .expect("drift");
+        let d = drift("example", &listed(), &example_url(), Some(&k), Some(&route)).expect("drift");
         assert_eq!(
             d.to_string(),
             "example: drain 11234567-89ab-cdef-0123-456789abcdef's password differs from the \
@@ -185,7 +184,13 @@ mod tests {
             drain_tokens: Vec::new(),
         };
         assert_eq!(
-            drift("example", &listed(), &example_url(), Some(&k), Some(&unpinned)),
+            drift(
+                "example",
+                &listed(),
+                &example_url(),
+                Some(&k),
+                Some(&unpinned)
+            ),
             None
         );
         // A new app: nothing recorded, nothing accepted yet.

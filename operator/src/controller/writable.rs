@@ -119,8 +119,16 @@ pub(super) fn writable_condition(
         let text = refusals
             .iter()
             .map(|((result, action, code), pods)| {
-                let action = if action.is_empty() { "the write" } else { action };
-                let how = if *result == "denied" { "denied" } else { "failed" };
+                let action = if action.is_empty() {
+                    "the write"
+                } else {
+                    action
+                };
+                let how = if *result == "denied" {
+                    "denied"
+                } else {
+                    "failed"
+                };
                 let code = if code.is_empty() {
                     String::new()
                 } else {
@@ -201,7 +209,9 @@ mod tests {
         );
         // Before the first probe, or an ingester that does not probe.
         assert_eq!(
-            parse_probe("drainpipe_archive_writable 0\ndrainpipe_archive_probe_timestamp_seconds 0\n"),
+            parse_probe(
+                "drainpipe_archive_writable 0\ndrainpipe_archive_probe_timestamp_seconds 0\n"
+            ),
             None
         );
         assert_eq!(parse_probe("drainpipe_archive_objects_total 3\n"), None);
@@ -259,7 +269,8 @@ mod tests {
         let c = writable_condition(&pods(&[("a", &kept)]), 1, AT);
         assert!(c.status, "a denied delete is no unwritable archive");
         assert!(
-            c.message.contains("deleting it was denied (s3:DeleteObject)"),
+            c.message
+                .contains("deleting it was denied (s3:DeleteObject)"),
             "{}",
             c.message
         );
