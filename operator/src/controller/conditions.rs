@@ -172,8 +172,8 @@ mod tests {
         let probing = Cond::unknown("Probing", "no probe yet");
         assert!(ready_condition(&ld, &[&ok, &probing]).status);
         let denied = Cond::failed("WriteDenied", "s3:PutObject denied");
-        let r = ready_condition(&ld, &[&ok, &probing, &denied]);
-        assert_eq!(r.reason, "WriteDenied");
+        let unwritable = ready_condition(&ld, &[&ok, &probing, &denied]);
+        assert_eq!(unwritable.reason, "WriteDenied");
         assert_eq!(
             condition(&[], "ArchiveWritable", &probing, Some(1)).status,
             "Unknown"
