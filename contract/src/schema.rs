@@ -173,6 +173,12 @@ pub fn day_folder(app: &str, year: i32, month: u8, day: u8) -> String {
 /// Athena's projection placeholders in [`PARTITION_KEYS`] order.
 pub const LOCATION_TEMPLATE: &str = "${app}/${year}/${month}/${day}/";
 
+/// The folder below the archive prefix where the ingester writes its write
+/// probe (`ArchiveWritable`). It can never be an app's folder: an app name
+/// starts with a lowercase letter, so no projected partition (and no Athena
+/// query) ever reads it, and a lifecycle rule on the prefix still covers it.
+pub const PROBE_FOLDER: &str = "_drainpipe-probe/";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +194,14 @@ mod tests {
         for key in PARTITION_KEYS {
             assert!(LOCATION_TEMPLATE.contains(&format!("${{{key}}}")), "{key}");
         }
+    }
+
+    #[test]
+    fn the_probe_folder_is_no_app_folder() {
+        let name = PROBE_FOLDER.trim_end_matches('/');
+        assert!(!crate::app::valid_app_name(name));
+        assert!(!name.starts_with(|c: char| c.is_ascii_lowercase()));
+        assert!(!day_folder("shop", 2026, 6, 7).starts_with(PROBE_FOLDER));
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_ARCHIVE", default_value = "file://./archive")]
     pub archive: String,
 
+    /// How often the ingester proves it can write to the archive: a small
+    /// object under `{prefix}_drainpipe-probe/`, written and deleted, at
+    /// start-up and then at this interval (`drainpipe_archive_writable`).
+    #[arg(long, env = "DRAINPIPE_ARCHIVE_PROBE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub archive_probe_interval: Duration,
+
     /// Directory of the write-ahead log (`--ack wal`).
     #[arg(long, env = "DRAINPIPE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -186,6 +192,8 @@ pub enum ConfigError {
     MaxBody,
     #[error("--wal-segment-bytes must be at least 1 MiB and at most --wal-max-bytes")]
     SegmentBytes,
+    #[error("--archive-probe-interval must be at least 1s")]
+    ProbeInterval,
 }
 
 impl Config {
@@ -236,6 +244,9 @@ impl Config {
         if self.wal_segment_bytes < 1 << 20 || self.wal_segment_bytes > self.wal_max_bytes {
             return Err(ConfigError::SegmentBytes);
         }
+        if self.archive_probe_interval < Duration::from_secs(1) {
+            return Err(ConfigError::ProbeInterval);
+        }
         Ok(())
     }
 }
@@ -255,7 +266,10 @@ mod tests {
         assert_eq!(c.flush_bytes, 64 << 20);
         assert_eq!(c.max_body, 16 << 20);
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.archive_probe_interval, Duration::from_secs(300));
         c.validate().expect("defaults are valid");
+        let c = Config::try_parse_from(["x", "--archive-probe-interval", "500ms"]).expect("parses");
+        assert!(c.validate().is_err(), "probing more than once a second");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::backend::{Archive, ArchiveError};
 use crate::archive::direct::{Direct, DirectOptions};
+use crate::archive::probe;
 use crate::archive::uploader::{self, UploaderOptions};
 use crate::config::{AckMode, Config};
 use crate::durable::{Wal, WalError, WalOptions};
@@ -116,6 +117,26 @@ impl Running {
 /// the current tokio runtime until `shutdown` is cancelled. Everything that
 /// can fail on a bad flag fails here, before anything is accepted.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    start(config, None, shutdown).await
+}
+
+/// Like [`run`], with an `s3://` archive reached with `aws` (region,
+/// credentials, endpoint) instead of the process environment: for
+/// embedding, and for tests that run ingesters with different identities
+/// in one process.
+pub async fn run_with_aws(
+    config: Config,
+    aws: aws_config::SdkConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    start(config, Some(aws), shutdown).await
+}
+
+async fn start(
+    config: Config,
+    aws: Option<aws_config::SdkConfig>,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let routes = match &config.routes {
         Some(path) => {
@@ -125,12 +146,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         }
         None => Routes::open(),
     };
-    let archive = Arc::new(Archive::from_url(&config.archive).await.map_err(|source| {
-        StartError::Archive {
-            url: config.archive.clone(),
-            source,
-        }
-    })?);
+    let archive = Arc::new(
+        Archive::from_url_with(&config.archive, aws.as_ref())
+            .await
+            .map_err(|source| StartError::Archive {
+                url: config.archive.clone(),
+                source,
+            })?,
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -298,6 +321,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         }
         None => (None, None),
     };
+    let probing = probe::start(
+        Arc::clone(&archive),
+        Arc::clone(&metrics),
+        config.archive_probe_interval,
+        stop.clone(),
+    );
     let serving = tokio::spawn(http::serve(
         listener,
         Arc::clone(&server),
@@ -312,6 +341,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         server.set_unready();
         stop.cancel();
         serving.await.map_err(RunError::Server)?;
+        // Stopped with `stop`; a probe cut short is of no consequence.
+        let _ = probing.await;
         if let Some(task) = syslog_serving {
             task.await.map_err(RunError::Syslog)?;
         }

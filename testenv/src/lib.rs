@@ -90,39 +90,81 @@ impl TestEnv {
         })
     }
 
+    /// The static keys of the test environment (MinIO's root user; moto takes any).
+    pub fn root_credentials(&self) -> aws_sdk_s3::config::Credentials {
+        aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "drainpipe-testenv",
+        )
+    }
+
     /// An S3 client for the test MinIO: path-style addressing, static credentials.
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_s3::config::{BehaviorVersion, Region};
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .endpoint_url(&self.s3_endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "drainpipe-testenv",
-            ))
+            .credentials_provider(self.root_credentials())
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// Temporary credentials for the test MinIO, as AWS STS `AssumeRole` hands them to a role
+    /// with a session `policy` (IAM policy JSON): MinIO grants the root user's rights cut down to
+    /// what the policy allows. Tests use it for an identity that may read the bucket but not
+    /// write it, the way a real writer role with a wrong policy behaves.
+    pub async fn minio_session_credentials(&self, policy: &str) -> aws_sdk_s3::config::Credentials {
+        use aws_sdk_sts::config::{BehaviorVersion, Region};
+        let config = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.s3_endpoint)
+            .credentials_provider(self.root_credentials())
+            .build();
+        let out = aws_sdk_sts::Client::from_conf(config)
+            .assume_role()
+            // MinIO derives the role from the signing user; the ARN is required by the API only.
+            .role_arn("arn:minio:iam:::role/drainpipe-test")
+            .role_session_name("drainpipe-test")
+            .policy(policy)
+            .duration_seconds(3600)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MinIO STS AssumeRole at {}: {}",
+                    self.s3_endpoint,
+                    aws_sdk_sts::error::DisplayErrorContext(&e)
+                )
+            });
+        let c = out.credentials().unwrap_or_else(|| {
+            panic!(
+                "MinIO STS AssumeRole at {} returned no credentials",
+                self.s3_endpoint
+            )
+        });
+        aws_sdk_s3::config::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            None,
+            "minio-sts",
+        )
+    }
+
     /// A Glue client for the test moto server.
     pub fn glue_client(&self) -> aws_sdk_glue::Client {
-        use aws_sdk_glue::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_glue::config::{BehaviorVersion, Region};
         let config = aws_sdk_glue::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .endpoint_url(&self.glue_endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "drainpipe-testenv",
-            ))
+            .credentials_provider(self.root_credentials())
             .build();
         aws_sdk_glue::Client::from_conf(config)
     }

@@ -489,6 +489,24 @@ impl FakeHeroku {
         d
     }
 
+    /// Changes drain `id` of `app` to send to `url`, as something outside
+    /// drainpipe would leave it (the Platform API has no update for app
+    /// drains; this stands for drift however it came about). False when
+    /// there is no such drain.
+    pub fn set_drain_url(&self, app: &str, id: &str, url: &str) -> bool {
+        let mut s = self.lock();
+        let Some(d) = s
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.drains.iter_mut().find(|d| d.id == id))
+        else {
+            return false;
+        };
+        d.url = url.to_owned();
+        d.updated_at = now_rfc3339();
+        true
+    }
+
     /// Counters by request kind.
     pub fn counts(&self) -> RequestCounts {
         self.lock().counts

@@ -37,15 +37,48 @@ impl InProcessIngester {
     /// Like [`InProcessIngester::start_s3`], with more flags (`--routes FILE`, `--listen ADDR`
     /// replacing the loopback port...).
     pub async fn start_with(env: &TestEnv, prefix: &str, extra: &[String]) -> Self {
+        Self::start_inner(env, prefix, None, extra).await
+    }
+
+    /// An ingester that archives straight to `env.bucket` under `prefix` with `credentials`
+    /// (given to it explicitly, so this process's environment stays untouched), plus `extra`
+    /// flags. Its objects are in MinIO as it writes them; [`InProcessIngester::stop`] copies none.
+    pub async fn start_s3_as(
+        env: &TestEnv,
+        prefix: &str,
+        credentials: aws_sdk_s3::config::Credentials,
+        extra: &[String],
+    ) -> Self {
+        use aws_config::{BehaviorVersion, Region};
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(env.region.clone()))
+            .endpoint_url(&env.s3_endpoint)
+            .credentials_provider(credentials)
+            .load()
+            .await;
+        Self::start_inner(env, prefix, Some(aws), extra).await
+    }
+
+    /// Archives to a scratch folder, or with `aws` straight to MinIO.
+    async fn start_inner(
+        env: &TestEnv,
+        prefix: &str,
+        aws: Option<aws_config::SdkConfig>,
+        extra: &[String],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("scratch dir");
         let root = dir.path();
         let mut args = vec!["drainpipe-ingester".to_owned()];
         if !extra.iter().any(|a| a == "--listen") {
             args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
         }
+        let archive = match aws {
+            Some(_) => format!("s3://{}/{prefix}", env.bucket),
+            None => format!("file://{}", root.join("archive").display()),
+        };
         args.extend([
             "--archive".to_owned(),
-            format!("file://{}", root.join("archive").display()),
+            archive,
             "--data-dir".to_owned(),
             root.join("data").display().to_string(),
         ]);
@@ -53,9 +86,11 @@ impl InProcessIngester {
         let config = Config::try_parse_from(args).expect("ingester flags");
         config.validate().expect("valid ingester flags");
         let shutdown = CancellationToken::new();
-        let running = run(config, shutdown.clone())
-            .await
-            .expect("start the ingester");
+        let running = match aws {
+            Some(aws) => drainpipe_ingester::run_with_aws(config, aws, shutdown.clone()).await,
+            None => run(config, shutdown.clone()).await,
+        }
+        .expect("start the ingester");
         InProcessIngester {
             base: format!("http://{}", running.http),
             http: reqwest::Client::new(),
@@ -67,6 +102,18 @@ impl InProcessIngester {
             prefix: prefix.to_owned(),
             frames: Default::default(),
         }
+    }
+
+    /// The ingester's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// POSTs one OTLP/HTTP JSON logs request (Fir telemetry drain) for `app`; panics unless it

@@ -988,7 +988,8 @@ async fn prometheus_rule_is_off_by_default_and_valid_against_the_operators_crd()
             "DrainpipeArchiveStale",
             "DrainpipeIngester503s",
             "DrainpipeWalNearlyFull",
-            "DrainpipeLogplexDrops"
+            "DrainpipeLogplexDrops",
+            "DrainpipeArchiveNotWritable"
         ]
     );
     // The thresholds come from the values and name metrics the ingester exports.
@@ -998,6 +999,7 @@ async fn prometheus_rule_is_off_by_default_and_valid_against_the_operators_crd()
         (1, "drainpipe_http_requests_total{status=\"503\"}"),
         (2, "drainpipe_wal_max_bytes"),
         (3, "drainpipe_logplex_dropped_messages_total"),
+        (4, "drainpipe_archive_writable == 0"),
     ] {
         assert!(alerts[alert].1.contains(metric), "{}", alerts[alert].1);
     }

@@ -497,21 +497,13 @@ async fn endpoint_ingress_exposes_the_ingester_over_https() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_fresh_follows_what_the_ingester_pods_archive() {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::ResourceExt;
-    use kube::api::{ListParams, Patch, PatchParams};
     let mut h = harness("fresh", &["fresh-web"]).await;
     h.settings.archive_stale_after = Duration::from_secs(4);
     // Requeued every ~2 s, so freshness is read again without other changes.
     h.settings.resync = Duration::from_secs(2);
     // The pod's endpoint: the real ingester on a loopback address of its
     // own, at the port the operator reads (8080), as a pod IP would be.
-    let ip = format!(
-        "127.{}.{}.{}",
-        rand_octet(1),
-        rand_octet(2),
-        rand_octet(3).max(2)
-    );
+    let ip = loopback_ip();
     let ingester = InProcessIngester::start_with(
         &h.env,
         &format!("{}/", h.ns),
@@ -530,29 +522,7 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     h.wait_drains_registered("fresh", &["fresh-web"]).await;
 
     // Play the kubelet: the pod runs at `ip` and is Ready.
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    let pod = drainpipe_tests::operator::wait_for("the ingester pod", MINUTE, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=fresh"))
-                .await
-                .ok()?;
-            list.items.into_iter().next()
-        }
-    })
-    .await;
-    let mut status = drainpipe_tests::operator::ready_pod_status();
-    status["status"]["podIP"] = json!(ip);
-    status["status"]["podIPs"] = json!([{"ip": ip}]);
-    status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
-    pods.patch_status(
-        &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .expect("mark the pod running at the loopback address");
+    run_pod_at(&h, "fresh", &ip).await;
 
     let send = || async {
         let status = ingester
@@ -599,7 +569,321 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     h.teardown().await;
 }
 
+/// A random loopback address other than 127.0.0.1, to stand for a pod IP.
+fn loopback_ip() -> String {
+    format!(
+        "127.{}.{}.{}",
+        rand_octet(1),
+        rand_octet(2),
+        rand_octet(3).max(2)
+    )
+}
+
+/// Plays the kubelet: LogDrain `name`'s (first) ingester pod runs at `ip`
+/// and is Ready, so the operator reads `http://{ip}:8080/metrics`.
+async fn run_pod_at(h: &Harness, name: &str, ip: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let selector = format!("app.kubernetes.io/instance={name}");
+    let pod = drainpipe_tests::operator::wait_for("the ingester pod", MINUTE, || {
+        let pods = pods.clone();
+        let selector = selector.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        }
+    })
+    .await;
+    let mut status = drainpipe_tests::operator::ready_pod_status();
+    status["status"]["podIP"] = json!(ip);
+    status["status"]["podIPs"] = json!([{"ip": ip}]);
+    status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .expect("mark the pod running at the loopback address");
+}
+
 fn rand_octet(salt: u8) -> u8 {
     let b = uuid::Uuid::new_v4().as_bytes()[usize::from(salt)];
     b.clamp(1, 254)
+}
+
+/// A MinIO session policy: `actions` allowed on the test bucket, nothing else.
+fn policy(bucket: &str, actions: &[&str]) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+        }],
+    })
+    .to_string()
+}
+
+/// Keys under `prefix` in the test bucket.
+async fn keys(h: &Harness, prefix: &str) -> Vec<String> {
+    let out = h
+        .env
+        .s3_client()
+        .list_objects_v2()
+        .bucket(&h.env.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("list objects");
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_writable_follows_the_ingesters_write_probe() {
+    let mut h = harness("writable", &["wr-web"]).await;
+    h.settings.resync = Duration::from_secs(2);
+    let prefix = format!("{}/", h.ns);
+    let probes = format!("{prefix}_drainpipe-probe/");
+    let listen = |ip: &str| vec!["--listen".to_string(), format!("{ip}:8080")];
+    h.start();
+    let mut spec = h.spec(&["wr-web"], None);
+    spec["ingester"]["replicas"] = json!(1);
+    h.apply("wr", spec).await;
+    h.wait_drains_registered("wr", &["wr-web"]).await;
+
+    // Before any pod answers, the operator cannot know.
+    let ld = h
+        .wait_status("wr", "probing", MINUTE, |ld| {
+            condition_is(ld, "ArchiveWritable", "Unknown")
+        })
+        .await;
+    assert_eq!(condition_reason(&ld, "ArchiveWritable"), "Probing");
+
+    // An ingester with the writer's normal credentials.
+    let root = h.env.root_credentials();
+    let ip = loopback_ip();
+    let good = InProcessIngester::start_s3_as(&h.env, &prefix, root, &listen(&ip)).await;
+    run_pod_at(&h, "wr", &ip).await;
+    let ld = h
+        .wait_status("wr", "archive writable and ready", MINUTE, |ld| {
+            condition_is(ld, "ArchiveWritable", "True") && condition_is(ld, "Ready", "True")
+        })
+        .await;
+    assert_eq!(condition_reason(&ld, "ArchiveWritable"), "Writable");
+    let msg = condition(&ld, "ArchiveWritable")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains(&format!("s3://{}/{probes}", h.env.bucket)),
+        "{msg}"
+    );
+    let metrics = good.metrics().await;
+    assert!(
+        metrics.contains("drainpipe_archive_writable 1"),
+        "{metrics}"
+    );
+    // The probe object was deleted again, and nothing else was written.
+    assert_eq!(keys(&h, &prefix).await, Vec::<String>::new());
+    good.stop().await;
+
+    // The same pod with credentials that may read the bucket but not write.
+    let read_only = h
+        .env
+        .minio_session_credentials(&policy(&h.env.bucket, &["s3:GetObject", "s3:ListBucket"]))
+        .await;
+    let secrets = [
+        read_only.access_key_id().to_string(),
+        read_only.secret_access_key().to_string(),
+        read_only.session_token().unwrap_or_default().to_string(),
+        h.env.secret_key.clone(),
+    ];
+    let ip = loopback_ip();
+    let denied = InProcessIngester::start_s3_as(&h.env, &prefix, read_only, &listen(&ip)).await;
+    run_pod_at(&h, "wr", &ip).await;
+    let ld = h
+        .wait_status("wr", "archive not writable", MINUTE, |ld| {
+            condition_is(ld, "ArchiveWritable", "False")
+        })
+        .await;
+    assert_eq!(condition_reason(&ld, "ArchiveWritable"), "WriteDenied");
+    let msg = condition(&ld, "ArchiveWritable")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "s3:PutObject to s3://{}/{prefix} denied (AccessDenied)",
+            h.env.bucket
+        )),
+        "{msg}"
+    );
+    // Folded into Ready: the pod is available, the drains registered.
+    assert!(
+        condition_is(&ld, "IngesterAvailable", "True"),
+        "{:?}",
+        ld.status
+    );
+    let ready = condition(&ld, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "WriteDenied")
+    );
+    let metrics = denied.metrics().await;
+    assert!(
+        metrics.contains("drainpipe_archive_writable 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("action=\"s3:PutObject\",code=\"AccessDenied\""),
+        "{metrics}"
+    );
+    let status = serde_json::to_string(&ld.status).expect("status json");
+    for secret in &secrets {
+        assert!(
+            !status.contains(secret.as_str()),
+            "a credential in the status"
+        );
+        assert!(
+            !metrics.contains(secret.as_str()),
+            "a credential in the metrics"
+        );
+    }
+    denied.stop().await;
+
+    // Credentials that may write but not delete: writable, the probe object
+    // stays (one per process), and the message says so.
+    let no_delete = h
+        .env
+        .minio_session_credentials(&policy(
+            &h.env.bucket,
+            &["s3:GetObject", "s3:ListBucket", "s3:PutObject"],
+        ))
+        .await;
+    let ip = loopback_ip();
+    let kept = InProcessIngester::start_s3_as(&h.env, &prefix, no_delete, &listen(&ip)).await;
+    run_pod_at(&h, "wr", &ip).await;
+    let ld = h
+        .wait_status("wr", "writable without delete", MINUTE, |ld| {
+            condition(ld, "ArchiveWritable")
+                .is_some_and(|c| c.status == "True" && c.message.contains("deleting it was denied"))
+        })
+        .await;
+    let msg = condition(&ld, "ArchiveWritable")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("(s3:DeleteObject)"), "{msg}");
+    let left = keys(&h, &prefix).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(&probes), "{left:?}");
+    kept.stop().await;
+    h.env
+        .s3_client()
+        .delete_object()
+        .bucket(&h.env.bucket)
+        .key(&left[0])
+        .send()
+        .await
+        .expect("remove the probe object left behind");
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_drain_is_reported_and_repaired() {
+    use drainpipe_tests::operator::routes_accept;
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let mut h = harness("drift", &["drift-web"]).await;
+    // Drains are checked with Heroku again after half a resync.
+    h.settings.resync = Duration::from_secs(2);
+    h.start();
+    h.apply("dr", h.spec(&["drift-web"], None)).await;
+    let ld = h.wait_drains_registered("dr", &["drift-web"]).await;
+    let password = h.drain_password("dr").await;
+    let before = status_drains(&ld)[0].clone();
+
+    // Every DrainsRegistered the status goes through, from now on.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(
+            h.logdrains(),
+            watcher::Config::default().fields("metadata.name=dr"),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                if let watcher::Event::Apply(ld) | watcher::Event::InitApply(ld) = event
+                    && let Some(c) = condition(&ld, "DrainsRegistered")
+                {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push((c.reason.clone(), c.message.clone()));
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // drainpipe's drain now carries the right host but a wrong password.
+    let wrong = "https://drainpipe:not-the-password@logs.example.com/logplex/drift-web";
+    assert!(h.heroku.set_drain_url("drift-web", &before.id, wrong));
+
+    let drifted = drainpipe_tests::operator::wait_for("the Drifted reason", MINUTE, || {
+        let seen = seen.clone();
+        async move {
+            let seen = seen.lock().ok()?;
+            seen.iter().find(|(r, _)| r == "Drifted").cloned()
+        }
+    })
+    .await;
+    watch.abort();
+    let msg = drifted.1;
+    assert!(
+        msg.contains(&format!(
+            "drift-web: drain {}'s password differs from the routes Secret",
+            before.id
+        )),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("not-the-password") && !msg.contains(&password),
+        "{msg}"
+    );
+
+    // Repaired: one drain, a new one, with the password the ingesters accept.
+    let ld = h
+        .wait_status("dr", "repaired", MINUTE, |ld| {
+            condition_reason(ld, "DrainsRegistered") == "DrainsRegistered"
+                && status_drains(ld).first().is_some_and(|d| d.id != before.id)
+        })
+        .await;
+    let drains = h.heroku.drains("drift-web");
+    assert_eq!(drains.len(), 1, "{drains:?}");
+    assert_ne!(drains[0].id, before.id);
+    assert_eq!(status_drains(&ld)[0].id, drains[0].id);
+    drainpipe_tests::operator::wait_for("routes pin the new drain", MINUTE, || {
+        let h = &h;
+        let d = drains[0].clone();
+        async move {
+            let routes = h.routes("dr").await?;
+            routes_accept(&routes, "drift-web", &d.url, &d.token).then_some(())
+        }
+    })
+    .await;
+    // The drift is a warning event; the repair the drain sync's own events:
+    // a second DrainCreated (the first registered the drain) and the
+    // drifted drain's DrainReplaced.
+    let reasons = h.event_reasons("dr").await;
+    let count = |r: &str| reasons.iter().filter(|x| *x == r).count();
+    assert_eq!(count("DrainDrifted"), 1, "{reasons:?}");
+    assert_eq!(count("DrainCreated"), 2, "{reasons:?}");
+    assert_eq!(count("DrainReplaced"), 1, "{reasons:?}");
+    h.teardown().await;
 }

@@ -50,7 +50,17 @@ impl std::fmt::Debug for Archive {
 
 impl Archive {
     /// Open the archive an `--archive` URL names.
+    #[cfg(test)]
     pub async fn from_url(url: &str) -> Result<Archive, ArchiveError> {
+        Self::from_url_with(url, None).await
+    }
+
+    /// Like [`Archive::from_url`]; an `s3://` archive uses `aws` (region,
+    /// credentials, endpoint) instead of the process environment's chain.
+    pub async fn from_url_with(
+        url: &str,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Archive, ArchiveError> {
         if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
                 return Err(ArchiveError::Url(url.to_owned()));
@@ -74,7 +84,9 @@ impl Archive {
                 "" => DEFAULT_PREFIX.to_owned(),
                 p => format!("{p}/"),
             };
-            return Ok(Archive::S3(S3Archive::new(bucket.to_owned(), prefix).await));
+            return Ok(Archive::S3(
+                S3Archive::new(bucket.to_owned(), prefix, aws).await,
+            ));
         }
         Err(ArchiveError::Url(url.to_owned()))
     }
@@ -105,6 +117,126 @@ impl Archive {
             Archive::S3(a) => a.put(key, body).await,
         }
     }
+}
+
+/// Why a probe request failed, in terms safe for metrics labels and status
+/// messages: the store's error code (`AccessDenied`, `NoSuchBucket`, or the
+/// I/O error kind of a folder), never its message, request or credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreError {
+    /// The store refused the identity (S3 403, or a folder's EACCES/EPERM),
+    /// as opposed to being missing, unreachable or broken.
+    pub(crate) denied: bool,
+    pub(crate) code: String,
+    /// The whole error, for the ingester's own log.
+    pub(crate) detail: String,
+}
+
+const PROBE_BODY: &[u8] = b"drainpipe-ingester write probe: safe to delete\n";
+
+impl Archive {
+    /// The S3 action (or folder operation) a probe's write and delete need.
+    pub(crate) fn probe_actions(&self) -> (&'static str, &'static str) {
+        match self {
+            Archive::File(_) => ("write", "delete"),
+            Archive::S3(_) => ("s3:PutObject", "s3:DeleteObject"),
+        }
+    }
+
+    /// Writes the small probe object `key`, as an archive object is written.
+    pub(crate) async fn write_probe(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Archive::File(a) => {
+                let root = a.root.clone();
+                let key = key.to_owned();
+                blocking(move || write_durably(&root, &key, PROBE_BODY)).await
+            }
+            Archive::S3(a) => a
+                .client
+                .put_object()
+                .bucket(&a.bucket)
+                .key(key)
+                .content_type("text/plain")
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(PROBE_BODY))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| s3_error(&e)),
+        }
+    }
+
+    /// Deletes the probe object `key` (gone already counts as deleted).
+    pub(crate) async fn delete_probe(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Archive::File(a) => {
+                let path = a.root.join(key);
+                blocking(move || match fs::remove_file(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await
+            }
+            Archive::S3(a) => a
+                .client
+                .delete_object()
+                .bucket(&a.bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| s3_error(&e)),
+        }
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> Result<(), StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError {
+            denied: e.kind() == io::ErrorKind::PermissionDenied,
+            code: format!("{:?}", e.kind()),
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(StoreError {
+            denied: false,
+            code: "Panicked".to_owned(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn s3_error<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = match e {
+        SdkError::TimeoutError(_) => "Timeout".to_owned(),
+        SdkError::DispatchFailure(_) => "Unreachable".to_owned(),
+        _ => e.code().map_or_else(|| "Unknown".to_owned(), safe_code),
+    };
+    let denied = status == Some(403)
+        || matches!(
+            code.as_str(),
+            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"
+        );
+    StoreError {
+        denied,
+        code,
+        detail: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// An error code as a label value: S3's codes are short words; anything
+/// else is cut to that shape.
+fn safe_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect()
 }
 
 /// `{prefix}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}.json.gz`: the folders are
@@ -187,15 +319,22 @@ pub struct S3Archive {
 }
 
 impl S3Archive {
-    async fn new(bucket: String, prefix: String) -> S3Archive {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        // aws-config reads AWS_ENDPOINT_URL_S3 itself; we only need to know
-        // whether one is set: S3-compatible stores want path-style requests.
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .ok()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .or_else(|| sdk.endpoint_url().map(str::to_owned))
-            .filter(|e| !e.is_empty());
+    async fn new(bucket: String, prefix: String, aws: Option<&aws_config::SdkConfig>) -> S3Archive {
+        let (sdk, endpoint) = match aws {
+            Some(sdk) => (sdk.clone(), sdk.endpoint_url().map(str::to_owned)),
+            None => {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                // aws-config reads AWS_ENDPOINT_URL_S3 itself; we only need to
+                // know whether one is set: S3-compatible stores want
+                // path-style requests.
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                    .ok()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .or_else(|| sdk.endpoint_url().map(str::to_owned));
+                (sdk, endpoint)
+            }
+        };
+        let endpoint = endpoint.filter(|e| !e.is_empty());
         // Without a bound a stalled connection would hold an upload slot forever.
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(5))

@@ -1,4 +1,5 @@
 pub(crate) mod backend;
 pub(crate) mod direct;
 pub mod objects;
+pub(crate) mod probe;
 pub(crate) mod uploader;

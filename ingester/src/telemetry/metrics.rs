@@ -39,6 +39,22 @@ pub struct AppLabel {
     pub app: String,
 }
 
+/// The outcome of the latest archive write probe (`archive/probe.rs`):
+/// codes and action names only, never an error's text.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `written`, `denied` or `failed`.
+    pub result: &'static str,
+    /// The refused action (`s3:PutObject`, `write`), empty when written.
+    pub action: &'static str,
+    /// The store's error code (`AccessDenied`, `NoSuchBucket`...).
+    pub code: String,
+    /// `deleted`, `denied`, `failed`, or empty when nothing was written.
+    pub delete: &'static str,
+    /// The refused delete action (`s3:DeleteObject`), empty otherwise.
+    pub delete_action: &'static str,
+}
+
 /// Every metric of the ingester.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +80,12 @@ pub struct Metrics {
     pub archive_bytes: Counter,
     pub upload_latency: Histogram,
     pub upload_errors: Counter,
+    /// 1 when the latest write probe stored its object, else 0.
+    pub archive_writable: Gauge,
+    /// Unix time of the latest write probe; 0 before the first.
+    pub archive_probe_time: Gauge,
+    /// One series: the latest probe's outcome.
+    pub archive_probe: Family<ProbeLabels, Gauge>,
     pub routes_reloads: Family<ResultLabel, Counter>,
     pub syslog_connections: Gauge,
     pub syslog_connections_total: Family<ResultLabel, Counter>,
@@ -106,6 +128,9 @@ impl Metrics {
             archive_bytes: Counter::default(),
             upload_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upload_errors: Counter::default(),
+            archive_writable: Gauge::default(),
+            archive_probe_time: Gauge::default(),
+            archive_probe: Family::default(),
             routes_reloads: Family::default(),
             syslog_connections: Gauge::default(),
             syslog_connections_total: Family::default(),
@@ -223,6 +248,22 @@ impl Metrics {
             "upload_errors",
             "Failed attempts to store an object (retried)",
             m.upload_errors.clone(),
+        );
+        registry.register(
+            "archive_writable",
+            "1 when the latest write probe stored an object under the archive prefix, 0 when it was refused (see drainpipe_archive_probe_info)",
+            m.archive_writable.clone(),
+        );
+        registry.register_with_unit(
+            "archive_probe_timestamp",
+            "Unix time of the latest archive write probe; 0 before the first",
+            Unit::Seconds,
+            m.archive_probe_time.clone(),
+        );
+        registry.register(
+            "archive_probe_info",
+            "The latest archive write probe: result (written, denied, failed), the refused action and the store's error code, and whether the probe object was deleted",
+            m.archive_probe.clone(),
         );
         registry.register(
             "routes_reloads",

@@ -383,6 +383,10 @@ impl S3Env {
             let page = page.expect("list objects");
             for obj in page.contents() {
                 let key = obj.key().expect("key").to_owned();
+                // The write probe (`_drainpipe-probe/`) is no archive object.
+                if !key.ends_with(".json.gz") {
+                    continue;
+                }
                 let body = s3
                     .get_object()
                     .bucket(&self.bucket)

@@ -19,9 +19,10 @@ use super::freshness;
 use super::retain;
 use super::retention::sync_retention;
 use super::suspend::suspend_drains;
+use super::writable;
 use super::{
-    ARCHIVE_FRESH, CATALOG_SYNCED, Context, DRAINS_REGISTERED, INGESTER_AVAILABLE, MANAGER, READY,
-    RETENTION_APPLIED, fingerprint, lock,
+    ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
+    INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
 use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
@@ -68,7 +69,16 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         suspend_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
     } else {
         ctx.unverify_suspension(&uid);
-        sync_drains(ctx, &ld, &uid, &reference, &password, &mut drains).await
+        sync_drains(
+            ctx,
+            &ld,
+            &uid,
+            &reference,
+            &password,
+            &mut drains,
+            &previous,
+        )
+        .await
     };
     let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
     if new_routes != routes {
@@ -81,17 +91,20 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     // 3b. Retention.
     let retention = sync_retention(ctx, &ld, &uid, &reference, &old_status).await;
 
-    // 3c. Freshness, from the ingester pods' metrics.
-    let (last, since, pods_read) = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    // 3c. Freshness and writability, from the ingester pods' metrics.
+    let pods = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    let last = pods.last;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let fresh = freshness::fresh_condition(
         &spec_apps,
         &last,
         now,
-        since.unwrap_or(now),
+        pods.since.unwrap_or(now),
         ctx.settings.archive_stale_after,
-        pods_read,
+        pods.read,
     );
+    let writable =
+        writable::writable_condition(&pods.probes, pods.read, &resources::archive_url(&ld));
 
     // 4. Status.
     let generation = ld.metadata.generation;
@@ -112,10 +125,14 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
     conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
+    conditions.push(condition(old, ARCHIVE_WRITABLE, &writable, generation));
     if let Some(c) = &retention.condition {
         conditions.push(condition(old, RETENTION_APPLIED, c, generation));
     }
-    let ready = ready_condition(&ld, &[&heroku.condition, &catalog.condition, &ingester]);
+    let ready = ready_condition(
+        &ld,
+        &[&heroku.condition, &catalog.condition, &ingester, &writable],
+    );
     conditions.insert(0, condition(old, READY, &ready, generation));
     let dep_status = deployment.status.as_ref();
     let status = LogDrainStatus {

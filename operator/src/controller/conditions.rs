@@ -11,6 +11,9 @@ use crate::crd::LogDrain;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Cond {
     pub(super) status: bool,
+    /// Status `Unknown`: the operator could not find out (`status` is then
+    /// false, and `Ready` does not count it as a failure).
+    pub(super) unknown: bool,
     pub(super) reason: String,
     pub(super) message: String,
 }
@@ -19,6 +22,16 @@ impl Cond {
     pub(super) fn ok(reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status: true,
+            unknown: false,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn unknown(reason: &str, message: impl Into<String>) -> Cond {
+        Cond {
+            status: false,
+            unknown: true,
             reason: reason.to_string(),
             message: message.into(),
         }
@@ -27,6 +40,7 @@ impl Cond {
     pub(super) fn failed(reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status: false,
+            unknown: false,
             reason: reason.to_string(),
             message: message.into(),
         }
@@ -40,7 +54,11 @@ pub(super) fn condition(
     c: &Cond,
     generation: Option<i64>,
 ) -> Condition {
-    let status = if c.status { "True" } else { "False" };
+    let status = match (c.status, c.unknown) {
+        (true, _) => "True",
+        (false, true) => "Unknown",
+        (false, false) => "False",
+    };
     let last_transition_time = old
         .iter()
         .find(|o| o.type_ == type_ && o.status == status)
@@ -100,9 +118,10 @@ pub(super) fn ingester_condition(deployment: &Deployment, replicas: i32) -> Cond
 }
 
 /// Ready means logs flow end to end: drains registered, the catalog (if
-/// any) in step and an ingester pod available to receive them.
+/// any) in step, an ingester pod available to receive them and the archive
+/// writable. A part that is Unknown (not found out yet) does not fail it.
 pub(super) fn ready_condition(ld: &LogDrain, parts: &[&Cond]) -> Cond {
-    if let Some(failed) = parts.iter().find(|c| !c.status) {
+    if let Some(failed) = parts.iter().find(|c| !c.status && !c.unknown) {
         return Cond::failed(&failed.reason, failed.message.clone());
     }
     let s3 = &ld.spec.archive.s3;
@@ -149,6 +168,16 @@ mod tests {
         assert_eq!(r.reason, "AppNotFound");
         let r = ready_condition(&ld, &[&ok, &ok]);
         assert!(r.status);
+        // Not known yet is no failure; a reported one is.
+        let probing = Cond::unknown("Probing", "no probe yet");
+        assert!(ready_condition(&ld, &[&ok, &probing]).status);
+        let denied = Cond::failed("WriteDenied", "s3:PutObject denied");
+        let unwritable = ready_condition(&ld, &[&ok, &probing, &denied]);
+        assert_eq!(unwritable.reason, "WriteDenied");
+        assert_eq!(
+            condition(&[], "ArchiveWritable", &probing, Some(1)).status,
+            "Unknown"
+        );
         assert_eq!(r.message, "1 apps drain into s3://logs-bucket/logs/");
     }
 

@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::conditions::Cond;
+use super::drift::{Drift, drift};
 use super::identity::{app_address, app_id_of, identify, list_app, named, resolve_renames};
 use super::memory::AppIdentity;
 use super::telemetry_drains::{sync_fir_app, wanted_exporter};
@@ -20,6 +21,7 @@ use crate::heroku::{
     ApiToken, Drain, DrainUrl, Generation, HerokuError, TelemetryDrain, WantedExporter,
 };
 use crate::resources;
+use drainpipe_contract::routes::{AppRoute, RoutesFile};
 
 pub(super) struct HerokuOutcome {
     pub(super) condition: Cond,
@@ -56,6 +58,9 @@ pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToke
 pub(super) struct Desired {
     pub(super) url: DrainUrl,
     pub(super) otlp: Option<WantedExporter>,
+    /// What the ingesters accept for the app now (the routes Secret before
+    /// this reconcile), for the drift check; not part of the fingerprint.
+    pub(super) accepted: Option<AppRoute>,
 }
 
 impl Desired {
@@ -78,7 +83,14 @@ fn desired_drains(
         .map(|app| {
             let url = drain_url(target, app, password)?;
             let otlp = wanted_exporter(otlp, app, password).ok();
-            Ok((app.clone(), Desired { url, otlp }))
+            Ok((
+                app.clone(),
+                Desired {
+                    url,
+                    otlp,
+                    accepted: None,
+                },
+            ))
         })
         .collect()
 }
@@ -168,12 +180,19 @@ type AppResult = (
 
 /// What happened to one app's drain.
 pub(super) enum Change {
+    /// Found before the repair the other changes are (drift.rs).
+    Drifted(Drift),
     Created(Drain),
     Replaced(Drain),
-    Removed { id: String, token: String },
+    Removed {
+        id: String,
+        token: String,
+    },
     TelemetryCreated(TelemetryDrain),
     TelemetryUpdated(TelemetryDrain),
-    TelemetryRemoved { id: String },
+    TelemetryRemoved {
+        id: String,
+    },
 }
 
 pub(super) async fn sync_drains(
@@ -183,6 +202,7 @@ pub(super) async fn sync_drains(
     reference: &ObjectReference,
     password: &str,
     drains: &mut BTreeMap<String, DrainStatus>,
+    accepted: &RoutesFile,
 ) -> HerokuOutcome {
     let apps = ld.app_set();
     let target = ld.spec.endpoint.target();
@@ -302,6 +322,10 @@ pub(super) async fn sync_drains(
     let results: Vec<AppResult> = futures::stream::iter(ready.into_iter().map(|(app, want)| {
         let known = drains.get(&app).cloned();
         let prefetched = identified.remove(&app);
+        let want = Desired {
+            accepted: accepted.apps.get(&app).cloned(),
+            ..want
+        };
         let token = token.clone();
         async move {
             let r = sync_app(ctx, uid, &token, &app, &want, known.as_ref(), prefetched).await;
@@ -311,6 +335,7 @@ pub(super) async fn sync_drains(
     .buffer_unordered(ctx.settings.app_concurrency.max(1))
     .collect()
     .await;
+    let mut drifted = Vec::new();
     for (app, want, result) in results {
         match result {
             Ok((status, changes)) => {
@@ -318,6 +343,9 @@ pub(super) async fn sync_drains(
                 ctx.set_drain_verified(uid, &app, want.fingerprint(), status.clone());
                 drains.insert(app.clone(), status);
                 for change in changes {
+                    if let Change::Drifted(d) = &change {
+                        drifted.push(d.to_string());
+                    }
                     announce(ctx, reference, &app, &want, change).await;
                 }
             }
@@ -332,7 +360,7 @@ pub(super) async fn sync_drains(
 
     let Some(summary) = ErrorSummary::with_notes(errors, &notes) else {
         return HerokuOutcome {
-            condition: ok(drains),
+            condition: drifted_or(ok(drains), &drifted),
             error: None,
         };
     };
@@ -418,6 +446,24 @@ async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainSta
     }
 }
 
+/// `DrainsRegistered` of a reconcile that found (and repaired) drift: still
+/// True, since the drains are right again, with the reason `Drifted` and
+/// what was wrong, until the next check finds nothing.
+fn drifted_or(ok: Cond, drifted: &[String]) -> Cond {
+    if drifted.is_empty() {
+        return ok;
+    }
+    Cond::ok(
+        "Drifted",
+        format!(
+            "{}; repaired drift of {} apps (events DrainDrifted): {}",
+            ok.message,
+            drifted.len(),
+            drifted.join("; ")
+        ),
+    )
+}
+
 /// How a recorded drain is named in events: its id, and the token of a
 /// log drain (what `heroku drains` shows) or the kind of a telemetry drain.
 pub(super) fn describe(d: &DrainStatus) -> String {
@@ -482,6 +528,18 @@ async fn announce(
         .map(|w| w.endpoint.clone())
         .unwrap_or_default();
     let (reason, note) = match change {
+        Change::Drifted(d) => {
+            ctx.publish(
+                reference,
+                EventType::Warning,
+                "DrainDrifted",
+                format!(
+                    "{d}; repairing: the drain to {base} is kept or re-registered (events DrainCreated, DrainReplaced)"
+                ),
+            )
+            .await;
+            return;
+        }
         Change::Created(d) => {
             ctx.metrics.drain_changed("created");
             (
@@ -637,7 +695,7 @@ async fn sync_kind(
         .and_then(|k| k.app_id.as_deref())
         .or(identity.id.as_deref());
     match identity.generation {
-        Generation::Cedar => sync_log_app(ctx, token, app, &want.url, known, app_id).await,
+        Generation::Cedar => sync_log_app(ctx, token, app, want, known, app_id).await,
         Generation::Fir => {
             let wanted = match &want.otlp {
                 Some(w) => w.clone(),
@@ -655,13 +713,17 @@ async fn sync_log_app(
     ctx: &Context,
     token: &ApiToken,
     app: &str,
-    url: &DrainUrl,
+    want: &Desired,
     known: Option<&DrainStatus>,
     app_id: Option<&str>,
 ) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
+    let url = &want.url;
     let (address, listed) = list_app(ctx, token, app, app_id).await?;
     let named = |e| named(e, app);
-    let mut changes = Vec::new();
+    let mut changes: Vec<Change> = drift(app, &listed, url, known, want.accepted.as_ref())
+        .map(Change::Drifted)
+        .into_iter()
+        .collect();
     let kept = match ours_to(&listed, url).cloned() {
         Some(d) => d,
         None => {

@@ -2,7 +2,8 @@
 //! ingester pods export `drainpipe_archive_last_object_timestamp_seconds`
 //! per app; the operator reads each ready pod's `/metrics` (one small GET
 //! per pod per reconcile, no S3 request, no S3 permission) and keeps the
-//! newest per app in `status.lastObjects`.
+//! newest per app in `status.lastObjects`. The same GET brings each pod's
+//! write probe for `ArchiveWritable` (writable.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use kube::api::{Api, ListParams};
 
 use super::Context;
 use super::conditions::Cond;
+use super::writable::{Probe, parse_probe};
 use crate::resources;
 
 const METRIC: &str = "drainpipe_archive_last_object_timestamp_seconds";
@@ -85,13 +87,21 @@ pub(super) fn fresh_condition(
     )
 }
 
-/// What the ready ingester pods of LogDrain `name` report: the newest object
-/// per app, when the oldest pod read started, how many pods answered.
-pub(super) async fn read_pods(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> (BTreeMap<String, i64>, Option<i64>, usize) {
+/// What the ready ingester pods of a LogDrain report on `/metrics`.
+#[derive(Debug, Default)]
+pub(super) struct PodReports {
+    /// The newest object per app.
+    pub(super) last: BTreeMap<String, i64>,
+    /// When the oldest pod read started.
+    pub(super) since: Option<i64>,
+    /// How many pods answered.
+    pub(super) read: usize,
+    /// Each answering pod's latest write probe (writable.rs).
+    pub(super) probes: Vec<(String, Option<Probe>)>,
+}
+
+/// What the ready ingester pods of LogDrain `name` report.
+pub(super) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> PodReports {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = match api
         .list(&ListParams::default().labels(&resources::selector_string(name)))
@@ -100,13 +110,15 @@ pub(super) async fn read_pods(
         Ok(p) => p.items,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list the ingester pods");
-            return (BTreeMap::new(), None, 0);
+            return PodReports::default();
         }
     };
     let mut last = BTreeMap::new();
     let mut since: Option<i64> = None;
     let mut read = 0;
+    let mut probes = Vec::new();
     for pod in pods {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let Some(status) = pod.status else { continue };
         let Some(ip) = status.pod_ip.as_deref() else {
             continue;
@@ -132,6 +144,7 @@ pub(super) async fn read_pods(
             }
         };
         read += 1;
+        probes.push((pod_name, parse_probe(&text)));
         for (app, t) in parse_last_objects(&text) {
             let e = last.entry(app).or_insert(t);
             *e = (*e).max(t);
@@ -142,7 +155,12 @@ pub(super) async fn read_pods(
             (a, b) => a.or(b),
         };
     }
-    (last, since, read)
+    PodReports {
+        last,
+        since,
+        read,
+        probes,
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod cleanup;
 mod conditions;
 mod context;
 mod drains;
+mod drift;
 mod freshness;
 mod identity;
 mod memory;
@@ -26,6 +27,7 @@ mod retain;
 mod retention;
 mod suspend;
 mod telemetry_drains;
+mod writable;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -62,6 +64,7 @@ pub(crate) const CATALOG_SYNCED: &str = "CatalogSynced";
 pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
 pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
 pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
+pub(crate) const ARCHIVE_WRITABLE: &str = "ArchiveWritable";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
