@@ -62,7 +62,13 @@ pub(super) fn fresh_condition(
         .iter()
         .filter(|app| now.saturating_sub(*last.get(*app).unwrap_or(&since)) > limit)
         .map(|app| match last.get(app) {
-            Some(t) => format!("{app} (last object {}s ago)", now - t),
+            // The time, not the age: an age changes on every reconcile, so
+            // the status would be written (and the LogDrain reconciled
+            // again) for as long as the app stays quiet.
+            Some(t) => match k8s_openapi::jiff::Timestamp::from_second(*t) {
+                Ok(at) => format!("{app} (last object at {at})"),
+                Err(_) => format!("{app} (last object at {t} s since the epoch)"),
+            },
             None => format!("{app} (no object since the ingesters started)"),
         })
         .collect();
@@ -190,7 +196,8 @@ mod tests {
         assert!(!c.status);
         assert_eq!(c.reason, "ArchiveStale");
         assert!(
-            c.message.contains("a-app (last object 7200s ago)"),
+            c.message
+                .contains("a-app (last object at 1970-01-01T00:16:40Z)"),
             "{}",
             c.message
         );
