@@ -132,26 +132,8 @@ impl InProcessIngester {
 
     /// POSTs one Logplex request (octet-counted `frames`) for `app`; panics unless it is 200.
     pub async fn post_logplex(&self, app: &str, frames: &[Vec<u8>]) {
-        let mut body = Vec::new();
-        for f in frames {
-            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
-            body.extend_from_slice(f);
-            body.push(b'\n');
-        }
-        let id = self
-            .frames
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let res = self
-            .http
-            .post(format!("{}/logplex/{app}", self.base))
-            .header("Content-Type", "application/logplex-1")
-            .header("Logplex-Msg-Count", frames.len().to_string())
-            .header("Logplex-Frame-Id", format!("{id:032X}"))
-            .header(
-                "Logplex-Drain-Token",
-                "d.01234567-89ab-cdef-0123-456789abcdef",
-            )
-            .body(body)
+            .logplex_request(app, "d.01234567-89ab-cdef-0123-456789abcdef", frames)
             .send()
             .await
             .expect("POST to the ingester");
@@ -167,6 +149,22 @@ impl InProcessIngester {
         token: &str,
         frames: &[Vec<u8>],
     ) -> u16 {
+        self.logplex_request(app, token, frames)
+            .basic_auth(credentials.0, Some(credentials.1))
+            .send()
+            .await
+            .expect("POST to the ingester")
+            .status()
+            .as_u16()
+    }
+
+    /// A Logplex request for `app` with drain `token` and a new frame id, as Logplex frames it.
+    fn logplex_request(
+        &self,
+        app: &str,
+        token: &str,
+        frames: &[Vec<u8>],
+    ) -> reqwest::RequestBuilder {
         let mut body = Vec::new();
         for f in frames {
             body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
@@ -178,17 +176,11 @@ impl InProcessIngester {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.http
             .post(format!("{}/logplex/{app}", self.base))
-            .basic_auth(credentials.0, Some(credentials.1))
             .header("Content-Type", "application/logplex-1")
             .header("Logplex-Msg-Count", frames.len().to_string())
             .header("Logplex-Frame-Id", format!("{id:032X}"))
             .header("Logplex-Drain-Token", token)
             .body(body)
-            .send()
-            .await
-            .expect("POST to the ingester")
-            .status()
-            .as_u16()
     }
 
     /// The ingester's HTTP address, `http://IP:PORT`.
