@@ -1,18 +1,22 @@
 //! Parser and encoder throughput on one core, over realistic 100 KB Logplex
-//! bodies (the mix of `drainpipe_ingester::samples`).
+//! bodies (the mix of `drainpipe_ingester::samples`), and over OTLP protobuf
+//! bodies of the same traffic (`samples::OtlpGen`, what Fir apps send).
 //!
 //! `cargo bench -p drainpipe-ingester --bench parse` prints, per stage:
 //! input MB/s (request-body bytes) and messages/s per second of CPU time of
 //! the benchmark thread (one core), and for gzip the compression ratio.
 //! Set `PARSE_BENCH_SECS` to change the time per stage (default 3), and
-//! `PARSE_BENCH_ONLY` to a stage label (`a0`, `a`, `b`, `c`) to run one
+//! `PARSE_BENCH_ONLY` to a stage label (`a0`, `a`, `b`, `c`, `otlp`) to run one
 //! stage (for profiling).
 
-use drainpipe_ingester::encode::batch::{LineSink, RequestMeta, encode_logplex_body};
+use drainpipe_ingester::encode::batch::{
+    LineSink, RequestMeta, encode_logplex_body, encode_otlp_body,
+};
 use drainpipe_ingester::parse::logplex::{self, Frame};
+use drainpipe_ingester::parse::otlp::Encoding;
 use drainpipe_ingester::parse::rfc5424::{self, Mode};
 use drainpipe_ingester::parse::timestamp::Day;
-use drainpipe_ingester::samples::LogplexGen;
+use drainpipe_ingester::samples::{LogplexGen, OtlpGen};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::hint::black_box;
@@ -184,6 +188,10 @@ fn main() {
         black_box(json_bytes);
     }
 
+    if enabled("otlp") {
+        otlp(secs, &mut sink);
+    }
+
     if !enabled("c") {
         return;
     }
@@ -205,4 +213,46 @@ fn main() {
             &format!("   (gzip ratio {:.1}:1 of JSON)", json as f64 / out as f64),
         );
     }
+}
+
+/// The same stages for OTLP protobuf bodies: decode with the generated
+/// types, encode to JSON lines, then gzip level 1 as the uploader does.
+fn otlp(secs: f64, sink: &mut Sink) {
+    let mut generator = OtlpGen::new(42, "myapp", START_US);
+    let bodies: Vec<Body> = (0..BODIES)
+        .map(|_| {
+            let (bytes, messages) = generator.body(BODY_BYTES);
+            Body { bytes, messages }
+        })
+        .collect();
+    let total: usize = bodies.iter().map(|b| b.bytes.len()).sum();
+    let records: u64 = bodies.iter().map(|b| b.messages).sum();
+    println!(
+        "OTLP: {} bodies, {} bytes, {} records ({:.0} per body, {:.0} bytes per record)",
+        bodies.len(),
+        total,
+        records,
+        records as f64 / bodies.len() as f64,
+        total as f64 / records as f64
+    );
+    let otlp_meta = |b: &Body| RequestMeta {
+        drain_token: None,
+        frame_id: None,
+        msg_count: None,
+        ..meta(b)
+    };
+    let (t, n) = run(&bodies, secs, |b| {
+        sink.0.clear();
+        let stats = encode_otlp_body(&otlp_meta(b), Encoding::Protobuf, &b.bytes, sink);
+        assert_eq!(stats.parse_errors, 0);
+        black_box(&sink.0);
+    });
+    report("(otlp b) decode + encode to JSON", &bodies, t, n, "");
+    let mut gz = GzEncoder::new(Count(0), Compression::new(1));
+    let (t, n) = run(&bodies, secs, |b| {
+        sink.0.clear();
+        encode_otlp_body(&otlp_meta(b), Encoding::Protobuf, &b.bytes, sink);
+        gz.write_all(&sink.0).expect("counting writer");
+    });
+    report("(otlp c) + gzip level 1", &bodies, t, n, "");
 }

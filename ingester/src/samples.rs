@@ -189,11 +189,19 @@ impl LogplexGen {
 
 /// The same traffic as Fir telemetry drains send it: OTLP/HTTP protobuf
 /// `ExportLogsServiceRequest`s, one log record per [`LogplexGen`] message
-/// (body = MSG, time from the TIMESTAMP, severity from the PRI, the process as
-/// `heroku.dyno.name`), under one resource naming the app as `service.name`.
+/// (body = MSG, time from the TIMESTAMP, severity from the PRI).
+///
+/// Heroku adds its attributes "at the resource attribute level" (Dev
+/// Center, "Heroku OpenTelemetry Signals and Attributes Reference": the app,
+/// the dyno, the source), and an OTLP exporter sends the records of one
+/// resource under one `ResourceLogs`; so does this generator: one resource
+/// per process (`router`, `web.1`, `heroku-postgres` ...) naming the app
+/// (`service.name`, `heroku.app.id`), the process (`heroku.dyno.name`) and
+/// the source (`heroku.source`), its records in the order they were written.
 pub struct OtlpGen {
     logplex: LogplexGen,
     app: String,
+    app_id: String,
 }
 
 impl OtlpGen {
@@ -201,6 +209,7 @@ impl OtlpGen {
         OtlpGen {
             logplex: LogplexGen::new(seed, app, start_us),
             app: app.to_owned(),
+            app_id: format!("2daa2797-e42b-4624-9322-{seed:012x}"),
         }
     }
 
@@ -224,7 +233,9 @@ impl OtlpGen {
             value: text(v),
             ..KeyValue::default()
         };
-        let mut records = Vec::new();
+        // (source, process) -> that resource's records.
+        let mut groups: Vec<((String, String), Vec<LogRecord>)> = Vec::new();
+        let mut n = 0u64;
         let mut size = 0;
         let mut msg = Vec::new();
         while size < target_bytes {
@@ -240,38 +251,55 @@ impl OtlpGen {
             };
             // syslog severity 0-7 back to OTLP's numbers (err 17, info 9, ...).
             let severity_number = [21, 21, 21, 17, 13, 10, 9, 5][usize::from(m.severity.min(7))];
-            let mut attributes = vec![];
-            if let Some(p) = m.proc_id {
-                attributes.push(kv("heroku.dyno.name", p));
-            }
-            if let Some(a) = m.app_name {
-                attributes.push(kv("heroku.source", a));
-            }
             let record = LogRecord {
                 time_unix_nano,
                 observed_time_unix_nano: time_unix_nano,
                 severity_number,
                 body: text(&String::from_utf8_lossy(m.msg)),
-                attributes,
                 ..LogRecord::default()
             };
             size += record.encoded_len() + 3;
-            records.push(record);
+            n += 1;
+            let key = (
+                m.app_name.unwrap_or_default().to_owned(),
+                m.proc_id.unwrap_or_default().to_owned(),
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, records)) => records.push(record),
+                None => {
+                    // A new resource: its attributes and framing.
+                    size += 64 + self.app.len() + self.app_id.len() + key.0.len() + key.1.len();
+                    groups.push((key, vec![record]));
+                }
+            }
         }
-        let n = records.len() as u64;
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", &self.app)],
-                    ..Resource::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records: records,
-                    ..ScopeLogs::default()
-                }],
-                ..ResourceLogs::default()
-            }],
-        };
+        let resource_logs = groups
+            .into_iter()
+            .map(|((source, process), records)| {
+                let mut attributes = vec![
+                    kv("service.name", &self.app),
+                    kv("heroku.app.id", &self.app_id),
+                ];
+                if !process.is_empty() {
+                    attributes.push(kv("heroku.dyno.name", &process));
+                }
+                if !source.is_empty() {
+                    attributes.push(kv("heroku.source", &source));
+                }
+                ResourceLogs {
+                    resource: Some(Resource {
+                        attributes,
+                        ..Resource::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        log_records: records,
+                        ..ScopeLogs::default()
+                    }],
+                    ..ResourceLogs::default()
+                }
+            })
+            .collect();
+        let request = ExportLogsServiceRequest { resource_logs };
         (request.encode_to_vec(), n)
     }
 }
@@ -344,5 +372,11 @@ mod tests {
             .filter(|r| r["proc_id"] == "router" && r["status"].is_i64())
             .count();
         assert!(routers > 0, "router lines keep their typed columns");
+        // Every record names its process and source, from its resource.
+        for line in sink.0.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let r: serde_json::Value = serde_json::from_slice(line).expect("JSON");
+            assert!(r["proc_id"].is_string() && r["source"].is_string(), "{r}");
+            assert_eq!(r["resource"]["service.name"], "myapp");
+        }
     }
 }

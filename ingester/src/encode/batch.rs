@@ -296,8 +296,8 @@ impl<'m, 'b> Encoder<'m, 'b> {
     fn otlp_record(
         &mut self,
         record: &LogRecord,
-        attributes: &[(String, String)],
-        resource: &[(String, String)],
+        attributes: &[otlp::Attribute<'_>],
+        resource: &[otlp::Attribute<'_>],
         sink: &mut impl LineSink,
     ) {
         let ns = if record.time_unix_nano != 0 {
@@ -353,7 +353,7 @@ impl<'m, 'b> Encoder<'m, 'b> {
         text: &'t str,
         exact: Option<&[u8]>,
         kv: &mut Vec<Pair<'t>>,
-        attributes: &'t [(String, String)],
+        attributes: &'t [otlp::Attribute<'_>],
         sink: &mut impl LineSink,
     ) {
         kv.clear();

@@ -5,6 +5,7 @@
 //! test keeps the two in step).
 
 use crate::parse::logfmt::{Piece, Unescape, Value};
+use crate::parse::otlp::Attribute;
 use crate::parse::router::RouterFields;
 use crate::parse::timestamp::{MAX_US, MIN_US, format_utc_us};
 use base64::Engine as _;
@@ -48,8 +49,8 @@ pub struct Record<'a> {
     pub severity_text: Option<&'a str>,
     /// OTLP only: flattened log record and resource attributes. Keys are
     /// unique once lowercased (the OTLP encoder folds them).
-    pub attributes: &'a [(String, String)],
-    pub resource: &'a [(String, String)],
+    pub attributes: &'a [Attribute<'a>],
+    pub resource: &'a [Attribute<'a>],
 }
 
 impl Record<'_> {
@@ -200,7 +201,7 @@ pub struct WriterCache {
 }
 
 /// A `map<string,string>` column: keys folded like `kv` keys.
-fn write_string_map(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+fn write_string_map(out: &mut Vec<u8>, pairs: &[Attribute<'_>]) {
     out.push(b'{');
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {

@@ -6,6 +6,8 @@
 //! a body that does not decode is archived raw with `parse_error`, like a bad
 //! Logplex frame, so a client bug loses nothing.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -133,45 +135,60 @@ pub fn hex_id(bytes: &[u8]) -> Option<String> {
 
 /// A log body as message text: a string as it is, anything structured as
 /// its JSON text (`{"user":"ann","n":3}`), nothing as the empty string.
-pub fn body_text(body: Option<&AnyValue>) -> std::borrow::Cow<'_, str> {
+pub fn body_text(body: Option<&AnyValue>) -> Cow<'_, str> {
     match body.and_then(|b| b.value.as_ref()) {
-        Some(Any::StringValue(s)) => std::borrow::Cow::Borrowed(s),
-        Some(other) => std::borrow::Cow::Owned(to_json(other).to_string()),
-        None => std::borrow::Cow::Borrowed(""),
+        Some(Any::StringValue(s)) => Cow::Borrowed(s),
+        Some(other) => Cow::Owned(to_json(other).to_string()),
+        None => Cow::Borrowed(""),
     }
 }
+
+/// One flattened attribute (key, value), borrowed from the decoded request
+/// where it can be: most keys are already lowercase and most values are
+/// strings, so the hot path copies nothing.
+pub type Attribute<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Attributes as a flat `map<string,string>`: nested maps become dotted keys
 /// (`http.request.header.accept`), arrays their JSON text, bytes base64.
 /// Keys are folded to lowercase like `kv` keys (Athena's SerDe lowercases
 /// them and fails a row whose keys then collide); the last value of keys
 /// that collide wins. Returns how many keys collided that way.
-pub fn flatten(attributes: &[KeyValue], out: &mut Vec<(String, String)>) -> u64 {
+pub fn flatten<'a>(attributes: &'a [KeyValue], out: &mut Vec<Attribute<'a>>) -> u64 {
     let mut collisions = 0;
     for kv in attributes {
-        flatten_one(&kv.key, kv.value.as_ref(), out, &mut collisions);
+        flatten_one(
+            Cow::Borrowed(&kv.key),
+            kv.value.as_ref(),
+            out,
+            &mut collisions,
+        );
     }
     collisions
 }
 
-fn flatten_one(
-    key: &str,
-    value: Option<&AnyValue>,
-    out: &mut Vec<(String, String)>,
+fn flatten_one<'a>(
+    key: Cow<'a, str>,
+    value: Option<&'a AnyValue>,
+    out: &mut Vec<Attribute<'a>>,
     collisions: &mut u64,
 ) {
     let text = match value.and_then(|v| v.value.as_ref()) {
         Some(Any::KvlistValue(list)) => {
             for kv in &list.values {
-                let nested = format!("{key}.{}", kv.key);
-                flatten_one(&nested, kv.value.as_ref(), out, collisions);
+                let nested = Cow::Owned(format!("{key}.{}", kv.key));
+                flatten_one(nested, kv.value.as_ref(), out, collisions);
             }
             return;
         }
-        Some(v) => scalar_text(v),
-        None => String::new(),
+        Some(Any::StringValue(s)) => Cow::Borrowed(s.as_str()),
+        Some(v) => Cow::Owned(scalar_text(v)),
+        None => Cow::Borrowed(""),
     };
-    let key = key.to_lowercase();
+    let key = if key.chars().any(char::is_uppercase) {
+        Cow::Owned(key.to_lowercase())
+    } else {
+        key
+    };
     if let Some(slot) = out.iter_mut().find(|(k, _)| *k == key) {
         *collisions += 1;
         slot.1 = text;
@@ -227,10 +244,10 @@ fn to_json(v: &Any) -> Json {
 }
 
 /// The first of `keys` present in `pairs` (flattened, lowercase keys).
-pub fn lookup<'p>(pairs: &'p [(String, String)], keys: &[&str]) -> Option<&'p str> {
+pub fn lookup<'p>(pairs: &'p [Attribute<'_>], keys: &[&str]) -> Option<&'p str> {
     keys.iter()
         .find_map(|k| pairs.iter().find(|(key, _)| key == k))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
 #[cfg(test)]
