@@ -786,7 +786,9 @@ pub(crate) fn statefulset(
     })
 }
 
-/// The name of claim `ordinal` of LogDrain `ld_name`'s StatefulSet.
+/// The name of claim `ordinal` of LogDrain `ld_name`'s StatefulSet (the
+/// StatefulSet controller names them; the operator only reads them back).
+#[cfg(test)]
 pub(crate) fn buffer_claim_name(ld_name: &str, ordinal: u32) -> String {
     format!("{BUFFER_VOLUME}-{}-{ordinal}", ingester_name(ld_name))
 }

@@ -521,6 +521,13 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(wal_bytes(&wal), 0, "exit 0 means the volume's log is empty");
+    // Flushed, but the Job not complete yet: the claim must still be there.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = claims.get(claim1).await.expect("claim 1 before its Job completed");
+    assert!(
+        still.metadata.deletion_timestamp.is_none(),
+        "a claim may go only after its flush Job succeeded"
+    );
     mark_job_complete(&h, &job.name_any()).await;
 
     // The claim goes (deletion asked; no PVC-protection controller runs
