@@ -207,8 +207,14 @@ async fn sigterm_withdraws_readiness_first_and_exits_with_the_log_uploaded() {
     );
     let logs = ing.logs();
     let unready = logs.find("/readyz answers 503").expect("delay logged");
-    let flushed = logs.find("everything is in the archive").expect("flush logged");
+    let flushed = logs
+        .find("everything is in the archive")
+        .expect("flush logged");
     assert!(unready < flushed, "readiness is withdrawn before the flush");
     assert_all_archived(&dirs, &acked);
-    assert_eq!(dirs.wal_bytes(), 0, "the log is empty when the process exits");
+    assert_eq!(
+        dirs.wal_bytes(),
+        0,
+        "the log is empty when the process exits"
+    );
 }

@@ -977,8 +977,8 @@ mod tests {
     #[test]
     fn buffer_claims_need_a_size_and_take_an_optional_class() {
         let crd = crd_json();
-        let claim = &spec_schema(&crd)["properties"]["ingester"]["properties"]["bufferStorage"]
-            ["properties"]["persistentVolumeClaim"];
+        let claim = &spec_schema(&crd)["properties"]["ingester"]["properties"]["bufferStorage"]["properties"]
+            ["persistentVolumeClaim"];
         assert_eq!(claim["required"], json!(["size"]));
         assert!(claim["properties"]["storageClassName"].is_object());
         let b: BufferStorage =

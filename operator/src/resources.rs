@@ -19,11 +19,11 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Toleration,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -476,20 +476,24 @@ fn ingester_volumes(owner: &Owner, ld: &LogDrain) -> (Vec<Volume>, Vec<VolumeMou
             ..VolumeMount::default()
         },
     ];
-    let mut volumes = vec![
-        Volume {
-            name: "routes".to_string(),
-            // A whole-directory mount (not subPath) so Secret updates
-            // reach the running ingester, which re-reads the file.
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(routes_secret_name(&owner.name)),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-    ];
+    let mut volumes = vec![Volume {
+        name: "routes".to_string(),
+        // A whole-directory mount (not subPath) so Secret updates
+        // reach the running ingester, which re-reads the file.
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(routes_secret_name(&owner.name)),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
     // With a claim the StatefulSet's claim template supplies the volume.
-    if ld.spec.ingester.buffer_storage.persistent_volume_claim.is_none() {
+    if ld
+        .spec
+        .ingester
+        .buffer_storage
+        .persistent_volume_claim
+        .is_none()
+    {
         volumes.push(Volume {
             name: BUFFER_VOLUME.to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -744,7 +748,12 @@ pub(crate) fn statefulset(
     ld: &LogDrain,
     defaults: &IngesterDefaults,
 ) -> Option<StatefulSet> {
-    let claim = ld.spec.ingester.buffer_storage.persistent_volume_claim.as_ref()?;
+    let claim = ld
+        .spec
+        .ingester
+        .buffer_storage
+        .persistent_volume_claim
+        .as_ref()?;
     let template = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(BUFFER_VOLUME.to_string()),
@@ -755,7 +764,10 @@ pub(crate) fn statefulset(
             access_modes: Some(vec!["ReadWriteOnce".to_string()]),
             storage_class_name: claim.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), claim.size.clone())])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    claim.size.clone(),
+                )])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -1331,7 +1343,10 @@ mod tests {
         let ld = with_claim(Some("fast-ssd"));
         let set = statefulset(&owner, &ld, &defaults()).expect("statefulset");
         assert_eq!(set.metadata.name.as_deref(), Some("prod-ingester"));
-        assert_eq!(set.metadata.owner_references, Some(vec![owner.reference.clone()]));
+        assert_eq!(
+            set.metadata.owner_references,
+            Some(vec![owner.reference.clone()])
+        );
         let spec = set.spec.expect("spec");
         assert_eq!(spec.replicas, Some(3));
         let retention = spec
@@ -1364,7 +1379,10 @@ mod tests {
         let deployed = pod_of(deployment(&owner, &ld, &defaults()));
         assert_eq!(pod, deployed, "one pod builder for both workloads");
         let volumes = pod.volumes.clone().expect("volumes");
-        assert!(volumes.iter().all(|v| v.name != BUFFER_VOLUME), "{volumes:?}");
+        assert!(
+            volumes.iter().all(|v| v.name != BUFFER_VOLUME),
+            "{volumes:?}"
+        );
         let c = &pod.containers[0];
         assert!(
             c.volume_mounts
@@ -1380,20 +1398,35 @@ mod tests {
         );
         // No class: the cluster's default.
         let set = statefulset(&owner, &with_claim(None), &defaults()).expect("statefulset");
-        let templates = set.spec.and_then(|s| s.volume_claim_templates).expect("templates");
+        let templates = set
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .expect("templates");
         assert_eq!(
-            templates[0].spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+            templates[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone()),
             None
         );
     }
 
     #[test]
     fn claim_ordinals_come_only_from_this_logdrains_claims() {
-        assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-0"), Some(0));
-        assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-12"), Some(12));
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-ingester-0"),
+            Some(0)
+        );
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-ingester-12"),
+            Some(12)
+        );
         assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-x"), None);
         assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-"), None);
-        assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-other-ingester-1"), None);
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-other-ingester-1"),
+            None
+        );
         assert_eq!(buffer_claim_ordinal("prod", "data-prod-ingester-1"), None);
     }
 
@@ -1423,12 +1456,17 @@ mod tests {
         let pod = pod_of(deployment(&owner, &ld, &defaults()));
         let spread = pod.topology_spread_constraints.expect("default spread");
         let keys: Vec<&str> = spread.iter().map(|t| t.topology_key.as_str()).collect();
-        assert_eq!(keys, ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
+        assert_eq!(
+            keys,
+            ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        );
         for t in &spread {
             assert_eq!(t.max_skew, 1);
             assert_eq!(t.when_unsatisfiable, "ScheduleAnyway");
             assert_eq!(
-                t.label_selector.as_ref().and_then(|s| s.match_labels.clone()),
+                t.label_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.clone()),
                 Some(selector_labels("prod"))
             );
         }
@@ -1466,9 +1504,8 @@ mod tests {
         let big = (100u64 << 30) / 10 * 8;
         assert_eq!(grace_period_seconds(Some(big)), 40 + 5120);
         let mut ld = with_claim(None);
-        ld.spec.ingester.buffer_storage.persistent_volume_claim = Some(
-            serde_json::from_value(json!({"size": "100Gi"})).expect("claim"),
-        );
+        ld.spec.ingester.buffer_storage.persistent_volume_claim =
+            Some(serde_json::from_value(json!({"size": "100Gi"})).expect("claim"));
         let pod = pod_of(deployment(&owner, &ld, &defaults()));
         assert_eq!(pod.termination_grace_period_seconds, Some(40 + 5120));
     }
@@ -1479,8 +1516,14 @@ mod tests {
         let owner = Owner::of(&ld).expect("owner");
         let claim = buffer_claim_name("prod", 2);
         let job = flush_job(&owner, &ld, &defaults(), &claim);
-        assert_eq!(job.metadata.name.as_deref(), Some("buffer-prod-ingester-2-flush"));
-        assert_eq!(job.metadata.owner_references, Some(vec![owner.reference.clone()]));
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("buffer-prod-ingester-2-flush")
+        );
+        assert_eq!(
+            job.metadata.owner_references,
+            Some(vec![owner.reference.clone()])
+        );
         assert_eq!(
             job.metadata
                 .annotations
@@ -1501,14 +1544,20 @@ mod tests {
         let volumes = pod.volumes.expect("volumes");
         assert_eq!(volumes.len(), 1);
         assert_eq!(
-            volumes[0].persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
             Some(claim.as_str())
         );
         let c = &pod.containers[0];
         let args = c.args.clone().expect("args").join(" ");
         assert!(args.starts_with("--flush-and-exit "), "{args}");
         assert!(args.contains("--archive s3://logs-bucket/logs/"), "{args}");
-        assert!(args.contains(&format!("--data-dir {DATA_DIR}/wal")), "{args}");
+        assert!(
+            args.contains(&format!("--data-dir {DATA_DIR}/wal")),
+            "{args}"
+        );
         assert!(c.readiness_probe.is_none() && c.ports.is_none() && c.lifecycle.is_none());
         assert_eq!(c.image.as_deref(), Some("ghcr.io/drainpipe/ingester:0.1.0"));
         assert!(

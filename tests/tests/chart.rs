@@ -906,8 +906,10 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         budget.get("shop-ingester").await.is_ok(),
         "the budget of 2 replicas, applied with the chart's permissions"
     );
-    let claims =
-        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(operator.clone(), &h.ns);
+    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        operator.clone(),
+        &h.ns,
+    );
     let claim = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "not-the-operators"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},

@@ -26,8 +26,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -114,7 +114,10 @@ impl Writer {
                 .header("Content-Type", "application/logplex-1")
                 .header("Logplex-Msg-Count", texts.len().to_string())
                 .header("Logplex-Frame-Id", format!("F{r}"))
-                .header("Logplex-Drain-Token", "d.01234567-89ab-cdef-0123-456789abcdef")
+                .header(
+                    "Logplex-Drain-Token",
+                    "d.01234567-89ab-cdef-0123-456789abcdef",
+                )
                 .body(body)
                 .send()
                 .await
@@ -199,13 +202,21 @@ fn pvc_spec(h: &Harness, apps: &[&str], replicas: i32) -> serde_json::Value {
 async fn create_claim_and_pod(h: &Harness, set: &StatefulSet, ordinal: u32) {
     let spec = set.spec.as_ref().expect("statefulset spec");
     let set_name = set.name_any();
-    let template = &spec.volume_claim_templates.as_ref().expect("claim templates")[0];
+    let template = &spec
+        .volume_claim_templates
+        .as_ref()
+        .expect("claim templates")[0];
     let claim_name = format!("{}-{set_name}-{ordinal}", template.name_any());
     let mut claim = template.clone();
     claim.metadata.name = Some(claim_name.clone());
     claim.metadata.namespace = Some(h.ns.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), &h.ns);
-    if claims.get_opt(&claim_name).await.expect("get claim").is_none() {
+    if claims
+        .get_opt(&claim_name)
+        .await
+        .expect("get claim")
+        .is_none()
+    {
         claims
             .create(&PostParams::default(), &claim)
             .await
@@ -223,7 +234,11 @@ async fn create_claim_and_pod(h: &Harness, set: &StatefulSet, ordinal: u32) {
     let pod = Pod {
         metadata: kube::api::ObjectMeta {
             name: Some(format!("{set_name}-{ordinal}")),
-            labels: spec.template.metadata.as_ref().and_then(|m| m.labels.clone()),
+            labels: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone()),
             ..Default::default()
         },
         spec: Some(pod_spec),
@@ -253,7 +268,10 @@ async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {
         .items
         .into_iter()
         .find(|j| {
-            j.annotations().get("drainpipe.dev/buffer-claim").map(String::as_str) == Some(claim)
+            j.annotations()
+                .get("drainpipe.dev/buffer-claim")
+                .map(String::as_str)
+                == Some(claim)
         })
 }
 
@@ -294,7 +312,10 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
     .await;
     let spec = set.spec.clone().expect("spec");
     assert_eq!(spec.replicas, Some(2));
-    let claim = &spec.volume_claim_templates.clone().expect("claim templates")[0];
+    let claim = &spec
+        .volume_claim_templates
+        .clone()
+        .expect("claim templates")[0];
     let claim_spec = claim.spec.clone().expect("claim spec");
     assert_eq!(claim_spec.storage_class_name.as_deref(), Some("standard"));
     assert_eq!(
@@ -324,7 +345,11 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
             .any(|t| t.topology_key == "topology.kubernetes.io/zone")
     );
     assert!(
-        deployments.get_opt("buf-ingester").await.expect("get").is_none(),
+        deployments
+            .get_opt("buf-ingester")
+            .await
+            .expect("get")
+            .is_none(),
         "no Deployment next to the StatefulSet"
     );
     let pdb = wait_for("the PodDisruptionBudget", MINUTE, || {
@@ -339,14 +364,20 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
 
     // The status reads the StatefulSet: first nothing available...
     let ld = h
-        .wait_status("buf", "IngesterAvailable from the StatefulSet", MINUTE, |ld| {
-            condition(ld, "IngesterAvailable").is_some_and(|c| c.reason == "StatefulSetUnavailable")
-        })
+        .wait_status(
+            "buf",
+            "IngesterAvailable from the StatefulSet",
+            MINUTE,
+            |ld| {
+                condition(ld, "IngesterAvailable")
+                    .is_some_and(|c| c.reason == "StatefulSetUnavailable")
+            },
+        )
         .await;
-    assert!(
-        condition(&ld, "IngesterAvailable")
-            .is_some_and(|c| c.message.contains("kubectl describe statefulset buf-ingester"))
-    );
+    assert!(condition(&ld, "IngesterAvailable").is_some_and(|c| {
+        c.message
+            .contains("kubectl describe statefulset buf-ingester")
+    }));
     // ...then what the StatefulSet controller reports.
     sets.patch_status(
         "buf-ingester",
@@ -370,7 +401,14 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
     h.apply("buf", pvc_spec(&h, &["buf-web"], 1)).await;
     wait_for("the budget to go at 1 replica", MINUTE, || {
         let budgets = budgets.clone();
-        async move { budgets.get_opt("buf-ingester").await.ok()?.is_none().then_some(()) }
+        async move {
+            budgets
+                .get_opt("buf-ingester")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
     })
     .await;
 
@@ -446,7 +484,10 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     h.apply("flush", pvc_spec(&h, &["flush-web"], 1)).await;
     // While pod 1 still stops (flushing itself), no Job.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(flush_job(&h, claim1).await.is_none(), "pod 1 still mounts its claim");
+    assert!(
+        flush_job(&h, claim1).await.is_none(),
+        "pod 1 still mounts its claim"
+    );
     pods.delete("flush-ingester-1", &DeleteParams::default().grace_period(0))
         .await
         .expect("delete pod 1");
@@ -484,8 +525,11 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         .and_then(|s| s.template.spec.clone())
         .expect("job pod");
     let volume_claim = pod.volumes.as_ref().and_then(|v| {
-        v.iter()
-            .find_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        v.iter().find_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
     });
     assert_eq!(volume_claim.as_deref(), Some(claim1));
     let container = &pod.containers[0];
@@ -500,10 +544,16 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         .expect("--data-dir");
     let mut args = args.clone();
     let in_pod = args[data_dir + 1].clone();
-    let mount = container.volume_mounts.as_ref().expect("mounts")[0].mount_path.clone();
+    let mount = container.volume_mounts.as_ref().expect("mounts")[0]
+        .mount_path
+        .clone();
     args[data_dir + 1] = volume
         .path()
-        .join(in_pod.strip_prefix(&format!("{mount}/")).expect("under the mount"))
+        .join(
+            in_pod
+                .strip_prefix(&format!("{mount}/"))
+                .expect("under the mount"),
+        )
         .display()
         .to_string();
     assert_eq!(args[data_dir + 1], wal.display().to_string());
@@ -514,7 +564,10 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     // The pod's identity (its ServiceAccount's role) as MinIO's keys.
     cmd.env("AWS_ACCESS_KEY_ID", &h.env.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &h.env.secret_key);
-    let out = cmd.args(&args).output().expect("run the flush Job's command");
+    let out = cmd
+        .args(&args)
+        .output()
+        .expect("run the flush Job's command");
     assert!(
         out.status.success(),
         "--flush-and-exit failed: {}",
@@ -523,7 +576,10 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     assert_eq!(wal_bytes(&wal), 0, "exit 0 means the volume's log is empty");
     // Flushed, but the Job not complete yet: the claim must still be there.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = claims.get(claim1).await.expect("claim 1 before its Job completed");
+    let still = claims
+        .get(claim1)
+        .await
+        .expect("claim 1 before its Job completed");
     assert!(
         still.metadata.deletion_timestamp.is_none(),
         "a claim may go only after its flush Job succeeded"
@@ -564,8 +620,15 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         missing.first()
     );
     let reasons = h.event_reasons("flush").await;
-    for reason in ["BufferFlushStarted", "BufferFlushCancelled", "BufferClaimDeleted"] {
-        assert!(reasons.iter().any(|r| r == reason), "{reason} in {reasons:?}");
+    for reason in [
+        "BufferFlushStarted",
+        "BufferFlushCancelled",
+        "BufferClaimDeleted",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
     }
 
     // Let the claims go (the PVC-protection controller's part), then
@@ -600,14 +663,23 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         "the LogDrain waits for its claims"
     );
     mark_job_complete(&h, &job.name_any()).await;
-    wait_for("the LogDrain to go once its claims are flushed", MINUTE, || {
-        let h = &h;
-        let claims = claims.clone();
-        async move {
-            release_claims(&claims).await;
-            h.logdrains().get_opt("flush").await.ok()?.is_none().then_some(())
-        }
-    })
+    wait_for(
+        "the LogDrain to go once its claims are flushed",
+        MINUTE,
+        || {
+            let h = &h;
+            let claims = claims.clone();
+            async move {
+                release_claims(&claims).await;
+                h.logdrains()
+                    .get_opt("flush")
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
     .await;
     h.teardown().await;
 }

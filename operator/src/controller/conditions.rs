@@ -202,6 +202,9 @@ mod tests {
         let c = ingester_condition(&set, 2);
         assert_eq!(c.reason, "StatefulSetUnavailable");
         assert!(c.message.contains("pod prod-ingester-0 pending"));
-        assert!(c.message.contains("kubectl describe statefulset prod-ingester"));
+        assert!(
+            c.message
+                .contains("kubectl describe statefulset prod-ingester")
+        );
     }
 }

@@ -238,10 +238,7 @@ fn job_state(job: &Job, now: Timestamp) -> JobState {
         return JobState::Succeeded;
     }
     if let Some(failed) = holds("Failed") {
-        let at = failed
-            .last_transition_time
-            .as_ref()
-            .map_or(now, |t| t.0);
+        let at = failed.last_transition_time.as_ref().map_or(now, |t| t.0);
         let age = now
             .duration_since(at)
             .unsigned_abs()
@@ -261,11 +258,8 @@ async fn sync_claims(
     in_set: Option<i32>,
 ) -> Result<ClaimsPass> {
     let ns = &owner.namespace;
-    let ours = ListParams::default().labels(&format!(
-        "{}={}",
-        resources::LOGDRAIN_LABEL,
-        owner.name
-    ));
+    let ours =
+        ListParams::default().labels(&format!("{}={}", resources::LOGDRAIN_LABEL, owner.name));
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let found = claims_api.list(&ours).await?.items;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
@@ -322,9 +316,7 @@ async fn sync_claims(
     for (claim, step) in plan_claims(&claims, in_set) {
         let job = by_claim.get(&claim).map(|j| j.name_any());
         let ours = resources::buffer_claim_ordinal(&owner.name, &claim).is_some();
-        let deleting = claims
-            .iter()
-            .any(|c| c.name == claim && c.deleting);
+        let deleting = claims.iter().any(|c| c.name == claim && c.deleting);
         if ours && !deleting && step != ClaimStep::Delete {
             left += 1;
         }
@@ -479,7 +471,11 @@ mod tests {
         // Failed: kept with its data; a new Job only after a while.
         assert_eq!(
             steps(
-                &[claim(2, false, Some(JobState::Failed(Duration::from_secs(5))))],
+                &[claim(
+                    2,
+                    false,
+                    Some(JobState::Failed(Duration::from_secs(5)))
+                )],
                 Some(1)
             ),
             [ClaimStep::FlushFailed]
