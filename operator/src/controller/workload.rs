@@ -239,12 +239,7 @@ fn job_state(job: &Job, now: Timestamp) -> JobState {
     }
     if let Some(failed) = holds("Failed") {
         let at = failed.last_transition_time.as_ref().map_or(now, |t| t.0);
-        let age = now
-            .duration_since(at)
-            .unsigned_abs()
-            .try_into()
-            .unwrap_or_default();
-        return JobState::Failed(age);
+        return JobState::Failed(now.duration_since(at).unsigned_abs());
     }
     JobState::Running
 }
