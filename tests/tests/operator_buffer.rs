@@ -397,6 +397,44 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
         .await;
     assert_eq!(ld.status.as_ref().map(|s| s.replicas), Some(2));
 
+    // A bigger claim: Kubernetes refuses to change a StatefulSet's claim
+    // templates, so the set is re-created (its pods and claims orphaned,
+    // then adopted).
+    let first_uid = set.uid();
+    let mut bigger = pvc_spec(&h, &["buf-web"], 2);
+    bigger["ingester"]["bufferStorage"]["persistentVolumeClaim"]["size"] = json!("2Gi");
+    h.apply("buf", bigger).await;
+    let replaced = wait_for("the StatefulSet re-created with 2Gi claims", MINUTE, || {
+        let sets = sets.clone();
+        async move {
+            let s = sets.get_opt("buf-ingester").await.ok()??;
+            let size = s
+                .spec
+                .as_ref()?
+                .volume_claim_templates
+                .as_ref()?
+                .first()?
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")?
+                .0
+                .clone();
+            (size == "2Gi").then_some(s)
+        }
+    })
+    .await;
+    assert_ne!(replaced.uid(), first_uid);
+    assert!(
+        h.event_reasons("buf")
+            .await
+            .iter()
+            .any(|r| r == "StatefulSetReplaced")
+    );
+
     // One replica: no budget (it would block every node drain).
     h.apply("buf", pvc_spec(&h, &["buf-web"], 1)).await;
     wait_for("the budget to go at 1 replica", MINUTE, || {

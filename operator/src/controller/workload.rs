@@ -60,9 +60,34 @@ pub(super) async fn sync_workload(
 ) -> Result<Workload> {
     let defaults = &ctx.settings.ingester;
     let name = resources::ingester_name(&owner.name);
+    let mut recheck_soon = false;
     let mut workload = match resources::statefulset(owner, ld, defaults) {
-        Some(set) => {
-            let set = apply_owned(ctx, &owner.namespace, &set).await?;
+        Some(wanted) => {
+            let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+            let existing = sets.get_opt(&name).await?.filter(|s| owned_by(s, owner));
+            let set = match existing {
+                // Kubernetes refuses changes to a StatefulSet's claim
+                // templates: the set is deleted leaving its pods and claims
+                // (orphan), and the next reconcile makes the new one, which
+                // adopts them. Claims made from now on get the new template.
+                Some(old) if old.metadata.deletion_timestamp.is_some() => {
+                    recheck_soon = true;
+                    old
+                }
+                Some(old) if claim_templates_differ(&old, &wanted) => {
+                    sets.delete(&name, &DeleteParams::orphan()).await?;
+                    ctx.publish(
+                        reference,
+                        EventType::Normal,
+                        "StatefulSetReplaced",
+                        format!("bufferStorage.persistentVolumeClaim changed: StatefulSet {name} is re-created with the new claim template, its pods and existing claims are kept"),
+                    )
+                    .await;
+                    recheck_soon = true;
+                    old
+                }
+                _ => apply_owned(ctx, &owner.namespace, &wanted).await?,
+            };
             delete_owned::<Deployment>(ctx, owner, &name).await?;
             let status = set.status.unwrap_or_default();
             Workload {
@@ -120,8 +145,41 @@ pub(super) async fn sync_workload(
         .then_some(ld.spec.ingester.replicas);
     workload.recheck = sync_claims(ctx, owner, ld, reference, in_set)
         .await?
-        .recheck;
+        .recheck
+        || recheck_soon;
     Ok(workload)
+}
+
+/// Whether the stored StatefulSet's claim templates ask for another class
+/// or size than the wanted one's (the fields a LogDrain sets; the server's
+/// defaults in the rest are not compared). Sizes are compared in bytes, as
+/// the server rewrites quantities in its canonical form; one that
+/// `quantity_bytes` cannot read counts as unchanged, so a rewritten form
+/// never replaces the set over and over (a real change then fails the
+/// apply with the server's own message).
+fn claim_templates_differ(stored: &StatefulSet, wanted: &StatefulSet) -> bool {
+    let key = |s: &StatefulSet| -> Vec<(Option<String>, Option<String>, Option<u64>)> {
+        s.spec
+            .iter()
+            .flat_map(|s| s.volume_claim_templates.iter().flatten())
+            .map(|t| {
+                let spec = t.spec.as_ref();
+                (
+                    t.metadata.name.clone(),
+                    spec.and_then(|s| s.storage_class_name.clone()),
+                    spec.and_then(|s| s.resources.as_ref())
+                        .and_then(|r| r.requests.as_ref())
+                        .and_then(|r| r.get("storage"))
+                        .and_then(|q| resources::quantity_bytes(&q.0)),
+                )
+            })
+            .collect()
+    };
+    let (old, new) = (key(stored), key(wanted));
+    old.len() != new.len()
+        || old.iter().zip(&new).any(|(o, n)| {
+            o.0 != n.0 || o.1 != n.1 || (o.2.is_some() && n.2.is_some() && o.2 != n.2)
+        })
 }
 
 /// Before a deleted LogDrain goes: its StatefulSet is deleted (its pods
@@ -526,6 +584,38 @@ mod tests {
             steps(&[other, deleting], Some(1)),
             [ClaimStep::Keep, ClaimStep::Keep]
         );
+    }
+
+    #[test]
+    fn a_changed_claim_size_or_class_means_a_new_statefulset() {
+        use crate::resources::IngesterDefaults;
+        let mut ld = crate::controller::fixtures::ld(&["a-app"]);
+        ld.metadata.namespace = Some("logs".into());
+        ld.metadata.uid = Some("uid-1".into());
+        let owner = Owner::of(&ld).expect("owner");
+        let defaults = IngesterDefaults::new("img".into());
+        let with = |ld: &mut LogDrain, claim: serde_json::Value| {
+            ld.spec.ingester.buffer_storage.persistent_volume_claim =
+                Some(serde_json::from_value(claim).expect("claim"));
+            resources::statefulset(&owner, ld, &defaults).expect("statefulset")
+        };
+        let small = with(&mut ld, serde_json::json!({"size": "1Gi"}));
+        let again = with(&mut ld, serde_json::json!({"size": "1Gi"}));
+        assert!(!claim_templates_differ(&small, &again));
+        // Replicas and the pod template may change in place.
+        ld.spec.ingester.replicas = 7;
+        let scaled = with(&mut ld, serde_json::json!({"size": "1Gi"}));
+        assert!(!claim_templates_differ(&small, &scaled));
+        let big = with(&mut ld, serde_json::json!({"size": "2Gi"}));
+        assert!(claim_templates_differ(&small, &big));
+        // The server's canonical form of the same size is no change.
+        let bytes = with(&mut ld, serde_json::json!({"size": "1073741824"}));
+        assert!(!claim_templates_differ(&small, &bytes));
+        let classed = with(
+            &mut ld,
+            serde_json::json!({"size": "1Gi", "storageClassName": "fast"}),
+        );
+        assert!(claim_templates_differ(&small, &classed));
     }
 
     #[test]
