@@ -700,6 +700,41 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         h.logdrains().get_opt("flush").await.expect("get").is_some(),
         "the LogDrain waits for its claims"
     );
+    // The flush fails (archive unreachable, say): the claim and the
+    // LogDrain stay, with a warning.
+    mark_job_failed(&h, &job.name_any()).await;
+    wait_for("the BufferFlushFailed warning", MINUTE, || {
+        let h = &h;
+        async move {
+            h.event_reasons("flush")
+                .await
+                .iter()
+                .any(|r| r == "BufferFlushFailed")
+                .then_some(())
+        }
+    })
+    .await;
+    let kept = claims
+        .get(claim0)
+        .await
+        .expect("claim 0 after a failed flush");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert!(h.logdrains().get_opt("flush").await.expect("get").is_some());
+    // Deleting the failed Job retries at once.
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
+    jobs.delete(&job.name_any(), &DeleteParams::background())
+        .await
+        .expect("delete the failed Job");
+    let job = wait_for("a new flush Job for claim 0", MINUTE, || {
+        let h = &h;
+        let old = job.uid();
+        async move {
+            flush_job(h, claim0)
+                .await
+                .filter(|j| j.uid() != old && j.metadata.deletion_timestamp.is_none())
+        }
+    })
+    .await;
     mark_job_complete(&h, &job.name_any()).await;
     wait_for(
         "the LogDrain to go once its claims are flushed",
@@ -720,6 +755,25 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     )
     .await;
     h.teardown().await;
+}
+
+/// Plays the Job controller: marks the Job failed (backoff limit reached).
+async fn mark_job_failed(h: &Harness, job: &str) {
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now,
+        "failed": 4,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+        ],
+    }});
+    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("marking Job {job} failed: {e}"));
 }
 
 /// Removes the PVC-protection finalizer, as its controller does once no

@@ -378,10 +378,11 @@ async fn sync_claims(
             ClaimStep::Wait => recheck = true,
             ClaimStep::StartFlush => {
                 let job = resources::flush_job(owner, ld, &ctx.settings.ingester, &claim);
+                recheck = true;
                 match jobs_api.create(&PostParams::default(), &job).await {
                     Ok(_) => {}
                     // Made by a reconcile that raced this one.
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
                     Err(e) => return Err(e.into()),
                 }
                 ctx.publish(
@@ -394,7 +395,6 @@ async fn sync_claims(
                     ),
                 )
                 .await;
-                recheck = true;
             }
             ClaimStep::CancelFlush => {
                 if let Some(job) = &job {
@@ -431,7 +431,7 @@ async fn sync_claims(
                     EventType::Warning,
                     "BufferFlushFailed",
                     format!(
-                        "flush Job {} of buffer claim {claim} failed: the claim is kept with its data and the flush retried in {} s; see `kubectl logs job/{}`",
+                        "flush Job {} of buffer claim {claim} failed: the claim is kept with its data and the flush retried in {} s (delete the Job to retry now); see `kubectl logs job/{}`",
                         job.as_deref().unwrap_or_default(),
                         FLUSH_RETRY_AFTER.as_secs(),
                         job.as_deref().unwrap_or_default(),
