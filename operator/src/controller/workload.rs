@@ -66,14 +66,15 @@ pub(super) async fn sync_workload(
             let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             let existing = sets.get_opt(&name).await?.filter(|s| owned_by(s, owner));
             let set = match existing {
-                // Kubernetes refuses changes to a StatefulSet's claim
-                // templates: the set is deleted leaving its pods and claims
-                // (orphan), and the next reconcile makes the new one, which
-                // adopts them. Claims made from now on get the new template.
+                // Still going (below): the new one is made once it is gone.
                 Some(old) if old.metadata.deletion_timestamp.is_some() => {
                     recheck_soon = true;
                     old
                 }
+                // Kubernetes refuses changes to a StatefulSet's claim
+                // templates: the set is deleted leaving its pods and claims
+                // (orphan), and the next reconcile makes the new one, which
+                // adopts them. Claims made from now on get the new template.
                 Some(old) if claim_templates_differ(&old, &wanted) => {
                     sets.delete(&name, &DeleteParams::orphan()).await?;
                     ctx.publish(
