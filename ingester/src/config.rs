@@ -141,6 +141,28 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_SYSLOG_MAX_FRAME", default_value = "64KiB", value_parser = parse_size)]
     pub syslog_max_frame: u64,
 
+    /// After SIGTERM, keep accepting requests this long with `/readyz`
+    /// answering 503 (and `/healthz` 200), so load balancers that follow
+    /// readiness stop sending before the listeners close; then finish
+    /// requests in flight and flush everything. `0s` (default) closes the
+    /// listeners at once (on Kubernetes the pod's `preStop` sleep covers
+    /// endpoint propagation instead).
+    #[arg(long, env = "DRAINPIPE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Open no listener: upload everything the write-ahead log in
+    /// `--data-dir` holds to `--archive`, then exit 0 once the log is
+    /// empty, non-zero when it is not (archive unreachable within
+    /// `--flush-timeout`). For a buffer volume no ingester mounts any more
+    /// (the operator's flush Job on a released claim).
+    #[arg(long, env = "DRAINPIPE_FLUSH_AND_EXIT")]
+    pub flush_and_exit: bool,
+
+    /// How long `--flush-and-exit` tries before giving up with a non-zero
+    /// exit (the log is left as it is; nothing is lost).
+    #[arg(long, env = "DRAINPIPE_FLUSH_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub flush_timeout: Duration,
+
     /// Address of the OTLP/gRPC listener (Fir telemetry drains registered
     /// with `--transport grpc`): LogsService/Export over HTTP/2, or TLS with
     /// --otlp-grpc-tls-cert/--otlp-grpc-tls-key. Off unless set.

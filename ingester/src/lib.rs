@@ -45,4 +45,4 @@ mod run;
 pub mod samples;
 pub(crate) mod telemetry;
 
-pub use run::{RunError, Running, StartError, run, run_with_aws};
+pub use run::{FlushError, Flushed, RunError, Running, StartError, flush, run, run_with_aws};

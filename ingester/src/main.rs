@@ -32,8 +32,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Run until SIGTERM or SIGINT, then shut down gracefully.
+/// Run until SIGTERM or SIGINT, then shut down gracefully; or, with
+/// `--flush-and-exit`, empty the log and exit.
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.flush_and_exit {
+        let flushed = drainpipe_ingester::flush(config, None)
+            .await
+            .context("--flush-and-exit")?;
+        tracing::info!(
+            requests = flushed.requests,
+            bytes = flushed.bytes,
+            "the write-ahead log is empty: everything is in the archive"
+        );
+        return Ok(());
+    }
     let shutdown = CancellationToken::new();
     let running = drainpipe_ingester::run(config, shutdown.clone()).await?;
     wait_for_signal().await?;

@@ -16,7 +16,7 @@ use crate::archive::direct::{Direct, DirectOptions};
 use crate::archive::probe;
 use crate::archive::uploader::{self, UploaderOptions};
 use crate::config::{AckMode, Config};
-use crate::durable::{Wal, WalError, WalOptions};
+use crate::durable::{Recovered, Wal, WalError, WalOptions};
 use crate::input::dedupe::Dedupe;
 use crate::input::http;
 use crate::input::intake::{Server, Sink};
@@ -76,6 +76,30 @@ pub enum StartError {
     Uploader(#[source] std::io::Error),
 }
 
+/// Why `--flush-and-exit` did not leave an empty log.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("uploader task")]
+    Uploader(#[source] JoinError),
+    #[error(
+        "the write-ahead log still holds {bytes} bytes after {timeout:?} (is the archive reachable?); it is left as it is"
+    )]
+    TimedOut { bytes: u64, timeout: Duration },
+    #[error("the write-ahead log still holds {bytes} bytes after the upload finished")]
+    NotEmpty { bytes: u64 },
+}
+
+/// What `--flush-and-exit` found and uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Requests the log held.
+    pub requests: u64,
+    /// Bytes of log they took.
+    pub bytes: u64,
+}
+
 /// A task of the running ingester that panicked or was cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -130,6 +154,93 @@ pub async fn run_with_aws(
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     start(config, Some(aws), shutdown).await
+}
+
+/// `--flush-and-exit`: upload everything the log in `config.data_dir`
+/// holds to `config.archive` and return once the log is empty. Nothing is
+/// listened on and nothing new is accepted; `Ok` only when no segment is
+/// left, so a caller may delete the volume.
+pub async fn flush(
+    config: Config,
+    aws: Option<aws_config::SdkConfig>,
+) -> Result<Flushed, FlushError> {
+    let metrics = Arc::new(Metrics::new());
+    let archive = Arc::new(
+        Archive::from_url_with(&config.archive, aws.as_ref())
+            .await
+            .map_err(|source| StartError::Archive {
+                url: config.archive.clone(),
+                source,
+            })?,
+    );
+    let (wal, recovered) = open_wal(&config, &metrics)?;
+    tracing::info!(
+        segments = recovered.segments,
+        requests = recovered.entries,
+        bytes = recovered.bytes,
+        truncated_bytes = recovered.truncated,
+        "flushing the write-ahead log in {} to {}",
+        config.data_dir.display(),
+        archive.describe(),
+    );
+    let task = start_uploader(&config, &wal, &archive, &metrics)?;
+    // Closed before anything could be appended: the uploader reads to the
+    // end and stores every object, as on a shutdown.
+    wal.close().await;
+    match tokio::time::timeout(config.flush_timeout, task).await {
+        Ok(joined) => joined.map_err(FlushError::Uploader)?,
+        Err(_) => {
+            return Err(FlushError::TimedOut {
+                bytes: wal.bytes(),
+                timeout: config.flush_timeout,
+            });
+        }
+    }
+    let left = wal.bytes();
+    if left > 0 {
+        return Err(FlushError::NotEmpty { bytes: left });
+    }
+    Ok(Flushed {
+        requests: recovered.entries,
+        bytes: recovered.bytes,
+    })
+}
+
+fn open_wal(config: &Config, metrics: &Arc<Metrics>) -> Result<(Arc<Wal>, Recovered), StartError> {
+    metrics
+        .wal_max_bytes
+        .set(i64::try_from(config.wal_max_bytes).unwrap_or(i64::MAX));
+    Wal::open(
+        &config.data_dir,
+        WalOptions {
+            max_bytes: config.wal_max_bytes,
+            segment_bytes: config.wal_segment_bytes,
+            queue: 4096,
+        },
+        Arc::clone(metrics),
+    )
+    .map_err(StartError::Wal)
+}
+
+fn start_uploader(
+    config: &Config,
+    wal: &Arc<Wal>,
+    archive: &Arc<Archive>,
+    metrics: &Arc<Metrics>,
+) -> Result<JoinHandle<()>, StartError> {
+    uploader::start(
+        Arc::clone(wal),
+        Arc::clone(archive),
+        Arc::clone(metrics),
+        UploaderOptions {
+            flush_interval: config.flush_interval,
+            flush_bytes: config.flush_bytes,
+            gzip_level: config.gzip_level,
+            concurrency: config.upload_concurrency as usize,
+            workers: config.workers(),
+        },
+    )
+    .map_err(StartError::Uploader)
 }
 
 async fn start(
@@ -199,19 +310,7 @@ async fn start(
 
     let (sink, uploader) = match config.ack {
         AckMode::Wal => {
-            metrics
-                .wal_max_bytes
-                .set(i64::try_from(config.wal_max_bytes).unwrap_or(i64::MAX));
-            let (wal, recovered) = Wal::open(
-                &config.data_dir,
-                WalOptions {
-                    max_bytes: config.wal_max_bytes,
-                    segment_bytes: config.wal_segment_bytes,
-                    queue: 4096,
-                },
-                Arc::clone(&metrics),
-            )
-            .map_err(StartError::Wal)?;
+            let (wal, recovered) = open_wal(&config, &metrics)?;
             if recovered.entries > 0 || recovered.truncated > 0 {
                 tracing::info!(
                     segments = recovered.segments,
@@ -222,19 +321,7 @@ async fn start(
                 );
             }
             dedupe.seed(recovered.frames);
-            let task = uploader::start(
-                Arc::clone(&wal),
-                Arc::clone(&archive),
-                Arc::clone(&metrics),
-                UploaderOptions {
-                    flush_interval: config.flush_interval,
-                    flush_bytes: config.flush_bytes,
-                    gzip_level: config.gzip_level,
-                    concurrency: config.upload_concurrency as usize,
-                    workers: config.workers(),
-                },
-            )
-            .map_err(StartError::Uploader)?;
+            let task = start_uploader(&config, &wal, &archive, &metrics)?;
             (Sink::Wal(wal), Some(task))
         }
         AckMode::Archive => {
@@ -333,12 +420,22 @@ async fn start(
         stop.clone(),
         SHUTDOWN_GRACE,
     ));
+    let shutdown_delay = config.shutdown_delay;
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;
+        // Readiness first: whatever routes by /readyz stops sending while
+        // the listeners still take what is already on its way.
+        server.set_unready();
+        if !shutdown_delay.is_zero() {
+            tracing::info!(
+                delay = ?shutdown_delay,
+                "shutting down: /readyz answers 503, still accepting until the delay is over"
+            );
+            tokio::time::sleep(shutdown_delay).await;
+        }
         tracing::info!(
             "shutting down: finishing requests, then flushing everything to the archive"
         );
-        server.set_unready();
         stop.cancel();
         serving.await.map_err(RunError::Server)?;
         // Stopped with `stop`; a probe cut short is of no consequence.

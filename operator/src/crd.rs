@@ -98,7 +98,8 @@ pub struct LogDrainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSpec>,
 
-    /// The ingester Deployment that receives the drains.
+    /// The ingesters that receive the drains (a Deployment, or a
+    /// StatefulSet with `bufferStorage.persistentVolumeClaim`).
     #[serde(default)]
     pub ingester: IngesterSpec,
 
@@ -461,7 +462,8 @@ fn default_true() -> bool {
     true
 }
 
-/// The ingester Deployment.
+/// The ingesters that receive the drains: a Deployment, or a StatefulSet
+/// with `bufferStorage.persistentVolumeClaim`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IngesterSpec {
@@ -593,22 +595,52 @@ fn default_replicas() -> i32 {
     2
 }
 
-/// The ingester's local buffer: an emptyDir holding messages that are
-/// acknowledged to Heroku but not yet uploaded. A pod flushes it to the
-/// archive when it is stopped.
+/// The ingester's local buffer (write-ahead log): messages acknowledged to
+/// Heroku but not yet uploaded. A pod flushes it to the archive when it is
+/// stopped. By default an emptyDir, which a node failure takes with it;
+/// with `persistentVolumeClaim` each pod gets a volume of its own that a
+/// rescheduled pod finds again (the ingesters then run as a StatefulSet).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BufferStorage {
-    /// Size limit of the buffer volume (default `2Gi`). When it is full the
-    /// ingester answers 503 and Heroku retries.
+    /// Size limit of the emptyDir buffer (default `2Gi`). When it is full
+    /// the ingester answers 503 and Heroku retries. Not used with
+    /// `persistentVolumeClaim`, whose `size` bounds the buffer instead.
     #[serde(default = "default_buffer_size")]
     pub size_limit: Quantity,
+    /// A PersistentVolumeClaim per ingester pod instead of the emptyDir:
+    /// the ingesters run as a StatefulSet (claims `buffer-<name>-ingester-N`),
+    /// so what a pod acknowledged survives the loss of its node and is
+    /// uploaded by the pod rescheduled onto the claim. On scale-down the
+    /// operator runs a flush Job on every claim no pod mounts any more and
+    /// deletes the claim only once the Job emptied it. Removing this field
+    /// goes back to a Deployment with emptyDir buffers (the claims are
+    /// flushed and deleted the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<BufferClaim>,
+}
+
+/// The volume claim of each ingester pod's buffer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferClaim {
+    /// StorageClass of the claims; omit for the cluster's default class. A
+    /// class whose volumes are bound to one zone keeps a rescheduled pod in
+    /// that zone; a node failure then needs another node in the same zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Requested size of each claim, e.g. `10Gi`. The ingester refuses data
+    /// (503, Heroku retries) at 80% of it, and the pods' termination grace
+    /// period grows with it (time to upload a full buffer).
+    pub size: Quantity,
 }
 
 impl Default for BufferStorage {
     fn default() -> Self {
         BufferStorage {
             size_limit: default_buffer_size(),
+            persistent_volume_claim: None,
         }
     }
 }
@@ -939,6 +971,23 @@ mod tests {
         assert_eq!(ld.deletion_policy, DeletionPolicy::Retain);
         assert!(ld.catalog.as_ref().is_some_and(|c| c.glue.manage_table));
         assert_eq!(ld.ingester.buffer_storage.size_limit.0, "2Gi");
+        assert_eq!(ld.ingester.buffer_storage.persistent_volume_claim, None);
+    }
+
+    #[test]
+    fn buffer_claims_need_a_size_and_take_an_optional_class() {
+        let crd = crd_json();
+        let claim = &spec_schema(&crd)["properties"]["ingester"]["properties"]["bufferStorage"]["properties"]
+            ["persistentVolumeClaim"];
+        assert_eq!(claim["required"], json!(["size"]));
+        assert!(claim["properties"]["storageClassName"].is_object());
+        let b: BufferStorage =
+            serde_json::from_value(json!({"persistentVolumeClaim": {"size": "10Gi"}}))
+                .expect("claim without a class");
+        let c = b.persistent_volume_claim.expect("claim");
+        assert_eq!(c.size.0, "10Gi");
+        assert_eq!(c.storage_class_name, None);
+        assert_eq!(b.size_limit.0, "2Gi");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum Error {
     #[error("cannot write the routes file: {0}")]
     Routes(#[source] RoutesError),
 
+    /// A deleted LogDrain waits for its buffer claims to be flushed.
+    #[error(
+        "{claims} buffer claims still hold the write-ahead log of stopped ingesters: waiting for their flush Jobs before the LogDrain goes (see its BufferFlush events; delete a claim by hand to give up its data)"
+    )]
+    BuffersNotFlushed { claims: usize },
+
     /// Boxed: the finalizer's error wraps this type.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -64,6 +70,7 @@ impl Error {
             Error::Glue(e) => format!("glue_{}", e.metric_label()),
             Error::Lifecycle(e) => format!("s3_lifecycle_{}", e.metric_label()),
             Error::Routes(_) => "routes".to_string(),
+            Error::BuffersNotFlushed { .. } => "buffers_not_flushed".to_string(),
             Error::Finalizer(_) => "finalizer".to_string(),
         }
     }
@@ -72,7 +79,10 @@ impl Error {
     /// person has to act (and the change they make triggers a reconcile).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube(_) | Error::Finalizer(_) | Error::PasswordSecretContended { .. } => true,
+            Error::Kube(_)
+            | Error::Finalizer(_)
+            | Error::PasswordSecretContended { .. }
+            | Error::BuffersNotFlushed { .. } => true,
             Error::Heroku(e) | Error::Drains { first: e, .. } => e.is_transient(),
             // A table that manageTable=false waits for is usually created
             // by another LogDrain sharing it: keep retrying, with backoff.
@@ -93,6 +103,7 @@ impl Error {
             Error::Glue(e) => e.reason(),
             Error::Lifecycle(e) => e.reason(),
             Error::Routes(_) => "RoutesError",
+            Error::BuffersNotFlushed { .. } => "BuffersNotFlushed",
             Error::Kube(_)
             | Error::MissingObjectKey
             | Error::PasswordSecretContended { .. }

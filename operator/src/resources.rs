@@ -6,17 +6,24 @@ use std::collections::BTreeMap;
 
 use drainpipe_contract::routes::RoutesFile;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    Lifecycle, LifecycleHandler, LocalObjectReference, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -329,7 +336,7 @@ pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// The ingester Deployment.
+/// The ingester Deployment (emptyDir buffers).
 pub(crate) fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
     let spec = &ld.spec.ingester;
     Deployment {
@@ -340,16 +347,21 @@ pub(crate) fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaul
                 match_labels: Some(selector_labels(&owner.name)),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&owner.name)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(ingester_pod(owner, ld, defaults)),
-            },
+            template: pod_template(owner, ld, defaults),
             ..DeploymentSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The one ingester pod template, of the Deployment and of the StatefulSet.
+fn pod_template(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(&owner.name)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(ingester_pod(owner, ld, defaults)),
     }
 }
 
@@ -378,12 +390,25 @@ fn ingester_args(ld: &LogDrain) -> Vec<String> {
         }
     }
     // The write-ahead log must refuse data (503, Heroku retries) before the
-    // emptyDir hits its limit, which would get the pod evicted.
-    if let Some(bytes) = quantity_bytes(&ld.spec.ingester.buffer_storage.size_limit.0) {
+    // emptyDir hits its limit, which would get the pod evicted (or the
+    // claim fills up, which would fail the writes).
+    if let Some(bytes) = wal_max_bytes(ld) {
         args.push("--wal-max-bytes".to_string());
-        args.push((bytes / 10 * 8).to_string());
+        args.push(bytes.to_string());
     }
     args
+}
+
+/// The ingester's `--wal-max-bytes`: 80% of the buffer volume (the claim's
+/// size, else the emptyDir's limit); `None` for a size written in a form
+/// `quantity_bytes` does not read (the ingester's default applies).
+pub(crate) fn wal_max_bytes(ld: &LogDrain) -> Option<u64> {
+    let buffer = &ld.spec.ingester.buffer_storage;
+    let size = match &buffer.persistent_volume_claim {
+        Some(claim) => &claim.size,
+        None => &buffer.size_limit,
+    };
+    quantity_bytes(&size.0).map(|bytes| bytes / 10 * 8)
 }
 
 /// Where the archive is, for the AWS SDK in the ingester.
@@ -435,8 +460,8 @@ fn ingester_ports(ld: &LogDrain) -> Vec<ContainerPort> {
 }
 
 /// The pod's volumes and the container's mounts of them: the routes
-/// Secret, the write-ahead log's emptyDir and, for syslog+TLS, the
-/// certificate Secret.
+/// Secret, the write-ahead log's emptyDir (or, with a claim, only its
+/// mount) and, for syslog+TLS, the certificate Secret.
 fn ingester_volumes(owner: &Owner, ld: &LogDrain) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut mounts = vec![
         VolumeMount {
@@ -446,31 +471,38 @@ fn ingester_volumes(owner: &Owner, ld: &LogDrain) -> (Vec<Volume>, Vec<VolumeMou
             ..VolumeMount::default()
         },
         VolumeMount {
-            name: "buffer".to_string(),
+            name: BUFFER_VOLUME.to_string(),
             mount_path: DATA_DIR.to_string(),
             ..VolumeMount::default()
         },
     ];
-    let mut volumes = vec![
-        Volume {
-            name: "routes".to_string(),
-            // A whole-directory mount (not subPath) so Secret updates
-            // reach the running ingester, which re-reads the file.
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(routes_secret_name(&owner.name)),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "buffer".to_string(),
+    let mut volumes = vec![Volume {
+        name: "routes".to_string(),
+        // A whole-directory mount (not subPath) so Secret updates
+        // reach the running ingester, which re-reads the file.
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(routes_secret_name(&owner.name)),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    // With a claim the StatefulSet's claim template supplies the volume.
+    if ld
+        .spec
+        .ingester
+        .buffer_storage
+        .persistent_volume_claim
+        .is_none()
+    {
+        volumes.push(Volume {
+            name: BUFFER_VOLUME.to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
                 size_limit: Some(ld.spec.ingester.buffer_storage.size_limit.clone()),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
-        },
-    ];
+        });
+    }
     for (l, tls_secret) in listeners(ld)
         .into_iter()
         .filter_map(|l| l.tls_secret_name.clone().map(|s| (l, s)))
@@ -521,6 +553,7 @@ fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Po
         resources: spec.resources.clone().or_else(|| pod.resources.clone()),
         volume_mounts: Some(mounts),
         security_context: Some(overlay(hardened, pod.security_context.as_ref())),
+        lifecycle: Some(pre_stop_sleep()),
         ..Container::default()
     };
     let hardened_pod = PodSecurityContext {
@@ -536,15 +569,18 @@ fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Po
     PodSpec {
         containers: vec![container],
         service_account_name: spec.service_account_name.clone(),
-        // Room to flush the write-ahead log to the archive on SIGTERM.
-        termination_grace_period_seconds: Some(120),
+        termination_grace_period_seconds: Some(grace_period_seconds(wal_max_bytes(ld))),
         security_context: Some(overlay(hardened_pod, pod.pod_security_context.as_ref())),
         volumes: Some(volumes),
         image_pull_secrets: pod.image_pull_secrets.clone(),
         node_selector: pod.node_selector.clone(),
         tolerations: pod.tolerations.clone(),
         affinity: pod.affinity.clone(),
-        topology_spread_constraints: pod.topology_spread_constraints.clone(),
+        topology_spread_constraints: Some(
+            pod.topology_spread_constraints
+                .clone()
+                .unwrap_or_else(|| default_topology_spread(&owner.name)),
+        ),
         priority_class_name: pod.priority_class_name.clone(),
         ..PodSpec::default()
     }
@@ -630,6 +666,270 @@ pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
         }),
         status: None,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Buffer volumes and graceful drain: the StatefulSet of
+// `bufferStorage.persistentVolumeClaim`, its flush Jobs, the
+// PodDisruptionBudget, and the stop sequence every ingester pod gets.
+
+/// Name of the write-ahead log's volume (the emptyDir, or the StatefulSet's
+/// claim template, whose claims are `buffer-<name>-ingester-N`).
+pub(crate) const BUFFER_VOLUME: &str = "buffer";
+
+/// The `preStop` sleep: on deletion the pod leaves the Service's endpoints
+/// at once, but kube-proxy, Ingress controllers and cloud load balancers
+/// learn it over a few seconds; until then they still send to the pod,
+/// which keeps accepting. Only then does the kubelet send SIGTERM.
+pub(crate) const PRE_STOP_SECONDS: i64 = 10;
+
+/// Upload rate a stopping ingester is assumed to reach, in bytes of log per
+/// second (parse, gzip level 1 and store; docs/benchmarks.md measures far
+/// more per core, this leaves room for a slow link or a busy node).
+pub(crate) const ASSUMED_UPLOAD_BYTES_PER_SECOND: u64 = 16 << 20;
+
+/// After SIGTERM, before the flush: requests in flight may take up to the
+/// ingester's 10 s shutdown grace, and the last objects need their uploads.
+const SHUTDOWN_MARGIN_SECONDS: i64 = 30;
+
+/// `terminationGracePeriodSeconds`: the `preStop` sleep, plus the margin,
+/// plus the time to upload a full buffer at the assumed rate:
+/// `10 + 30 + ceil(wal_max_bytes / 16 MiB/s)` (143 s for the default 2Gi
+/// emptyDir). A buffer of unknown size keeps the earlier fixed 120 s.
+pub(crate) fn grace_period_seconds(wal_max_bytes: Option<u64>) -> i64 {
+    let Some(bytes) = wal_max_bytes else {
+        return 120;
+    };
+    let upload = bytes.div_ceil(ASSUMED_UPLOAD_BYTES_PER_SECOND);
+    PRE_STOP_SECONDS
+        .saturating_add(SHUTDOWN_MARGIN_SECONDS)
+        .saturating_add(i64::try_from(upload).unwrap_or(i64::MAX))
+}
+
+/// The container's `preStop` hook: the kubelet's own sleep (Kubernetes
+/// 1.30+), as the image has no shell and no `sleep` binary.
+fn pre_stop_sleep() -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: PRE_STOP_SECONDS,
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
+}
+
+/// Spread a LogDrain's ingester pods over nodes and zones, without ever
+/// leaving one unscheduled for it; used unless `--ingester-pod-defaults`
+/// sets `topologySpreadConstraints`.
+fn default_topology_spread(ld_name: &str) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .into_iter()
+        .map(|key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.to_string(),
+            when_unsatisfiable: "ScheduleAnyway".to_string(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(ld_name)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect()
+}
+
+/// The ingester StatefulSet of `bufferStorage.persistentVolumeClaim`
+/// (`None` without one): the Deployment's pod template, plus a claim per
+/// pod. Claims are retained when the set is scaled down or deleted; the
+/// operator deletes each only after a flush Job emptied it.
+pub(crate) fn statefulset(
+    owner: &Owner,
+    ld: &LogDrain,
+    defaults: &IngesterDefaults,
+) -> Option<StatefulSet> {
+    let claim = ld
+        .spec
+        .ingester
+        .buffer_storage
+        .persistent_volume_claim
+        .as_ref()?;
+    let template = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(BUFFER_VOLUME.to_string()),
+            labels: Some(labels(&owner.name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: claim.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    claim.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+    Some(StatefulSet {
+        metadata: owner.meta(ingester_name(&owner.name)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(ld.spec.ingester.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name)),
+                ..LabelSelector::default()
+            },
+            template: pod_template(owner, ld, defaults),
+            volume_claim_templates: Some(vec![template]),
+            // The pods need no ordered start or stop: each has its own log.
+            pod_management_policy: Some("Parallel".to_string()),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_string()),
+                    when_scaled: Some("Retain".to_string()),
+                },
+            ),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The name of claim `ordinal` of LogDrain `ld_name`'s StatefulSet (the
+/// StatefulSet controller names them; the operator only reads them back).
+#[cfg(test)]
+pub(crate) fn buffer_claim_name(ld_name: &str, ordinal: u32) -> String {
+    format!("{BUFFER_VOLUME}-{}-{ordinal}", ingester_name(ld_name))
+}
+
+/// The ordinal of a claim of LogDrain `ld_name`'s StatefulSet, `None` for
+/// any other name.
+pub(crate) fn buffer_claim_ordinal(ld_name: &str, claim: &str) -> Option<u32> {
+    let prefix = format!("{BUFFER_VOLUME}-{}-", ingester_name(ld_name));
+    let digits = claim.strip_prefix(&prefix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The PodDisruptionBudget of a LogDrain with more than one ingester
+/// (`None` otherwise: with one pod, a budget would block every node
+/// drain): one pod at a time may be evicted.
+pub(crate) fn pod_disruption_budget(owner: &Owner, ld: &LogDrain) -> Option<PodDisruptionBudget> {
+    if ld.spec.ingester.replicas <= 1 {
+        return None;
+    }
+    Some(PodDisruptionBudget {
+        metadata: owner.meta(ingester_name(&owner.name)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&owner.name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Annotation of a flush Job naming the claim it empties.
+pub(crate) const FLUSH_CLAIM_ANNOTATION: &str = "drainpipe.dev/buffer-claim";
+
+/// How long a flush Job tries before it fails (the ingester's
+/// `--flush-timeout`); the Job's deadline adds the pod's start.
+const FLUSH_TIMEOUT_SECONDS: i64 = 600;
+
+/// A Job's name is also a label value (`job-name`), at most 63 characters.
+pub(crate) fn flush_job_name(claim: &str) -> String {
+    let name = format!("{claim}-flush");
+    if name.len() <= 63 {
+        return name;
+    }
+    // FNV-1a: the same name from every operator build.
+    let digest = claim.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head: String = claim.chars().take(44).collect();
+    format!("{}-{digest:08x}-flush", head.trim_end_matches('-'))
+}
+
+/// The Job that empties a released claim: the ingester image with
+/// `--flush-and-exit` on the claim, exit 0 only once the log on it is
+/// empty. Its pod carries none of the ingester pods' selector labels, so
+/// the Service never routes to it and the budget does not count it.
+pub(crate) fn flush_job(
+    owner: &Owner,
+    ld: &LogDrain,
+    defaults: &IngesterDefaults,
+    claim: &str,
+) -> Job {
+    let mut pod = ingester_pod(owner, ld, defaults);
+    pod.restart_policy = Some("Never".to_string());
+    // The claim decides the node; spreading does not apply.
+    pod.topology_spread_constraints = None;
+    pod.termination_grace_period_seconds = Some(30);
+    pod.volumes = Some(vec![Volume {
+        name: BUFFER_VOLUME.to_string(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.to_string(),
+            read_only: None,
+        }),
+        ..Volume::default()
+    }]);
+    for c in &mut pod.containers {
+        c.name = "flush".to_string();
+        c.args = Some(vec![
+            "--flush-and-exit".to_string(),
+            "--archive".to_string(),
+            archive_url(ld),
+            "--data-dir".to_string(),
+            format!("{DATA_DIR}/wal"),
+            "--flush-timeout".to_string(),
+            format!("{FLUSH_TIMEOUT_SECONDS}s"),
+            "--log-format".to_string(),
+            "json".to_string(),
+        ]);
+        c.ports = None;
+        c.readiness_probe = None;
+        c.liveness_probe = None;
+        c.lifecycle = None;
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: BUFFER_VOLUME.to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        }]);
+    }
+    let mut pod_labels = labels(&owner.name);
+    pod_labels.insert(
+        "app.kubernetes.io/name".to_string(),
+        "drainpipe-flush".to_string(),
+    );
+    let mut metadata = owner.meta(flush_job_name(claim));
+    metadata.annotations = Some(BTreeMap::from([(
+        FLUSH_CLAIM_ANNOTATION.to_string(),
+        claim.to_string(),
+    )]));
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(3),
+            active_deadline_seconds: Some(FLUSH_TIMEOUT_SECONDS * 2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
 }
 
 /// Serializes routes for the routes Secret.
@@ -1021,6 +1321,259 @@ mod tests {
             .and_then(|s| s.ports)
             .expect("ports");
         assert_eq!(svc_ports.len(), 1);
+    }
+
+    fn with_claim(class: Option<&str>) -> LogDrain {
+        let mut ld = logdrain();
+        let mut claim = json!({"size": "10Gi"});
+        if let Some(class) = class {
+            claim["storageClassName"] = json!(class);
+        }
+        ld.spec.ingester.buffer_storage.persistent_volume_claim =
+            Some(serde_json::from_value(claim).expect("claim"));
+        ld
+    }
+
+    #[test]
+    fn a_buffer_claim_makes_a_statefulset_with_the_deployments_pod() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        assert!(statefulset(&owner, &ld, &defaults()).is_none());
+
+        let ld = with_claim(Some("fast-ssd"));
+        let set = statefulset(&owner, &ld, &defaults()).expect("statefulset");
+        assert_eq!(set.metadata.name.as_deref(), Some("prod-ingester"));
+        assert_eq!(
+            set.metadata.owner_references,
+            Some(vec![owner.reference.clone()])
+        );
+        let spec = set.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .expect("retention policy");
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        let templates = spec.volume_claim_templates.expect("claim templates");
+        assert_eq!(templates.len(), 1);
+        let claim = &templates[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some(BUFFER_VOLUME));
+        let claim_spec = claim.spec.as_ref().expect("claim spec");
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast-ssd"));
+        assert_eq!(
+            claim_spec.access_modes.as_deref(),
+            Some(&["ReadWriteOnce".to_string()][..])
+        );
+        let size = claim_spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.as_str());
+        assert_eq!(size, Some("10Gi"));
+        assert_eq!(buffer_claim_name("prod", 2), "buffer-prod-ingester-2");
+
+        // The same pod as the Deployment's, but the buffer is the claim: no
+        // emptyDir, the mount stays, and the log is bounded by the claim.
+        let pod = spec.template.spec.expect("pod");
+        let deployed = pod_of(deployment(&owner, &ld, &defaults()));
+        assert_eq!(pod, deployed, "one pod builder for both workloads");
+        let volumes = pod.volumes.clone().expect("volumes");
+        assert!(
+            volumes.iter().all(|v| v.name != BUFFER_VOLUME),
+            "{volumes:?}"
+        );
+        let c = &pod.containers[0];
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .expect("mounts")
+                .iter()
+                .any(|m| m.name == BUFFER_VOLUME && m.mount_path == DATA_DIR)
+        );
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(
+            args.contains(&format!("--wal-max-bytes {}", (10u64 << 30) / 10 * 8)),
+            "{args}"
+        );
+        // No class: the cluster's default.
+        let set = statefulset(&owner, &with_claim(None), &defaults()).expect("statefulset");
+        let templates = set
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .expect("templates");
+        assert_eq!(
+            templates[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn claim_ordinals_come_only_from_this_logdrains_claims() {
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-ingester-0"),
+            Some(0)
+        );
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-ingester-12"),
+            Some(12)
+        );
+        assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-x"), None);
+        assert_eq!(buffer_claim_ordinal("prod", "buffer-prod-ingester-"), None);
+        assert_eq!(
+            buffer_claim_ordinal("prod", "buffer-prod-other-ingester-1"),
+            None
+        );
+        assert_eq!(buffer_claim_ordinal("prod", "data-prod-ingester-1"), None);
+    }
+
+    #[test]
+    fn a_budget_only_with_more_than_one_ingester() {
+        let mut ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let pdb = pod_disruption_budget(&owner, &ld).expect("budget with 3 replicas");
+        assert_eq!(pdb.metadata.name.as_deref(), Some("prod-ingester"));
+        let spec = pdb.spec.expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.selector.and_then(|s| s.match_labels),
+            Some(selector_labels("prod"))
+        );
+        ld.spec.ingester.replicas = 1;
+        assert!(pod_disruption_budget(&owner, &ld).is_none());
+        ld.spec.ingester.replicas = 0;
+        assert!(pod_disruption_budget(&owner, &ld).is_none());
+    }
+
+    #[test]
+    fn pods_spread_over_nodes_and_zones_unless_the_defaults_say_otherwise() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let pod = pod_of(deployment(&owner, &ld, &defaults()));
+        let spread = pod.topology_spread_constraints.expect("default spread");
+        let keys: Vec<&str> = spread.iter().map(|t| t.topology_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        );
+        for t in &spread {
+            assert_eq!(t.max_skew, 1);
+            assert_eq!(t.when_unsatisfiable, "ScheduleAnyway");
+            assert_eq!(
+                t.label_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.clone()),
+                Some(selector_labels("prod"))
+            );
+        }
+        // The administrator's own constraints replace the defaults.
+        let mut custom = defaults();
+        custom.pod = IngesterPodDefaults::parse(CHART_DEFAULTS).expect("chart defaults");
+        let pod = pod_of(deployment(&owner, &ld, &custom));
+        let spread = pod.topology_spread_constraints.expect("spread");
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    }
+
+    #[test]
+    fn pods_sleep_before_sigterm_and_get_time_to_upload_a_full_buffer() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let pod = pod_of(deployment(&owner, &ld, &defaults()));
+        let sleep = pod.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds);
+        assert_eq!(sleep, Some(PRE_STOP_SECONDS));
+        // 1Gi emptyDir: 80% is 858993459 bytes, 52 s at 16 MiB/s.
+        assert_eq!(pod.termination_grace_period_seconds, Some(10 + 30 + 52));
+
+        assert_eq!(grace_period_seconds(Some(0)), 40);
+        assert_eq!(grace_period_seconds(Some(1)), 41);
+        assert_eq!(grace_period_seconds(Some(16 << 20)), 41);
+        // The default 2Gi emptyDir.
+        assert_eq!(grace_period_seconds(Some((2u64 << 30) / 10 * 8)), 143);
+        assert_eq!(grace_period_seconds(None), 120);
+        // A 100Gi claim: the grace period follows the buffer.
+        let big = (100u64 << 30) / 10 * 8;
+        assert_eq!(grace_period_seconds(Some(big)), 40 + 5120);
+        let mut ld = with_claim(None);
+        ld.spec.ingester.buffer_storage.persistent_volume_claim =
+            Some(serde_json::from_value(json!({"size": "100Gi"})).expect("claim"));
+        let pod = pod_of(deployment(&owner, &ld, &defaults()));
+        assert_eq!(pod.termination_grace_period_seconds, Some(40 + 5120));
+    }
+
+    #[test]
+    fn the_flush_job_empties_one_claim_and_is_no_ingester_pod() {
+        let ld = with_claim(None);
+        let owner = Owner::of(&ld).expect("owner");
+        let claim = buffer_claim_name("prod", 2);
+        let job = flush_job(&owner, &ld, &defaults(), &claim);
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("buffer-prod-ingester-2-flush")
+        );
+        assert_eq!(
+            job.metadata.owner_references,
+            Some(vec![owner.reference.clone()])
+        );
+        assert_eq!(
+            job.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(FLUSH_CLAIM_ANNOTATION))
+                .map(String::as_str),
+            Some(claim.as_str())
+        );
+        let template = job.spec.expect("spec").template;
+        let pod_labels = template.metadata.and_then(|m| m.labels).expect("labels");
+        let selector = selector_labels("prod");
+        assert!(
+            !selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "the Service and the budget must not select the flush pod: {pod_labels:?}"
+        );
+        let pod = template.spec.expect("pod");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let volumes = pod.volumes.expect("volumes");
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some(claim.as_str())
+        );
+        let c = &pod.containers[0];
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(args.starts_with("--flush-and-exit "), "{args}");
+        assert!(args.contains("--archive s3://logs-bucket/logs/"), "{args}");
+        assert!(
+            args.contains(&format!("--data-dir {DATA_DIR}/wal")),
+            "{args}"
+        );
+        assert!(c.readiness_probe.is_none() && c.ports.is_none() && c.lifecycle.is_none());
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/drainpipe/ingester:0.1.0"));
+        assert!(
+            c.env
+                .as_ref()
+                .expect("env")
+                .iter()
+                .any(|e| e.name == "AWS_ENDPOINT_URL_S3")
+        );
+
+        // Job names are label values: at most 63 characters, still unique.
+        let long = buffer_claim_name(&"a".repeat(60), 1);
+        let name = flush_job_name(&long);
+        assert!(name.len() <= 63, "{name}");
+        assert_ne!(name, flush_job_name(&buffer_claim_name(&"a".repeat(60), 2)));
+        assert_eq!(name, flush_job_name(&long), "stable");
     }
 
     #[test]

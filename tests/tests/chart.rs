@@ -895,10 +895,29 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         ),
         "may delete pods"
     );
-    let deploys = Api::<Deployment>::namespaced(operator.clone(), &h.ns);
+    // Deployments are deleted (a LogDrain switching to a claim buffer gets
+    // a StatefulSet instead), but claims only come from the StatefulSet
+    // controller: the operator reads and deletes them, never makes one.
+    let budget = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        h.client.clone(),
+        &h.ns,
+    );
     assert!(
-        is_forbidden(deploys.delete("shop-ingester", &Default::default()).await),
-        "may delete Deployments"
+        budget.get("shop-ingester").await.is_ok(),
+        "the budget of 2 replicas, applied with the chart's permissions"
+    );
+    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        operator.clone(),
+        &h.ns,
+    );
+    let claim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "not-the-operators"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .expect("claim object");
+    assert!(
+        is_forbidden(claims.create(&Default::default(), &claim).await),
+        "may create PersistentVolumeClaims"
     );
     let elsewhere = Api::<Secret>::namespaced(operator.clone(), "kube-system");
     assert!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -19,6 +19,7 @@ use super::freshness;
 use super::retain;
 use super::retention::sync_retention;
 use super::suspend::suspend_drains;
+use super::workload::sync_workload;
 use super::writable;
 use super::{
     ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
@@ -28,6 +29,9 @@ use crate::backoff::jittered;
 use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
+
+/// How soon to look again at a released buffer claim.
+const RECHECK_CLAIMS: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let owner = Owner::of(&ld).ok_or(Error::MissingObjectKey)?;
@@ -55,12 +59,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let previous = current_routes(ctx, &owner).await?;
     let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
     apply_routes(ctx, &owner, &routes).await?;
-    let deployment = apply_owned(
-        ctx,
-        &owner.namespace,
-        &resources::deployment(&owner, &ld, &ctx.settings.ingester),
-    )
-    .await?;
+    let workload = sync_workload(ctx, &owner, &ld, &reference).await?;
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
     sync_ingress(ctx, &owner, &ld).await?;
 
@@ -122,7 +121,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         &catalog.condition,
         generation,
     ));
-    let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
+    let ingester = ingester_condition(&workload, ld.spec.ingester.replicas);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
     conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
     conditions.push(condition(old, ARCHIVE_WRITABLE, &writable, generation));
@@ -134,14 +133,13 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         &[&heroku.condition, &catalog.condition, &ingester, &writable],
     );
     conditions.insert(0, condition(old, READY, &ready, generation));
-    let dep_status = deployment.status.as_ref();
     let status = LogDrainStatus {
         observed_generation: generation,
         conditions,
         drains: drains.into_values().collect(),
         app_count: i32::try_from(spec_apps.len()).unwrap_or(i32::MAX),
-        replicas: dep_status.and_then(|s| s.replicas).unwrap_or(0),
-        ready_replicas: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        replicas: workload.replicas,
+        ready_replicas: workload.ready_replicas,
         selector: Some(resources::selector_string(&owner.name)),
         last_object_at: last.values().max().and_then(|t| time_at(*t)),
         last_objects: last
@@ -169,6 +167,10 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     lock(&ctx.failures).remove(&uid);
+    if workload.recheck {
+        // A released buffer claim waits on a pod or a flush Job.
+        return Ok(Action::requeue(RECHECK_CLAIMS.min(ctx.settings.resync)));
+    }
     Ok(Action::requeue(jittered(ctx.settings.resync)))
 }
 
@@ -221,7 +223,7 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+pub(super) async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -236,29 +238,39 @@ where
         .await?)
 }
 
-/// The Ingress of `spec.endpoint.ingress`, or none: one this LogDrain made
-/// goes when the field does (an Ingress of the same name it does not own
-/// is left alone).
-async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
-    if let Some(ingress) = resources::ingress(owner, ld) {
-        apply_owned(ctx, &owner.namespace, &ingress).await?;
-        return Ok(());
-    }
-    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let name = resources::ingester_name(&owner.name);
-    let ours = api.get_opt(&name).await?.is_some_and(|i| {
-        i.owner_references()
+/// Deletes object `name` of kind `K` when this LogDrain owns it (one of
+/// the same name it does not own is left alone), with its dependents.
+pub(super) async fn delete_owned<K>(ctx: &Context, owner: &Owner, name: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let ours = api.get_opt(name).await?.is_some_and(|o| {
+        o.owner_references()
             .iter()
             .any(|o| o.uid == owner.reference.uid)
     });
     if ours {
-        match api.delete(&name, &Default::default()).await {
+        match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// The Ingress of `spec.endpoint.ingress`, or none: one this LogDrain made
+/// goes when the field does.
+async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
+    if let Some(ingress) = resources::ingress(owner, ld) {
+        apply_owned(ctx, &owner.namespace, &ingress).await?;
+        return Ok(());
+    }
+    delete_owned::<Ingress>(ctx, owner, &resources::ingester_name(&owner.name)).await
 }
 
 /// Routes: every listed app, plus apps whose drain is still registered

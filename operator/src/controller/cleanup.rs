@@ -1,5 +1,6 @@
 //! Deletion of a LogDrain: its Heroku drains go (deletionPolicy Delete) or
-//! stay (Retain); the owned objects go with it by owner reference.
+//! stay (Retain); the owned objects go with it by owner reference, once
+//! the buffer claims (which it does not own) are flushed and deleted.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,13 +15,16 @@ use super::drains::{ErrorSummary, describe, drain_url, heroku_token};
 use super::identity::{identify, list_app, list_telemetry_app, named};
 use super::memory::AppIdentity;
 use super::telemetry_drains::{self, wanted_exporter};
-use super::{Context, retain};
+use super::{Context, retain, workload};
 use crate::crd::{DeletionPolicy, DrainKind, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
 use crate::heroku::{ApiToken, Drain, DrainUrl, Generation, HerokuError};
 use crate::resources;
 
 pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
+    // Buffer claims are not owned (they must outlive their pods): nothing
+    // would ever upload or delete them after the LogDrain is gone.
+    workload::flush_before_deletion(ctx, &ld).await?;
     let uid = ld.uid().unwrap_or_default();
     let reference = ld.object_ref(&());
     let (known, _) = ctx.known_drains(&uid);

@@ -1,10 +1,10 @@
 //! Status conditions: what each part of a reconcile found, and `Ready`.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::truncate;
+use super::workload::Workload;
 use crate::crd::LogDrain;
 
 /// A condition's content before timestamps.
@@ -74,31 +74,26 @@ pub(super) fn condition(
     }
 }
 
-pub(super) fn ingester_condition(deployment: &Deployment, replicas: i32) -> Cond {
-    let name = deployment.metadata.name.clone().unwrap_or_default();
+pub(super) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
     if replicas == 0 {
         return Cond::failed(
             "ScaledToZero",
             "spec.ingester.replicas is 0: nothing receives the drains, and Heroku drops what it cannot deliver",
         );
     }
-    let status = deployment.status.clone().unwrap_or_default();
-    let available = status.available_replicas.unwrap_or(0);
+    let available = workload.available_replicas;
     if available >= replicas {
         return Cond::ok(
             "Available",
             format!("{available} of {replicas} ingester pods available"),
         );
     }
-    let detail = status
-        .conditions
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.status != "True")
-        .filter_map(|c| c.message)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let hint = format!("see `kubectl describe deployment {name}` and its pods' events");
+    let detail = workload.problems.join("; ");
+    let hint = format!(
+        "see `kubectl describe {} {}` and its pods' events",
+        workload.kind.to_lowercase(),
+        workload.name
+    );
     let detail = if detail.is_empty() {
         hint
     } else {
@@ -111,7 +106,7 @@ pub(super) fn ingester_condition(deployment: &Deployment, replicas: i32) -> Cond
         )
     } else {
         Cond::failed(
-            "DeploymentUnavailable",
+            &format!("{}Unavailable", workload.kind),
             format!("0 of {replicas} ingester pods available: {detail}"),
         )
     }
@@ -182,21 +177,34 @@ mod tests {
     }
 
     #[test]
-    fn ingester_condition_reads_the_deployment() {
-        let mut d = Deployment::default();
-        d.metadata.name = Some("prod-ingester".into());
-        let c = ingester_condition(&d, 2);
+    fn ingester_condition_reads_the_workload() {
+        let mut w = Workload {
+            kind: "Deployment",
+            name: "prod-ingester".into(),
+            ..Workload::default()
+        };
+        let c = ingester_condition(&w, 2);
         assert!(!c.status);
         assert_eq!(c.reason, "DeploymentUnavailable");
         assert!(
             c.message
                 .contains("kubectl describe deployment prod-ingester")
         );
-        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
-            available_replicas: Some(2),
-            ..Default::default()
-        });
-        assert!(ingester_condition(&d, 2).status);
-        assert_eq!(ingester_condition(&d, 0).reason, "ScaledToZero");
+        w.available_replicas = 2;
+        assert!(ingester_condition(&w, 2).status);
+        assert_eq!(ingester_condition(&w, 0).reason, "ScaledToZero");
+        let set = Workload {
+            kind: "StatefulSet",
+            name: "prod-ingester".into(),
+            problems: vec!["pod prod-ingester-0 pending".into()],
+            ..Workload::default()
+        };
+        let c = ingester_condition(&set, 2);
+        assert_eq!(c.reason, "StatefulSetUnavailable");
+        assert!(c.message.contains("pod prod-ingester-0 pending"));
+        assert!(
+            c.message
+                .contains("kubectl describe statefulset prod-ingester")
+        );
     }
 }

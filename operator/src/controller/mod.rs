@@ -27,6 +27,7 @@ mod retain;
 mod retention;
 mod suspend;
 mod telemetry_drains;
+mod workload;
 mod writable;
 
 use std::collections::hash_map::DefaultHasher;
@@ -143,6 +144,18 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
     let controller = Controller::new(scoped::<LogDrain>(client, ns), watcher::Config::default())
         .owns(scoped::<Deployment>(client, ns), owned.clone())
+        .owns(
+            scoped::<k8s_openapi::api::apps::v1::StatefulSet>(client, ns),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(client, ns),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<k8s_openapi::api::batch::v1::Job>(client, ns),
+            owned.clone(),
+        )
         .owns(scoped::<Service>(client, ns), owned.clone())
         .owns(
             scoped::<k8s_openapi::api::networking::v1::Ingress>(client, ns),
