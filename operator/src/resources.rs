@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use drainpipe_contract::routes::RoutesFile;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
@@ -25,7 +29,7 @@ use rand::distr::Alphanumeric;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::crd::LogDrain;
+use crate::crd::{AutoscalingMode, LogDrain};
 
 /// Key of the drain password in `<name>-drain-password`.
 pub(crate) const PASSWORD_KEY: &str = "password";
@@ -331,11 +335,10 @@ pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
 
 /// The ingester Deployment.
 pub(crate) fn deployment(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefaults) -> Deployment {
-    let spec = &ld.spec.ingester;
     Deployment {
         metadata: owner.meta(ingester_name(&owner.name)),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: deployment_replicas(ld),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&owner.name)),
                 ..LabelSelector::default()
@@ -628,6 +631,55 @@ pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
             }),
             default_backend: None,
         }),
+        status: None,
+    })
+}
+
+/// The Deployment's `spec.replicas` as the operator applies it: left out
+/// while autoscaled, so the operator's apply never undoes what the scaler
+/// (its own autoscaler or an HPA, through the scale subresource) set.
+fn deployment_replicas(ld: &LogDrain) -> Option<i32> {
+    (ld.spec.ingester.autoscaling_mode() == AutoscalingMode::Off)
+        .then_some(ld.spec.ingester.replicas)
+}
+
+/// Mode `hpa`'s `autoscaling/v2` HorizontalPodAutoscaler, named like the
+/// Deployment it scales: average CPU utilisation of the pods, between
+/// `minReplicas` and `maxReplicas`. `None` in the other modes.
+pub(crate) fn horizontal_pod_autoscaler(
+    owner: &Owner,
+    ld: &LogDrain,
+) -> Option<HorizontalPodAutoscaler> {
+    let a = ld
+        .spec
+        .ingester
+        .autoscaling
+        .as_ref()
+        .filter(|a| a.mode == AutoscalingMode::Hpa)?;
+    Some(HorizontalPodAutoscaler {
+        metadata: owner.meta(ingester_name(&owner.name)),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_string()),
+                kind: "Deployment".to_string(),
+                name: ingester_name(&owner.name),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_string(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_string(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_string(),
+                        average_utilization: Some(a.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior: None,
+        },
         status: None,
     })
 }

@@ -18,6 +18,7 @@ use super::drains::sync_drains;
 use super::freshness;
 use super::retain;
 use super::retention::sync_retention;
+use super::scaling;
 use super::suspend::suspend_drains;
 use super::writable;
 use super::{
@@ -25,7 +26,9 @@ use super::{
     INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
-use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
+use crate::crd::{
+    AppLastObject, AutoscalingMode, DrainStatus, DrainTarget, LogDrain, LogDrainStatus,
+};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
 
@@ -55,6 +58,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let previous = current_routes(ctx, &owner).await?;
     let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
     apply_routes(ctx, &owner, &routes).await?;
+    scaling::claim_replicas(ctx, &owner, &ld, &uid).await?;
     let deployment = apply_owned(
         ctx,
         &owner.namespace,
@@ -63,6 +67,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     .await?;
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
     sync_ingress(ctx, &owner, &ld).await?;
+    scaling::sync_hpa(ctx, &owner, &ld).await?;
 
     // 2. Heroku.
     let heroku = if ld.spec.suspend {
@@ -93,6 +98,9 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 3c. Freshness and writability, from the ingester pods' metrics.
     let pods = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    // 3d. Scaling by load, from the same reads.
+    let replicas =
+        scaling::autoscale(ctx, &owner, &ld, &uid, &reference, &deployment, &pods).await?;
     let last = pods.last;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let fresh = freshness::fresh_condition(
@@ -122,7 +130,13 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         &catalog.condition,
         generation,
     ));
-    let ingester = ingester_condition(&deployment, ld.spec.ingester.replicas);
+    let wanted = match ld.spec.ingester.autoscaling_mode() {
+        AutoscalingMode::Off => ld.spec.ingester.replicas,
+        AutoscalingMode::Operator | AutoscalingMode::Hpa => {
+            replicas.unwrap_or(ld.spec.ingester.replicas)
+        }
+    };
+    let ingester = ingester_condition(&deployment, wanted);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
     conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
     conditions.push(condition(old, ARCHIVE_WRITABLE, &writable, generation));
@@ -169,7 +183,12 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     lock(&ctx.failures).remove(&uid);
-    Ok(Action::requeue(jittered(ctx.settings.resync)))
+    let every = match ld.spec.ingester.autoscaling_mode() {
+        // The load is read on each reconcile.
+        AutoscalingMode::Operator => ctx.settings.resync.min(ctx.settings.autoscale_interval),
+        AutoscalingMode::Off | AutoscalingMode::Hpa => ctx.settings.resync,
+    };
+    Ok(Action::requeue(jittered(every)))
 }
 
 fn time_at(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
@@ -221,7 +240,7 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+pub(super) async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -244,15 +263,26 @@ async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()>
         apply_owned(ctx, &owner.namespace, &ingress).await?;
         return Ok(());
     }
-    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let name = resources::ingester_name(&owner.name);
-    let ours = api.get_opt(&name).await?.is_some_and(|i| {
-        i.owner_references()
+    delete_owned::<Ingress>(ctx, owner, &resources::ingester_name(&owner.name)).await
+}
+
+/// Deletes object `name` if this LogDrain owns it (one of the same name
+/// made by someone else is left alone).
+pub(super) async fn delete_owned<K>(ctx: &Context, owner: &Owner, name: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let ours = api.get_opt(name).await?.is_some_and(|o| {
+        o.owner_references()
             .iter()
-            .any(|o| o.uid == owner.reference.uid)
+            .any(|r| r.uid == owner.reference.uid)
     });
     if ours {
-        match api.delete(&name, &Default::default()).await {
+        match api.delete(name, &Default::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
