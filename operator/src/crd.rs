@@ -505,8 +505,8 @@ pub struct IngesterSpec {
     /// operator set the replicas from what each pod's `/metrics` reports
     /// (messages and bytes received per second, write-ahead log fill, 503
     /// answers); `mode: hpa` creates a HorizontalPodAutoscaler on CPU
-    /// instead; `off` (the default, also when this is omitted) runs
-    /// `replicas` pods. While it is not `off`, `replicas` is not used.
+    /// instead; `manual` (the default, also when this is omitted) runs
+    /// `replicas` pods. While it is not `manual`, `replicas` is not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<IngesterAutoscaling>,
 }
@@ -515,9 +515,11 @@ pub struct IngesterSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoscalingMode {
-    /// `spec.ingester.replicas` pods (or `kubectl scale logdrain`).
+    /// `spec.ingester.replicas` pods (or `kubectl scale logdrain`). Not
+    /// called `off`: YAML 1.1, which kubectl and Helm read, takes an
+    /// unquoted `off` for `false`.
     #[default]
-    Off,
+    Manual,
     /// The operator, from the pods' own `/metrics`.
     Operator,
     /// A HorizontalPodAutoscaler (`autoscaling/v2`) on CPU utilisation.
@@ -542,7 +544,7 @@ pub enum AutoscalingMode {
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not be above autoscaling.maxReplicas"))]
 #[x_kube(validation = Rule::new("self.mode != 'operator' || has(self.targetMessagesPerSecond) || has(self.targetBytesPerSecond)").message("autoscaling mode operator needs a target per pod: set targetMessagesPerSecond, targetBytesPerSecond or both"))]
 pub struct IngesterAutoscaling {
-    /// `off` (default): `spec.ingester.replicas` pods; `operator`: the
+    /// `manual` (default): `spec.ingester.replicas` pods; `operator`: the
     /// operator scales by load; `hpa`: a HorizontalPodAutoscaler on CPU.
     #[serde(default)]
     pub mode: AutoscalingMode,
@@ -618,7 +620,7 @@ fn default_target_cpu() -> i32 {
 }
 
 impl IngesterSpec {
-    /// Who scales the ingester pods (`Off` without `autoscaling`).
+    /// Who scales the ingester pods (`Manual` without `autoscaling`).
     pub fn autoscaling_mode(&self) -> AutoscalingMode {
         self.autoscaling
             .as_ref()
@@ -1065,6 +1067,49 @@ mod tests {
         assert_eq!(ld.deletion_policy, DeletionPolicy::Retain);
         assert!(ld.catalog.as_ref().is_some_and(|c| c.glue.manage_table));
         assert_eq!(ld.ingester.buffer_storage.size_limit.0, "2Gi");
+    }
+
+    #[test]
+    fn autoscaling_is_manual_by_default_and_validated_by_the_schema() {
+        let crd = crd_json();
+        let a = &spec_schema(&crd)["properties"]["ingester"]["properties"]["autoscaling"];
+        assert_eq!(
+            a["properties"]["mode"]["enum"],
+            json!(["manual", "operator", "hpa"])
+        );
+        assert_eq!(a["properties"]["mode"]["default"], "manual");
+        assert_eq!(a["properties"]["minReplicas"]["minimum"], 1.0);
+        assert_eq!(a["properties"]["scaleDownStabilization"]["default"], "5m");
+        let rules: Vec<&str> = a["x-kubernetes-validations"]
+            .as_array()
+            .expect("autoscaling rules")
+            .iter()
+            .filter_map(|r| r["rule"].as_str())
+            .collect();
+        assert!(
+            rules.contains(&"self.minReplicas <= self.maxReplicas"),
+            "{rules:?}"
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.contains("has(self.targetMessagesPerSecond)"))
+        );
+
+        assert_eq!(
+            IngesterSpec::default().autoscaling_mode(),
+            AutoscalingMode::Manual
+        );
+        let spec: IngesterSpec = serde_json::from_value(json!({
+            "autoscaling": {"mode": "operator", "targetMessagesPerSecond": 5000}
+        }))
+        .expect("ingester spec");
+        assert_eq!(spec.autoscaling_mode(), AutoscalingMode::Operator);
+        let a = spec.autoscaling.expect("autoscaling");
+        assert_eq!((a.min_replicas, a.max_replicas), (1, 10));
+        assert_eq!(a.wal_fill_percent, 50);
+        assert_eq!(a.scale_down_stabilization, "5m");
+        assert_eq!(a.target_cpu_utilization_percentage, 70);
     }
 
     #[test]

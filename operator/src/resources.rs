@@ -639,7 +639,7 @@ pub(crate) fn ingress(owner: &Owner, ld: &LogDrain) -> Option<Ingress> {
 /// while autoscaled, so the operator's apply never undoes what the scaler
 /// (its own autoscaler or an HPA, through the scale subresource) set.
 fn deployment_replicas(ld: &LogDrain) -> Option<i32> {
-    (ld.spec.ingester.autoscaling_mode() == AutoscalingMode::Off)
+    (ld.spec.ingester.autoscaling_mode() == AutoscalingMode::Manual)
         .then_some(ld.spec.ingester.replicas)
 }
 
@@ -900,6 +900,43 @@ mod tests {
                 .and_then(|s| s.secret_name.as_deref()),
             Some("prod-routes")
         );
+    }
+
+    #[test]
+    fn autoscaled_deployments_leave_the_replicas_to_the_scaler() {
+        let mut ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        assert!(horizontal_pod_autoscaler(&owner, &ld).is_none());
+        for (mode, hpa) in [("operator", false), ("hpa", true)] {
+            ld.spec.ingester.autoscaling = Some(
+                serde_json::from_value(json!({
+                    "mode": mode, "minReplicas": 2, "maxReplicas": 6,
+                    "targetMessagesPerSecond": 1000, "targetCpuUtilizationPercentage": 60,
+                }))
+                .expect("autoscaling"),
+            );
+            let d = deployment(&owner, &ld, &defaults());
+            assert_eq!(d.spec.and_then(|s| s.replicas), None, "{mode}");
+            assert_eq!(
+                horizontal_pod_autoscaler(&owner, &ld).is_some(),
+                hpa,
+                "{mode}"
+            );
+        }
+        let hpa = horizontal_pod_autoscaler(&owner, &ld).expect("hpa");
+        assert_eq!(hpa.metadata.name.as_deref(), Some("prod-ingester"));
+        assert_eq!(
+            hpa.metadata.owner_references,
+            Some(vec![owner.reference.clone()])
+        );
+        let spec = hpa.spec;
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec.scale_target_ref.name, "prod-ingester");
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+        let metric = &spec.metrics.expect("metrics")[0];
+        let cpu = metric.resource.as_ref().expect("resource metric");
+        assert_eq!(cpu.name, "cpu");
+        assert_eq!(cpu.target.average_utilization, Some(60));
     }
 
     #[test]

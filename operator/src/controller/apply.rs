@@ -131,7 +131,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         generation,
     ));
     let wanted = match ld.spec.ingester.autoscaling_mode() {
-        AutoscalingMode::Off => ld.spec.ingester.replicas,
+        AutoscalingMode::Manual => ld.spec.ingester.replicas,
         AutoscalingMode::Operator | AutoscalingMode::Hpa => {
             replicas.unwrap_or(ld.spec.ingester.replicas)
         }
@@ -186,7 +186,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let every = match ld.spec.ingester.autoscaling_mode() {
         // The load is read on each reconcile.
         AutoscalingMode::Operator => ctx.settings.resync.min(ctx.settings.autoscale_interval),
-        AutoscalingMode::Off | AutoscalingMode::Hpa => ctx.settings.resync,
+        AutoscalingMode::Manual | AutoscalingMode::Hpa => ctx.settings.resync,
     };
     Ok(Action::requeue(jittered(every)))
 }

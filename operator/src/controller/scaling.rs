@@ -1,5 +1,5 @@
 //! Who sets the ingester Deployment's replicas (`spec.ingester.autoscaling`):
-//! the LogDrain's `replicas` (mode `off`), the operator from the pods' load
+//! the LogDrain's `replicas` (mode `manual`), the operator from the pods' load
 //! (mode `operator`, decided in autoscale.rs), or a HorizontalPodAutoscaler
 //! (mode `hpa`).
 //!
@@ -54,7 +54,7 @@ async fn set_replicas(ctx: &Context, owner: &Owner, replicas: i32) -> Result<()>
 
 /// Before the Deployment is applied without replicas: make `AUTOSCALER`
 /// own them at their current value (kept within min and max), once per
-/// LogDrain and process. Mode `off` forgets the claim (the operator's own
+/// LogDrain and process. Mode `manual` forgets the claim (the operator's own
 /// apply owns the replicas again).
 pub(super) async fn claim_replicas(
     ctx: &Context,
@@ -67,7 +67,7 @@ pub(super) async fn claim_replicas(
         .ingester
         .autoscaling
         .as_ref()
-        .filter(|a| a.mode != AutoscalingMode::Off)
+        .filter(|a| a.mode != AutoscalingMode::Manual)
     else {
         ctx.forget_scaler(uid);
         return Ok(());
