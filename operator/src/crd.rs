@@ -469,7 +469,8 @@ fn default_true() -> bool {
 pub struct IngesterSpec {
     /// Number of ingester pods (default 2). Also set by `kubectl scale
     /// logdrain/NAME --replicas=N` and by a HorizontalPodAutoscaler through
-    /// the scale subresource.
+    /// the scale subresource. Not used while `autoscaling.mode` is
+    /// `operator` or `hpa`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
@@ -502,6 +503,132 @@ pub struct IngesterSpec {
     /// `h2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_grpc: Option<IngesterOtlpGrpc>,
+    /// Load-based scaling of the ingester pods. `mode: operator` lets the
+    /// operator set the replicas from what each pod's `/metrics` reports
+    /// (messages and bytes received per second, write-ahead log fill, 503
+    /// answers); `mode: hpa` creates a HorizontalPodAutoscaler on CPU
+    /// instead; `manual` (the default, also when this is omitted) runs
+    /// `replicas` pods. While it is not `manual`, `replicas` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<IngesterAutoscaling>,
+}
+
+/// Who scales the ingester Deployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalingMode {
+    /// `spec.ingester.replicas` pods (or `kubectl scale logdrain`). Not
+    /// called `off`: YAML 1.1, which kubectl and Helm read, takes an
+    /// unquoted `off` for `false`.
+    #[default]
+    Manual,
+    /// The operator, from the pods' own `/metrics`.
+    Operator,
+    /// A HorizontalPodAutoscaler (`autoscaling/v2`) on CPU utilisation.
+    Hpa,
+}
+
+/// Load-based scaling of the ingester pods.
+///
+/// With `mode: operator` the operator reads every ready pod's `/metrics`
+/// on each reconcile (every few seconds while on) and computes rates from
+/// the counters' change between two reads. The replicas wanted are the
+/// total rate divided by the per-pod target (the larger of the two targets
+/// when both are set); a pod whose write-ahead log is over `walFillPercent`
+/// of its bound, or that answers more than `http503PerSecond` 503s per
+/// second, asks for at least one pod more. Scaling up happens at once;
+/// scaling down only to the highest number wanted within
+/// `scaleDownStabilization`, never below `minReplicas` or the number of
+/// pods still flushing their log, never above `maxReplicas`. Each change is
+/// an event `ScaledUp`/`ScaledDown` with the numbers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not be above autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("self.mode != 'operator' || has(self.targetMessagesPerSecond) || has(self.targetBytesPerSecond)").message("autoscaling mode operator needs a target per pod: set targetMessagesPerSecond, targetBytesPerSecond or both"))]
+pub struct IngesterAutoscaling {
+    /// `manual` (default): `spec.ingester.replicas` pods; `operator`: the
+    /// operator scales by load; `hpa`: a HorizontalPodAutoscaler on CPU.
+    #[serde(default)]
+    pub mode: AutoscalingMode,
+    /// Fewest ingester pods (default 1, at least 1).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Most ingester pods (default 10).
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Messages per second one pod should take (mode `operator`), counted
+    /// as the ingester parses them (`drainpipe_messages_total`), e.g.
+    /// `10000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_messages_per_second: Option<i64>,
+    /// Request bytes per second one pod should take (mode `operator`),
+    /// counted as received (`drainpipe_received_bytes_total` plus
+    /// `drainpipe_syslog_received_bytes_total`), as a size: `5MiB`, `8MB`,
+    /// `1048576`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+([kKmMgGtT]([iI]?[bB])?|[bB])?$"))]
+    pub target_bytes_per_second: Option<String>,
+    /// A pod whose write-ahead log holds more than this percentage of its
+    /// bound (`drainpipe_wal_bytes` / `drainpipe_wal_max_bytes`; at the
+    /// bound it answers 503) asks for at least one pod more (default 50).
+    #[serde(default = "default_wal_fill_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub wal_fill_percent: i32,
+    /// A pod answering more 503s per second than this
+    /// (`drainpipe_http_requests_total{status="503"}`) asks for at least one
+    /// pod more (default 0.05, the chart's alert threshold).
+    #[serde(default = "default_http503_per_second")]
+    #[schemars(range(min = 0.0))]
+    pub http503_per_second: f64,
+    /// How long a lower load must last before pods are removed: the
+    /// replicas never drop below the highest number wanted within this
+    /// window (default `5m`; `30s`, `10m`, `1h`...).
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub scale_down_stabilization: String,
+    /// Mode `hpa`: the average CPU utilisation (percent of the pods' CPU
+    /// request, so set `resources.requests.cpu`) the
+    /// HorizontalPodAutoscaler keeps (default 70).
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_max_replicas() -> i32 {
+    10
+}
+
+fn default_wal_fill_percent() -> i32 {
+    50
+}
+
+fn default_http503_per_second() -> f64 {
+    0.05
+}
+
+fn default_scale_down_stabilization() -> String {
+    "5m".to_string()
+}
+
+fn default_target_cpu() -> i32 {
+    70
+}
+
+impl IngesterSpec {
+    /// Who scales the ingester pods (`Manual` without `autoscaling`).
+    pub fn autoscaling_mode(&self) -> AutoscalingMode {
+        self.autoscaling
+            .as_ref()
+            .map(|a| a.mode)
+            .unwrap_or_default()
+    }
 }
 
 /// The ingester's syslog listener (for `endpoint.syslogTls` drains).
@@ -587,6 +714,7 @@ impl Default for IngesterSpec {
             service_account_name: None,
             syslog: None,
             otlp_grpc: None,
+            autoscaling: None,
         }
     }
 }
@@ -988,6 +1116,49 @@ mod tests {
         assert_eq!(c.size.0, "10Gi");
         assert_eq!(c.storage_class_name, None);
         assert_eq!(b.size_limit.0, "2Gi");
+    }
+
+    #[test]
+    fn autoscaling_is_manual_by_default_and_validated_by_the_schema() {
+        let crd = crd_json();
+        let a = &spec_schema(&crd)["properties"]["ingester"]["properties"]["autoscaling"];
+        assert_eq!(
+            a["properties"]["mode"]["enum"],
+            json!(["manual", "operator", "hpa"])
+        );
+        assert_eq!(a["properties"]["mode"]["default"], "manual");
+        assert_eq!(a["properties"]["minReplicas"]["minimum"], 1.0);
+        assert_eq!(a["properties"]["scaleDownStabilization"]["default"], "5m");
+        let rules: Vec<&str> = a["x-kubernetes-validations"]
+            .as_array()
+            .expect("autoscaling rules")
+            .iter()
+            .filter_map(|r| r["rule"].as_str())
+            .collect();
+        assert!(
+            rules.contains(&"self.minReplicas <= self.maxReplicas"),
+            "{rules:?}"
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.contains("has(self.targetMessagesPerSecond)"))
+        );
+
+        assert_eq!(
+            IngesterSpec::default().autoscaling_mode(),
+            AutoscalingMode::Manual
+        );
+        let spec: IngesterSpec = serde_json::from_value(json!({
+            "autoscaling": {"mode": "operator", "targetMessagesPerSecond": 5000}
+        }))
+        .expect("ingester spec");
+        assert_eq!(spec.autoscaling_mode(), AutoscalingMode::Operator);
+        let a = spec.autoscaling.expect("autoscaling");
+        assert_eq!((a.min_replicas, a.max_replicas), (1, 10));
+        assert_eq!(a.wal_fill_percent, 50);
+        assert_eq!(a.scale_down_stabilization, "5m");
+        assert_eq!(a.target_cpu_utilization_percentage, 70);
     }
 
     #[test]

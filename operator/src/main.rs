@@ -49,6 +49,11 @@ struct RunArgs {
     #[arg(long, env = "DRAINPIPE_RESYNC", default_value = "10m", value_parser = parse_duration)]
     resync: Duration,
 
+    /// How often a LogDrain with `autoscaling.mode: operator` is
+    /// reconciled, its ingester pods' load read and its replicas decided.
+    #[arg(long, env = "DRAINPIPE_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    autoscale_interval: Duration,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "DRAINPIPE_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     metrics_addr: SocketAddr,
@@ -172,6 +177,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
+        autoscale_interval: args.autoscale_interval,
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

@@ -919,6 +919,27 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         is_forbidden(claims.create(&Default::default(), &claim).await),
         "may create PersistentVolumeClaims"
     );
+    // spec.ingester.autoscaling: the scale subresource and HPAs are allowed.
+    deploys
+        .patch_scale(
+            "shop-ingester",
+            &PatchParams::apply("drainpipe-autoscaler").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": "shop-ingester", "namespace": h.ns},
+                "spec": {"replicas": 2},
+            })),
+        )
+        .await
+        .expect("the chart's ServiceAccount scales the ingester Deployment");
+    let hpas = Api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>::namespaced(
+        operator.clone(),
+        &h.ns,
+    );
+    assert!(
+        hpas.get_opt("shop-ingester").await.is_ok(),
+        "the chart's ServiceAccount reads HorizontalPodAutoscalers"
+    );
     let elsewhere = Api::<Secret>::namespaced(operator.clone(), "kube-system");
     assert!(
         is_forbidden(elsewhere.list(&ListParams::default()).await),

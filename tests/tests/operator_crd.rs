@@ -185,4 +185,48 @@ async fn api_server_enforces_the_schema() {
     let syslog = ok.spec.ingester.syslog.expect("syslog listener");
     assert_eq!(syslog.port, 6514, "default port applied");
     assert_eq!(syslog.tls_secret_name.as_deref(), Some("logs-tls"));
+
+    // Autoscaling: min <= max, min >= 1, a target for mode operator, and
+    // the messages say what to set.
+    let scaling = |a: serde_json::Value| with(&["ingester"], json!({"autoscaling": a}));
+    let err = create(
+        &api,
+        "min-over-max",
+        scaling(json!({"mode": "operator", "minReplicas": 5, "maxReplicas": 2, "targetMessagesPerSecond": 1000})),
+    )
+    .await
+    .expect_err("minReplicas above maxReplicas");
+    assert!(err.contains("minReplicas must not be above"), "{err}");
+    let err = create(&api, "no-target", scaling(json!({"mode": "operator"})))
+        .await
+        .expect_err("mode operator without a target");
+    assert!(err.contains("set targetMessagesPerSecond"), "{err}");
+    for (name, a) in [
+        ("zero-min", json!({"mode": "hpa", "minReplicas": 0})),
+        ("off-mode", json!({"mode": "off"})),
+        (
+            "bad-window",
+            json!({"mode": "hpa", "scaleDownStabilization": "300"}),
+        ),
+        (
+            "bad-bytes",
+            json!({"mode": "operator", "targetBytesPerSecond": "lots"}),
+        ),
+    ] {
+        create(&api, name, scaling(a)).await.expect_err(name);
+    }
+    let ok = create(
+        &api,
+        "scaled",
+        scaling(json!({"mode": "operator", "targetBytesPerSecond": "8MiB"})),
+    )
+    .await
+    .expect("an autoscaled LogDrain is accepted");
+    let a = ok.spec.ingester.autoscaling.expect("autoscaling");
+    assert_eq!(
+        (a.min_replicas, a.max_replicas),
+        (1, 10),
+        "defaults applied"
+    );
+    assert_eq!(a.scale_down_stabilization, "5m");
 }

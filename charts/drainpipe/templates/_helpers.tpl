@@ -114,4 +114,13 @@ app.kubernetes.io/component: operator
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# spec.ingester.autoscaling: the operator's scale decisions (mode operator)
+# and the replicas claimed before its apply leaves them out.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch", "update"]
+# Mode hpa; delete: the HPA goes when the mode changes.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "patch", "update", "delete"]
 {{- end -}}

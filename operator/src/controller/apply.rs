@@ -18,6 +18,7 @@ use super::drains::sync_drains;
 use super::freshness;
 use super::retain;
 use super::retention::sync_retention;
+use super::scaling;
 use super::suspend::suspend_drains;
 use super::workload::sync_workload;
 use super::writable;
@@ -26,7 +27,9 @@ use super::{
     INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
-use crate::crd::{AppLastObject, DrainStatus, DrainTarget, LogDrain, LogDrainStatus};
+use crate::crd::{
+    AppLastObject, AutoscalingMode, DrainStatus, DrainTarget, LogDrain, LogDrainStatus,
+};
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
 
@@ -59,9 +62,11 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let previous = current_routes(ctx, &owner).await?;
     let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
     apply_routes(ctx, &owner, &routes).await?;
+    scaling::claim_replicas(ctx, &owner, &ld, &uid).await?;
     let workload = sync_workload(ctx, &owner, &ld, &reference).await?;
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
     sync_ingress(ctx, &owner, &ld).await?;
+    scaling::sync_hpa(ctx, &owner, &ld).await?;
 
     // 2. Heroku.
     let heroku = if ld.spec.suspend {
@@ -92,6 +97,8 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
 
     // 3c. Freshness and writability, from the ingester pods' metrics.
     let pods = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    // 3d. Scaling by load, from the same reads.
+    let replicas = scaling::autoscale(ctx, &owner, &ld, &uid, &reference, &workload, &pods).await?;
     let last = pods.last;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let fresh = freshness::fresh_condition(
@@ -121,7 +128,13 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         &catalog.condition,
         generation,
     ));
-    let ingester = ingester_condition(&workload, ld.spec.ingester.replicas);
+    let wanted = match ld.spec.ingester.autoscaling_mode() {
+        AutoscalingMode::Manual => ld.spec.ingester.replicas,
+        AutoscalingMode::Operator | AutoscalingMode::Hpa => {
+            replicas.unwrap_or(ld.spec.ingester.replicas)
+        }
+    };
+    let ingester = ingester_condition(&workload, wanted);
     conditions.push(condition(old, INGESTER_AVAILABLE, &ingester, generation));
     conditions.push(condition(old, ARCHIVE_FRESH, &fresh, generation));
     conditions.push(condition(old, ARCHIVE_WRITABLE, &writable, generation));
@@ -167,11 +180,16 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     lock(&ctx.failures).remove(&uid);
+    let every = match ld.spec.ingester.autoscaling_mode() {
+        // The load is read on each reconcile.
+        AutoscalingMode::Operator => ctx.settings.resync.min(ctx.settings.autoscale_interval),
+        AutoscalingMode::Manual | AutoscalingMode::Hpa => ctx.settings.resync,
+    };
     if workload.recheck {
         // A released buffer claim waits on a pod or a flush Job.
-        return Ok(Action::requeue(RECHECK_CLAIMS.min(ctx.settings.resync)));
+        return Ok(Action::requeue(RECHECK_CLAIMS.min(every)));
     }
-    Ok(Action::requeue(jittered(ctx.settings.resync)))
+    Ok(Action::requeue(jittered(every)))
 }
 
 fn time_at(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
@@ -251,7 +269,7 @@ where
     let ours = api.get_opt(name).await?.is_some_and(|o| {
         o.owner_references()
             .iter()
-            .any(|o| o.uid == owner.reference.uid)
+            .any(|r| r.uid == owner.reference.uid)
     });
     if ours {
         match api.delete(name, &DeleteParams::background()).await {

@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::app_backoff::AppFailure;
 use super::memory::KnownDrain;
-use super::memory::{AppIdentity, Verified};
+use super::memory::{AppIdentity, ScalerMemory, Verified};
 use super::{MANAGER, fingerprint, truncate};
 use crate::crd::LogDrain;
 use crate::glue::Catalog;
@@ -45,6 +45,9 @@ pub struct Settings {
     pub instance: Option<String>,
     /// `ArchiveFresh` turns False for an app without an object this long.
     pub archive_stale_after: Duration,
+    /// How often a LogDrain scaled by the operator is reconciled, so its
+    /// pods' load is read (`spec.ingester.autoscaling.mode: operator`).
+    pub autoscale_interval: Duration,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             concurrency: 16,
             instance: None,
             archive_stale_after: Duration::from_secs(2 * 3600),
+            autoscale_interval: Duration::from_secs(15),
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct Context {
     /// (LogDrain uid, app) → the app's id and generation from App Info;
     /// `None` when it must be asked again.
     pub(super) app_identities: Mutex<HashMap<(String, String), Option<AppIdentity>>>,
+    /// LogDrain uid → the autoscaler's reads, recommendations and claim.
+    pub(super) scalers: Mutex<HashMap<String, ScalerMemory>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     /// (LogDrain uid, app) → the app's last failed Heroku call, waited out
@@ -187,6 +193,7 @@ impl Context {
             suspension_verified: Mutex::default(),
             retention_verified: Mutex::default(),
             app_identities: Mutex::default(),
+            scalers: Mutex::default(),
             failures: Mutex::default(),
             app_failures: Mutex::default(),
             stores: RwLock::default(),

@@ -3,15 +3,17 @@
 //! per app; the operator reads each ready pod's `/metrics` (one small GET
 //! per pod per reconcile, no S3 request, no S3 permission) and keeps the
 //! newest per app in `status.lastObjects`. The same GET brings each pod's
-//! write probe for `ArchiveWritable` (writable.rs).
+//! write probe for `ArchiveWritable` (writable.rs) and its load counters
+//! for the autoscaler (autoscale.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::Context;
+use super::autoscale::{PodRead, parse_load};
 use super::conditions::Cond;
 use super::writable::{Probe, parse_probe};
 use crate::resources;
@@ -104,6 +106,11 @@ pub(super) struct PodReports {
     pub(super) read: usize,
     /// Each answering pod's latest write probe (writable.rs).
     pub(super) probes: Vec<(String, Option<Probe>)>,
+    /// Each answering pod's load figures, terminating pods left out
+    /// (autoscale.rs).
+    pub(super) loads: Vec<PodRead>,
+    /// Pods being deleted: still flushing their log to the archive.
+    pub(super) flushing: usize,
 }
 
 /// What the ready ingester pods of LogDrain `name` report.
@@ -123,8 +130,15 @@ pub(super) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
     let mut since: Option<i64> = None;
     let mut read = 0;
     let mut probes = Vec::new();
+    let mut loads = Vec::new();
+    let mut flushing = 0;
     for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        if terminating {
+            flushing += 1;
+        }
         let Some(status) = pod.status else { continue };
         let Some(ip) = status.pod_ip.as_deref() else {
             continue;
@@ -150,6 +164,16 @@ pub(super) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
             }
         };
         read += 1;
+        // A terminating pod's load is leaving it: the scale decision
+        // counts it as flushing instead.
+        if let Some(load) = parse_load(&text).filter(|_| !terminating) {
+            loads.push(PodRead {
+                pod: pod_name.clone(),
+                uid: pod_uid,
+                at: Instant::now(),
+                load,
+            });
+        }
         probes.push((pod_name, parse_probe(&text)));
         for (app, t) in parse_last_objects(&text) {
             let e = last.entry(app).or_insert(t);
@@ -166,6 +190,8 @@ pub(super) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
         since,
         read,
         probes,
+        loads,
+        flushing,
     }
 }
 

@@ -1,8 +1,10 @@
 //! What this process last verified outside the cluster, per LogDrain uid,
 //! so a reconcile that finds nothing to change makes no Heroku or Glue call.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
+use super::autoscale::PodMemory;
 use super::{Context, lock};
 use crate::crd::{DrainKind, DrainStatus};
 use crate::heroku::Generation;
@@ -53,7 +55,29 @@ impl AppIdentity {
     }
 }
 
+/// The autoscaler's memory of one LogDrain (autoscale.rs, scaling.rs).
+#[derive(Debug, Default)]
+pub(super) struct ScalerMemory {
+    /// Each ready pod's previous read, by pod name.
+    pub(super) pods: HashMap<String, PodMemory>,
+    /// Recent recommendations, for the scale-down window.
+    pub(super) history: Vec<(Instant, i32)>,
+    /// The autoscaler's field manager owns the Deployment's replicas, so
+    /// the operator's own apply may leave them out (scaling.rs).
+    pub(super) claimed: bool,
+}
+
 impl Context {
+    /// Runs `f` on LogDrain `uid`'s autoscaler memory.
+    pub(super) fn with_scaler<T>(&self, uid: &str, f: impl FnOnce(&mut ScalerMemory) -> T) -> T {
+        f(lock(&self.scalers).entry(uid.to_string()).or_default())
+    }
+
+    /// The LogDrain is not autoscaled by the operator (any more).
+    pub(super) fn forget_scaler(&self, uid: &str) {
+        lock(&self.scalers).remove(uid);
+    }
+
     /// `app`'s identity as last learnt, if it need not be asked again:
     /// `Some(None)` when it must be (Heroku refused the drain kind).
     pub(super) fn app_identity(&self, uid: &str, app: &str) -> Option<Option<AppIdentity>> {
@@ -186,6 +210,7 @@ impl Context {
         lock(&self.status_written).remove(uid);
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);
+        self.forget_scaler(uid);
         self.forget_app_failures(uid);
     }
 }

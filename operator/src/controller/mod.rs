@@ -14,6 +14,7 @@
 
 mod app_backoff;
 mod apply;
+mod autoscale;
 mod catalog;
 mod cleanup;
 mod conditions;
@@ -25,6 +26,7 @@ mod identity;
 mod memory;
 mod retain;
 mod retention;
+mod scaling;
 mod suspend;
 mod telemetry_drains;
 mod workload;

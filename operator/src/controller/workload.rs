@@ -41,6 +41,8 @@ pub(super) struct Workload {
     pub(super) kind: &'static str,
     pub(super) name: String,
     pub(super) replicas: i32,
+    /// `spec.replicas` as stored: the LogDrain's, or the autoscaler's.
+    pub(super) spec_replicas: Option<i32>,
     pub(super) ready_replicas: i32,
     pub(super) available_replicas: i32,
     /// Messages of the workload's conditions that are not True.
@@ -90,11 +92,13 @@ pub(super) async fn sync_workload(
                 _ => apply_owned(ctx, &owner.namespace, &wanted).await?,
             };
             delete_owned::<Deployment>(ctx, owner, &name).await?;
+            let spec_replicas = set.spec.as_ref().and_then(|s| s.replicas);
             let status = set.status.unwrap_or_default();
             Workload {
                 kind: "StatefulSet",
                 name: name.clone(),
                 replicas: status.replicas,
+                spec_replicas,
                 ready_replicas: status.ready_replicas.unwrap_or(0),
                 available_replicas: status.available_replicas.unwrap_or(0),
                 problems: status
@@ -111,11 +115,13 @@ pub(super) async fn sync_workload(
             let deployment = resources::deployment(owner, ld, defaults);
             let deployment = apply_owned(ctx, &owner.namespace, &deployment).await?;
             delete_owned::<StatefulSet>(ctx, owner, &name).await?;
+            let spec_replicas = deployment.spec.as_ref().and_then(|s| s.replicas);
             let status = deployment.status.unwrap_or_default();
             Workload {
                 kind: "Deployment",
                 name: name.clone(),
                 replicas: status.replicas.unwrap_or(0),
+                spec_replicas,
                 ready_replicas: status.ready_replicas.unwrap_or(0),
                 available_replicas: status.available_replicas.unwrap_or(0),
                 problems: status
@@ -129,7 +135,9 @@ pub(super) async fn sync_workload(
             }
         }
     };
-    match resources::pod_disruption_budget(owner, ld) {
+    // What the workload runs, which the autoscaler may have changed.
+    let replicas = workload.spec_replicas.unwrap_or(ld.spec.ingester.replicas);
+    match resources::pod_disruption_budget(owner, replicas) {
         Some(pdb) => {
             apply_owned(ctx, &owner.namespace, &pdb).await?;
         }
@@ -143,7 +151,7 @@ pub(super) async fn sync_workload(
         .buffer_storage
         .persistent_volume_claim
         .is_some()
-        .then_some(ld.spec.ingester.replicas);
+        .then_some(replicas);
     workload.recheck = sync_claims(ctx, owner, ld, reference, in_set)
         .await?
         .recheck

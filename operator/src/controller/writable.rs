@@ -67,7 +67,7 @@ fn sample<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// `k="v",k2="v2"` (the ingester's values hold no quotes or commas).
-fn parse_labels(set: &str) -> BTreeMap<String, String> {
+pub(super) fn parse_labels(set: &str) -> BTreeMap<String, String> {
     set.split(',')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;

@@ -1,0 +1,309 @@
+//! Scaling the ingesters (`spec.ingester.autoscaling`) against the real
+//! kube-apiserver and kube-controller-manager: real ingesters on loopback
+//! addresses stand behind the pods the test registers (it plays the
+//! kubelet), `drainpipe-loadgen` drives load into them, and the operator
+//! scales the Deployment up and back down with events. Mode `hpa` creates a
+//! HorizontalPodAutoscaler the API server accepts, and the operator leaves
+//! the replicas alone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drainpipe_tests::heroku_fake::FakeOptions;
+use drainpipe_tests::ingester::InProcessIngester;
+use drainpipe_tests::operator::{Harness, ready_pod_status, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The load generator next to this test executable (`cargo test
+/// --workspace` builds it for the ingester's own tests).
+fn loadgen_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("drainpipe-loadgen");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p drainpipe-ingester --bin drainpipe-loadgen` first)",
+        bin.display()
+    );
+    bin
+}
+
+struct Loadgen(Child);
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Each registered pod's ingester, by pod name.
+type Pods = Arc<Mutex<HashMap<String, InProcessIngester>>>;
+
+/// Plays the kubelet for LogDrain `name`: every pod the ReplicaSet makes
+/// gets a real ingester on a loopback address of its own (port 8080, where
+/// the operator reads `/metrics`) and is marked Running and Ready at it;
+/// the ingesters of deleted pods are stopped.
+fn kubelet(h: &Harness, name: &str, pods: Pods) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let env = h.env.clone();
+    let prefix = format!("{}/", h.ns);
+    let selector = format!("app.kubernetes.io/instance={name}");
+    // A /16 of its own per test run, so runs side by side never collide.
+    let net = uuid::Uuid::new_v4().as_bytes()[0].clamp(10, 250);
+    tokio::spawn(async move {
+        let mut next: u8 = 2;
+        loop {
+            if let Ok(list) = api.list(&ListParams::default().labels(&selector)).await {
+                let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+                let mut running = pods.lock().await;
+                let gone: Vec<String> = running
+                    .keys()
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect();
+                for n in gone {
+                    if let Some(ingester) = running.remove(&n) {
+                        ingester.stop().await;
+                    }
+                }
+                for pod in list.items {
+                    let pod_name = pod.name_any();
+                    if running.contains_key(&pod_name) || pod.metadata.deletion_timestamp.is_some()
+                    {
+                        continue;
+                    }
+                    let ip = format!("127.{net}.0.{next}");
+                    next = next.wrapping_add(1).max(2);
+                    let ingester = InProcessIngester::start_with(
+                        &env,
+                        &prefix,
+                        &["--listen".to_string(), format!("{ip}:8080")],
+                    )
+                    .await;
+                    let mut status = ready_pod_status();
+                    status["status"]["podIP"] = json!(ip);
+                    status["status"]["podIPs"] = json!([{"ip": ip}]);
+                    status["status"]["startTime"] =
+                        json!(k8s_openapi::jiff::Timestamp::now().to_string());
+                    if api
+                        .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                        .is_ok()
+                    {
+                        running.insert(pod_name, ingester);
+                    } else {
+                        ingester.stop().await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+/// The notes of the events with `reason` about LogDrain `name`.
+async fn notes(h: &Harness, name: &str, reason: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(h.client.clone(), &h.ns);
+    let events = api.list(&ListParams::default()).await.expect("list events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+async fn replicas(h: &Harness, deployment: &str) -> Option<i32> {
+    Api::<Deployment>::namespaced(h.client.clone(), &h.ns)
+        .get(deployment)
+        .await
+        .ok()?
+        .spec?
+        .replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_window() {
+    let bin = loadgen_binary();
+    let mut h = Harness::new("autoscale", FakeOptions::default()).await;
+    h.heroku.add_app("as-web");
+    h.settings.autoscale_interval = Duration::from_secs(1);
+    h.start();
+    let mut spec = h.spec(&["as-web"], None);
+    spec["ingester"] = json!({"autoscaling": {
+        "mode": "operator",
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetMessagesPerSecond": 100,
+        "scaleDownStabilization": "5s",
+    }});
+    h.apply("as", spec).await;
+    let pods: Pods = Arc::default();
+    let kubelet = kubelet(&h, "as", pods.clone());
+
+    // One pod, no load: the operator keeps it at minReplicas.
+    let first = wait_for("the first ingester pod running", MINUTE, || {
+        let pods = pods.clone();
+        async move {
+            let running = pods.lock().await;
+            running.values().next().map(|i| i.base_url().to_string())
+        }
+    })
+    .await;
+    assert_eq!(replicas(&h, "as-ingester").await, Some(1));
+
+    let load = Loadgen(
+        Command::new(&bin)
+            .args([
+                "--url",
+                &first,
+                "--drains",
+                "1",
+                "--body-kb",
+                "4",
+                "--duration",
+                "5m",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start drainpipe-loadgen"),
+    );
+    let up = wait_for("a ScaledUp event", MINUTE, || async {
+        notes(&h, "as", "ScaledUp").await.into_iter().next()
+    })
+    .await;
+    assert!(up.starts_with("1 -> "), "{up}");
+    assert!(up.contains("msg/s over 1 pod, target 100 per pod"), "{up}");
+    wait_for("3 replicas (maxReplicas)", MINUTE, || async {
+        (replicas(&h, "as-ingester").await == Some(3)).then_some(())
+    })
+    .await;
+    wait_for("3 ingester pods running", MINUTE, || async {
+        (pods.lock().await.len() == 3).then_some(())
+    })
+    .await;
+
+    // The load stops: back to minReplicas once the 5 s window has passed.
+    drop(load);
+    let down = wait_for("a ScaledDown event", MINUTE, || async {
+        notes(&h, "as", "ScaledDown").await.into_iter().next()
+    })
+    .await;
+    assert!(down.starts_with("3 -> 1: 0 msg/s over"), "{down}");
+    assert!(down.ends_with("minReplicas 1"), "{down}");
+    wait_for("1 replica again", MINUTE, || async {
+        (replicas(&h, "as-ingester").await == Some(1)).then_some(())
+    })
+    .await;
+    let ld = h.get("as").await;
+    assert_eq!(
+        ld.spec.ingester.replicas, 2,
+        "the spec's replicas are not touched"
+    );
+
+    kubelet.abort();
+    let _ = kubelet.await;
+    for (_, ingester) in pods.lock().await.drain() {
+        ingester.stop().await;
+    }
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_hpa_creates_a_valid_hpa_and_leaves_the_replicas_alone() {
+    let mut h = Harness::new("hpa", FakeOptions::default()).await;
+    h.heroku.add_app("hpa-web");
+    h.settings.resync = Duration::from_secs(1);
+    h.start();
+    let mut spec = h.spec(&["hpa-web"], None);
+    spec["ingester"] = json!({"replicas": 2, "autoscaling": {
+        "mode": "hpa", "minReplicas": 2, "maxReplicas": 5,
+        "targetCpuUtilizationPercentage": 60,
+    }});
+    h.apply("hp", spec.clone()).await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(h.client.clone(), &h.ns);
+    let hpa = wait_for("the HorizontalPodAutoscaler", MINUTE, || async {
+        hpas.get_opt("hp-ingester").await.ok().flatten()
+    })
+    .await;
+    let ld = h.get("hp").await;
+    assert_eq!(
+        hpa.owner_references().first().map(|o| o.uid.clone()),
+        ld.metadata.uid
+    );
+    assert_eq!(hpa.spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(hpa.spec.scale_target_ref.name, "hp-ingester");
+    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(2), 5));
+    let cpu = hpa.spec.metrics.clone().unwrap_or_default();
+    assert_eq!(
+        cpu.first()
+            .and_then(|m| m.resource.as_ref())
+            .and_then(|r| r.target.average_utilization),
+        Some(60)
+    );
+
+    // Someone (the HPA's controller, here a person) scales the Deployment:
+    // reconciles come and go, the replicas stay.
+    let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), &h.ns);
+    wait_for("the Deployment", MINUTE, || async {
+        deployments.get_opt("hp-ingester").await.ok().flatten()
+    })
+    .await;
+    deployments
+        .patch_scale(
+            "hp-ingester",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .expect("scale the Deployment by hand");
+    for i in 0..3 {
+        h.poke("hp", i).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            replicas(&h, "hp-ingester").await,
+            Some(4),
+            "after reconcile {i}"
+        );
+    }
+
+    // Back to manual: the HPA goes, the spec's replicas come back.
+    spec["ingester"]["autoscaling"]["mode"] = json!("manual");
+    h.apply("hp", spec).await;
+    wait_for("the HPA deleted", MINUTE, || async {
+        hpas.get_opt("hp-ingester")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("2 replicas from the spec", MINUTE, || async {
+        (replicas(&h, "hp-ingester").await == Some(2)).then_some(())
+    })
+    .await;
+    h.teardown().await;
+}
