@@ -1443,6 +1443,21 @@ mod tests {
     }
 
     #[test]
+    fn an_autoscaled_statefulset_leaves_the_replicas_to_the_scaler_and_the_hpa_targets_it() {
+        let mut ld = with_claim(None);
+        let owner = Owner::of(&ld).expect("owner");
+        ld.spec.ingester.autoscaling = Some(
+            serde_json::from_value(json!({"mode": "hpa", "minReplicas": 2, "maxReplicas": 6}))
+                .expect("autoscaling"),
+        );
+        let set = statefulset(&owner, &ld, &defaults()).expect("statefulset");
+        assert_eq!(set.spec.and_then(|s| s.replicas), None);
+        let hpa = horizontal_pod_autoscaler(&owner, &ld).expect("hpa");
+        assert_eq!(hpa.spec.scale_target_ref.kind, "StatefulSet");
+        assert_eq!(hpa.spec.scale_target_ref.name, "prod-ingester");
+    }
+
+    #[test]
     fn a_buffer_claim_makes_a_statefulset_with_the_deployments_pod() {
         let ld = logdrain();
         let owner = Owner::of(&ld).expect("owner");

@@ -920,6 +920,7 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         "may create PersistentVolumeClaims"
     );
     // spec.ingester.autoscaling: the scale subresource and HPAs are allowed.
+    let deploys = Api::<Deployment>::namespaced(operator.clone(), &h.ns);
     deploys
         .patch_scale(
             "shop-ingester",
