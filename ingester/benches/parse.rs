@@ -111,6 +111,24 @@ fn report(name: &str, bodies: &[Body], elapsed: Duration, n: u64, extra: &str) {
     );
 }
 
+/// `BODIES` bodies from a generator's `body(BODY_BYTES)`.
+fn make_bodies(mut body: impl FnMut() -> (Vec<u8>, u64)) -> Vec<Body> {
+    (0..BODIES)
+        .map(|_| {
+            let (bytes, messages) = body();
+            Body { bytes, messages }
+        })
+        .collect()
+}
+
+/// Bytes and messages (records) of all the bodies.
+fn totals(bodies: &[Body]) -> (usize, u64) {
+    (
+        bodies.iter().map(|b| b.bytes.len()).sum(),
+        bodies.iter().map(|b| b.messages).sum(),
+    )
+}
+
 fn enabled(stage: &str) -> bool {
     std::env::var("PARSE_BENCH_ONLY").map_or(true, |only| only == stage)
 }
@@ -121,14 +139,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let mut generator = LogplexGen::new(42, "myapp", START_US);
-    let bodies: Vec<Body> = (0..BODIES)
-        .map(|_| {
-            let (bytes, messages) = generator.body(BODY_BYTES);
-            Body { bytes, messages }
-        })
-        .collect();
-    let total: usize = bodies.iter().map(|b| b.bytes.len()).sum();
-    let msgs: u64 = bodies.iter().map(|b| b.messages).sum();
+    let bodies = make_bodies(|| generator.body(BODY_BYTES));
+    let (total, msgs) = totals(&bodies);
     println!(
         "{} bodies, {} bytes, {} messages ({:.0} per body, {:.0} bytes per message incl. framing)",
         bodies.len(),
@@ -219,14 +231,8 @@ fn main() {
 /// types, encode to JSON lines, then gzip level 1 as the uploader does.
 fn otlp(secs: f64, sink: &mut Sink) {
     let mut generator = OtlpGen::new(42, "myapp", START_US);
-    let bodies: Vec<Body> = (0..BODIES)
-        .map(|_| {
-            let (bytes, messages) = generator.body(BODY_BYTES);
-            Body { bytes, messages }
-        })
-        .collect();
-    let total: usize = bodies.iter().map(|b| b.bytes.len()).sum();
-    let records: u64 = bodies.iter().map(|b| b.messages).sum();
+    let bodies = make_bodies(|| generator.body(BODY_BYTES));
+    let (total, records) = totals(&bodies);
     println!(
         "OTLP: {} bodies, {} bytes, {} records ({:.0} per body, {:.0} bytes per record)",
         bodies.len(),

@@ -156,6 +156,20 @@ pub async fn run_with_aws(
     start(config, Some(aws), shutdown).await
 }
 
+/// The archive of `config.archive`, for the ingester and its flush mode.
+async fn open_archive(
+    config: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<Archive>, StartError> {
+    let archive = Archive::from_url_with(&config.archive, aws)
+        .await
+        .map_err(|source| StartError::Archive {
+            url: config.archive.clone(),
+            source,
+        })?;
+    Ok(Arc::new(archive))
+}
+
 /// `--flush-and-exit`: upload everything the log in `config.data_dir`
 /// holds to `config.archive` and return once the log is empty. Nothing is
 /// listened on and nothing new is accepted; `Ok` only when no segment is
@@ -165,14 +179,7 @@ pub async fn flush(
     aws: Option<aws_config::SdkConfig>,
 ) -> Result<Flushed, FlushError> {
     let metrics = Arc::new(Metrics::new());
-    let archive = Arc::new(
-        Archive::from_url_with(&config.archive, aws.as_ref())
-            .await
-            .map_err(|source| StartError::Archive {
-                url: config.archive.clone(),
-                source,
-            })?,
-    );
+    let archive = open_archive(&config, aws.as_ref()).await?;
     let (wal, recovered) = open_wal(&config, &metrics)?;
     tracing::info!(
         segments = recovered.segments,
@@ -257,14 +264,7 @@ async fn start(
         }
         None => Routes::open(),
     };
-    let archive = Arc::new(
-        Archive::from_url_with(&config.archive, aws.as_ref())
-            .await
-            .map_err(|source| StartError::Archive {
-                url: config.archive.clone(),
-                source,
-            })?,
-    );
+    let archive = open_archive(&config, aws.as_ref()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
