@@ -46,21 +46,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Handlers first: a SIGTERM that arrives while the log is recovered or
+    // right after the listeners open must still mean a graceful stop, not
+    // the default action (exit at once, nothing flushed).
+    let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let running = drainpipe_ingester::run(config, shutdown.clone()).await?;
-    wait_for_signal().await?;
+    signals.wait().await;
     shutdown.cancel();
     running.wait().await?;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -107,7 +107,8 @@ async fn restarted_on_the_same_volume_after_kill_9_archives_every_acknowledged_m
 
     // The rescheduled pod: the same volume, a new process.
     let mut again = Ingester::start(&holding(&dirs), &[]);
-    assert!(again.terminate(Duration::from_secs(60)).success());
+    let status = again.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status}; logs:\n{}", again.logs());
     assert_all_archived(&dirs, &acked);
     assert_eq!(dirs.wal_bytes(), 0, "nothing left on the volume");
 }
@@ -218,4 +219,18 @@ async fn sigterm_withdraws_readiness_first_and_exits_with_the_log_uploaded() {
         0,
         "the log is empty when the process exits"
     );
+}
+
+/// A SIGTERM that arrives right after the listeners open (a pod deleted as
+/// it starts) is a graceful stop too: the signal handlers are installed
+/// before the ingester starts, so the default action (exit at once, by the
+/// signal) never applies. Before they were, this failed now and then.
+#[test]
+fn sigterm_right_after_start_up_is_a_graceful_stop() {
+    let dirs = Dirs::new();
+    for _ in 0..20 {
+        let mut ing = Ingester::start(&holding(&dirs), &[]);
+        let status = ing.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status}; logs:\n{}", ing.logs());
+    }
 }
