@@ -182,14 +182,31 @@ impl Dirs {
     }
     /// A folder archive "outage": its directory replaced by a plain file,
     /// so every object write fails (even for root) and the log must hold all.
+    ///
+    /// The running ingester may re-create the directory between the removal
+    /// and the write (an upload or probe calls `create_dir_all`), so this
+    /// tries again until the plain file is in place.
     pub fn block_archive(&self) {
-        std::fs::remove_dir_all(self.archive()).expect("rm archive");
-        std::fs::write(self.archive(), "not a directory").expect("block archive");
+        let path = self.archive();
+        for _ in 0..100 {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("rm archive: {e}"),
+            }
+            match std::fs::write(&path, "not a directory") {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => continue,
+                Err(e) => panic!("block archive: {e}"),
+            }
+        }
+        panic!("block archive: the ingester kept re-creating {}", path.display());
     }
     /// End the outage of [`Dirs::block_archive`].
     pub fn unblock_archive(&self) {
         std::fs::remove_file(self.archive()).expect("unblock archive");
-        std::fs::create_dir(self.archive()).expect("mkdir archive");
+        // The ingester may already have re-created it: that is fine too.
+        std::fs::create_dir_all(self.archive()).expect("mkdir archive");
     }
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
