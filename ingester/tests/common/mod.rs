@@ -200,7 +200,10 @@ impl Dirs {
                 Err(e) => panic!("block archive: {e}"),
             }
         }
-        panic!("block archive: the ingester kept re-creating {}", path.display());
+        panic!(
+            "block archive: the ingester kept re-creating {}",
+            path.display()
+        );
     }
     /// End the outage of [`Dirs::block_archive`].
     pub fn unblock_archive(&self) {
