@@ -1124,19 +1124,29 @@ fn telemetry_fields(
     Ok((signals, exporter))
 }
 
-fn telemetry_create(s: &mut State, body: &[u8]) -> Answer {
+/// A request body that is a JSON object with no property outside `allowed`
+/// (the schema's `additionalProperties: false`).
+fn json_object(body: &[u8], allowed: &[&str]) -> Result<serde_json::Map<String, Value>, Answer> {
     let Some(body) = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.as_object().cloned())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
     else {
-        return invalid("Request body must be a JSON object");
+        return Err(invalid("Request body must be a JSON object"));
     };
-    if body
-        .keys()
-        .any(|k| !matches!(k.as_str(), "owner" | "signals" | "exporter"))
-    {
-        return invalid("Request has an unknown property");
+    if body.keys().any(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid("Request has an unknown property"));
     }
+    Ok(body)
+}
+
+fn telemetry_create(s: &mut State, body: &[u8]) -> Answer {
+    let body = match json_object(body, &["owner", "signals", "exporter"]) {
+        Ok(b) => b,
+        Err(a) => return a,
+    };
     let (signals, exporter) = match telemetry_fields(&body) {
         Ok(f) => f,
         Err(a) => return a,
@@ -1178,18 +1188,10 @@ fn telemetry_update(s: &mut State, id: &str, body: &[u8]) -> Answer {
     let Some(i) = s.telemetry.iter().position(|d| d.id == id) else {
         return telemetry_not_found();
     };
-    let Some(body) = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-    else {
-        return invalid("Request body must be a JSON object");
+    let body = match json_object(body, &["signals", "exporter"]) {
+        Ok(b) => b,
+        Err(a) => return a,
     };
-    if body
-        .keys()
-        .any(|k| !matches!(k.as_str(), "signals" | "exporter"))
-    {
-        return invalid("Request has an unknown property");
-    }
     let (signals, exporter) = match telemetry_fields(&body) {
         Ok(f) => f,
         Err(a) => return a,
