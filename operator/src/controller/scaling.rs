@@ -33,13 +33,24 @@ use crate::resources::{self, Owner};
 pub(super) const AUTOSCALER: &str = "drainpipe-autoscaler";
 
 /// Sets the workload's (Deployment's or StatefulSet's) replicas through its
-/// scale subresource, owned by `AUTOSCALER`.
-async fn set_replicas(ctx: &Context, owner: &Owner, ld: &LogDrain, replicas: i32) -> Result<()> {
+/// scale subresource, owned by `AUTOSCALER`. With a `resource_version` the
+/// write is refused (409) if the workload changed since it was read.
+async fn set_replicas(
+    ctx: &Context,
+    owner: &Owner,
+    ld: &LogDrain,
+    replicas: i32,
+    resource_version: Option<&str>,
+) -> kube::Result<()> {
     let name = resources::ingester_name(&owner.name);
+    let mut metadata = json!({"name": name, "namespace": owner.namespace});
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = json!(rv);
+    }
     let scale = json!({
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
-        "metadata": {"name": name, "namespace": owner.namespace},
+        "metadata": metadata,
         "spec": {"replicas": replicas},
     });
     let params = PatchParams::apply(AUTOSCALER).force();
@@ -54,15 +65,27 @@ async fn set_replicas(ctx: &Context, owner: &Owner, ld: &LogDrain, replicas: i32
     Ok(())
 }
 
-/// The workload's stored `spec.replicas`; `None` before it exists.
-async fn stored_replicas(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<Option<i32>> {
+/// The workload's stored `spec.replicas` and the resource version read;
+/// `None` before it exists.
+async fn stored_replicas(
+    ctx: &Context,
+    owner: &Owner,
+    ld: &LogDrain,
+) -> Result<Option<(i32, Option<String>)>> {
     let name = resources::ingester_name(&owner.name);
+    let read = |meta: kube::api::ObjectMeta, replicas: Option<i32>| {
+        replicas.map(|r| (r, meta.resource_version))
+    };
     Ok(if resources::workload_kind(ld) == "StatefulSet" {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        api.get_opt(&name).await?.and_then(|s| s.spec?.replicas)
+        api.get_opt(&name)
+            .await?
+            .and_then(|s| read(s.metadata, s.spec?.replicas))
     } else {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        api.get_opt(&name).await?.and_then(|d| d.spec?.replicas)
+        api.get_opt(&name)
+            .await?
+            .and_then(|d| read(d.metadata, d.spec?.replicas))
     })
 }
 
@@ -89,12 +112,23 @@ pub(super) async fn claim_replicas(
     if ctx.with_scaler(uid, |m| m.claimed) {
         return Ok(());
     }
-    // A workload not created yet starts at 1 and is scaled after the apply.
-    let Some(current) = stored_replicas(ctx, owner, ld).await? else {
-        return Ok(());
-    };
     let policy = Policy::of(a);
-    set_replicas(ctx, owner, ld, current.clamp(policy.min, policy.max)).await?;
+    // The claim writes back what it read, so it must not undo a scale made
+    // in between (an HPA's or a person's): the write is conditional on the
+    // version read, and a conflict reads again.
+    let mut attempts = 0;
+    loop {
+        // A workload not created yet starts at 1 and is scaled after the apply.
+        let Some((current, version)) = stored_replicas(ctx, owner, ld).await? else {
+            return Ok(());
+        };
+        let claimed = current.clamp(policy.min, policy.max);
+        match set_replicas(ctx, owner, ld, claimed, version.as_deref()).await {
+            Ok(()) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
     ctx.with_scaler(uid, |m| m.claimed = true);
     Ok(())
 }
@@ -144,7 +178,7 @@ pub(super) async fn autoscale(
         tracing::debug!(reason = %decision.reason, "ingester replicas unchanged");
         return Ok(Some(current));
     }
-    set_replicas(ctx, owner, ld, decision.desired).await?;
+    set_replicas(ctx, owner, ld, decision.desired, None).await?;
     ctx.with_scaler(uid, |m| m.claimed = true);
     let reason = if decision.desired > current {
         "ScaledUp"
