@@ -211,11 +211,15 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
     // Usually in one step; on a loaded machine the load may have dipped
     // inside the window first, and a step that stops above 1 says so.
     drop(load);
-    wait_for("1 replica again", MINUTE, || async {
-        (replicas(&h, "as-ingester").await == Some(1)).then_some(())
+    // The event follows the scale write, so wait for the event itself.
+    let downs = wait_for("a ScaledDown event to 1", MINUTE, || async {
+        let downs = notes(&h, "as", "ScaledDown").await;
+        downs
+            .last()
+            .is_some_and(|d| d.contains(" -> 1: "))
+            .then_some(downs)
     })
     .await;
-    let downs = notes(&h, "as", "ScaledDown").await;
     let (last, steps) = downs.split_last().expect("a ScaledDown event");
     assert!(last.contains(" -> 1: 0 msg/s over"), "{downs:#?}");
     assert!(last.ends_with("minReplicas 1"), "{downs:#?}");
@@ -225,6 +229,10 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
             "{downs:#?}"
         );
     }
+    wait_for("1 replica again", MINUTE, || async {
+        (replicas(&h, "as-ingester").await == Some(1)).then_some(())
+    })
+    .await;
     let ld = h.get("as").await;
     assert_eq!(
         ld.spec.ingester.replicas, 2,
