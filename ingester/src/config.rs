@@ -153,7 +153,7 @@ pub struct Config {
     /// Open no listener: upload everything the write-ahead log in
     /// `--data-dir` holds to `--archive`, then exit 0 once the log is
     /// empty, non-zero when it is not (archive unreachable within
-    /// `--flush-timeout`). For a buffer volume no ingester mounts any more
+    /// `--flush-timeout`, or stopped by SIGTERM). For a buffer volume no ingester mounts any more
     /// (the operator's flush Job on a released claim).
     #[arg(long, env = "DRAINPIPE_FLUSH_AND_EXIT")]
     pub flush_and_exit: bool,

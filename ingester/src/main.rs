@@ -35,27 +35,44 @@ fn init_logging(format: LogFormat) {
 /// Run until SIGTERM or SIGINT, then shut down gracefully; or, with
 /// `--flush-and-exit`, empty the log and exit.
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if config.flush_and_exit {
-        let flushed = drainpipe_ingester::flush(config, None)
-            .await
-            .context("--flush-and-exit")?;
-        tracing::info!(
-            requests = flushed.requests,
-            bytes = flushed.bytes,
-            "the write-ahead log is empty: everything is in the archive"
-        );
-        return Ok(());
-    }
     // Handlers first: a SIGTERM that arrives while the log is recovered or
     // right after the listeners open must still mean a graceful stop, not
     // the default action (exit at once, nothing flushed).
     let signals = Signals::install()?;
+    if config.flush_and_exit {
+        return flush(config, signals).await;
+    }
     let shutdown = CancellationToken::new();
     let running = drainpipe_ingester::run(config, shutdown.clone()).await?;
     signals.wait().await;
     shutdown.cancel();
     running.wait().await?;
     Ok(())
+}
+
+/// `--flush-and-exit` until the log is empty, or until SIGTERM or SIGINT (the
+/// flush Job's pod evicted or deleted). A signal fails the flush with a line
+/// saying so, instead of the process vanishing by the signal: what is not yet
+/// uploaded stays in the log, which survives being stopped anywhere (as after
+/// kill -9), for the next flush.
+async fn flush(config: Config, signals: Signals) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    tokio::select! {
+        flushed = drainpipe_ingester::flush(config, None) => {
+            let flushed = flushed.context("--flush-and-exit")?;
+            tracing::info!(
+                requests = flushed.requests,
+                bytes = flushed.bytes,
+                "the write-ahead log is empty: everything is in the archive"
+            );
+            Ok(())
+        }
+        () = signals.wait() => anyhow::bail!(
+            "--flush-and-exit: stopped by a signal before the write-ahead log in {} was empty; \
+             what is left stays there for the next flush",
+            data_dir.display()
+        ),
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the moment they are installed.

@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,13 @@ fn assert_all_archived(dirs: &Dirs, acked: &BTreeSet<String>) {
 /// Runs `drainpipe-ingester --flush-and-exit` on `dirs` to completion;
 /// `extra` flags come last (a second `--archive` replaces the folder).
 fn flush_and_exit(dirs: &Dirs, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    flush_command(dirs, extra, envs)
+        .output()
+        .expect("run --flush-and-exit")
+}
+
+/// The `drainpipe-ingester --flush-and-exit` command of [`flush_and_exit`].
+fn flush_command(dirs: &Dirs, extra: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut args = vec![
         "--flush-and-exit".to_owned(),
         "--data-dir".to_owned(),
@@ -80,7 +88,8 @@ fn flush_and_exit(dirs: &Dirs, extra: &[&str], envs: &[(&str, &str)]) -> Output 
         }
     }
     cmd.envs(envs.iter().copied());
-    cmd.args(&args).output().expect("run --flush-and-exit")
+    cmd.args(&args);
+    cmd
 }
 
 /// An S3 archive whose endpoint refuses every connection: an outage that
@@ -114,7 +123,8 @@ async fn restarted_on_the_same_volume_after_kill_9_archives_every_acknowledged_m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flush_and_exit_empties_a_volume_left_by_kill_9_and_fails_while_the_archive_is_down() {
+async fn flush_and_exit_empties_a_volume_left_by_kill_9_and_fails_while_the_archive_is_down_or_on_sigterm()
+ {
     let dirs = Dirs::new();
     let mut ing = Ingester::start(&holding(&dirs), &[]);
     let acked = send_acknowledged(&ing.base, 0, REQUESTS).await;
@@ -139,6 +149,64 @@ async fn flush_and_exit_empties_a_volume_left_by_kill_9_and_fails_while_the_arch
     assert!(
         dirs.wal_bytes() >= held,
         "a failed flush must leave the log in place"
+    );
+
+    // Stopped by SIGTERM mid-flush (the Job's pod evicted): a non-zero exit
+    // that says why, not death by the signal, and the log untouched.
+    let log_path = dirs.root.path().join("flush-sigterm.log");
+    let log = File::create(&log_path).expect("flush log");
+    let mut child = flush_command(
+        &dirs,
+        &["--flush-timeout", "5m", "--archive", "s3://logs/x/"],
+        UNREACHABLE_S3,
+    )
+    .stdout(log.try_clone().expect("flush log"))
+    .stderr(log)
+    .spawn()
+    .expect("spawn --flush-and-exit");
+    let printed = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Logged once the signal handlers are in place and the upload began.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !printed().contains("flushing the write-ahead log") {
+        assert!(
+            Instant::now() < deadline,
+            "--flush-and-exit did not start within 30 s:\n{}",
+            printed()
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "--flush-and-exit exited early:\n{}",
+            printed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("--flush-and-exit ignored SIGTERM for 20 s:\n{}", printed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{status}: a stopped flush exits 1 (not by the signal):\n{}",
+        printed()
+    );
+    assert!(printed().contains("stopped by a signal"), "{}", printed());
+    assert!(
+        dirs.wal_bytes() >= held,
+        "a stopped flush must leave the log in place"
     );
 
     let out = flush_and_exit(&dirs, &[], &[]);
