@@ -180,12 +180,7 @@ async fn flush_and_exit_empties_a_volume_left_by_kill_9_and_fails_while_the_arch
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(kill.success());
+    sigterm(child.id());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -245,12 +240,7 @@ async fn sigterm_withdraws_readiness_first_and_exits_with_the_log_uploaded() {
     let mut acked = send_acknowledged(&ing.base, 0, REQUESTS).await;
 
     let sent = Instant::now();
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(ing.pid().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(kill.success());
+    sigterm(ing.pid());
     // Readiness goes first: well within the delay, the process still
     // answers, unready but alive.
     loop {

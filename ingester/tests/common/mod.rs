@@ -121,12 +121,7 @@ impl Ingester {
 
     /// SIGTERM, then wait for the exit (at most `within`).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        sigterm(self.child.id());
         self.wait(within)
     }
 
@@ -152,6 +147,16 @@ impl Ingester {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
+}
+
+/// `kill -TERM pid`: what the kubelet sends a container it stops.
+pub fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
 }
 
 impl Drop for Ingester {
