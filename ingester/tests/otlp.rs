@@ -483,3 +483,67 @@ async fn grpc_over_tls_negotiates_h2_and_delivers() {
     let recs = records_of_run(&dirs, "grpc-tls-run", 250).await;
     check(&recs, 250, "grpc-tls-run");
 }
+
+/// `drainpipe-loadgen --otlp-grpc` (the OTLP/gRPC benchmark's client) sends
+/// real `LogsService/Export` calls: everything it counts as acknowledged is
+/// archived, and a wrong password shows as the gRPC code, not as success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_grpc_mode_acknowledges_exactly_what_is_archived() {
+    let dirs = Dirs::new();
+    let routes = dirs.root.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!("apps:\n  lg-1:\n    password: {PASSWORD}\n  lg-2:\n    password: {PASSWORD}\n"),
+    )
+    .expect("routes");
+    let routes = routes.display().to_string();
+    let mut ing = Ingester::start(
+        &dirs.args(&[
+            "--routes",
+            &routes,
+            "--flush-interval",
+            "200ms",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+        ]),
+        &[],
+    );
+    let endpoint = ing.logged_addr("OTLP/gRPC on http://").await;
+    let loadgen = |password: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_drainpipe-loadgen"))
+            .args(["--otlp-grpc", &format!("http://{endpoint}")])
+            .args(["--app-prefix", "lg", "--drains", "2", "--requests", "20"])
+            .args(["--body-kb", "8", "--pool", "2"])
+            .env("DRAINPIPE_LOADGEN_PASSWORD", password)
+            .output()
+            .expect("run drainpipe-loadgen");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = loadgen("wrong");
+    assert!(
+        report.contains("status:       Unauthenticated=20"),
+        "{report}"
+    );
+    assert!(report.contains("acknowledged: 0 messages"), "{report}");
+
+    let report = loadgen(PASSWORD);
+    assert!(report.contains("status:       Ok=20"), "{report}");
+    let acked: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("acknowledged: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no acknowledged line in {report}"));
+    assert!(acked > 20, "{report}");
+    let status = ing.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; logs:\n{}", ing.logs());
+    let recs = all_records(&dirs.archive());
+    assert_eq!(recs.len(), acked, "archived = acknowledged");
+    for app in ["lg-1", "lg-2"] {
+        assert!(
+            recs.iter().any(|r| r["app"] == app),
+            "records of {app} archived"
+        );
+    }
+}

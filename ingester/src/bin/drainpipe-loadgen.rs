@@ -15,6 +15,11 @@
 //! protobuf logs requests of the same traffic mix to `{url}/otlp/{app}/v1/logs`
 //! (`samples::OtlpGen`), with the password as `Authorization: Bearer`.
 //!
+//! With `--otlp-grpc http://ADDR` it sends the same OTLP requests as
+//! `LogsService/Export` calls to an ingester's `--otlp-grpc-listen` (see
+//! `grpc_load`): tonic's gRPC framing over HTTP/2, one call in flight per
+//! drain, the app as `x-drainpipe-app`.
+//!
 //! With `--syslog tcp://ADDR` or `--syslog tls://ADDR` it streams Logplex
 //! syslog-drain traffic instead (see `syslog_load`): N connections writing
 //! octet-counted frames as fast as the ingester reads them.
@@ -90,8 +95,15 @@ struct Args {
 
     /// OTLP mode (Fir telemetry drains): POST OTLP/HTTP protobuf logs
     /// requests to `{url}/otlp/{app}/v1/logs`; --body-kb is the protobuf size.
-    #[arg(long, conflicts_with = "syslog")]
+    #[arg(long, conflicts_with_all = ["syslog", "otlp_grpc"])]
     otlp: bool,
+
+    /// OTLP/gRPC mode (telemetry drains with `--transport grpc`): the same
+    /// requests as --otlp as `LogsService/Export` calls to this
+    /// `http://HOST:PORT` (the ingester's --otlp-grpc-listen); --url is not
+    /// used.
+    #[arg(long, conflicts_with = "syslog")]
+    otlp_grpc: Option<String>,
 
     /// Syslog mode: `tcp://HOST:PORT` or `tls://HOST:PORT`. Each of the
     /// --drains connections streams octet-counted frames; --url is then only
@@ -119,6 +131,7 @@ struct Args {
 }
 
 struct Drain {
+    app: String,
     token: String,
     uri: Uri,
     bodies: Vec<(Bytes, u64)>,
@@ -127,7 +140,8 @@ struct Drain {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
-    statuses: BTreeMap<u16, u64>,
+    /// HTTP status codes, or gRPC code names.
+    statuses: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     acked_messages: u64,
     acked_bytes: u64,
@@ -154,6 +168,18 @@ fn main() -> anyhow::Result<()> {
             .context("cannot start the async runtime")?
             .block_on(syslog_load::run(args, target, base));
     }
+    if let Some(origin) = args.otlp_grpc.clone() {
+        let origin = origin.trim_end_matches('/').to_string();
+        if !origin.starts_with("http://") {
+            bail!("--otlp-grpc must be an http://HOST:PORT address (HTTP/2 in clear text)");
+        }
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(run(args, origin));
+    }
     if !base.starts_with("http://") {
         bail!(
             "--url must be an http:// URL (put TLS in front of the ingester, not in the load generator)"
@@ -179,7 +205,9 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
     let mut drains = Vec::with_capacity(args.drains);
     for i in 1..=args.drains {
         let app = format!("{}-{i}", args.app_prefix);
-        let url = if args.otlp {
+        let url = if args.otlp_grpc.is_some() {
+            base.clone()
+        } else if args.otlp {
             format!("{base}/otlp/{app}/v1/logs")
         } else {
             format!("{base}/logplex/{app}")
@@ -187,7 +215,8 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("{url} is not a valid URL"))?;
-        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if args.otlp {
+        let otlp = args.otlp || args.otlp_grpc.is_some();
+        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if otlp {
             let mut generator = OtlpGen::new(i as u64, &app, now_us);
             Box::new(move |size| generator.body(size))
         } else {
@@ -201,6 +230,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
             })
             .collect();
         drains.push(Drain {
+            app,
             token: format!("d.00000000-0000-4000-8000-{i:012}"),
             uri,
             bodies,
@@ -233,7 +263,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
 
     let auth = match &args.password {
         Some(p) => {
-            let value = if args.otlp {
+            let value = if args.otlp || args.otlp_grpc.is_some() {
                 format!("Bearer {p}")
             } else {
                 let enc = base64::engine::general_purpose::STANDARD.encode(format!("logplex:{p}"));
@@ -267,6 +297,10 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
             (stop.clone(), remaining.clone(), live.clone(), seq.clone());
         let timeout = args.timeout;
         let otlp = args.otlp;
+        let mut grpc = args
+            .otlp_grpc
+            .is_some()
+            .then(|| grpc_load::channel(&drain.uri));
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut next = 0usize;
@@ -280,6 +314,36 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
                 }
                 let (body, n) = drain.bodies[next % drain.bodies.len()].clone();
                 next += 1;
+                if let Some(grpc) = &mut grpc {
+                    let t0 = Instant::now();
+                    let result = tokio::time::timeout(
+                        timeout,
+                        grpc_load::export(grpc, &drain.app, auth.as_ref(), body.clone()),
+                    )
+                    .await;
+                    let elapsed = t0.elapsed();
+                    live.requests.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(code) => {
+                            tally.latencies_us.push(elapsed.as_micros() as u64);
+                            *tally.statuses.entry(format!("{code:?}")).or_default() += 1;
+                            match code {
+                                tonic::Code::Ok => {
+                                    tally.acked_messages += n;
+                                    tally.acked_bytes += body.len() as u64;
+                                    live.acked_messages.fetch_add(n, Ordering::Relaxed);
+                                }
+                                // What an OTLP exporter retries: pause briefly, as for a 503.
+                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                _ => {}
+                            }
+                        }
+                        Err(_) => *tally.errors.entry("timeout".into()).or_default() += 1,
+                    }
+                    continue;
+                }
                 let frame_id = format!("{run_id:016x}{:016x}", seq.fetch_add(1, Ordering::Relaxed));
                 let req = if otlp {
                     Request::post(drain.uri.clone())
@@ -318,7 +382,10 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
                 match result {
                     Ok(Ok(status)) => {
                         tally.latencies_us.push(elapsed.as_micros() as u64);
-                        *tally.statuses.entry(status.as_u16()).or_default() += 1;
+                        *tally
+                            .statuses
+                            .entry(status.as_u16().to_string())
+                            .or_default() += 1;
                         if status.is_success() {
                             tally.acked_messages += n;
                             tally.acked_bytes += body.len() as u64;
@@ -425,6 +492,100 @@ fn report(t: &Tally, elapsed: f64) {
     if !t.errors.is_empty() {
         let errors: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("errors:       {}", errors.join(" "));
+    }
+}
+
+/// OTLP/gRPC mode: the pre-encoded `ExportLogsServiceRequest` bodies sent as
+/// they are (a codec that frames bytes), so the client spends no CPU on
+/// protobuf during the run, as in the HTTP modes.
+mod grpc_load {
+    use super::*;
+    use bytes::{Buf as _, BufMut as _};
+    use http::uri::PathAndQuery;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    const EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+    pub(super) type Channel = tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>>;
+
+    /// One HTTP/2 connection to `origin`, with its own pool so every drain
+    /// has its own connection, as every Heroku exporter does.
+    pub(super) fn channel(origin: &Uri) -> Channel {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        tonic::client::Grpc::with_origin(client, origin.clone())
+    }
+
+    /// One `Export` call; the gRPC code it ended with (transport failures
+    /// are `Unavailable`, as tonic reports them).
+    pub(super) async fn export(
+        grpc: &mut Channel,
+        app: &str,
+        auth: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> tonic::Code {
+        if let Err(e) = grpc.ready().await {
+            return tonic::Status::from_error(Box::new(e)).code();
+        }
+        let mut request = tonic::Request::new(body);
+        let meta = request.metadata_mut();
+        match tonic::metadata::MetadataValue::try_from(app) {
+            Ok(v) => {
+                meta.insert("x-drainpipe-app", v);
+            }
+            Err(_) => return tonic::Code::InvalidArgument,
+        }
+        if let Some(a) = auth
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(a.as_bytes())
+        {
+            meta.insert("authorization", v);
+        }
+        match grpc
+            .unary(request, PathAndQuery::from_static(EXPORT), RawCodec)
+            .await
+        {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    /// Sends a message's bytes as they are; ignores the answer's message
+    /// (an `ExportLogsServiceResponse`; only the status matters here).
+    #[derive(Default)]
+    struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Bytes;
+        type Decode = ();
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+        fn encoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+        fn decoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put(item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = ();
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+            src.advance(src.remaining());
+            Ok(Some(()))
+        }
     }
 }
 
