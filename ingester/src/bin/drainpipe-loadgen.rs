@@ -160,37 +160,27 @@ fn main() -> anyhow::Result<()> {
         bail!("--drains, --pool, --body-kb and --threads must be at least 1");
     }
     let base = args.url.trim_end_matches('/').to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     if let Some(target) = args.syslog.clone() {
-        return tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(syslog_load::run(args, target, base));
+        return runtime.block_on(syslog_load::run(args, target, base));
     }
     if let Some(origin) = args.otlp_grpc.clone() {
         let origin = origin.trim_end_matches('/').to_string();
         if !origin.starts_with("http://") {
             bail!("--otlp-grpc must be an http://HOST:PORT address (HTTP/2 in clear text)");
         }
-        return tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(run(args, origin));
+        return runtime.block_on(run(args, origin));
     }
     if !base.starts_with("http://") {
         bail!(
             "--url must be an http:// URL (put TLS in front of the ingester, not in the load generator)"
         );
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(run(args, base))
+    runtime.block_on(run(args, base))
 }
 
 async fn run(args: Args, base: String) -> anyhow::Result<()> {
@@ -201,6 +191,8 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
     // Frame ids must not repeat across runs either: the ingester would
     // answer a repeated (token, frame id) with 200 and store nothing.
     let run_id = now_us as u64;
+    // OTLP bodies, over HTTP or gRPC.
+    let otlp_bodies = args.otlp || args.otlp_grpc.is_some();
 
     let mut drains = Vec::with_capacity(args.drains);
     for i in 1..=args.drains {
@@ -215,8 +207,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("{url} is not a valid URL"))?;
-        let otlp = args.otlp || args.otlp_grpc.is_some();
-        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if otlp {
+        let mut generate: Box<dyn FnMut(usize) -> (Vec<u8>, u64)> = if otlp_bodies {
             let mut generator = OtlpGen::new(i as u64, &app, now_us);
             Box::new(move |size| generator.body(size))
         } else {
@@ -256,14 +247,16 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         },
         base
     );
-    eprintln!(
-        "drain tokens: d.00000000-0000-4000-8000-000000000001 .. -{:012}",
-        args.drains
-    );
+    if !otlp_bodies {
+        eprintln!(
+            "drain tokens: d.00000000-0000-4000-8000-000000000001 .. -{:012}",
+            args.drains
+        );
+    }
 
     let auth = match &args.password {
         Some(p) => {
-            let value = if args.otlp || args.otlp_grpc.is_some() {
+            let value = if otlp_bodies {
                 format!("Bearer {p}")
             } else {
                 let enc = base64::engine::general_purpose::STANDARD.encode(format!("logplex:{p}"));
