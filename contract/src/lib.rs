@@ -6,11 +6,13 @@
 //!   them) and the object layout (the Glue location template derives from it).
 //! - [`app`]: Heroku's app-name rule, used for URLs, object keys and the CRD.
 //! - [`units`]: the one grammar for durations and sizes in flags and specs.
+//! - [`otlp`]: the OTLP/gRPC method and the header naming the app.
 //!
 //! This crate depends on nothing of either program, so the operator does not
 //! pull in the ingester and the ingester does not pull in kube.
 
 pub mod app;
+pub mod otlp;
 pub mod routes;
 pub mod schema;
 pub mod units;

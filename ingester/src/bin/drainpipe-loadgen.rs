@@ -147,6 +147,28 @@ struct Tally {
     acked_bytes: u64,
 }
 
+impl Tally {
+    /// One answered request: its latency and status, and the messages and
+    /// body bytes it acknowledged when `acked`.
+    fn answered(
+        &mut self,
+        live: &Live,
+        elapsed: Duration,
+        status: String,
+        acked: bool,
+        n: u64,
+        bytes: u64,
+    ) {
+        self.latencies_us.push(elapsed.as_micros() as u64);
+        *self.statuses.entry(status).or_default() += 1;
+        if acked {
+            self.acked_messages += n;
+            self.acked_bytes += bytes;
+            live.acked_messages.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Shared counters for the progress line.
 #[derive(Default)]
 struct Live {
@@ -318,19 +340,21 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
                     live.requests.fetch_add(1, Ordering::Relaxed);
                     match result {
                         Ok(code) => {
-                            tally.latencies_us.push(elapsed.as_micros() as u64);
-                            *tally.statuses.entry(format!("{code:?}")).or_default() += 1;
-                            match code {
-                                tonic::Code::Ok => {
-                                    tally.acked_messages += n;
-                                    tally.acked_bytes += body.len() as u64;
-                                    live.acked_messages.fetch_add(n, Ordering::Relaxed);
-                                }
-                                // What an OTLP exporter retries: pause briefly, as for a 503.
-                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted => {
-                                    tokio::time::sleep(Duration::from_millis(100)).await;
-                                }
-                                _ => {}
+                            let acked = code == tonic::Code::Ok;
+                            tally.answered(
+                                &live,
+                                elapsed,
+                                format!("{code:?}"),
+                                acked,
+                                n,
+                                body.len() as u64,
+                            );
+                            // What an OTLP exporter retries: pause briefly, as for a 503.
+                            if matches!(
+                                code,
+                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                            ) {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
                         Err(_) => *tally.errors.entry("timeout".into()).or_default() += 1,
@@ -374,16 +398,16 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
                 live.requests.fetch_add(1, Ordering::Relaxed);
                 match result {
                     Ok(Ok(status)) => {
-                        tally.latencies_us.push(elapsed.as_micros() as u64);
-                        *tally
-                            .statuses
-                            .entry(status.as_u16().to_string())
-                            .or_default() += 1;
-                        if status.is_success() {
-                            tally.acked_messages += n;
-                            tally.acked_bytes += body.len() as u64;
-                            live.acked_messages.fetch_add(n, Ordering::Relaxed);
-                        } else if status.as_u16() == 503 || status.as_u16() == 429 {
+                        let acked = status.is_success();
+                        tally.answered(
+                            &live,
+                            elapsed,
+                            status.as_u16().to_string(),
+                            acked,
+                            n,
+                            body.len() as u64,
+                        );
+                        if status.as_u16() == 503 || status.as_u16() == 429 {
                             // Logplex would retry after a pause; so do we, briefly.
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -494,10 +518,10 @@ fn report(t: &Tally, elapsed: f64) {
 mod grpc_load {
     use super::*;
     use bytes::{Buf as _, BufMut as _};
+    use drainpipe_contract::otlp::{APP_HEADER, EXPORT_PATH};
     use http::uri::PathAndQuery;
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-    const EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    use tonic::metadata::{MetadataKey, MetadataValue};
 
     pub(super) type Channel = tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>>;
 
@@ -512,8 +536,8 @@ mod grpc_load {
         tonic::client::Grpc::with_origin(client, origin.clone())
     }
 
-    /// One `Export` call; the gRPC code it ended with (transport failures
-    /// are `Unavailable`, as tonic reports them).
+    /// One `Export` call; the gRPC code it ended with (for a connection
+    /// that fails, the code tonic derives from the transport error).
     pub(super) async fn export(
         grpc: &mut Channel,
         app: &str,
@@ -525,19 +549,22 @@ mod grpc_load {
         }
         let mut request = tonic::Request::new(body);
         let meta = request.metadata_mut();
-        match tonic::metadata::MetadataValue::try_from(app) {
-            Ok(v) => {
-                meta.insert("x-drainpipe-app", v);
+        match (
+            MetadataKey::from_bytes(APP_HEADER.as_bytes()),
+            MetadataValue::try_from(app),
+        ) {
+            (Ok(k), Ok(v)) => {
+                meta.insert(k, v);
             }
-            Err(_) => return tonic::Code::InvalidArgument,
+            _ => return tonic::Code::InvalidArgument,
         }
         if let Some(a) = auth
-            && let Ok(v) = tonic::metadata::MetadataValue::try_from(a.as_bytes())
+            && let Ok(v) = MetadataValue::try_from(a.as_bytes())
         {
             meta.insert("authorization", v);
         }
         match grpc
-            .unary(request, PathAndQuery::from_static(EXPORT), RawCodec)
+            .unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
             .await
         {
             Ok(_) => tonic::Code::Ok,

@@ -41,6 +41,8 @@ use tonic::body::Body as GrpcBody;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
 
+use drainpipe_contract::otlp::{APP_HEADER, EXPORT_PATH};
+
 use crate::input::intake::{
     INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us,
 };
@@ -48,10 +50,6 @@ use crate::input::otlp::{self, Refusal, RetryInfo};
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
 
-/// The one method served.
-pub(crate) const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-/// The metadata naming the app (the operator puts it on the drain).
-pub(crate) const APP_HEADER: &str = "x-drainpipe-app";
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on an idle connection, so a vanished peer is noticed.

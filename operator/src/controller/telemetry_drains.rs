@@ -12,6 +12,8 @@
 //! signals differ from what is wanted is updated in place (`PATCH`), never
 //! deleted and made again.
 
+use drainpipe_contract::otlp::APP_HEADER;
+
 use super::Context;
 use super::drains::Change;
 use super::identity::{list_telemetry_app, named};
@@ -20,10 +22,6 @@ use crate::heroku::{
     ApiToken, ExporterHeaders, ExporterType, Generation, HerokuError, TelemetryDrain,
     WantedExporter,
 };
-
-/// The header the ingester's OTLP/gRPC listener takes the app from (its
-/// address is the same for every app).
-pub(crate) const APP_HEADER: &str = "X-Drainpipe-App";
 
 /// Heroku's limit on `exporter.endpoint` (schema: `maxLength` 1000).
 const MAX_ENDPOINT: usize = 1000;
