@@ -22,12 +22,17 @@ fn start(dirs: &Dirs) -> Ingester {
 
 /// The ingester with the routes file of `fir-app` and `extra` flags.
 fn start_with(dirs: &Dirs, extra: &[&str]) -> Ingester {
+    start_apps(dirs, &["fir-app"], extra)
+}
+
+/// The ingester with a routes file of `apps`, each with [`PASSWORD`].
+fn start_apps(dirs: &Dirs, apps: &[&str], extra: &[&str]) -> Ingester {
     let routes = dirs.root.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
-        format!("apps:\n  fir-app:\n    password: {PASSWORD}\n"),
-    )
-    .expect("routes");
+    let entries: String = apps
+        .iter()
+        .map(|app| format!("  {app}:\n    password: {PASSWORD}\n"))
+        .collect();
+    std::fs::write(&routes, format!("apps:\n{entries}")).expect("routes");
     let routes = routes.display().to_string();
     let mut args = vec!["--routes", &routes, "--flush-interval", "200ms"];
     args.extend_from_slice(extra);
@@ -490,23 +495,10 @@ async fn grpc_over_tls_negotiates_h2_and_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_grpc_mode_acknowledges_exactly_what_is_archived() {
     let dirs = Dirs::new();
-    let routes = dirs.root.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
-        format!("apps:\n  lg-1:\n    password: {PASSWORD}\n  lg-2:\n    password: {PASSWORD}\n"),
-    )
-    .expect("routes");
-    let routes = routes.display().to_string();
-    let mut ing = Ingester::start(
-        &dirs.args(&[
-            "--routes",
-            &routes,
-            "--flush-interval",
-            "200ms",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-        ]),
-        &[],
+    let mut ing = start_apps(
+        &dirs,
+        &["lg-1", "lg-2"],
+        &["--otlp-grpc-listen", "127.0.0.1:0"],
     );
     let endpoint = ing.logged_addr("OTLP/gRPC on http://").await;
     let loadgen = |password: &str| {
