@@ -159,6 +159,10 @@ fn check(recs: &[serde_json::Value], n: usize, run: &str) {
     assert!(seen.iter().all(|s| *s), "every sequence number");
 }
 
+/// Both encodings, to the endpoint as the exporter completes it (`/v1/logs`
+/// appended, the Collector's `endpoint`) and as registered (`-as-given`,
+/// the Collector's `logs_endpoint`): Heroku does not document which of the
+/// two its exporter posts to, so both get the same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_protobuf_and_pdata_json_records_arrive_field_by_field() {
     let env = TestEnv::require();
@@ -166,16 +170,83 @@ async fn sdk_protobuf_and_pdata_json_records_arrive_field_by_field() {
     let dirs = Dirs::new();
     let ing = start(&dirs);
     let endpoint = format!("{}/otlp/fir-app", ing.base);
-    for (protocol, run) in [("http/protobuf", "proto-run"), ("http/json", "json-run")] {
-        let out = send(&client, protocol, &endpoint, PASSWORD, 250, run);
+    let auth = format!("Authorization=Bearer {PASSWORD}");
+    for (protocol, as_given, run) in [
+        ("http/protobuf", false, "proto-run"),
+        ("http/json", false, "json-run"),
+        ("http/protobuf", true, "bare-proto"),
+        ("http/json", true, "bare-json"),
+    ] {
+        let mut args = vec![
+            "-protocol",
+            protocol,
+            "-endpoint",
+            &endpoint,
+            "-header",
+            &auth,
+        ];
+        if as_given {
+            args.push("-as-given");
+        }
+        let out = send_with(&client, &args, 250, run);
         assert!(
             out.status.success(),
-            "{protocol}: {}",
+            "{protocol} (as given: {as_given}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let recs = records_of_run(&dirs, run, 250).await;
         check(&recs, 250, run);
     }
+}
+
+/// The endpoint as registered, without `/v1/logs`, refuses what the full
+/// path refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_as_registered_refuses_what_the_full_path_refuses() {
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let ing = start(&dirs);
+    let endpoint = format!("{}/otlp/fir-app", ing.base);
+    let bad = send_with(
+        &client,
+        &[
+            "-protocol",
+            "http/protobuf",
+            "-endpoint",
+            &endpoint,
+            "-as-given",
+            "-header",
+            "Authorization=Bearer wrong",
+        ],
+        1,
+        "bare-bad-pw",
+    );
+    assert!(!bad.status.success(), "a 401 on the bare path too");
+    let http = reqwest::Client::new();
+    for path in ["/otlp/no-such-app", "/otlp/no-such-app/v1/logs"] {
+        let res = http
+            .post(format!("{}{path}", ing.base))
+            .header("content-type", "application/x-protobuf")
+            .body(Vec::new())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    let res = http
+        .post(format!("{}/otlp/fir-app/v2/logs", ing.base))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {PASSWORD}"))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        res.status(),
+        404,
+        "only /otlp/{{app}} and /otlp/{{app}}/v1/logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,38 @@ pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
 /// The media type that selects version 3 of the Platform API.
 pub(crate) const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 
+/// Version 3's `sdk` variant: what the Heroku CLI sends for App Info and
+/// every telemetry-drain call. Only this variant's App Info carries
+/// `generation`; a plain `version=3` answer leaves it out.
+pub(crate) const ACCEPT_V3_SDK: &str = "application/vnd.heroku+json; version=3.sdk";
+
+/// The `Accept` variant of one call, chosen as Heroku's own clients choose
+/// it (docs/architecture.md, "Heroku Platform API calls").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// `version=3`: log drains (`heroku drains`, heroku-go, Terraform).
+    V3,
+    /// `version=3.sdk`: App Info (for `generation`) and telemetry drains
+    /// (`heroku telemetry:*`).
+    Sdk,
+}
+
+impl Variant {
+    fn accept(self) -> &'static str {
+        match self {
+            Variant::V3 => ACCEPT_V3,
+            Variant::Sdk => ACCEPT_V3_SDK,
+        }
+    }
+}
+
+/// Where one call goes: the URL and the `Accept` variant it is sent with.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    url: Url,
+    variant: Variant,
+}
+
 /// What replaces a secret wherever one would otherwise be shown.
 pub(crate) const MASK: &str = "****";
 
@@ -406,31 +438,49 @@ impl Generation {
 pub struct AppInfo {
     pub id: String,
     pub name: String,
-    /// `{"id": ..., "name": "cedar" | "fir"}`; absent in answers from before
-    /// Heroku had generations, when every app was Cedar.
+    /// `{"id": ..., "name": "cedar" | "fir"}`; only in answers to the
+    /// `version=3.sdk` variant (a plain `version=3` answer leaves it out).
     #[serde(default)]
     pub generation: Option<GenerationRef>,
 }
 
-/// App Info's `generation` object.
+/// App Info's `generation`: the schema's object `{"id", "name"}`, or the
+/// bare name, which is how the Heroku CLI's types have it for the `sdk`
+/// variant (`src/lib/types/fir.d.ts`; its `getGeneration` reads either).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct GenerationRef {
-    #[serde(default)]
-    pub name: String,
+#[serde(untagged)]
+pub enum GenerationRef {
+    Name(String),
+    Object {
+        #[serde(default)]
+        name: String,
+    },
+}
+
+impl GenerationRef {
+    fn name(&self) -> &str {
+        match self {
+            GenerationRef::Name(name) | GenerationRef::Object { name } => name,
+        }
+    }
 }
 
 impl AppInfo {
-    /// The app's generation; a name drainpipe does not know is an error
-    /// rather than a guess at which drain the app can take.
+    /// The app's generation. An answer without one, or with a name
+    /// drainpipe does not know, is an error rather than a guess at which
+    /// drain the app can take: taking a missing generation for Cedar is how
+    /// Fir apps were once sent log drains Heroku refuses.
     pub fn generation(&self) -> Result<Generation, HerokuError> {
         match &self.generation {
-            None => Ok(Generation::Cedar),
-            Some(g) if g.name.is_empty() => Ok(Generation::Cedar),
-            Some(g) => Generation::parse(&g.name).ok_or_else(|| {
+            Some(g) if !g.name().is_empty() => Generation::parse(g.name()).ok_or_else(|| {
                 HerokuError::InvalidResponse(format!(
                     "app {} is on Heroku generation {:?}, which drainpipe does not know (only cedar and fir)",
-                    self.name, g.name
+                    self.name,
+                    g.name()
                 ))
+            }),
+            _ => Err(HerokuError::GenerationUnknown {
+                app: self.name.clone(),
             }),
         }
     }
@@ -486,6 +536,10 @@ pub enum HerokuError {
         "Heroku has not yet assigned app {app} a log channel after {attempts} attempts; it usually does within a minute of the app's creation"
     )]
     LogChannelPending { app: String, attempts: u32 },
+    #[error(
+        "Heroku's App Info for app {app} names no generation, so drainpipe cannot tell whether it takes a log drain (Cedar) or a telemetry drain (Fir); it asks again on its backoff"
+    )]
+    GenerationUnknown { app: String },
     #[error("Heroku API error {status} ({id}): {message}")]
     Api {
         status: u16,
@@ -520,6 +574,7 @@ impl HerokuError {
             HerokuError::AppNotFound { .. } => "app_not_found",
             HerokuError::RateLimited { .. } => "rate_limited",
             HerokuError::LogChannelPending { .. } => "log_channel_pending",
+            HerokuError::GenerationUnknown { .. } => "generation_unknown",
             HerokuError::Api { status, .. } if *status >= 500 => "server_error",
             HerokuError::Api { .. } => "api_error",
             HerokuError::Transport(_) => "transport",
@@ -534,6 +589,7 @@ impl HerokuError {
         match self {
             HerokuError::RateLimited { .. }
             | HerokuError::LogChannelPending { .. }
+            | HerokuError::GenerationUnknown { .. }
             | HerokuError::Transport(_) => true,
             HerokuError::Api { status, .. } => *status >= 500,
             _ => false,
@@ -557,6 +613,7 @@ impl HerokuError {
             HerokuError::AppNotFound { .. } => "AppNotFound",
             HerokuError::RateLimited { .. } => "HerokuRateLimited",
             HerokuError::LogChannelPending { .. } => "LogChannelPending",
+            HerokuError::GenerationUnknown { .. } => "GenerationUnknown",
             HerokuError::Api { status, .. } if *status >= 500 => "HerokuUnavailable",
             HerokuError::Transport(_) => "HerokuUnavailable",
             HerokuError::InvalidDrainUrl(_) => "InvalidEndpoint",
@@ -667,11 +724,8 @@ impl HerokuClient {
                 mask_url_text(base_url)
             )));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_V3));
         let http = reqwest::Client::builder()
             .user_agent(opts.user_agent.clone())
-            .default_headers(headers)
             .timeout(opts.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -706,8 +760,8 @@ impl HerokuClient {
         token: &ApiToken,
         app: &str,
     ) -> Result<Vec<Drain>, HerokuError> {
-        let url = self.url(&["apps", app, "log-drains"])?;
-        self.list_pages(token, app, url).await
+        let target = self.url(Variant::V3, &["apps", app, "log-drains"])?;
+        self.list_pages(token, app, target).await
     }
 
     /// Every item a list endpoint answers for `app`, following `Next-Range`
@@ -716,14 +770,14 @@ impl HerokuClient {
         &self,
         token: &ApiToken,
         app: &str,
-        url: Url,
+        target: Target,
     ) -> Result<Vec<T>, HerokuError> {
         let mut range = format!("id ..; max={}", self.opts.page_size.max(1));
         let mut items = Vec::new();
         // Bounds a server that keeps answering the same Next-Range.
         for _ in 0..10_000 {
             let resp = self
-                .send(token, Method::GET, url.clone(), Some(&range), None, true)
+                .send(token, Method::GET, target.clone(), Some(&range), None, true)
                 .await?;
             let status = resp.status();
             if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
@@ -761,8 +815,10 @@ impl HerokuClient {
         app: &str,
         id_or_token: &str,
     ) -> Result<Option<Drain>, HerokuError> {
-        let url = self.url(&["apps", app, "log-drains", id_or_token])?;
-        let resp = self.send(token, Method::GET, url, None, None, true).await?;
+        let target = self.url(Variant::V3, &["apps", app, "log-drains", id_or_token])?;
+        let resp = self
+            .send(token, Method::GET, target, None, None, true)
+            .await?;
         match resp.status() {
             s if s.is_success() => parse_json(resp, token).await.map(Some),
             StatusCode::NOT_FOUND => self.drain_not_found(resp, app).await.map(|()| None),
@@ -771,10 +827,14 @@ impl HerokuClient {
     }
 
     /// Info for an app by name or id: its id, current name and generation.
-    /// A renamed app keeps its id, so the id finds it under any name.
+    /// A renamed app keeps its id, so the id finds it under any name. Asked
+    /// with the `sdk` variant, as the CLI's `telemetry:add` asks, since only
+    /// that variant's answer names the generation.
     pub async fn app_info(&self, token: &ApiToken, app: &str) -> Result<AppInfo, HerokuError> {
-        let url = self.url(&["apps", app])?;
-        let resp = self.send(token, Method::GET, url, None, None, true).await?;
+        let target = self.url(Variant::Sdk, &["apps", app])?;
+        let resp = self
+            .send(token, Method::GET, target, None, None, true)
+            .await?;
         if resp.status().is_success() {
             return parse_json(resp, token).await;
         }
@@ -805,7 +865,7 @@ impl HerokuClient {
         app: &str,
         url: &DrainUrl,
     ) -> Result<EnsuredDrain, HerokuError> {
-        let endpoint = self.url(&["apps", app, "log-drains"])?;
+        let endpoint = self.url(Variant::V3, &["apps", app, "log-drains"])?;
         let body = serde_json::json!({ "url": url.expose_secret() });
         let mut log_channel_attempts = 0u32;
         let mut failures = 0u32;
@@ -916,9 +976,9 @@ impl HerokuClient {
         app: &str,
         drain_id: &str,
     ) -> Result<bool, HerokuError> {
-        let url = self.url(&["apps", app, "log-drains", drain_id])?;
+        let target = self.url(Variant::V3, &["apps", app, "log-drains", drain_id])?;
         let resp = self
-            .send(token, Method::DELETE, url, None, None, true)
+            .send(token, Method::DELETE, target, None, None, true)
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -937,7 +997,7 @@ impl HerokuClient {
         Ok(drains.into_iter().find(|d| d.targets(url)))
     }
 
-    fn url(&self, segments: &[&str]) -> Result<Url, HerokuError> {
+    fn url(&self, variant: Variant, segments: &[&str]) -> Result<Target, HerokuError> {
         let mut url = self.base.clone();
         {
             let mut segs = url
@@ -946,7 +1006,7 @@ impl HerokuClient {
             segs.pop_if_empty();
             segs.extend(segments);
         }
-        Ok(url)
+        Ok(Target { url, variant })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -961,17 +1021,19 @@ impl HerokuClient {
         &self,
         token: &ApiToken,
         method: Method,
-        url: Url,
+        target: Target,
         range: Option<&str>,
         body: Option<&serde_json::Value>,
         idempotent: bool,
     ) -> Result<reqwest::Response, HerokuError> {
+        let Target { url, variant } = target;
         let mut attempt = 0u32;
         loop {
             self.limiter.acquire().await;
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
+                .header(ACCEPT, variant.accept())
                 .header(AUTHORIZATION, bearer(token)?);
             if let Some(r) = range {
                 req = req.header("Range", r);
@@ -1317,6 +1379,40 @@ mod tests {
             "singing-swiftly-1242"
         );
         assert_eq!(drains[0].app.as_ref().unwrap().name, "example");
+    }
+
+    /// App Info as Heroku answers each variant (operator/testdata/heroku):
+    /// only the `sdk` answer names the generation, and a missing one is no
+    /// generation at all, never Cedar.
+    #[test]
+    fn app_info_names_the_generation_only_when_heroku_does() {
+        let sdk: AppInfo =
+            serde_json::from_str(include_str!("../testdata/heroku/app-info-sdk.json")).unwrap();
+        assert_eq!(sdk.id, "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(sdk.generation(), Ok(Generation::Fir));
+        let v3: AppInfo =
+            serde_json::from_str(include_str!("../testdata/heroku/app-info-v3.json")).unwrap();
+        assert_eq!(
+            v3.generation(),
+            Err(HerokuError::GenerationUnknown {
+                app: "example".into()
+            })
+        );
+        let object: AppInfo = serde_json::from_value(serde_json::json!({
+            "id": "01234567-89ab-cdef-0123-456789abcdef", "name": "example",
+            "generation": {"id": "01234567-89ab-cdef-0123-456789abcdef", "name": "cedar"}
+        }))
+        .unwrap();
+        assert_eq!(object.generation(), Ok(Generation::Cedar));
+        let odd: AppInfo = serde_json::from_value(serde_json::json!({
+            "id": "x", "name": "example", "generation": "birch"
+        }))
+        .unwrap();
+        assert!(odd.generation().unwrap_err().to_string().contains("birch"));
+        let e = v3.generation().unwrap_err();
+        assert_eq!(e.reason(), "GenerationUnknown");
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("app example"), "{e}");
     }
 
     #[test]

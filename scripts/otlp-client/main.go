@@ -43,6 +43,18 @@ import (
 
 type headers map[string]string
 
+// asGiven: the HTTP URL is -endpoint itself, not -endpoint + "/v1/logs".
+var asGiven bool
+
+// logsURL is where HTTP exports go: the Collector's otlphttp exporter
+// appends /v1/logs to `endpoint` and uses `logs_endpoint` as given.
+func logsURL(endpoint string) string {
+	if asGiven {
+		return endpoint
+	}
+	return strings.TrimSuffix(endpoint, "/") + "/v1/logs"
+}
+
 func (h headers) String() string { return fmt.Sprint(map[string]string(h)) }
 func (h headers) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
@@ -65,6 +77,7 @@ func main() {
 	timeout := flag.Duration("retry-for", 60*time.Second, "how long an exporter retries a failed export")
 	hdrs := headers{}
 	flag.Var(hdrs, "header", "request header Name=value (repeatable)")
+	flag.BoolVar(&asGiven, "as-given", false, "HTTP: post to -endpoint exactly as given (like the Collector's logs_endpoint) instead of appending /v1/logs (its endpoint)")
 	flag.Parse()
 	if *endpoint == "" {
 		fmt.Fprintln(os.Stderr, "otlp-client: -endpoint is required")
@@ -121,7 +134,7 @@ func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, ca
 			return perr
 		}
 		opts := []otlploghttp.Option{
-			otlploghttp.WithEndpointURL(strings.TrimSuffix(u.String(), "/") + "/v1/logs"),
+			otlploghttp.WithEndpointURL(logsURL(u.String())),
 			otlploghttp.WithHeaders(hdrs),
 			otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: true, InitialInterval: 200 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: retryFor}),
 		}
@@ -180,7 +193,7 @@ func sendSDK(protocol, endpoint string, hdrs headers, n, batch int, run, app, ca
 
 func sendJSON(endpoint string, hdrs headers, n, batch int, run, app string, retryFor time.Duration) error {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}
-	target := strings.TrimSuffix(endpoint, "/") + "/v1/logs"
+	target := logsURL(endpoint)
 	for start := 0; start < n; start += batch {
 		logs := plog.NewLogs()
 		rl := logs.ResourceLogs().AppendEmpty()

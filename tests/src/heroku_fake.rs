@@ -4,7 +4,10 @@
 //! It follows `shared/heroku/platform-api-log-drains.schema.json` and the
 //! behaviours the operator must cope with:
 //!
-//! - `Accept: application/vnd.heroku+json; version=3` required (400 without);
+//! - `Accept: application/vnd.heroku+json; version=3` required (400 without),
+//!   or its `sdk` variant `version=3.sdk`, what the Heroku CLI sends for App
+//!   Info and every telemetry-drain call (heroku/cli
+//!   `src/commands/telemetry/*.ts`); each request's `Accept` is recorded;
 //! - bearer auth: 401 `{"id":"unauthorized",...}` for a wrong token;
 //! - unknown app: 404 `{"resource":"app","id":"not_found","message":"Couldn't
 //!   find that app."}` (the message as in salesforcecli/plugin-functions
@@ -39,8 +42,12 @@
 //! Fir apps (heroku-go `v6/schema.json`, `definitions.app.generation` and
 //! `definitions.telemetry-drain`):
 //!
-//! - App Info carries `generation: {id, name}`, `cedar` unless the app was
-//!   added with [`FakeHeroku::add_fir_app`];
+//! - App Info names the generation only when asked with `version=3.sdk`,
+//!   as the bare name (`"cedar"`, or `"fir"` for an app added with
+//!   [`FakeHeroku::add_fir_app`]), the form the Heroku CLI's types give it
+//!   (`src/lib/types/fir.d.ts`); a plain `version=3` answer leaves it out,
+//!   as a Heroku SDK documents ("issues `app.info` with the `version=3.sdk`
+//!   Accept variant so the response includes the `generation` field");
 //! - `POST /telemetry-drains` (201), `GET /apps/{app}/telemetry-drains`
 //!   (paged like log drains), `GET|PATCH|DELETE /telemetry-drains/{id}`;
 //!   drains are owned by app id, so they follow renames;
@@ -137,10 +144,13 @@ pub struct FakeTelemetryDrain {
     pub updated_at: String,
 }
 
-/// The generations App Info names, with the ids of Heroku's schema example
-/// (the real ids are not published).
+/// The generations App Info names.
 const CEDAR: &str = "cedar";
 const FIR: &str = "fir";
+
+/// Version 3 of the Platform API, and its `sdk` variant.
+pub const V3_ACCEPT: &str = "application/vnd.heroku+json; version=3";
+pub const SDK_ACCEPT: &str = "application/vnd.heroku+json; version=3.sdk";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -150,6 +160,8 @@ pub struct RecordedRequest {
     pub status: u16,
     pub user_agent: Option<String>,
     pub range: Option<String>,
+    /// The `Accept` header as sent.
+    pub accept: Option<String>,
     /// When the fake answered.
     pub at: Instant,
 }
@@ -160,6 +172,35 @@ impl RecordedRequest {
     pub fn for_app(&self, ident: &str) -> bool {
         let mut segs = self.path.trim_matches('/').split('/');
         segs.next() == Some("apps") && segs.next().map(percent_decode).as_deref() == Some(ident)
+    }
+}
+
+/// The `Accept` Heroku's own clients send for the call `method path`, or
+/// `None` for a call the operator has no business making. From their
+/// sources (docs/architecture.md, "Heroku Platform API calls"): the CLI's
+/// `telemetry:*` commands and App Info lookups send `version=3.sdk`; its
+/// `drains:*` commands, heroku-go and the Terraform provider's
+/// `heroku_drain` send `version=3`.
+pub fn herokus_clients_accept(method: &Method, path: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["apps", _]) => Some(SDK_ACCEPT),
+        ("GET", ["apps", _, "log-drains"])
+        | ("POST", ["apps", _, "log-drains"])
+        | ("GET" | "DELETE", ["apps", _, "log-drains", _]) => Some(V3_ACCEPT),
+        ("GET", ["apps", _, "telemetry-drains"])
+        | ("POST", ["telemetry-drains"])
+        | ("GET" | "PATCH" | "DELETE", ["telemetry-drains", _]) => Some(SDK_ACCEPT),
+        _ => None,
+    }
+}
+
+impl RecordedRequest {
+    /// Whether this request's `Accept` is the one Heroku's own clients send
+    /// for the same call.
+    pub fn as_herokus_clients_send(&self) -> bool {
+        herokus_clients_accept(&self.method, &self.path).is_some()
+            && self.accept.as_deref() == herokus_clients_accept(&self.method, &self.path)
     }
 }
 
@@ -223,6 +264,10 @@ struct State {
     failing_apps: BTreeMap<String, u16>,
     /// App ids whose next create finds its URL taken by a concurrent one.
     racing_creates: BTreeSet<String>,
+    /// App ids whose App Info leaves `generation` out whatever the variant
+    /// (a Heroku that stops naming it): what the operator must not read as
+    /// Cedar.
+    hidden_generations: BTreeSet<String>,
     counts: RequestCounts,
     requests: Vec<RecordedRequest>,
 }
@@ -284,6 +329,7 @@ impl FakeHeroku {
             fail_next: VecDeque::new(),
             failing_apps: BTreeMap::new(),
             racing_creates: BTreeSet::new(),
+            hidden_generations: BTreeSet::new(),
             counts: RequestCounts::default(),
             requests: Vec::new(),
         }));
@@ -493,6 +539,32 @@ impl FakeHeroku {
     /// drainpipe would leave it (the Platform API has no update for app
     /// drains; this stands for drift however it came about). False when
     /// there is no such drain.
+    /// Removes log drain `id` of app `app` by hand (`heroku drains:remove`);
+    /// false when there is no such drain.
+    pub fn remove_drain(&self, app: &str, id: &str) -> bool {
+        let mut s = self.lock();
+        let Some(a) = s.apps.get_mut(app) else {
+            return false;
+        };
+        let before = a.drains.len();
+        a.drains.retain(|d| d.id != id);
+        a.drains.len() < before
+    }
+
+    /// Whether App Info of app `name` names no generation even for
+    /// `version=3.sdk`.
+    pub fn hide_generation(&self, name: &str, hide: bool) {
+        let id = self
+            .app_id(name)
+            .expect("hide_generation: add the app first");
+        let mut s = self.lock();
+        if hide {
+            s.hidden_generations.insert(id);
+        } else {
+            s.hidden_generations.remove(&id);
+        }
+    }
+
     pub fn set_drain_url(&self, app: &str, id: &str, url: &str) -> bool {
         let mut s = self.lock();
         let Some(d) = s
@@ -631,23 +703,19 @@ fn drain_not_found() -> Answer {
     )
 }
 
-/// App Info's answer: the schema's app properties the fake knows.
-fn app_json(name: &str, a: &FakeApp) -> Value {
-    json!({
+/// App Info's answer: the schema's app properties the fake knows, with the
+/// generation only for the `sdk` variant.
+fn app_json(name: &str, a: &FakeApp, sdk: bool) -> Value {
+    let mut app = json!({
         "id": a.id,
         "name": name,
-        "generation": {"id": generation_id(a.generation), "name": a.generation},
         "created_at": a.created_at,
         "updated_at": a.created_at,
-    })
-}
-
-fn generation_id(name: &str) -> &'static str {
-    if name == FIR {
-        "11234567-89ab-cdef-0123-456789abcdef"
-    } else {
-        "01234567-89ab-cdef-0123-456789abcdef"
+    });
+    if sdk {
+        app["generation"] = json!(a.generation);
     }
+    app
 }
 
 fn telemetry_json(d: &FakeTelemetryDrain) -> Value {
@@ -710,6 +778,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         status: answer.status.as_u16(),
         user_agent: header_str(&parts.headers, header::USER_AGENT.as_str()),
         range: header_str(&parts.headers, "range"),
+        accept: header_str(&parts.headers, header::ACCEPT.as_str()),
         at: Instant::now(),
     });
     drop(s);
@@ -773,7 +842,8 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
     s.tokens -= 1.0;
 
     let accept = header_str(headers, "accept").unwrap_or_default();
-    if !accept.contains("application/vnd.heroku+json; version=3") {
+    let sdk = accept.trim() == SDK_ACCEPT;
+    if !(sdk || accept.trim() == V3_ACCEPT) {
         return Answer::error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -809,7 +879,11 @@ fn answer(s: &mut State, method: &Method, path: &str, headers: &HeaderMap, body:
         (Method::GET, ["apps", app]) => {
             s.counts.app_info += 1;
             match s.app_key(app) {
-                Some(name) => Answer::json(StatusCode::OK, app_json(&name, &s.apps[&name])),
+                Some(name) => {
+                    let a = &s.apps[&name];
+                    let named = sdk && !s.hidden_generations.contains(&a.id);
+                    Answer::json(StatusCode::OK, app_json(&name, a, named))
+                }
                 None => app_not_found(),
             }
         }

@@ -8,7 +8,9 @@ use drainpipe_operator::heroku::{
     ApiToken, DrainUrl, ExporterHeaders, ExporterType, Generation, HerokuClient, HerokuError,
     HerokuOptions, RateLimitConfig, WantedExporter,
 };
-use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions, LOG_CHANNEL_MESSAGE};
+use drainpipe_tests::heroku_fake::{
+    FakeHeroku, FakeOptions, LOG_CHANNEL_MESSAGE, SDK_ACCEPT, V3_ACCEPT, herokus_clients_accept,
+};
 
 const PASSWORD: &str = "pw-9f8e7d6c5b4a";
 
@@ -365,15 +367,104 @@ async fn a_rotated_token_is_used_by_the_next_call() {
 }
 
 #[tokio::test]
-async fn requests_carry_the_v3_accept_header_and_a_user_agent() {
-    let fake = FakeHeroku::start(FakeOptions::default()).await;
-    fake.add_app("ua-app");
+async fn requests_carry_herokus_accept_variants_and_a_user_agent() {
+    let fake = FakeHeroku::start(FakeOptions {
+        log_channel_pending: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    let cedar = fake.add_app("ua-app");
+    let fir = fake.add_fir_app("ua-fir");
     let c = client(&fake);
-    // The fake answers 400 without the v3 media type, so success proves it.
-    c.list_drains(&token(&fake), "ua-app").await.unwrap();
+    let t = token(&fake);
+    // The fake answers 400 without a v3 media type, so success proves it.
+    c.list_drains(&t, "ua-app").await.unwrap();
+    c.app_info(&t, "ua-fir").await.unwrap();
+    let d = c
+        .create_drain(&t, &cedar, &drain_url("ua-app"))
+        .await
+        .unwrap();
+    c.get_drain(&t, &cedar, &d.drain.id).await.unwrap();
+    c.delete_drain(&t, &cedar, &d.drain.id).await.unwrap();
+    let want = exporter("https://logs.example.com/otlp/ua-fir", "pw-0123456789");
+    let made = c
+        .create_telemetry_drain(&t, "ua-fir", &fir, &want)
+        .await
+        .unwrap();
+    c.list_telemetry_drains(&t, &fir).await.unwrap();
+    c.update_telemetry_drain(&t, "ua-fir", &made.id, &want)
+        .await
+        .unwrap();
+    c.delete_telemetry_drain(&t, "ua-fir", &made.id)
+        .await
+        .unwrap();
     let reqs = fake.requests();
-    let ua = reqs[0].user_agent.clone().unwrap_or_default();
-    assert!(ua.starts_with("drainpipe-operator/"), "{ua}");
+    assert_eq!(reqs.len(), 9, "{reqs:?}");
+    for r in &reqs {
+        assert!(
+            r.as_herokus_clients_send(),
+            "{} {} sent Accept {:?}, Heroku's clients send {:?}",
+            r.method,
+            r.path,
+            r.accept,
+            herokus_clients_accept(&r.method, &r.path)
+        );
+        let ua = r.user_agent.clone().unwrap_or_default();
+        assert!(ua.starts_with("drainpipe-operator/"), "{ua}");
+    }
+}
+
+/// Heroku names an app's generation only in answers to the `version=3.sdk`
+/// variant. A client asking with plain `version=3` (as the operator once
+/// did) gets no generation and used to take the Fir app for Cedar.
+#[tokio::test]
+async fn app_info_names_a_fir_app_fir_only_when_asked_as_herokus_cli_asks() {
+    let fake = FakeHeroku::start(FakeOptions::default()).await;
+    fake.add_fir_app("gen-fir");
+    fake.add_app("gen-cedar");
+    let c = client(&fake);
+    let t = token(&fake);
+    let info = c.app_info(&t, "gen-fir").await.unwrap();
+    assert_eq!(info.generation(), Ok(Generation::Fir));
+    let info = c.app_info(&t, "gen-cedar").await.unwrap();
+    assert_eq!(info.generation(), Ok(Generation::Cedar));
+    for r in fake.requests() {
+        assert_eq!(r.accept.as_deref(), Some(SDK_ACCEPT), "{r:?}");
+    }
+
+    // What the old client asked for: the answer has no generation at all,
+    // which the client now refuses to read as Cedar.
+    let http = reqwest::Client::new();
+    for (accept, has_generation) in [(V3_ACCEPT, false), (SDK_ACCEPT, true)] {
+        let body: serde_json::Value = http
+            .get(format!("{}/apps/gen-fir", fake.base_url()))
+            .header("Accept", accept)
+            .bearer_auth(fake.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body.get("generation").is_some(),
+            has_generation,
+            "{accept}: {body}"
+        );
+        let info: drainpipe_operator::heroku::AppInfo = serde_json::from_value(body).unwrap();
+        if has_generation {
+            assert_eq!(info.generation(), Ok(Generation::Fir));
+        } else {
+            let e = info.generation().unwrap_err();
+            assert_eq!(
+                e,
+                HerokuError::GenerationUnknown {
+                    app: "gen-fir".into()
+                }
+            );
+            assert!(e.to_string().contains("gen-fir"), "{e}");
+        }
+    }
 }
 
 #[tokio::test]

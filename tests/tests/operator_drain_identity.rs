@@ -339,6 +339,65 @@ async fn a_failing_app_waits_its_backoff_whatever_triggers_reconciles() {
     h.teardown().await;
 }
 
+/// One app failing for a long while does not stretch the LogDrain's
+/// resync: its other apps are still checked every `--resync`, so a drain
+/// deleted on Heroku by hand is put back within one resync although the
+/// failing app's own retry is minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resync_checks_healthy_apps_while_another_app_backs_off() {
+    let mut h = harness("resync", &["sound-app", "broken-app"]).await;
+    let resync = Duration::from_secs(6);
+    h.settings.resync = resync;
+    // The failing app's first wait (60 s) is ten resyncs long.
+    h.settings.retry_base = Duration::from_secs(60);
+    h.heroku_options.max_retries = 0;
+    h.heroku.fail_app("broken-app", Some(503));
+    h.start();
+    h.apply("rs", h.spec(&["sound-app", "broken-app"], None))
+        .await;
+    let ld = h
+        .wait_status(
+            "rs",
+            "sound-app registered, broken-app failing",
+            MINUTE,
+            |ld| condition_is(ld, "DrainsRegistered", "False") && status_drains(ld).len() == 1,
+        )
+        .await;
+    assert!(
+        message(&ld, "DrainsRegistered").contains("backing off 60 s"),
+        "{}",
+        message(&ld, "DrainsRegistered")
+    );
+    let sound = only_drain(&h, "sound-app", ENDPOINT);
+
+    // Removed by hand on Heroku: noticed and repaired at the next resync.
+    assert!(h.heroku.remove_drain("sound-app", &sound.id));
+    let removed = Instant::now();
+    // One resync (+10% jitter) plus the half-resync freshness window at
+    // worst; far less than the failing app's 60 s.
+    let within = resync * 2 + Duration::from_secs(3);
+    let again =
+        wait_for("sound-app's drain put back", within, || {
+            let h = &h;
+            async move {
+                (h.heroku.drains("sound-app").len() == 1).then(|| h.heroku.drains("sound-app"))
+            }
+        })
+        .await;
+    assert_ne!(again[0].id, sound.id, "a new drain");
+    let took = removed.elapsed();
+    let broken_calls = failed_calls(&h, "broken-app", removed);
+    assert!(
+        broken_calls.is_empty(),
+        "broken-app waits its own 60 s: {broken_calls:?} (noticed after {took:?})"
+    );
+    let reasons = h.event_reasons("rs").await;
+    assert!(reasons.iter().any(|r| r == "DrainDrifted"), "{reasons:?}");
+    // Heroku answers again, so the deletion can remove broken-app's drain.
+    h.heroku.fail_app("broken-app", None);
+    h.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_not_retried_on_every_watch_event() {
     let mut h = harness("token", &["tok-app"]).await;

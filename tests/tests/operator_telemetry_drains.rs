@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drainpipe_operator::crd::{DrainKind, LogDrain};
-use drainpipe_tests::heroku_fake::{FakeOptions, FakeTelemetryDrain};
-use drainpipe_tests::operator::{ENDPOINT, Harness, condition_is, status_drains, wait_for};
+use drainpipe_tests::heroku_fake::{FakeOptions, FakeTelemetryDrain, herokus_clients_accept};
+use drainpipe_tests::operator::{
+    ENDPOINT, Harness, condition, condition_is, condition_reason, status_drains, wait_for,
+};
 use kube::api::{Patch, PatchParams};
 use reqwest::Method;
 use serde_json::json;
@@ -75,6 +77,38 @@ fn recorded(ld: &LogDrain, app: &str) -> drainpipe_operator::crd::DrainStatus {
         .into_iter()
         .find(|d| d.app == app)
         .unwrap_or_else(|| panic!("status.drains has no {app}: {:?}", status_drains(ld)))
+}
+
+/// Every request the operator made is a call Heroku's own clients make,
+/// with the `Accept` variant they send (tests/src/heroku_fake.rs,
+/// `herokus_clients_accept`).
+fn assert_requests_as_herokus_clients_send(h: &Harness) {
+    for r in h.heroku.requests() {
+        assert!(
+            r.as_herokus_clients_send(),
+            "{} {} with Accept {:?}; Heroku's clients send {:?}",
+            r.method,
+            r.path,
+            r.accept,
+            herokus_clients_accept(&r.method, &r.path)
+        );
+    }
+}
+
+/// Forgets what the operator knew: the process is restarted and the
+/// LogDrain's `status.drains` is emptied (a restore from a backup without
+/// status, a status written by hand), so only Heroku says what is ours.
+async fn lose_status(h: &mut Harness, name: &str) {
+    h.kill().await;
+    h.logdrains()
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"drains": []}})),
+        )
+        .await
+        .expect("empty status.drains");
+    assert!(status_drains(&h.get(name).await).is_empty());
 }
 
 async fn set_apps(h: &Harness, name: &str, spec: &mut serde_json::Value, apps: &[&str]) {
@@ -152,6 +186,16 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
     let counts = h.heroku.counts();
     assert_eq!(counts.telemetry_create, 1, "{:?}", h.heroku.requests());
     assert_eq!(counts.telemetry_update, 1, "{:?}", h.heroku.requests());
+    for app in fir {
+        let id = h.heroku.app_id(app).expect("id");
+        let tried = h
+            .heroku
+            .requests()
+            .iter()
+            .any(|r| r.method == Method::POST && (r.for_app(app) || r.for_app(&id)));
+        assert!(!tried, "a log drain was tried on Fir app {app}");
+    }
+    assert_requests_as_herokus_clients_send(&h);
     assert!(condition_is(&ld, "DrainsRegistered", "True"));
     let routes = h.routes("mixed").await.expect("routes");
     for app in fir {
@@ -251,6 +295,7 @@ async fn cedar_apps_get_log_drains_and_fir_apps_telemetry_drains() {
         assert!(h.heroku.drains(app).is_empty(), "{app}");
     }
     assert_eq!(h.heroku.all_telemetry_drains(), vec![other]);
+    assert_requests_as_herokus_clients_send(&h);
     h.teardown().await;
 }
 
@@ -319,5 +364,155 @@ async fn grpc_transport_registers_otlp_drains_naming_the_app() {
     want.insert("X-Drainpipe-App".into(), "grpc-fir".into());
     assert_eq!(d.headers, want);
     assert_eq!(recorded(&ld, "grpc-fir").url, "logs.example.com:4317");
+    h.teardown().await;
+}
+
+/// Retain, re-creation and removal with the status lost, for both kinds:
+/// the operator finds its telemetry drains on Heroku by endpoint and drain
+/// password, as it finds its log drains by URL, adopts them instead of
+/// making second ones, and removes them on suspend and deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fir_drains_are_adopted_and_removed_when_the_status_is_lost() {
+    let mut h = harness("tellost", &["lost-cedar"], &["lost-fir"]).await;
+    let other = foreign(&h, "lost-fir");
+    h.start();
+    let apps = ["lost-cedar", "lost-fir"];
+    let endpoint = format!("{ENDPOINT}/otlp/lost-fir");
+    let mut spec = h.spec(&apps, None);
+    spec["deletionPolicy"] = json!("Retain");
+    h.apply("lost", spec.clone()).await;
+    h.wait_drains_registered("lost", &apps).await;
+    let fir = our_telemetry_drain(&h, "lost-fir", &endpoint);
+    let cedar = h.heroku.drains("lost-cedar");
+    assert_eq!(cedar.len(), 1);
+
+    // Retain: the LogDrain goes, both drains stay.
+    h.delete_and_wait("lost").await;
+    assert_eq!(our_telemetry_drain(&h, "lost-fir", &endpoint), fir);
+    assert_eq!(h.heroku.drains("lost-cedar"), cedar);
+
+    // Re-created (a new object, no status): both are adopted, none made.
+    h.heroku.reset_counts();
+    h.apply("lost", spec.clone()).await;
+    let ld = h.wait_drains_registered("lost", &apps).await;
+    let counts = h.heroku.counts();
+    assert_eq!(
+        counts.create + counts.telemetry_create,
+        0,
+        "{:?}",
+        h.heroku.requests()
+    );
+    assert_eq!(recorded(&ld, "lost-fir").id, fir.id);
+    assert_eq!(recorded(&ld, "lost-cedar").id, cedar[0].id);
+
+    // Suspended by an operator that knows nothing: it finds both anyway.
+    lose_status(&mut h, "lost").await;
+    spec["suspend"] = json!(true);
+    h.apply("lost", spec.clone()).await;
+    h.start();
+    h.wait_status("lost", "suspended", MINUTE, |ld| {
+        condition_reason(ld, "DrainsRegistered") == "Suspended"
+    })
+    .await;
+    assert!(h.heroku.drains("lost-cedar").is_empty());
+    assert_eq!(h.heroku.telemetry_drains("lost-fir"), vec![other.clone()]);
+
+    // Resumed, then deleted under Delete with the status lost again, and
+    // with Heroku no longer naming the generation: the operator looks at
+    // both kinds of drain rather than guess.
+    spec["suspend"] = json!(false);
+    spec["deletionPolicy"] = json!("Delete");
+    h.apply("lost", spec.clone()).await;
+    h.wait_drains_registered("lost", &apps).await;
+    our_telemetry_drain(&h, "lost-fir", &endpoint);
+    lose_status(&mut h, "lost").await;
+    for app in apps {
+        h.heroku.hide_generation(app, true);
+    }
+    h.start();
+    h.delete_and_wait("lost").await;
+    assert!(h.heroku.drains("lost-cedar").is_empty());
+    assert_eq!(h.heroku.telemetry_drains("lost-fir"), vec![other]);
+    assert_requests_as_herokus_clients_send(&h);
+    h.teardown().await;
+}
+
+/// A record that says Cedar for an app now on Fir (a log-drain record from
+/// before generations were recorded, for an app since re-created on Fir):
+/// Heroku refuses the log drain, and the operator asks App Info again and
+/// registers a telemetry drain in the same attempt, without a loop of
+/// refused creates. When App Info names no generation, the refusal's own
+/// words settle it; with neither, the condition names the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_log_drain_is_followed_by_the_right_kind() {
+    let mut h = harness("telref", &[], &["ref-fir", "ref-hint"]).await;
+    h.settings.resync = Duration::from_secs(4);
+    // ref-hint's App Info names no generation: the refusal decides.
+    h.heroku.hide_generation("ref-hint", true);
+    h.apply("ref", h.spec(&["ref-fir", "ref-hint"], None)).await;
+    // The legacy records: kind log, no generation, no app id.
+    let legacy: Vec<serde_json::Value> = ["ref-fir", "ref-hint"]
+        .iter()
+        .map(|app| {
+            json!({"app": app, "id": format!("00000000-0000-0000-0000-00000000000{}", app.len() % 10),
+                   "token": "d.legacy", "url": format!("{ENDPOINT}/logplex/{app}")})
+        })
+        .collect();
+    h.logdrains()
+        .patch_status(
+            "ref",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"drains": legacy}})),
+        )
+        .await
+        .expect("legacy status");
+    h.start();
+    let ld = h
+        .wait_drains_registered("ref", &["ref-fir", "ref-hint"])
+        .await;
+    for app in ["ref-fir", "ref-hint"] {
+        let d = our_telemetry_drain(&h, app, &format!("{ENDPOINT}/otlp/{app}"));
+        let rec = recorded(&ld, app);
+        assert_eq!((rec.kind, rec.id), (DrainKind::Telemetry, d.id));
+        assert!(h.heroku.drains(app).is_empty());
+    }
+    let refused = h
+        .heroku
+        .requests()
+        .iter()
+        .filter(|r| r.method == Method::POST && r.path.ends_with("/log-drains"))
+        .count();
+    assert_eq!(
+        refused,
+        2,
+        "one refused create per app: {:?}",
+        h.heroku.requests()
+    );
+
+    // A new app whose App Info names no generation, and no refusal to go
+    // by: the condition says which app and why; nothing is created for it.
+    h.heroku.add_fir_app("ref-new");
+    h.heroku.hide_generation("ref-new", true);
+    h.heroku.reset_counts();
+    h.apply("ref", h.spec(&["ref-fir", "ref-hint", "ref-new"], None))
+        .await;
+    let ld = h
+        .wait_status("ref", "ref-new undecided", MINUTE, |ld| {
+            condition_reason(ld, "DrainsRegistered") == "GenerationUnknown"
+        })
+        .await;
+    let message = condition(&ld, "DrainsRegistered")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("ref-new") && message.contains("generation"),
+        "{message}"
+    );
+    assert_eq!(h.heroku.counts().writes(), 0, "{:?}", h.heroku.requests());
+    h.heroku.hide_generation("ref-new", false);
+    h.wait_drains_registered("ref", &["ref-fir", "ref-hint", "ref-new"])
+        .await;
+    our_telemetry_drain(&h, "ref-new", &format!("{ENDPOINT}/otlp/ref-new"));
+    assert_requests_as_herokus_clients_send(&h);
     h.teardown().await;
 }

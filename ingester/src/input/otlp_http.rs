@@ -1,5 +1,9 @@
 //! OTLP/HTTP front for Heroku Fir telemetry drains: `POST /otlp/{app}/v1/logs`
-//! on the same port as the Logplex front.
+//! on the same port as the Logplex front, and `POST /otlp/{app}` with the
+//! same answers: Heroku does not document whether its exporter appends
+//! `/v1/logs` to the drain's endpoint (the OpenTelemetry Collector's
+//! otlphttp exporter does for `endpoint`, not for `logs_endpoint`), so both
+//! spellings of the registered endpoint reach the app.
 //!
 //! Answers follow the OTLP/HTTP spec: 200 with an (empty)
 //! `ExportLogsServiceResponse` in the request's encoding once the request is
@@ -37,19 +41,29 @@ const UNAUTHENTICATED: i32 = 16;
 const INVALID_ARGUMENT: i32 = 3;
 const UNIMPLEMENTED: i32 = 12;
 
-/// `rest` is the path after [`PREFIX`]: `{app}/v1/{signal}`.
+/// The app and signal of `rest`: `{app}/v1/{signal}`, or a bare `{app}`
+/// (the endpoint as registered, taken as logs). `None` for any other shape.
+fn app_and_signal(rest: &str) -> Option<(&str, &str)> {
+    match rest.split_once("/v1/") {
+        Some(pair) => Some(pair),
+        None if !rest.contains('/') => Some((rest, "logs")),
+        None => None,
+    }
+}
+
+/// `rest` is the path after [`PREFIX`]: `{app}/v1/{signal}` or `{app}`.
 pub(crate) async fn handle(server: &Server, rest: &str, req: Request<Incoming>) -> Response<Body> {
     let received_at_us = now_us();
     let encoding = match header_str(req.headers(), CONTENT_TYPE.as_str()) {
         Some(t) if media_type(&t) == "application/json" => Encoding::Json,
         _ => Encoding::Protobuf,
     };
-    let Some((app, signal)) = rest.split_once("/v1/") else {
+    let Some((app, signal)) = app_and_signal(rest) else {
         return status(
             encoding,
             StatusCode::NOT_FOUND,
             NOT_FOUND,
-            "use POST /otlp/{app}/v1/logs",
+            "use POST /otlp/{app}/v1/logs or POST /otlp/{app}",
         );
     };
     if !valid_app_name(app) {
@@ -245,6 +259,18 @@ fn respond(encoding: Encoding, http: StatusCode, body: Bytes) -> Response<Body> 
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    #[test]
+    fn the_bare_endpoint_is_logs_and_other_shapes_are_not_found() {
+        assert_eq!(app_and_signal("my-app/v1/logs"), Some(("my-app", "logs")));
+        assert_eq!(app_and_signal("my-app"), Some(("my-app", "logs")));
+        assert_eq!(
+            app_and_signal("my-app/v1/traces"),
+            Some(("my-app", "traces"))
+        );
+        assert_eq!(app_and_signal("my-app/v2/logs"), None);
+        assert_eq!(app_and_signal("my-app/"), None);
+    }
 
     #[test]
     fn gunzip_is_bounded() {

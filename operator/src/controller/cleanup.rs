@@ -108,85 +108,131 @@ pub(super) async fn remove_ours(
 ) -> (Vec<DrainStatus>, Vec<(String, HerokuError)>) {
     let reference = ld.object_ref(&());
     let uid = ld.uid().unwrap_or_default();
-    let target = ld.spec.endpoint.target();
-    let otlp = ld.spec.endpoint.otlp_target();
     let apps = apps_to_clean(ld.app_set(), drains);
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for app in &apps {
         let recorded: Vec<&DrainStatus> = drains.iter().filter(|d| d.app == *app).collect();
-        // By the recorded app id: a drain of an app renamed on Heroku is
-        // found (and removed) all the same.
-        let app_id = recorded.iter().find_map(|d| d.app_id.as_deref());
-        let generation = match generation_of(ctx, token, &uid, app, &recorded).await {
-            Ok(g) => g,
-            // A deleted app has no drains left to remove.
+        // An app whose generation cannot be told (App Info names none) is
+        // looked at for both kinds: a drain of ours must not be left behind
+        // for want of an answer.
+        let kinds: &[Generation] = match generation_of(ctx, token, &uid, app, &recorded).await {
+            Ok(Generation::Cedar) => &[Generation::Cedar],
+            Ok(Generation::Fir) => &[Generation::Fir],
+            Err(HerokuError::GenerationUnknown { .. }) => &[Generation::Cedar, Generation::Fir],
             Err(HerokuError::AppNotFound { .. }) => continue,
             Err(e) => {
                 errors.push((app.clone(), e));
                 continue;
             }
         };
-        if generation == Generation::Fir {
-            let endpoint = wanted_exporter(otlp.as_ref(), app, "").ok();
-            let is_recorded = |id: &str| {
-                recorded
-                    .iter()
-                    .any(|k| k.kind == DrainKind::Telemetry && k.id == id)
+        let ours = Ours {
+            app,
+            recorded: &recorded,
+            password,
+        };
+        for kind in kinds {
+            let result = match kind {
+                Generation::Cedar => remove_log_drains(ctx, ld, token, &ours).await,
+                Generation::Fir => remove_telemetry_drains(ctx, ld, token, &ours).await,
             };
-            let listed = match list_telemetry_app(ctx, token, app, app_id).await {
-                Ok((_, l)) => l,
+            let (gone, failed) = match result {
+                Ok(r) => r,
                 Err(HerokuError::AppNotFound { .. }) => continue,
                 Err(e) => {
                     errors.push((app.clone(), e));
                     continue;
                 }
             };
-            for d in telemetry_drains::ours(&listed, endpoint.as_ref(), is_recorded) {
-                match ctx.delete_telemetry_drain(token, app, &d.id).await {
-                    Ok(existed) => {
-                        let st = telemetry_drains::telemetry_status(app, d, &d.exporter.endpoint);
-                        if existed {
-                            announce_removed(ctx, &reference, &st, why).await;
-                        }
-                        removed.push(st);
-                    }
-                    Err(e) => errors.push((app.clone(), named(e, app))),
+            for (st, existed) in gone {
+                if existed {
+                    announce_removed(ctx, &reference, &st, why).await;
                 }
+                removed.push(st);
             }
-            continue;
-        }
-        let url = password.and_then(|p| drain_url(target.as_ref(), app, p).ok());
-        let (address, listed) = match list_app(ctx, token, app, app_id).await {
-            Ok(l) => l,
-            Err(HerokuError::AppNotFound { .. }) => continue,
-            Err(e) => {
-                errors.push((app.clone(), e));
-                continue;
-            }
-        };
-        for d in ours_among(&listed, app, drains, url.as_ref()) {
-            match ctx.delete_drain(token, &address, &d.id).await {
-                Ok(existed) => {
-                    let st = DrainStatus {
-                        app: app.clone(),
-                        generation: Some(Generation::Cedar.as_str().to_string()),
-                        kind: DrainKind::Log,
-                        app_id: app_id.map(str::to_owned),
-                        id: d.id.clone(),
-                        token: d.token.clone(),
-                        url: d.url.without_credentials(),
-                    };
-                    if existed {
-                        announce_removed(ctx, &reference, &st, why).await;
-                    }
-                    removed.push(st);
-                }
-                Err(e) => errors.push((app.clone(), named(e, app))),
-            }
+            errors.extend(failed.into_iter().map(|e| (app.clone(), named(e, app))));
         }
     }
     (removed, errors)
+}
+
+/// What makes a drain of one app ours when removing: its id recorded, or
+/// its target with our credentials (the drain password), as a log drain's
+/// URL carries them.
+struct Ours<'a> {
+    app: &'a str,
+    recorded: &'a [&'a DrainStatus],
+    /// `None` when the password Secret is gone: only recorded drains.
+    password: Option<&'a str>,
+}
+
+/// Each drain removed (with whether Heroku still had it), and the deletes
+/// that failed.
+type Removed = (Vec<(DrainStatus, bool)>, Vec<HerokuError>);
+
+async fn remove_log_drains(
+    ctx: &Context,
+    ld: &LogDrain,
+    token: &ApiToken,
+    ours: &Ours<'_>,
+) -> Result<Removed, HerokuError> {
+    let app = ours.app;
+    let app_id = ours.recorded.iter().find_map(|d| d.app_id.as_deref());
+    let target = ld.spec.endpoint.target();
+    let url = ours
+        .password
+        .and_then(|p| drain_url(target.as_ref(), app, p).ok());
+    let (address, listed) = list_app(ctx, token, app, app_id).await?;
+    let (mut removed, mut errors) = (Vec::new(), Vec::new());
+    for d in ours_among(&listed, ours.recorded, url.as_ref()) {
+        match ctx.delete_drain(token, &address, &d.id).await {
+            Ok(existed) => {
+                let st = DrainStatus {
+                    app: app.to_string(),
+                    generation: Some(Generation::Cedar.as_str().to_string()),
+                    kind: DrainKind::Log,
+                    app_id: app_id.map(str::to_owned),
+                    id: d.id.clone(),
+                    token: d.token.clone(),
+                    url: d.url.without_credentials(),
+                };
+                removed.push((st, existed));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((removed, errors))
+}
+
+async fn remove_telemetry_drains(
+    ctx: &Context,
+    ld: &LogDrain,
+    token: &ApiToken,
+    ours: &Ours<'_>,
+) -> Result<Removed, HerokuError> {
+    let app = ours.app;
+    let app_id = ours.recorded.iter().find_map(|d| d.app_id.as_deref());
+    let otlp = ld.spec.endpoint.otlp_target();
+    let wanted = ours
+        .password
+        .and_then(|p| wanted_exporter(otlp.as_ref(), app, p).ok());
+    let is_recorded = |id: &str| {
+        ours.recorded
+            .iter()
+            .any(|k| k.kind == DrainKind::Telemetry && k.id == id)
+    };
+    let (_, listed) = list_telemetry_app(ctx, token, app, app_id).await?;
+    let (mut removed, mut errors) = (Vec::new(), Vec::new());
+    for d in telemetry_drains::ours_with_credentials(&listed, wanted.as_ref(), is_recorded) {
+        match ctx.delete_telemetry_drain(token, app, &d.id).await {
+            Ok(existed) => {
+                let st = telemetry_drains::telemetry_status(app, d, &d.exporter.endpoint);
+                removed.push((st, existed));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((removed, errors))
 }
 
 async fn announce_removed(
@@ -220,7 +266,9 @@ async fn generation_of(
     if let Some(Some(i)) = ctx.app_identity(uid, app) {
         return Ok(i.generation);
     }
-    identify(ctx, token, uid, app).await.map(|i| i.generation)
+    identify(ctx, token, uid, app, None)
+        .await
+        .map(|i| i.generation)
 }
 
 /// The drains to remove: those in the status, plus those this process knows
@@ -250,14 +298,12 @@ fn apps_to_clean(listed: BTreeSet<String>, drains: &[DrainStatus]) -> BTreeSet<S
 /// drain URL (`None` when the password is gone). Add-on drains never are.
 fn ours_among<'a>(
     listed: &'a [Drain],
-    app: &'a str,
-    drains: &'a [DrainStatus],
+    recorded: &'a [&'a DrainStatus],
     url: Option<&'a DrainUrl>,
 ) -> impl Iterator<Item = &'a Drain> + 'a {
     listed.iter().filter(move |d| {
         d.addon.is_none()
-            && (drains.iter().any(|k| k.app == *app && k.id == d.id)
-                || url.is_some_and(|u| d.targets(u)))
+            && (recorded.iter().any(|k| k.id == d.id) || url.is_some_and(|u| d.targets(u)))
     })
 }
 
@@ -276,9 +322,10 @@ mod tests {
     #[test]
     fn cleanup_removes_recorded_drains_and_drains_to_our_url_only() {
         let listed = heroku_drains();
-        let drains = vec![recorded("11234567-89ab-cdef-0123-456789abcdef")];
+        let drain = recorded("11234567-89ab-cdef-0123-456789abcdef");
+        let drains = vec![&drain];
         let url = example_url();
-        let ids: Vec<&str> = ours_among(&listed, "example", &drains, Some(&url))
+        let ids: Vec<&str> = ours_among(&listed, &drains, Some(&url))
             .map(|d| d.id.as_str())
             .collect();
         // Ours by URL (current and duplicate) and by record (rotated away);
@@ -291,12 +338,12 @@ mod tests {
                 "31234567-89ab-cdef-0123-456789abcdef",
             ]
         );
-        // Password Secret gone: only what was recorded, for this app only.
-        let ids: Vec<&str> = ours_among(&listed, "example", &drains, None)
+        // Password Secret gone: only what was recorded.
+        let ids: Vec<&str> = ours_among(&listed, &drains, None)
             .map(|d| d.id.as_str())
             .collect();
         assert_eq!(ids, ["11234567-89ab-cdef-0123-456789abcdef"]);
-        assert_eq!(ours_among(&listed, "other-app", &drains, None).count(), 0);
+        assert_eq!(ours_among(&listed, &[], None).count(), 0);
     }
 
     #[test]

@@ -274,7 +274,7 @@ pub(super) async fn sync_drains(
         futures::stream::iter(unknown.into_iter().map(|app| {
             let token = token.clone();
             async move {
-                let r = identify(ctx, &token, uid, &app).await;
+                let r = identify(ctx, &token, uid, &app, None).await;
                 (app, r)
             }
         }))
@@ -642,7 +642,8 @@ fn obsolete<'a>(
 /// comes from this process's memory, else the app's record, else App Info
 /// (`prefetched` when the reconcile already asked). A recorded app id that
 /// Heroku no longer knows, or Heroku refusing the drain (422), makes the
-/// next attempt ask App Info again.
+/// operator ask App Info again at once and, when the app turns out to be on
+/// the other generation, register the other kind in the same attempt.
 async fn sync_app(
     ctx: &Context,
     uid: &str,
@@ -659,22 +660,57 @@ async fn sync_app(
     let (identity, asked) = match (prefetched, remembered) {
         (Some(r), _) => (r?, true),
         (None, Some(i)) => (i, false),
-        (None, None) => (identify(ctx, token, uid, app).await?, true),
+        (None, None) => (identify(ctx, token, uid, app, None).await?, true),
     };
-    let result = sync_kind(ctx, token, app, want, known, &identity).await;
-    let result = match result {
+    match sync_kind(ctx, token, app, want, known, &identity).await {
         // The recorded id is gone: the app was deleted, perhaps made again
         // under the same name, perhaps on the other generation.
         Err(HerokuError::AppNotFound { .. }) if !asked && identity.id.is_some() => {
-            let fresh = identify(ctx, token, uid, app).await?;
+            let fresh = identify(ctx, token, uid, app, None).await?;
             sync_kind(ctx, token, app, want, None, &fresh).await
         }
+        Err(refused @ HerokuError::Api { status: 422, .. }) => {
+            let tried = identity.generation;
+            // An App Info without a generation is settled by the refusal
+            // when it names the other generation.
+            let hint = refusal_names_other(&refused, tried);
+            match identify(ctx, token, uid, app, hint).await {
+                Ok(fresh) if fresh.generation != tried => {
+                    tracing::info!(
+                        app,
+                        was = tried.as_str(),
+                        now = fresh.generation.as_str(),
+                        "Heroku refused the drain kind: the app is on the other generation"
+                    );
+                    sync_kind(ctx, token, app, want, None, &fresh).await
+                }
+                // Same generation: the refusal is about something else,
+                // and says so itself.
+                Ok(_) => Err(refused),
+                Err(e) => {
+                    ctx.set_app_identity(uid, app, None);
+                    Err(e)
+                }
+            }
+        }
         other => other,
-    };
-    if let Err(HerokuError::Api { status: 422, .. }) = &result {
-        ctx.set_app_identity(uid, app, None);
     }
-    result
+}
+
+/// The generation a refusal of `tried`'s drain kind names as the one the
+/// app is on, if it names the other one as a word.
+fn refusal_names_other(refused: &HerokuError, tried: Generation) -> Option<Generation> {
+    let HerokuError::Api { message, .. } = refused else {
+        return None;
+    };
+    let other = match tried {
+        Generation::Cedar => Generation::Fir,
+        Generation::Fir => Generation::Cedar,
+    };
+    message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.eq_ignore_ascii_case(other.as_str()))
+        .then_some(other)
 }
 
 async fn sync_kind(

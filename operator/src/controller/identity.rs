@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use super::Context;
 use super::memory::AppIdentity;
 use crate::crd::DrainStatus;
-use crate::heroku::{ApiToken, Drain, HerokuError, TelemetryDrain};
+use crate::heroku::{ApiToken, Drain, Generation, HerokuError, TelemetryDrain};
 
 /// How to address an app: its id when recorded, else its name.
 pub(super) fn app_address(app: &str, app_id: Option<&str>) -> String {
@@ -42,17 +42,24 @@ pub(super) async fn list_app(
 }
 
 /// App Info for `app` (by name): its id and generation, remembered for the
-/// next reconciles.
+/// next reconciles. An answer without a generation takes `hint` (what a
+/// refusal by Heroku said), else fails with
+/// [`HerokuError::GenerationUnknown`]: never a guess.
 pub(super) async fn identify(
     ctx: &Context,
     token: &ApiToken,
     uid: &str,
     app: &str,
+    hint: Option<Generation>,
 ) -> Result<AppIdentity, HerokuError> {
     let info = ctx.app_info(token, app).await.map_err(|e| named(e, app))?;
+    let generation = match (info.generation(), hint) {
+        (Err(HerokuError::GenerationUnknown { .. }), Some(g)) => g,
+        (g, _) => g.map_err(|e| named(e, app))?,
+    };
     let identity = AppIdentity {
         id: Some(info.id.clone()),
-        generation: info.generation()?,
+        generation,
     };
     ctx.set_app_identity(uid, app, Some(identity.clone()));
     Ok(identity)
@@ -102,6 +109,9 @@ pub(super) fn named(e: HerokuError, app: &str) -> HerokuError {
         HerokuError::LogChannelPending { attempts, .. } => HerokuError::LogChannelPending {
             app: app.to_string(),
             attempts,
+        },
+        HerokuError::GenerationUnknown { .. } => HerokuError::GenerationUnknown {
+            app: app.to_string(),
         },
         other => other,
     }

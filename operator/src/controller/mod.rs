@@ -254,10 +254,13 @@ pub(crate) fn error_policy(ld: Arc<LogDrain>, err: &Error, ctx: Arc<Context>) ->
     };
     let s = &ctx.settings;
     // Failed apps wait their own time (app_backoff): requeue when the first
-    // of them may be called again, not sooner (so no jitter below it).
+    // of them may be called again (no jitter below it), but no later than
+    // the resync, so the LogDrain's other apps are still checked for drift
+    // on time while one app backs off.
     let app_wait = matches!(err, Error::Drains { .. } | Error::Heroku(_))
         .then(|| ctx.next_app_retry(&uid))
-        .flatten();
+        .flatten()
+        .map(|d| d.min(jittered(s.resync)));
     let wait = if let Some(d) = app_wait {
         d
     } else if let Some(d) = err.retry_after() {

@@ -23,6 +23,9 @@ use crate::heroku::{
     WantedExporter,
 };
 
+/// The exporter header carrying the drain password.
+const AUTHORIZATION: &str = "Authorization";
+
 /// Heroku's limit on `exporter.endpoint` (schema: `maxLength` 1000).
 const MAX_ENDPOINT: usize = 1000;
 
@@ -45,7 +48,7 @@ pub(super) fn wanted_exporter(
         )));
     }
     let mut headers = std::collections::BTreeMap::from([(
-        "Authorization".to_string(),
+        AUTHORIZATION.to_string(),
         format!("Bearer {password}"),
     )]);
     let exporter_type = match target {
@@ -84,6 +87,26 @@ pub(super) fn ours<'a>(
     listed
         .iter()
         .filter(move |d| recorded(&d.id) || endpoint.is_some_and(|w| w.same_endpoint(&d.exporter)))
+}
+
+/// The drains of an app that are ours when removing them: recorded by id,
+/// or sending to our endpoint with our drain password (`wanted`'s
+/// `Authorization` header), as a log drain is ours by its URL with the
+/// password. `wanted` is `None` when the password is not known: then only
+/// recorded drains.
+pub(super) fn ours_with_credentials<'a>(
+    listed: &'a [TelemetryDrain],
+    wanted: Option<&'a WantedExporter>,
+    recorded: impl Fn(&str) -> bool + 'a,
+) -> impl Iterator<Item = &'a TelemetryDrain> + 'a {
+    listed.iter().filter(move |d| {
+        recorded(&d.id)
+            || wanted.is_some_and(|w| {
+                w.same_endpoint(&d.exporter)
+                    && w.headers.get(AUTHORIZATION).is_some()
+                    && d.exporter.headers.get(AUTHORIZATION) == w.headers.get(AUTHORIZATION)
+            })
+    })
 }
 
 /// Desired against observed, for one app: keep the drain of ours that is
@@ -288,6 +311,22 @@ mod tests {
         let plan = plan_telemetry(&listed, &w, Some(&known));
         assert_eq!(plan.kept.map(|d| d.id.as_str()), Some(known.id.as_str()));
         assert!(plan.update);
+    }
+
+    /// Removing with the status lost: ours are the drains to our endpoint
+    /// with our password; without the password, only recorded ones.
+    #[test]
+    fn removal_takes_drains_to_our_endpoint_with_our_password() {
+        let listed = heroku_telemetry_drains();
+        let w = wanted();
+        let none = |_: &str| false;
+        let found: Vec<&TelemetryDrain> = ours_with_credentials(&listed, Some(&w), none).collect();
+        assert_eq!(ids(&found), ["01234567-89ab-cdef-0123-456789abcdef"]);
+        let old = "11234567-89ab-cdef-0123-456789abcdef";
+        let found: Vec<&TelemetryDrain> =
+            ours_with_credentials(&listed, None, |id| id == old).collect();
+        assert_eq!(ids(&found), [old]);
+        assert_eq!(ours_with_credentials(&listed, None, none).count(), 0);
     }
 
     #[test]

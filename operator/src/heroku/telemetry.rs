@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::{ApiToken, HerokuClient, HerokuError, MASK, parse_json};
+use super::{ApiToken, HerokuClient, HerokuError, MASK, Variant, parse_json};
 
 /// The one signal drainpipe archives.
 pub(crate) const LOGS: &str = "logs";
@@ -192,8 +192,8 @@ impl HerokuClient {
         token: &ApiToken,
         app: &str,
     ) -> Result<Vec<TelemetryDrain>, HerokuError> {
-        let url = self.url(&["apps", app, "telemetry-drains"])?;
-        self.list_pages(token, app, url).await
+        let target = self.url(Variant::Sdk, &["apps", app, "telemetry-drains"])?;
+        self.list_pages(token, app, target).await
     }
 
     /// Adds a logs-only telemetry drain to app `owner_id` (its id: the
@@ -208,7 +208,7 @@ impl HerokuClient {
         owner_id: &str,
         wanted: &WantedExporter,
     ) -> Result<TelemetryDrain, HerokuError> {
-        let endpoint = self.url(&["telemetry-drains"])?;
+        let endpoint = self.url(Variant::Sdk, &["telemetry-drains"])?;
         let body = json!({
             "owner": {"id": owner_id, "type": "app"},
             "signals": [LOGS],
@@ -265,11 +265,11 @@ impl HerokuClient {
         id: &str,
         wanted: &WantedExporter,
     ) -> Result<Option<TelemetryDrain>, HerokuError> {
-        let url = self.url(&["telemetry-drains", id])?;
+        let target = self.url(Variant::Sdk, &["telemetry-drains", id])?;
         let body = json!({"signals": [LOGS], "exporter": wanted.exporter_json()});
         // The same PATCH twice leaves the same drain: safe to retry.
         let resp = self
-            .send(token, Method::PATCH, url, None, Some(&body), true)
+            .send(token, Method::PATCH, target, None, Some(&body), true)
             .await?;
         match resp.status() {
             s if s.is_success() => parse_json(resp, token).await.map(Some),
@@ -288,9 +288,9 @@ impl HerokuClient {
         app: &str,
         id: &str,
     ) -> Result<bool, HerokuError> {
-        let url = self.url(&["telemetry-drains", id])?;
+        let target = self.url(Variant::Sdk, &["telemetry-drains", id])?;
         let resp = self
-            .send(token, Method::DELETE, url, None, None, true)
+            .send(token, Method::DELETE, target, None, None, true)
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
