@@ -12,16 +12,16 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::catalog::sync_catalog;
-use super::conditions::{condition, ingester_condition, ready_condition};
-use super::drains::sync_drains;
-use super::freshness;
-use super::retain;
-use super::retention::sync_retention;
-use super::scaling;
-use super::suspend::suspend_drains;
-use super::workload::sync_workload;
-use super::writable;
+use super::catalog::glue::sync_catalog;
+use super::catalog::retention::sync_retention;
+use super::heroku::drains::sync_drains;
+use super::heroku::retain;
+use super::heroku::suspend::suspend_drains;
+use super::status::conditions::{condition, ingester_condition, ready_condition};
+use super::status::freshness;
+use super::status::writable;
+use super::workload::ingester::sync_workload;
+use super::workload::scaling;
 use super::{
     ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
     INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,

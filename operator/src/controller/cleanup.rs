@@ -11,11 +11,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::drains::{ErrorSummary, describe, drain_url, heroku_token};
-use super::identity::{identify, list_app, list_telemetry_app, named};
+use super::Context;
+use super::heroku::drains::{ErrorSummary, describe, drain_url, heroku_token};
+use super::heroku::identity::{identify, list_app, list_telemetry_app, named};
+use super::heroku::retain;
+use super::heroku::telemetry_drains::{self, wanted_exporter};
 use super::memory::AppIdentity;
-use super::telemetry_drains::{self, wanted_exporter};
-use super::{Context, retain, workload};
+use super::workload::ingester;
 use crate::crd::{DeletionPolicy, DrainKind, DrainStatus, LogDrain};
 use crate::error::{Error, Result};
 use crate::heroku::{ApiToken, Drain, DrainUrl, Generation, HerokuError};
@@ -24,7 +26,7 @@ use crate::resources;
 pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     // Buffer claims are not owned (they must outlive their pods): nothing
     // would ever upload or delete them after the LogDrain is gone.
-    workload::flush_before_deletion(ctx, &ld).await?;
+    ingester::flush_before_deletion(ctx, &ld).await?;
     let uid = ld.uid().unwrap_or_default();
     let reference = ld.object_ref(&());
     let (known, _) = ctx.known_drains(&uid);

@@ -11,7 +11,7 @@ use kube::Client;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use super::app_backoff::AppFailure;
+use super::heroku::backoff::AppFailure;
 use super::memory::KnownDrain;
 use super::memory::{AppIdentity, ScalerMemory, Verified};
 use super::{MANAGER, fingerprint, truncate};

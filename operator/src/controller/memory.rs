@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::autoscale::PodMemory;
+use super::workload::autoscale::PodMemory;
 use super::{Context, lock};
 use crate::crd::{DrainKind, DrainStatus};
 use crate::heroku::Generation;

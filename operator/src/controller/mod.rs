@@ -12,25 +12,19 @@
 //! wrote (the watch lags the write), and from such an object alone the
 //! reconcile would list every app again, or lose track of a drain it made.
 
-mod app_backoff;
-mod apply;
-mod autoscale;
-mod catalog;
-mod cleanup;
-mod conditions;
+// The hub every concern talks through: the reconcile context, what the
+// operator remembers between reconciles, and the owned-object writes.
 mod context;
-mod drains;
-mod drift;
-mod freshness;
-mod identity;
 mod memory;
-mod retain;
-mod retention;
-mod scaling;
-mod suspend;
-mod telemetry_drains;
+// One folder per concern (docs/architecture.md, "Code map"); `status` is
+// below the others, which never use each other.
+mod catalog;
+mod heroku;
+mod status;
 mod workload;
-mod writable;
+// The orchestrators: a live LogDrain, and one being deleted.
+mod apply;
+mod cleanup;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -196,7 +190,7 @@ fn logdrains_referencing(
         .filter(|ld| {
             ld.metadata.namespace.as_deref() == Some(ns)
                 && (ld.spec.heroku.api_token_secret_ref.name == name
-                    || retain::is_password_secret_of(ld, name))
+                    || heroku::retain::is_password_secret_of(ld, name))
         })
         .map(|ld| ObjectRef::from_obj(ld.as_ref()))
         .collect()

@@ -3,23 +3,23 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::truncate;
-use super::workload::Workload;
+use crate::controller::truncate;
+use crate::controller::workload::ingester::Workload;
 use crate::crd::LogDrain;
 
 /// A condition's content before timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Cond {
-    pub(super) status: bool,
+pub(crate) struct Cond {
+    pub(crate) status: bool,
     /// Status `Unknown`: the operator could not find out (`status` is then
     /// false, and `Ready` does not count it as a failure).
-    pub(super) unknown: bool,
-    pub(super) reason: String,
-    pub(super) message: String,
+    pub(crate) unknown: bool,
+    pub(crate) reason: String,
+    pub(crate) message: String,
 }
 
 impl Cond {
-    pub(super) fn ok(reason: &str, message: impl Into<String>) -> Cond {
+    pub(crate) fn ok(reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status: true,
             unknown: false,
@@ -28,7 +28,7 @@ impl Cond {
         }
     }
 
-    pub(super) fn unknown(reason: &str, message: impl Into<String>) -> Cond {
+    pub(crate) fn unknown(reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status: false,
             unknown: true,
@@ -37,7 +37,7 @@ impl Cond {
         }
     }
 
-    pub(super) fn failed(reason: &str, message: impl Into<String>) -> Cond {
+    pub(crate) fn failed(reason: &str, message: impl Into<String>) -> Cond {
         Cond {
             status: false,
             unknown: false,
@@ -48,7 +48,7 @@ impl Cond {
 }
 
 /// A status condition; the transition time moves only when the status does.
-pub(super) fn condition(
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     c: &Cond,
@@ -74,7 +74,7 @@ pub(super) fn condition(
     }
 }
 
-pub(super) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
+pub(crate) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
     if replicas == 0 {
         return Cond::failed(
             "ScaledToZero",
@@ -115,7 +115,7 @@ pub(super) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
 /// Ready means logs flow end to end: drains registered, the catalog (if
 /// any) in step, an ingester pod available to receive them and the archive
 /// writable. A part that is Unknown (not found out yet) does not fail it.
-pub(super) fn ready_condition(ld: &LogDrain, parts: &[&Cond]) -> Cond {
+pub(crate) fn ready_condition(ld: &LogDrain, parts: &[&Cond]) -> Cond {
     if let Some(failed) = parts.iter().find(|c| !c.status && !c.unknown) {
         return Cond::failed(&failed.reason, failed.message.clone());
     }

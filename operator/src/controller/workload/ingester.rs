@@ -23,8 +23,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
-use super::apply::{apply_owned, delete_owned};
+use crate::controller::Context;
+use crate::controller::apply::{apply_owned, delete_owned};
 use crate::crd::LogDrain;
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
@@ -36,25 +36,25 @@ const FLUSH_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// What the LogDrain's status reports of its ingesters, from whichever
 /// workload runs them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Workload {
+pub(crate) struct Workload {
     /// `Deployment` or `StatefulSet`.
-    pub(super) kind: &'static str,
-    pub(super) name: String,
-    pub(super) replicas: i32,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    pub(crate) replicas: i32,
     /// `spec.replicas` as stored: the LogDrain's, or the autoscaler's.
-    pub(super) spec_replicas: Option<i32>,
-    pub(super) ready_replicas: i32,
-    pub(super) available_replicas: i32,
+    pub(crate) spec_replicas: Option<i32>,
+    pub(crate) ready_replicas: i32,
+    pub(crate) available_replicas: i32,
     /// Messages of the workload's conditions that are not True.
-    pub(super) problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// A released claim waits for a pod to go or a Job to finish: look
     /// again soon rather than at the next resync.
-    pub(super) recheck: bool,
+    pub(crate) recheck: bool,
 }
 
 /// Applies the workload the spec asks for, removes the other kind, keeps
 /// the budget in step and handles released claims.
-pub(super) async fn sync_workload(
+pub(crate) async fn sync_workload(
     ctx: &Context,
     owner: &Owner,
     ld: &LogDrain,
@@ -194,7 +194,7 @@ fn claim_templates_differ(stored: &StatefulSet, wanted: &StatefulSet) -> bool {
 /// Before a deleted LogDrain goes: its StatefulSet is deleted (its pods
 /// flush on SIGTERM) and every claim is flushed and deleted like a
 /// released one. `Err` while a claim is left, which keeps the finalizer.
-pub(super) async fn flush_before_deletion(ctx: &Context, ld: &LogDrain) -> Result<()> {
+pub(crate) async fn flush_before_deletion(ctx: &Context, ld: &LogDrain) -> Result<()> {
     let owner = Owner::of(ld).ok_or(Error::MissingObjectKey)?;
     let reference = ld.object_ref(&());
     delete_owned::<StatefulSet>(ctx, &owner, &resources::ingester_name(&owner.name)).await?;
@@ -215,7 +215,7 @@ struct ClaimsPass {
 
 /// A flush Job as far as the plan cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum JobState {
+pub(crate) enum JobState {
     Running,
     Succeeded,
     /// Failed this long ago.
@@ -224,21 +224,21 @@ pub(super) enum JobState {
 
 /// One buffer claim of the LogDrain, as found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Claim {
-    pub(super) name: String,
+pub(crate) struct Claim {
+    pub(crate) name: String,
     /// From the name `buffer-<name>-ingester-N`; `None` for another name.
-    pub(super) ordinal: Option<u32>,
+    pub(crate) ordinal: Option<u32>,
     /// An ingester pod (not a flush Job's) has it as a volume.
-    pub(super) mounted: bool,
+    pub(crate) mounted: bool,
     /// Being deleted already.
-    pub(super) deleting: bool,
+    pub(crate) deleting: bool,
     /// Its flush Job, if any.
-    pub(super) job: Option<JobState>,
+    pub(crate) job: Option<JobState>,
 }
 
 /// What to do with one claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ClaimStep {
+pub(crate) enum ClaimStep {
     /// In use by the StatefulSet, or not one this plan touches.
     Keep,
     /// Released, but its pod is still stopping (flushing it) or its flush
@@ -261,7 +261,7 @@ pub(super) enum ClaimStep {
 /// StatefulSet's replicas, or every claim when no StatefulSet is wanted:
 /// `in_set` is `None`) and what to do with each. A claim is deleted only
 /// after its flush Job succeeded while no ingester pod mounted it.
-pub(super) fn plan_claims(claims: &[Claim], in_set: Option<i32>) -> Vec<(String, ClaimStep)> {
+pub(crate) fn plan_claims(claims: &[Claim], in_set: Option<i32>) -> Vec<(String, ClaimStep)> {
     claims
         .iter()
         .map(|c| {

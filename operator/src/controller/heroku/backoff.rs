@@ -12,14 +12,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::{Context, Settings, lock};
 use crate::backoff;
+use crate::controller::{Context, Settings, lock};
 use crate::heroku::HerokuError;
 
 /// Why an app waits, and for how long: said in the status so a person knows
 /// whether Heroku asked for the wait or the operator chose it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Wait {
+pub(crate) enum Wait {
     /// Heroku's `Retry-After` (capped by the longest retry wait).
     RetryAfter(Duration),
     /// The operator's own exponential backoff after `failures` failures in a
@@ -28,7 +28,7 @@ pub(super) enum Wait {
 }
 
 impl Wait {
-    pub(super) fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         match self {
             Wait::RetryAfter(d) | Wait::Backoff { wait: d, .. } => *d,
         }
@@ -57,7 +57,7 @@ fn secs(d: Duration) -> u64 {
 /// Heroku asked for, else exponential from `retry_base` for passing
 /// troubles, else the longest wait (a person has to act, and their change
 /// ends the wait).
-pub(super) fn wait_after(settings: &Settings, err: &HerokuError, failures: u32) -> Wait {
+pub(crate) fn wait_after(settings: &Settings, err: &HerokuError, failures: u32) -> Wait {
     if let Some(d) = err.retry_after() {
         return Wait::RetryAfter(d.min(settings.retry_max));
     }
@@ -75,26 +75,26 @@ pub(super) fn wait_after(settings: &Settings, err: &HerokuError, failures: u32) 
 
 /// One app's last failure.
 #[derive(Clone, Debug)]
-pub(super) struct AppFailure {
+pub(crate) struct AppFailure {
     failures: u32,
     /// Fingerprint of what the call depended on (token, URL, generation).
     inputs: u64,
     retry_at: Instant,
-    pub(super) error: HerokuError,
-    pub(super) wait: Wait,
+    pub(crate) error: HerokuError,
+    pub(crate) wait: Wait,
 }
 
 impl AppFailure {
     /// The wait as the status reports it: the same words as when the call
     /// failed (no countdown), so waiting writes no new status.
-    pub(super) fn note(&self) -> String {
+    pub(crate) fn note(&self) -> String {
         self.wait.to_string()
     }
 }
 
 impl Context {
     /// Records a failure of `app`'s call made with `inputs`; returns the wait.
-    pub(super) fn app_failed(&self, uid: &str, app: &str, inputs: u64, err: &HerokuError) -> Wait {
+    pub(crate) fn app_failed(&self, uid: &str, app: &str, inputs: u64, err: &HerokuError) -> Wait {
         let mut all = lock(&self.app_failures);
         let key = (uid.to_string(), app.to_string());
         let failures = all
@@ -117,20 +117,20 @@ impl Context {
     }
 
     /// The failure `app` is still waiting out, if its inputs are unchanged.
-    pub(super) fn app_waiting(&self, uid: &str, app: &str, inputs: u64) -> Option<AppFailure> {
+    pub(crate) fn app_waiting(&self, uid: &str, app: &str, inputs: u64) -> Option<AppFailure> {
         lock(&self.app_failures)
             .get(&(uid.to_string(), app.to_string()))
             .filter(|f| f.inputs == inputs && Instant::now() < f.retry_at)
             .cloned()
     }
 
-    pub(super) fn app_succeeded(&self, uid: &str, app: &str) {
+    pub(crate) fn app_succeeded(&self, uid: &str, app: &str) {
         lock(&self.app_failures).remove(&(uid.to_string(), app.to_string()));
     }
 
     /// How long until the first of LogDrain `uid`'s failed apps may be
     /// called again (`None` when none waits).
-    pub(super) fn next_app_retry(&self, uid: &str) -> Option<Duration> {
+    pub(crate) fn next_app_retry(&self, uid: &str) -> Option<Duration> {
         let now = Instant::now();
         lock(&self.app_failures)
             .iter()
@@ -141,11 +141,11 @@ impl Context {
 
     /// Drops the failures of apps no longer handled (neither listed nor
     /// with a drain to remove).
-    pub(super) fn keep_app_failures(&self, uid: &str, apps: &std::collections::BTreeSet<String>) {
+    pub(crate) fn keep_app_failures(&self, uid: &str, apps: &std::collections::BTreeSet<String>) {
         lock(&self.app_failures).retain(|(u, app), _| u != uid || apps.contains(app));
     }
 
-    pub(super) fn forget_app_failures(&self, uid: &str) {
+    pub(crate) fn forget_app_failures(&self, uid: &str) {
         lock(&self.app_failures).retain(|(u, _), _| u != uid);
     }
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::cleanup::remove_ours;
-use super::conditions::Cond;
 use super::drains::{ErrorSummary, HerokuOutcome, heroku_token};
-use super::{Context, fingerprint};
+use crate::controller::cleanup::remove_ours;
+use crate::controller::status::conditions::Cond;
+use crate::controller::{Context, fingerprint};
 use crate::crd::{DrainStatus, LogDrain};
 use crate::error::Error;
 
@@ -30,7 +30,7 @@ fn suspension_fingerprint(ld: &LogDrain) -> u64 {
 
 /// Removes this LogDrain's Heroku drains; `drains` is left with none of
 /// those removed. A suspension verified recently makes no Heroku call.
-pub(super) async fn suspend_drains(
+pub(crate) async fn suspend_drains(
     ctx: &Context,
     ld: &LogDrain,
     uid: &str,

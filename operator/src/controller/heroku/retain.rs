@@ -18,13 +18,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::Context;
+use crate::controller::Context;
 use crate::crd::{DeletionPolicy, LogDrain};
 use crate::error::Result;
 use crate::resources::{self, Owner};
 
 /// Whether Secret `name` is `ld`'s drain password Secret.
-pub(super) fn is_password_secret_of(ld: &LogDrain, name: &str) -> bool {
+pub(crate) fn is_password_secret_of(ld: &LogDrain, name: &str) -> bool {
     ld.metadata
         .name
         .as_deref()
@@ -51,7 +51,7 @@ fn wanted_owners(
 
 /// Gives the drain password Secret the owner references `policy` calls for
 /// (a no-op when it has them, or when there is no Secret).
-pub(super) async fn password_owner(
+pub(crate) async fn password_owner(
     ctx: &Context,
     owner: &Owner,
     policy: DeletionPolicy,
@@ -84,7 +84,7 @@ pub(super) async fn password_owner(
 
 /// Before a Retain LogDrain goes: keep its password Secret (the policy may
 /// have been set just before the deletion, with no reconcile in between).
-pub(super) async fn release_password(ctx: &Context, ld: &LogDrain) -> Result<()> {
+pub(crate) async fn release_password(ctx: &Context, ld: &LogDrain) -> Result<()> {
     match Owner::of(ld) {
         Some(owner) => password_owner(ctx, &owner, DeletionPolicy::Retain).await,
         None => Ok(()),

@@ -9,20 +9,20 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::Context;
-use super::memory::AppIdentity;
+use crate::controller::Context;
+use crate::controller::memory::AppIdentity;
 use crate::crd::DrainStatus;
 use crate::heroku::{ApiToken, Drain, Generation, HerokuError, TelemetryDrain};
 
 /// How to address an app: its id when recorded, else its name.
-pub(super) fn app_address(app: &str, app_id: Option<&str>) -> String {
+pub(crate) fn app_address(app: &str, app_id: Option<&str>) -> String {
     app_id.unwrap_or(app).to_string()
 }
 
 /// `app`'s drains and the address that found them: by `app_id` first; when
 /// Heroku no longer knows that id (the app was deleted), by name, which may
 /// now be another app.
-pub(super) async fn list_app(
+pub(crate) async fn list_app(
     ctx: &Context,
     token: &ApiToken,
     app: &str,
@@ -45,7 +45,7 @@ pub(super) async fn list_app(
 /// next reconciles. An answer without a generation takes `hint` (what a
 /// refusal by Heroku said), else fails with
 /// [`HerokuError::GenerationUnknown`]: never a guess.
-pub(super) async fn identify(
+pub(crate) async fn identify(
     ctx: &Context,
     token: &ApiToken,
     uid: &str,
@@ -67,7 +67,7 @@ pub(super) async fn identify(
 
 /// `app`'s telemetry drains and the address that found them, like
 /// [`list_app`]: by `app_id` first, by name when that id is gone.
-pub(super) async fn list_telemetry_app(
+pub(crate) async fn list_telemetry_app(
     ctx: &Context,
     token: &ApiToken,
     app: &str,
@@ -88,7 +88,7 @@ pub(super) async fn list_telemetry_app(
 
 /// The app id to record for `app`: the one Heroku gives on the drain kept,
 /// else the id it was addressed by.
-pub(super) fn app_id_of(kept: &Drain, app: &str, address: &str) -> Option<String> {
+pub(crate) fn app_id_of(kept: &Drain, app: &str, address: &str) -> Option<String> {
     kept.app
         .as_ref()
         .map(|a| a.id.clone())
@@ -96,7 +96,7 @@ pub(super) fn app_id_of(kept: &Drain, app: &str, address: &str) -> Option<String
 }
 
 /// Errors name the app as the spec does, whatever address was used.
-pub(super) fn named(e: HerokuError, app: &str) -> HerokuError {
+pub(crate) fn named(e: HerokuError, app: &str) -> HerokuError {
     match e {
         HerokuError::AppNotFound { .. } => HerokuError::AppNotFound {
             app: app.to_string(),
@@ -131,7 +131,7 @@ fn renamed_from(stale: &[DrainStatus], app_id: &str) -> Option<usize> {
 /// knows and a second one created. `ids` are the App Info answers the
 /// reconcile got for listed apps without a record ([`identify`]): no call of
 /// its own. Returns the records still stale.
-pub(super) async fn resolve_renames(
+pub(crate) async fn resolve_renames(
     ctx: &Context,
     uid: &str,
     reference: &ObjectReference,

@@ -9,16 +9,16 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::conditions::Cond;
-use super::{Context, RETENTION_APPLIED, fingerprint};
+use crate::controller::status::conditions::Cond;
+use crate::controller::{Context, RETENTION_APPLIED, fingerprint};
 use crate::crd::{LogDrain, LogDrainStatus, S3Lifecycle};
 use crate::error::Error;
 use crate::lifecycle::{Change, desired_rule, rule_id};
 
-pub(super) struct RetentionOutcome {
+pub(crate) struct RetentionOutcome {
     /// `None`: drainpipe manages no rule for this LogDrain.
-    pub(super) condition: Option<Cond>,
-    pub(super) error: Option<Error>,
+    pub(crate) condition: Option<Cond>,
+    pub(crate) error: Option<Error>,
 }
 
 /// What the rule does, for messages.
@@ -37,7 +37,7 @@ fn describe(l: &S3Lifecycle) -> String {
     parts.join(", ")
 }
 
-pub(super) async fn sync_retention(
+pub(crate) async fn sync_retention(
     ctx: &Context,
     ld: &LogDrain,
     uid: &str,

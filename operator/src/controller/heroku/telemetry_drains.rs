@@ -14,9 +14,9 @@
 
 use drainpipe_contract::otlp::APP_HEADER;
 
-use super::Context;
 use super::drains::Change;
 use super::identity::{list_telemetry_app, named};
+use crate::controller::Context;
 use crate::crd::{DrainKind, DrainStatus, OtlpTarget};
 use crate::heroku::{
     ApiToken, ExporterHeaders, ExporterType, Generation, HerokuError, TelemetryDrain,
@@ -30,7 +30,7 @@ const AUTHORIZATION: &str = "Authorization";
 const MAX_ENDPOINT: usize = 1000;
 
 /// The exporter `app`'s telemetry drain should have.
-pub(super) fn wanted_exporter(
+pub(crate) fn wanted_exporter(
     otlp: Option<&OtlpTarget>,
     app: &str,
     password: &str,
@@ -67,19 +67,19 @@ pub(super) fn wanted_exporter(
 
 /// What to do with an app's telemetry drains.
 #[derive(Debug)]
-pub(super) struct TelemetryPlan<'a> {
+pub(crate) struct TelemetryPlan<'a> {
     /// The drain of ours kept; `None`: create one.
-    pub(super) kept: Option<&'a TelemetryDrain>,
+    pub(crate) kept: Option<&'a TelemetryDrain>,
     /// The kept drain differs from what is wanted: update it.
-    pub(super) update: bool,
+    pub(crate) update: bool,
     /// Other drains of ours (duplicates, or one replaced): to remove once
     /// the kept one is right, so Heroku always has somewhere to send.
-    pub(super) obsolete: Vec<&'a TelemetryDrain>,
+    pub(crate) obsolete: Vec<&'a TelemetryDrain>,
 }
 
 /// The drains of an app that are ours: recorded by id, or sending to our
 /// endpoint for the app.
-pub(super) fn ours<'a>(
+pub(crate) fn ours<'a>(
     listed: &'a [TelemetryDrain],
     endpoint: Option<&'a WantedExporter>,
     recorded: impl Fn(&str) -> bool + 'a,
@@ -94,7 +94,7 @@ pub(super) fn ours<'a>(
 /// `Authorization` header), as a log drain is ours by its URL with the
 /// password. `wanted` is `None` when the password is not known: then only
 /// recorded drains.
-pub(super) fn ours_with_credentials<'a>(
+pub(crate) fn ours_with_credentials<'a>(
     listed: &'a [TelemetryDrain],
     wanted: Option<&'a WantedExporter>,
     recorded: impl Fn(&str) -> bool + 'a,
@@ -112,7 +112,7 @@ pub(super) fn ours_with_credentials<'a>(
 /// Desired against observed, for one app: keep the drain of ours that is
 /// already right, else update the recorded one (or the first of ours), else
 /// create; every other drain of ours goes.
-pub(super) fn plan_telemetry<'a>(
+pub(crate) fn plan_telemetry<'a>(
     listed: &'a [TelemetryDrain],
     wanted: &'a WantedExporter,
     known: Option<&'a DrainStatus>,
@@ -142,7 +142,7 @@ pub(super) fn plan_telemetry<'a>(
 }
 
 /// The status record of a telemetry drain of ours.
-pub(super) fn telemetry_status(app: &str, drain: &TelemetryDrain, endpoint: &str) -> DrainStatus {
+pub(crate) fn telemetry_status(app: &str, drain: &TelemetryDrain, endpoint: &str) -> DrainStatus {
     DrainStatus {
         app: app.to_string(),
         generation: Some(Generation::Fir.as_str().to_string()),
@@ -156,7 +156,7 @@ pub(super) fn telemetry_status(app: &str, drain: &TelemetryDrain, endpoint: &str
 
 /// Makes Fir app `app` (id `app_id`) have exactly one telemetry drain of
 /// ours, as `wanted`: one list, then only the writes the plan calls for.
-pub(super) async fn sync_fir_app(
+pub(crate) async fn sync_fir_app(
     ctx: &Context,
     token: &ApiToken,
     app: &str,

@@ -7,18 +7,18 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::conditions::Cond;
-use super::memory::Verified;
-use super::{CATALOG_SYNCED, Context, fingerprint, lock};
+use crate::controller::memory::Verified;
+use crate::controller::status::conditions::Cond;
+use crate::controller::{CATALOG_SYNCED, Context, fingerprint, lock};
 use crate::crd::{GlueCatalog, LogDrain, LogDrainStatus};
 use crate::error::Error;
 use crate::glue::{
     AppsUpdate, GlueError, TableRef, TableSpec, YearPolicy, utc_year_now, year_range,
 };
 
-pub(super) struct CatalogOutcome {
-    pub(super) condition: Cond,
-    pub(super) error: Option<Error>,
+pub(crate) struct CatalogOutcome {
+    pub(crate) condition: Cond,
+    pub(crate) error: Option<Error>,
 }
 
 fn same_table(a: &GlueCatalog, b: &GlueCatalog) -> bool {
@@ -43,7 +43,7 @@ fn table_union<'a>(
     apps
 }
 
-pub(super) async fn sync_catalog(
+pub(crate) async fn sync_catalog(
     ctx: &Context,
     ld: &LogDrain,
     uid: &str,

@@ -13,17 +13,17 @@ use super::conditions::Cond;
 
 /// The latest write probe one ingester pod reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Probe {
-    pub(super) writable: bool,
+pub(crate) struct Probe {
+    pub(crate) writable: bool,
     /// `written`, `denied` or `failed`.
-    pub(super) result: String,
+    pub(crate) result: String,
     /// The refused action (`s3:PutObject`), empty when written.
-    pub(super) action: String,
+    pub(crate) action: String,
     /// The store's error code (`AccessDenied`...).
-    pub(super) code: String,
+    pub(crate) code: String,
     /// `deleted`, `denied`, `failed` or empty.
-    pub(super) delete: String,
-    pub(super) delete_action: String,
+    pub(crate) delete: String,
+    pub(crate) delete_action: String,
 }
 
 const WRITABLE: &str = "drainpipe_archive_writable";
@@ -32,7 +32,7 @@ const PROBE_INFO: &str = "drainpipe_archive_probe_info";
 
 /// The probe in a pod's Prometheus text exposition; `None` before the
 /// pod's first probe (timestamp 0) or from an ingester that does not probe.
-pub(super) fn parse_probe(text: &str) -> Option<Probe> {
+pub(crate) fn parse_probe(text: &str) -> Option<Probe> {
     let mut writable = None;
     let mut at = 0.0_f64;
     let mut labels = BTreeMap::new();
@@ -67,7 +67,7 @@ fn sample<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// `k="v",k2="v2"` (the ingester's values hold no quotes or commas).
-pub(super) fn parse_labels(set: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_labels(set: &str) -> BTreeMap<String, String> {
     set.split(',')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
@@ -81,7 +81,7 @@ pub(super) fn parse_labels(set: &str) -> BTreeMap<String, String> {
 /// refusal is every upload's fate); Unknown until a pod has probed.
 /// `location` is `s3://bucket/prefix`. The message never changes while the
 /// outcome holds, so a steady state writes no status.
-pub(super) fn writable_condition(
+pub(crate) fn writable_condition(
     probes: &[(String, Option<Probe>)],
     pods_read: usize,
     location: &str,

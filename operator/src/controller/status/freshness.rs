@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
-use super::Context;
-use super::autoscale::{PodRead, parse_load};
 use super::conditions::Cond;
 use super::writable::{Probe, parse_probe};
+use crate::controller::Context;
+use crate::controller::workload::autoscale::{PodRead, parse_load};
 use crate::resources;
 
 const METRIC: &str = "drainpipe_archive_last_object_timestamp_seconds";
 
 /// The per-app timestamps in a Prometheus text exposition.
-pub(super) fn parse_last_objects(text: &str) -> BTreeMap<String, i64> {
+pub(crate) fn parse_last_objects(text: &str) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(METRIC) else {
@@ -45,7 +45,7 @@ pub(super) fn parse_last_objects(text: &str) -> BTreeMap<String, i64> {
 /// Fresh when every listed app had an object within `stale_after` of
 /// `now`; an app no pod has archived for yet counts from `since` (when the
 /// oldest pod read started), so a quiet new pod is not stale at once.
-pub(super) fn fresh_condition(
+pub(crate) fn fresh_condition(
     apps: &BTreeSet<String>,
     last: &BTreeMap<String, i64>,
     now: i64,
@@ -97,24 +97,24 @@ pub(super) fn fresh_condition(
 
 /// What the ready ingester pods of a LogDrain report on `/metrics`.
 #[derive(Debug, Default)]
-pub(super) struct PodReports {
+pub(crate) struct PodReports {
     /// The newest object per app.
-    pub(super) last: BTreeMap<String, i64>,
+    pub(crate) last: BTreeMap<String, i64>,
     /// When the oldest pod read started.
-    pub(super) since: Option<i64>,
+    pub(crate) since: Option<i64>,
     /// How many pods answered.
-    pub(super) read: usize,
+    pub(crate) read: usize,
     /// Each answering pod's latest write probe (writable.rs).
-    pub(super) probes: Vec<(String, Option<Probe>)>,
+    pub(crate) probes: Vec<(String, Option<Probe>)>,
     /// Each answering pod's load figures, terminating pods left out
     /// (autoscale.rs).
-    pub(super) loads: Vec<PodRead>,
+    pub(crate) loads: Vec<PodRead>,
     /// Pods being deleted: still flushing their log to the archive.
-    pub(super) flushing: usize,
+    pub(crate) flushing: usize,
 }
 
 /// What the ready ingester pods of LogDrain `name` report.
-pub(super) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> PodReports {
+pub(crate) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> PodReports {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = match api
         .list(&ListParams::default().labels(&resources::selector_string(name)))

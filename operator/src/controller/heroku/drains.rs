@@ -9,12 +9,12 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::conditions::Cond;
 use super::drift::{Drift, drift};
 use super::identity::{app_address, app_id_of, identify, list_app, named, resolve_renames};
-use super::memory::AppIdentity;
 use super::telemetry_drains::{sync_fir_app, wanted_exporter};
-use super::{Context, DRAIN_USER, fingerprint};
+use crate::controller::memory::AppIdentity;
+use crate::controller::status::conditions::Cond;
+use crate::controller::{Context, DRAIN_USER, fingerprint};
 use crate::crd::{DrainKind, DrainStatus, DrainTarget, LogDrain, OtlpTarget};
 use crate::error::{Error, Result};
 use crate::heroku::{
@@ -23,13 +23,13 @@ use crate::heroku::{
 use crate::resources;
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 
-pub(super) struct HerokuOutcome {
-    pub(super) condition: Cond,
-    pub(super) error: Option<Error>,
+pub(crate) struct HerokuOutcome {
+    pub(crate) condition: Cond,
+    pub(crate) error: Option<Error>,
 }
 
 /// The Heroku API token from the Secret the LogDrain names.
-pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToken> {
+pub(crate) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToken> {
     let ns = ld.namespace().ok_or(Error::MissingObjectKey)?;
     let sel = &ld.spec.heroku.api_token_secret_ref;
     let missing = |problem: String| Error::HerokuTokenMissing {
@@ -55,18 +55,18 @@ pub(super) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToke
 /// log drain URL (Cedar) and the telemetry exporter (Fir; `None` when the
 /// endpoint has no OTLP target, an error only for Fir apps).
 #[derive(Clone, Debug)]
-pub(super) struct Desired {
-    pub(super) url: DrainUrl,
-    pub(super) otlp: Option<WantedExporter>,
+pub(crate) struct Desired {
+    pub(crate) url: DrainUrl,
+    pub(crate) otlp: Option<WantedExporter>,
     /// What the ingesters accept for the app now (the routes Secret before
     /// this reconcile), for the drift check; not part of the fingerprint.
-    pub(super) accepted: Option<AppRoute>,
+    pub(crate) accepted: Option<AppRoute>,
 }
 
 impl Desired {
     /// What a verification or a failure was for: a change of either target
     /// (endpoint, transport, password) checks the app with Heroku again.
-    pub(super) fn fingerprint(&self) -> u64 {
+    pub(crate) fn fingerprint(&self) -> u64 {
         fingerprint(&(self.url.expose_secret(), &self.otlp))
     }
 }
@@ -130,22 +130,22 @@ fn plan_drains(
 /// (credentials, then missing apps, then the passing troubles): the first
 /// names the condition reason and the metric label.
 #[derive(Debug)]
-pub(super) struct ErrorSummary {
+pub(crate) struct ErrorSummary {
     /// How many apps failed.
-    pub(super) count: usize,
+    pub(crate) count: usize,
     /// `app: error` for each, joined by `; `.
-    pub(super) text: String,
-    pub(super) first: HerokuError,
+    pub(crate) text: String,
+    pub(crate) first: HerokuError,
 }
 
 impl ErrorSummary {
     /// `None` when nothing failed.
-    pub(super) fn of(errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
+    pub(crate) fn of(errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
         Self::with_notes(errors, &BTreeMap::new())
     }
 
     /// Each app's error followed by its note, if any (when it is retried).
-    pub(super) fn with_notes(
+    pub(crate) fn with_notes(
         mut errors: Vec<(String, HerokuError)>,
         notes: &BTreeMap<String, String>,
     ) -> Option<ErrorSummary> {
@@ -179,7 +179,7 @@ type AppResult = (
 );
 
 /// What happened to one app's drain.
-pub(super) enum Change {
+pub(crate) enum Change {
     /// Found before the repair the other changes are (drift.rs).
     Drifted(Drift),
     Created(Drain),
@@ -195,7 +195,7 @@ pub(super) enum Change {
     },
 }
 
-pub(super) async fn sync_drains(
+pub(crate) async fn sync_drains(
     ctx: &Context,
     ld: &LogDrain,
     uid: &str,
@@ -466,7 +466,7 @@ fn drifted_or(ok: Cond, drifted: &[String]) -> Cond {
 
 /// How a recorded drain is named in events: its id, and the token of a
 /// log drain (what `heroku drains` shows) or the kind of a telemetry drain.
-pub(super) fn describe(d: &DrainStatus) -> String {
+pub(crate) fn describe(d: &DrainStatus) -> String {
     match d.kind {
         DrainKind::Log => format!("Heroku drain {} ({})", d.id, d.token),
         DrainKind::Telemetry => format!("Heroku telemetry drain {}", d.id),
@@ -500,7 +500,7 @@ fn drains_ok(
 
 /// The drain URL `app` should have: HTTPS with the drain password, or the
 /// syslog+tls listener (the same for every app).
-pub(super) fn drain_url(
+pub(crate) fn drain_url(
     target: Option<&DrainTarget>,
     app: &str,
     password: &str,

@@ -15,22 +15,22 @@ use std::time::{Duration, Instant};
 
 use drainpipe_contract::units::{parse_duration, parse_size};
 
-use super::writable::parse_labels;
+use crate::controller::status::writable::parse_labels;
 use crate::crd::IngesterAutoscaling;
 
 /// What one ingester pod's exposition says about its load.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct LoadSample {
+pub(crate) struct LoadSample {
     /// `drainpipe_messages_total`: messages parsed into archive objects.
-    pub(super) messages: f64,
+    pub(crate) messages: f64,
     /// `drainpipe_received_bytes_total` + `drainpipe_syslog_received_bytes_total`.
-    pub(super) bytes: f64,
+    pub(crate) bytes: f64,
     /// Requests refused for want of room: HTTP 503, and gRPC `UNAVAILABLE`
     /// or `RESOURCE_EXHAUSTED` (the same refusal over OTLP/gRPC).
-    pub(super) refused: f64,
+    pub(crate) refused: f64,
     /// `drainpipe_wal_bytes` and `drainpipe_wal_max_bytes`.
-    pub(super) wal_bytes: Option<f64>,
-    pub(super) wal_max_bytes: Option<f64>,
+    pub(crate) wal_bytes: Option<f64>,
+    pub(crate) wal_max_bytes: Option<f64>,
 }
 
 impl LoadSample {
@@ -43,7 +43,7 @@ impl LoadSample {
 
 /// The load figures in a Prometheus text exposition; `None` when it is not
 /// an ingester's (no `drainpipe_messages_total`).
-pub(super) fn parse_load(text: &str) -> Option<LoadSample> {
+pub(crate) fn parse_load(text: &str) -> Option<LoadSample> {
     let mut s = LoadSample::default();
     let mut seen = false;
     for line in text.lines() {
@@ -87,15 +87,15 @@ pub(super) fn parse_load(text: &str) -> Option<LoadSample> {
 
 /// Per-second rates between two reads of one pod.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct Rates {
-    pub(super) messages: f64,
-    pub(super) bytes: f64,
-    pub(super) refused: f64,
+pub(crate) struct Rates {
+    pub(crate) messages: f64,
+    pub(crate) bytes: f64,
+    pub(crate) refused: f64,
 }
 
 /// The rates from `prev` (read at `prev_at`) to `cur` (read at `at`);
 /// `None` when no time passed.
-pub(super) fn rates(
+pub(crate) fn rates(
     prev: &LoadSample,
     prev_at: Instant,
     cur: &LoadSample,
@@ -116,18 +116,18 @@ pub(super) fn rates(
 
 /// One read of one ready ingester pod.
 #[derive(Clone, Debug)]
-pub(super) struct PodRead {
-    pub(super) pod: String,
+pub(crate) struct PodRead {
+    pub(crate) pod: String,
     /// The pod's uid: a pod of the same name with another uid is another
     /// pod (a StatefulSet's), whose counters started afresh.
-    pub(super) uid: String,
-    pub(super) at: Instant,
-    pub(super) load: LoadSample,
+    pub(crate) uid: String,
+    pub(crate) at: Instant,
+    pub(crate) load: LoadSample,
 }
 
 /// What the operator remembers of one pod between reconciles.
 #[derive(Clone, Debug)]
-pub(super) struct PodMemory {
+pub(crate) struct PodMemory {
     uid: String,
     read: LoadSample,
     at: Instant,
@@ -136,18 +136,18 @@ pub(super) struct PodMemory {
 
 /// One pod as the decision sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct PodLoad {
-    pub(super) pod: String,
+pub(crate) struct PodLoad {
+    pub(crate) pod: String,
     /// `None` until the pod was read twice.
-    pub(super) rates: Option<Rates>,
-    pub(super) wal_fill: Option<f64>,
+    pub(crate) rates: Option<Rates>,
+    pub(crate) wal_fill: Option<f64>,
 }
 
 /// Folds this reconcile's reads into each pod's memory and returns the
 /// pods' loads. A read less than `min_gap` after the one remembered keeps
 /// the remembered read and rates (reconciles can come in quick succession,
 /// and a rate over milliseconds is noise); pods not read are forgotten.
-pub(super) fn update_loads(
+pub(crate) fn update_loads(
     memory: &mut HashMap<String, PodMemory>,
     reads: &[PodRead],
     min_gap: Duration,
@@ -184,22 +184,22 @@ pub(super) fn update_loads(
 
 /// `spec.ingester.autoscaling` in the decision's terms.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Policy {
-    pub(super) min: i32,
-    pub(super) max: i32,
-    pub(super) target_messages: Option<f64>,
-    pub(super) target_bytes: Option<f64>,
+pub(crate) struct Policy {
+    pub(crate) min: i32,
+    pub(crate) max: i32,
+    pub(crate) target_messages: Option<f64>,
+    pub(crate) target_bytes: Option<f64>,
     /// 0 to 1.
-    pub(super) wal_fill: f64,
-    pub(super) refused_per_second: f64,
-    pub(super) scale_down_window: Duration,
+    pub(crate) wal_fill: f64,
+    pub(crate) refused_per_second: f64,
+    pub(crate) scale_down_window: Duration,
 }
 
 impl Policy {
     /// The policy of a spec. The CRD's patterns admit only values these
     /// parsers take; an overflowing one falls back to the default window or
     /// no byte target, with a warning.
-    pub(super) fn of(a: &IngesterAutoscaling) -> Policy {
+    pub(crate) fn of(a: &IngesterAutoscaling) -> Policy {
         let window = parse_duration(&a.scale_down_stabilization).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "autoscaling.scaleDownStabilization: using 5m");
             Duration::from_secs(300)
@@ -226,27 +226,27 @@ impl Policy {
 
 /// Everything a decision depends on.
 #[derive(Debug)]
-pub(super) struct Inputs<'a> {
-    pub(super) policy: &'a Policy,
+pub(crate) struct Inputs<'a> {
+    pub(crate) policy: &'a Policy,
     /// The Deployment's replicas now.
-    pub(super) current: i32,
+    pub(crate) current: i32,
     /// The ready pods read this reconcile (terminating ones left out).
-    pub(super) pods: &'a [PodLoad],
+    pub(crate) pods: &'a [PodLoad],
     /// Pods being deleted, still flushing their log to the archive.
-    pub(super) flushing: usize,
+    pub(crate) flushing: usize,
     /// Earlier recommendations, when they were made.
-    pub(super) history: &'a [(Instant, i32)],
-    pub(super) now: Instant,
+    pub(crate) history: &'a [(Instant, i32)],
+    pub(crate) now: Instant,
 }
 
 /// The replicas to run, and why, with the numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Decision {
-    pub(super) desired: i32,
+pub(crate) struct Decision {
+    pub(crate) desired: i32,
     /// What the load alone asks for now (after min, max and flushing),
     /// before the scale-down window: what the history keeps.
-    pub(super) recommendation: i32,
-    pub(super) reason: String,
+    pub(crate) recommendation: i32,
+    pub(crate) reason: String,
 }
 
 /// A usage this close to the target (10 %, as the HorizontalPodAutoscaler
@@ -254,7 +254,7 @@ pub(super) struct Decision {
 const TOLERANCE: f64 = 0.1;
 
 /// How many pods the load asks for.
-pub(super) fn decide(i: &Inputs<'_>) -> Decision {
+pub(crate) fn decide(i: &Inputs<'_>) -> Decision {
     let p = i.policy;
     let rated: Vec<&Rates> = i.pods.iter().filter_map(|l| l.rates.as_ref()).collect();
     let n = rated.len();
@@ -429,11 +429,11 @@ fn size(v: f64) -> String {
 mod tests {
     use super::*;
 
-    const IDLE: &str = include_str!("../../testdata/ingester-metrics/idle.prom");
-    const BUSY: &str = include_str!("../../testdata/ingester-metrics/busy.prom");
-    const AFTER: &str = include_str!("../../testdata/ingester-metrics/after-load.prom");
-    const SMALL_BUSY: &str = include_str!("../../testdata/ingester-metrics/small-wal-busy.prom");
-    const SMALL_503: &str = include_str!("../../testdata/ingester-metrics/small-wal-503.prom");
+    const IDLE: &str = include_str!("../../../testdata/ingester-metrics/idle.prom");
+    const BUSY: &str = include_str!("../../../testdata/ingester-metrics/busy.prom");
+    const AFTER: &str = include_str!("../../../testdata/ingester-metrics/after-load.prom");
+    const SMALL_BUSY: &str = include_str!("../../../testdata/ingester-metrics/small-wal-busy.prom");
+    const SMALL_503: &str = include_str!("../../../testdata/ingester-metrics/small-wal-503.prom");
 
     fn load(text: &str) -> LoadSample {
         parse_load(text).expect("an ingester's exposition")

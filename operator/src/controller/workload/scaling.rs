@@ -20,17 +20,17 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::Context;
-use super::apply::{apply_owned, delete_owned};
 use super::autoscale::{self, Inputs, Policy};
-use super::freshness::PodReports;
-use super::workload::Workload;
+use super::ingester::Workload;
+use crate::controller::Context;
+use crate::controller::apply::{apply_owned, delete_owned};
+use crate::controller::status::freshness::PodReports;
 use crate::crd::{AutoscalingMode, LogDrain};
 use crate::error::Result;
 use crate::resources::{self, Owner};
 
 /// Field manager of the replicas while the ingesters are autoscaled.
-pub(super) const AUTOSCALER: &str = "drainpipe-autoscaler";
+pub(crate) const AUTOSCALER: &str = "drainpipe-autoscaler";
 
 /// Sets the workload's (Deployment's or StatefulSet's) replicas through its
 /// scale subresource, owned by `AUTOSCALER`. With a `resource_version` the
@@ -93,7 +93,7 @@ async fn stored_replicas(
 /// own them at their current value (kept within min and max), once per
 /// LogDrain and process. Mode `manual` forgets the claim (the operator's own
 /// apply owns the replicas again).
-pub(super) async fn claim_replicas(
+pub(crate) async fn claim_replicas(
     ctx: &Context,
     owner: &Owner,
     ld: &LogDrain,
@@ -136,7 +136,7 @@ pub(super) async fn claim_replicas(
 /// Mode `operator`: reads the load from `pods`, decides and applies the
 /// replicas, with an event on every change. Returns the Deployment's
 /// replicas after it.
-pub(super) async fn autoscale(
+pub(crate) async fn autoscale(
     ctx: &Context,
     owner: &Owner,
     ld: &LogDrain,
@@ -194,7 +194,7 @@ pub(super) async fn autoscale(
 /// The HorizontalPodAutoscaler of mode `hpa`, or none: one this LogDrain
 /// owns goes when the mode changes (one of the same name it does not own
 /// is left alone).
-pub(super) async fn sync_hpa(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
+pub(crate) async fn sync_hpa(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()> {
     match resources::horizontal_pod_autoscaler(owner, ld) {
         Some(hpa) => {
             apply_owned(ctx, &owner.namespace, &hpa).await?;

@@ -22,9 +22,9 @@ use crate::heroku::{Drain, DrainUrl};
 
 /// What differs for one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Drift {
-    pub(super) app: String,
-    pub(super) differences: Vec<String>,
+pub(crate) struct Drift {
+    pub(crate) app: String,
+    pub(crate) differences: Vec<String>,
 }
 
 impl fmt::Display for Drift {
@@ -38,7 +38,7 @@ impl fmt::Display for Drift {
 /// the app's route the ingesters have. `None` when nothing differs, or
 /// when there is nothing settled to compare (a new app, a drain being
 /// replaced on purpose).
-pub(super) fn drift(
+pub(crate) fn drift(
     app: &str,
     listed: &[Drain],
     wanted: &DrainUrl,

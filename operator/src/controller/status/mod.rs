@@ -1,0 +1,6 @@
+//! Status conditions and what they are computed from: the ingester pods'
+//! reports of archive freshness and writability.
+
+pub(crate) mod conditions;
+pub(crate) mod freshness;
+pub(crate) mod writable;
