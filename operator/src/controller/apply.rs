@@ -7,7 +7,7 @@ use std::sync::Arc;
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -17,14 +17,16 @@ use super::catalog::retention::sync_retention;
 use super::heroku::drains::sync_drains;
 use super::heroku::retain;
 use super::heroku::suspend::suspend_drains;
-use super::status::conditions::{condition, ingester_condition, ready_condition};
+use super::owned::{apply_owned, apply_params, delete_owned};
+use super::status::conditions::{condition, ready_condition};
 use super::status::freshness;
 use super::status::writable;
-use super::workload::ingester::sync_workload;
+use super::workload::ingester::{ingester_condition, sync_workload};
+use super::workload::pods;
 use super::workload::scaling;
 use super::{
     ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
-    INGESTER_AVAILABLE, MANAGER, READY, RETENTION_APPLIED, fingerprint, lock,
+    INGESTER_AVAILABLE, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
 use crate::crd::{
@@ -96,7 +98,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let retention = sync_retention(ctx, &ld, &uid, &reference, &old_status).await;
 
     // 3c. Freshness and writability, from the ingester pods' metrics.
-    let pods = freshness::read_pods(ctx, &owner.namespace, &owner.name).await;
+    let pods = pods::read_pods(ctx, &owner.namespace, &owner.name).await;
     // 3d. Scaling by load, from the same reads.
     let replicas = scaling::autoscale(ctx, &owner, &ld, &uid, &reference, &workload, &pods).await?;
     let last = pods.last;
@@ -235,50 +237,6 @@ async fn ensure_password(ctx: &Context, owner: &Owner) -> Result<String> {
         namespace: owner.namespace.clone(),
         name,
     })
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
-pub(super) async fn apply_owned<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let name = obj.meta().name.clone().ok_or(Error::MissingObjectKey)?;
-    Ok(api
-        .patch(&name, &apply_params(), &Patch::Apply(obj))
-        .await?)
-}
-
-/// Deletes object `name` of kind `K` when this LogDrain owns it (one of
-/// the same name it does not own is left alone), with its dependents.
-pub(super) async fn delete_owned<K>(ctx: &Context, owner: &Owner, name: &str) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let ours = api.get_opt(name).await?.is_some_and(|o| {
-        o.owner_references()
-            .iter()
-            .any(|r| r.uid == owner.reference.uid)
-    });
-    if ours {
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// The Ingress of `spec.endpoint.ingress`, or none: one this LogDrain made

@@ -16,6 +16,7 @@
 // operator remembers between reconciles, and the owned-object writes.
 mod context;
 mod memory;
+mod owned;
 // One folder per concern (docs/architecture.md, "Code map"); `status` is
 // below the others, which never use each other.
 mod catalog;

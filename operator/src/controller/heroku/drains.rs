@@ -4,52 +4,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
-use kube::ResourceExt;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::drift::{Drift, drift};
-use super::identity::{app_address, app_id_of, identify, list_app, named, resolve_renames};
+use super::identity::{app_address, identify, named, resolve_renames};
+use super::log_drains::{drain_url, sync_log_app};
+use super::report::{Change, ErrorSummary, HerokuOutcome, describe, drains_ok, drifted_or};
 use super::telemetry_drains::{sync_fir_app, wanted_exporter};
+use super::token::heroku_token;
 use crate::controller::memory::AppIdentity;
 use crate::controller::status::conditions::Cond;
-use crate::controller::{Context, DRAIN_USER, fingerprint};
+use crate::controller::{Context, fingerprint};
 use crate::crd::{DrainKind, DrainStatus, DrainTarget, LogDrain, OtlpTarget};
 use crate::error::{Error, Result};
-use crate::heroku::{
-    ApiToken, Drain, DrainUrl, Generation, HerokuError, TelemetryDrain, WantedExporter,
-};
-use crate::resources;
+use crate::heroku::{ApiToken, DrainUrl, Generation, HerokuError, WantedExporter};
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
-
-pub(crate) struct HerokuOutcome {
-    pub(crate) condition: Cond,
-    pub(crate) error: Option<Error>,
-}
-
-/// The Heroku API token from the Secret the LogDrain names.
-pub(crate) async fn heroku_token(ctx: &Context, ld: &LogDrain) -> Result<ApiToken> {
-    let ns = ld.namespace().ok_or(Error::MissingObjectKey)?;
-    let sel = &ld.spec.heroku.api_token_secret_ref;
-    let missing = |problem: String| Error::HerokuTokenMissing {
-        namespace: ns.clone(),
-        name: sel.name.clone(),
-        problem,
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = api
-        .get_opt(&sel.name)
-        .await?
-        .ok_or_else(|| missing("does not exist".to_string()))?;
-    let value = resources::secret_value(&secret, &sel.key)
-        .ok_or_else(|| missing(format!("has no key {:?}", sel.key)))?;
-    let token = ApiToken::new(value);
-    if token.is_empty() {
-        return Err(missing(format!("holds an empty value under {:?}", sel.key)));
-    }
-    Ok(token)
-}
 
 /// What each listed app's drain should be, whichever its generation: the
 /// log drain URL (Cedar) and the telemetry exporter (Fir; `None` when the
@@ -126,74 +95,12 @@ fn plan_drains(
     DrainsPlan { stale, todo }
 }
 
-/// Several apps' Heroku errors as one message, the most actionable first
-/// (credentials, then missing apps, then the passing troubles): the first
-/// names the condition reason and the metric label.
-#[derive(Debug)]
-pub(crate) struct ErrorSummary {
-    /// How many apps failed.
-    pub(crate) count: usize,
-    /// `app: error` for each, joined by `; `.
-    pub(crate) text: String,
-    pub(crate) first: HerokuError,
-}
-
-impl ErrorSummary {
-    /// `None` when nothing failed.
-    pub(crate) fn of(errors: Vec<(String, HerokuError)>) -> Option<ErrorSummary> {
-        Self::with_notes(errors, &BTreeMap::new())
-    }
-
-    /// Each app's error followed by its note, if any (when it is retried).
-    pub(crate) fn with_notes(
-        mut errors: Vec<(String, HerokuError)>,
-        notes: &BTreeMap<String, String>,
-    ) -> Option<ErrorSummary> {
-        if errors.is_empty() {
-            return None;
-        }
-        errors.sort_by_key(|(app, e)| (e.severity(), app.clone()));
-        let text = errors
-            .iter()
-            .map(|(app, e)| {
-                let e = e.to_string();
-                match notes.get(app) {
-                    // A rate-limit error already names Heroku's wait.
-                    Some(note) if !e.contains(note.as_str()) => format!("{app}: {e} ({note})"),
-                    _ => format!("{app}: {e}"),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        let count = errors.len();
-        let first = errors.swap_remove(0).1;
-        Some(ErrorSummary { count, text, first })
-    }
-}
-
 /// One app's outcome: its drain, or why there is none.
 type AppResult = (
     String,
     Desired,
     Result<(DrainStatus, Vec<Change>), HerokuError>,
 );
-
-/// What happened to one app's drain.
-pub(crate) enum Change {
-    /// Found before the repair the other changes are (drift.rs).
-    Drifted(Drift),
-    Created(Drain),
-    Replaced(Drain),
-    Removed {
-        id: String,
-        token: String,
-    },
-    TelemetryCreated(TelemetryDrain),
-    TelemetryUpdated(TelemetryDrain),
-    TelemetryRemoved {
-        id: String,
-    },
-}
 
 pub(crate) async fn sync_drains(
     ctx: &Context,
@@ -446,74 +353,6 @@ async fn announce_stale(ctx: &Context, reference: &ObjectReference, d: &DrainSta
     }
 }
 
-/// `DrainsRegistered` of a reconcile that found (and repaired) drift: still
-/// True, since the drains are right again, with the reason `Drifted` and
-/// what was wrong, until the next check finds nothing.
-fn drifted_or(ok: Cond, drifted: &[String]) -> Cond {
-    if drifted.is_empty() {
-        return ok;
-    }
-    Cond::ok(
-        "Drifted",
-        format!(
-            "{}; repaired drift of {} apps (events DrainDrifted): {}",
-            ok.message,
-            drifted.len(),
-            drifted.join("; ")
-        ),
-    )
-}
-
-/// How a recorded drain is named in events: its id, and the token of a
-/// log drain (what `heroku drains` shows) or the kind of a telemetry drain.
-pub(crate) fn describe(d: &DrainStatus) -> String {
-    match d.kind {
-        DrainKind::Log => format!("Heroku drain {} ({})", d.id, d.token),
-        DrainKind::Telemetry => format!("Heroku telemetry drain {}", d.id),
-    }
-}
-
-fn drains_ok(
-    drains: &BTreeMap<String, DrainStatus>,
-    target: Option<&DrainTarget>,
-    otlp: Option<&OtlpTarget>,
-) -> Cond {
-    let telemetry = drains
-        .values()
-        .filter(|d| d.kind == DrainKind::Telemetry)
-        .count();
-    let logs = drains.len() - telemetry;
-    let to = target.map(DrainTarget::describe).unwrap_or_default();
-    let message = match (logs, telemetry) {
-        (n, 0) => format!("{n} Heroku drains send to {to}"),
-        (0, t) => format!(
-            "{t} Heroku telemetry drains (Fir apps) send {}",
-            otlp.map(OtlpTarget::describe).unwrap_or_default()
-        ),
-        (n, t) => format!(
-            "{n} Heroku drains (Cedar apps) send to {to}, {t} telemetry drains (Fir apps) {}",
-            otlp.map(OtlpTarget::describe).unwrap_or_default()
-        ),
-    };
-    Cond::ok("DrainsRegistered", message)
-}
-
-/// The drain URL `app` should have: HTTPS with the drain password, or the
-/// syslog+tls listener (the same for every app).
-pub(crate) fn drain_url(
-    target: Option<&DrainTarget>,
-    app: &str,
-    password: &str,
-) -> Result<DrainUrl, HerokuError> {
-    match target {
-        Some(DrainTarget::Https { url }) => DrainUrl::for_app(url, app, DRAIN_USER, password),
-        Some(DrainTarget::SyslogTls { address }) => DrainUrl::syslog_tls(address),
-        None => Err(HerokuError::InvalidDrainUrl(
-            "set exactly one of spec.endpoint.url and spec.endpoint.syslogTls".to_string(),
-        )),
-    }
-}
-
 async fn announce(
     ctx: &Context,
     reference: &ObjectReference,
@@ -597,44 +436,6 @@ async fn announce(
     };
     ctx.publish(reference, EventType::Normal, reason, note)
         .await;
-}
-
-/// The drain of ours already sending to `url`, if any. Add-on drains are
-/// never ours: only removing the add-on removes them.
-fn ours_to<'a>(listed: &'a [Drain], url: &DrainUrl) -> Option<&'a Drain> {
-    listed
-        .iter()
-        .filter(|d| d.addon.is_none())
-        .find(|d| d.targets(url))
-}
-
-/// The drains of ours an app has besides the one kept.
-#[derive(Debug)]
-struct Obsolete<'a> {
-    /// The drain recorded before, when it is not the one kept: the endpoint
-    /// or the password changed.
-    replaced: Option<&'a Drain>,
-    /// Other drains to the very same URL (Heroku normally refuses that).
-    duplicates: Vec<&'a Drain>,
-}
-
-fn obsolete<'a>(
-    listed: &'a [Drain],
-    url: &DrainUrl,
-    known: Option<&DrainStatus>,
-    kept_id: &str,
-) -> Obsolete<'a> {
-    let replaced = known
-        .filter(|k| k.id != kept_id)
-        .and_then(|old| listed.iter().find(|d| d.id == old.id && d.addon.is_none()));
-    let duplicates = listed
-        .iter()
-        .filter(|d| d.addon.is_none() && d.id != kept_id && d.targets(url))
-        .collect();
-    Obsolete {
-        replaced,
-        duplicates,
-    }
 }
 
 /// Makes `app` have exactly one drain of ours, of the kind its generation
@@ -731,7 +532,18 @@ async fn sync_kind(
         .and_then(|k| k.app_id.as_deref())
         .or(identity.id.as_deref());
     match identity.generation {
-        Generation::Cedar => sync_log_app(ctx, token, app, want, known, app_id).await,
+        Generation::Cedar => {
+            sync_log_app(
+                ctx,
+                token,
+                app,
+                &want.url,
+                want.accepted.as_ref(),
+                known,
+                app_id,
+            )
+            .await
+        }
         Generation::Fir => {
             let wanted = match &want.otlp {
                 Some(w) => w.clone(),
@@ -742,152 +554,10 @@ async fn sync_kind(
     }
 }
 
-/// Makes Cedar app `app` have exactly one drain of ours, to `url`. Ours are
-/// the drain recorded in the status and any drain to `url` itself; a drain
-/// another LogDrain or a person added to the same endpoint is left alone.
-async fn sync_log_app(
-    ctx: &Context,
-    token: &ApiToken,
-    app: &str,
-    want: &Desired,
-    known: Option<&DrainStatus>,
-    app_id: Option<&str>,
-) -> Result<(DrainStatus, Vec<Change>), HerokuError> {
-    let url = &want.url;
-    let (address, listed) = list_app(ctx, token, app, app_id).await?;
-    let named = |e| named(e, app);
-    let mut changes: Vec<Change> = drift(app, &listed, url, known, want.accepted.as_ref())
-        .map(Change::Drifted)
-        .into_iter()
-        .collect();
-    let kept = match ours_to(&listed, url).cloned() {
-        Some(d) => d,
-        None => {
-            let ensured = ctx
-                .create_drain(token, &address, url)
-                .await
-                .map_err(named)?;
-            if ensured.created {
-                changes.push(Change::Created(ensured.drain.clone()));
-            }
-            ensured.drain
-        }
-    };
-    // Removed after the new one exists, so Heroku always has somewhere to
-    // send.
-    let Obsolete {
-        replaced,
-        duplicates,
-    } = obsolete(&listed, url, known, &kept.id);
-    if let Some(old) = replaced
-        && ctx
-            .delete_drain(token, &address, &old.id)
-            .await
-            .map_err(named)?
-    {
-        changes.push(Change::Replaced(old.clone()));
-    }
-    for dup in duplicates {
-        if ctx
-            .delete_drain(token, &address, &dup.id)
-            .await
-            .map_err(named)?
-        {
-            changes.push(Change::Removed {
-                id: dup.id.clone(),
-                token: dup.token.clone(),
-            });
-        }
-    }
-    Ok((
-        DrainStatus {
-            app: app.to_string(),
-            generation: Some(Generation::Cedar.as_str().to_string()),
-            kind: DrainKind::Log,
-            app_id: app_id_of(&kept, app, &address),
-            id: kept.id.clone(),
-            token: kept.token.clone(),
-            url: url.without_credentials(),
-        },
-        changes,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::{example_url, heroku_drains, https, status};
-
-    #[test]
-    fn drain_urls_follow_the_endpoint() {
-        let h = drain_url(Some(&https("https://logs.example.com")), "a-app", "pw").expect("https");
-        assert_eq!(
-            h.expose_secret(),
-            "https://drainpipe:pw@logs.example.com/logplex/a-app"
-        );
-        let target = DrainTarget::SyslogTls {
-            address: "logs.example.com:6514".to_string(),
-        };
-        let s = drain_url(Some(&target), "a-app", "pw").expect("syslog");
-        assert_eq!(s.expose_secret(), "syslog+tls://logs.example.com:6514");
-        assert!(drain_url(None, "a-app", "pw").is_err());
-    }
-
-    fn known(id: &str) -> DrainStatus {
-        DrainStatus {
-            app: "example".into(),
-            generation: Some("cedar".into()),
-            kind: DrainKind::Log,
-            app_id: None,
-            id: id.into(),
-            token: format!("d.{id}"),
-            url: "https://logs.example.com/logplex/example".into(),
-        }
-    }
-
-    #[test]
-    fn the_drain_kept_is_ours_to_the_url_never_an_addons() {
-        let listed = heroku_drains();
-        let kept = ours_to(&listed, &example_url()).expect("ours is listed");
-        assert_eq!(kept.id, "01234567-89ab-cdef-0123-456789abcdef");
-        assert_eq!(kept.token, "d.01234567-89ab-cdef-0123-456789abcdef");
-        // Only the add-on's drain goes to the URL: it is not ours.
-        let addon_only: Vec<Drain> = listed.into_iter().filter(|d| d.addon.is_some()).collect();
-        assert!(ours_to(&addon_only, &example_url()).is_none());
-        let other =
-            DrainUrl::new("https://drainpipe:pw-current@elsewhere.example.com/logplex/example");
-        assert!(ours_to(&heroku_drains(), &other).is_none());
-    }
-
-    #[test]
-    fn obsolete_drains_are_the_one_replaced_and_duplicates_of_ours() {
-        let listed = heroku_drains();
-        let kept = "01234567-89ab-cdef-0123-456789abcdef";
-        // The status recorded the drain from before the password rotation.
-        let old = known("11234567-89ab-cdef-0123-456789abcdef");
-        let o = obsolete(&listed, &example_url(), Some(&old), kept);
-        assert_eq!(o.replaced.map(|d| d.id.as_str()), Some(old.id.as_str()));
-        // The same URL spelled differently; not the add-on's drain to it.
-        let dups: Vec<&str> = o.duplicates.iter().map(|d| d.token.as_str()).collect();
-        assert_eq!(dups, ["d.31234567-89ab-cdef-0123-456789abcdef"]);
-
-        // Recorded and kept are the same drain: nothing replaced.
-        let o = obsolete(&listed, &example_url(), Some(&known(kept)), kept);
-        assert!(o.replaced.is_none());
-        // A recorded drain Heroku no longer lists, or an add-on's: left be.
-        let gone = known("99999999-89ab-cdef-0123-456789abcdef");
-        assert!(
-            obsolete(&listed, &example_url(), Some(&gone), kept)
-                .replaced
-                .is_none()
-        );
-        let addon = known("21234567-89ab-cdef-0123-456789abcdef");
-        assert!(
-            obsolete(&listed, &example_url(), Some(&addon), kept)
-                .replaced
-                .is_none()
-        );
-    }
+    use crate::controller::fixtures::{https, status};
 
     #[test]
     fn the_plan_checks_unverified_apps_and_removes_unlisted_ones() {
@@ -933,69 +603,5 @@ mod tests {
         // A new password is a new fingerprint for both kinds.
         let rotated = desired_drains(&apps, Some(&target), Some(&otlp), "pw2").expect("urls");
         assert_ne!(rotated["a-app"].fingerprint(), a_fp);
-    }
-
-    #[test]
-    fn error_summary_says_where_each_wait_comes_from() {
-        let notes = BTreeMap::from([
-            (
-                "a-app".to_string(),
-                "Heroku sent Retry-After: 30 s".to_string(),
-            ),
-            (
-                "b-app".to_string(),
-                "backing off 20 s after 3 failures".to_string(),
-            ),
-        ]);
-        let s = ErrorSummary::with_notes(
-            vec![
-                (
-                    "a-app".into(),
-                    HerokuError::RateLimited {
-                        retry_after: Some(std::time::Duration::from_secs(30)),
-                        attempts: 6,
-                    },
-                ),
-                ("b-app".into(), HerokuError::Transport("reset".into())),
-                ("c-app".into(), HerokuError::Transport("reset".into())),
-            ],
-            &notes,
-        )
-        .expect("errors");
-        assert_eq!(
-            s.text,
-            "a-app: Heroku rate limit exhausted after 6 attempts; Heroku sent Retry-After: 30 s; \
-             b-app: cannot reach the Heroku API: reset \
-             (backing off 20 s after 3 failures); c-app: cannot reach the Heroku API: reset"
-        );
-    }
-
-    #[test]
-    fn error_summary_leads_with_the_most_actionable_error() {
-        assert!(ErrorSummary::of(Vec::new()).is_none());
-        let s = ErrorSummary::of(vec![
-            ("b-app".into(), HerokuError::Transport("reset".into())),
-            (
-                "z-app".into(),
-                HerokuError::AppNotFound {
-                    app: "z-app".into(),
-                },
-            ),
-            ("a-app".into(), HerokuError::Transport("reset".into())),
-        ])
-        .expect("errors");
-        assert_eq!(s.count, 3);
-        assert_eq!(
-            s.first,
-            HerokuError::AppNotFound {
-                app: "z-app".into()
-            }
-        );
-        assert_eq!(
-            s.text,
-            "z-app: Heroku app z-app not found, or the API token's account cannot see it; \
-             a-app: cannot reach the Heroku API: reset; b-app: cannot reach the Heroku API: reset"
-        );
-        assert_eq!(s.first.reason(), "AppNotFound");
     }
 }

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
-use super::drains::{ErrorSummary, HerokuOutcome, heroku_token};
-use crate::controller::cleanup::remove_ours;
+use super::removal::remove_ours;
+use super::report::{ErrorSummary, HerokuOutcome};
+use super::token::heroku_token;
 use crate::controller::status::conditions::Cond;
 use crate::controller::{Context, fingerprint};
 use crate::crd::{DrainStatus, LogDrain};

@@ -14,8 +14,8 @@
 
 use drainpipe_contract::otlp::APP_HEADER;
 
-use super::drains::Change;
 use super::identity::{list_telemetry_app, named};
+use super::report::Change;
 use crate::controller::Context;
 use crate::crd::{DrainKind, DrainStatus, OtlpTarget};
 use crate::heroku::{

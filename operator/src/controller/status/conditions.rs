@@ -4,7 +4,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::controller::truncate;
-use crate::controller::workload::ingester::Workload;
 use crate::crd::LogDrain;
 
 /// A condition's content before timestamps.
@@ -74,44 +73,6 @@ pub(crate) fn condition(
     }
 }
 
-pub(crate) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
-    if replicas == 0 {
-        return Cond::failed(
-            "ScaledToZero",
-            "spec.ingester.replicas is 0: nothing receives the drains, and Heroku drops what it cannot deliver",
-        );
-    }
-    let available = workload.available_replicas;
-    if available >= replicas {
-        return Cond::ok(
-            "Available",
-            format!("{available} of {replicas} ingester pods available"),
-        );
-    }
-    let detail = workload.problems.join("; ");
-    let hint = format!(
-        "see `kubectl describe {} {}` and its pods' events",
-        workload.kind.to_lowercase(),
-        workload.name
-    );
-    let detail = if detail.is_empty() {
-        hint
-    } else {
-        format!("{detail}; {hint}")
-    };
-    if available > 0 {
-        Cond::ok(
-            "PartiallyAvailable",
-            format!("{available} of {replicas} ingester pods available: {detail}"),
-        )
-    } else {
-        Cond::failed(
-            &format!("{}Unavailable", workload.kind),
-            format!("0 of {replicas} ingester pods available: {detail}"),
-        )
-    }
-}
-
 /// Ready means logs flow end to end: drains registered, the catalog (if
 /// any) in step, an ingester pod available to receive them and the archive
 /// writable. A part that is Unknown (not found out yet) does not fail it.
@@ -174,37 +135,5 @@ mod tests {
             "Unknown"
         );
         assert_eq!(r.message, "1 apps drain into s3://logs-bucket/logs/");
-    }
-
-    #[test]
-    fn ingester_condition_reads_the_workload() {
-        let mut w = Workload {
-            kind: "Deployment",
-            name: "prod-ingester".into(),
-            ..Workload::default()
-        };
-        let c = ingester_condition(&w, 2);
-        assert!(!c.status);
-        assert_eq!(c.reason, "DeploymentUnavailable");
-        assert!(
-            c.message
-                .contains("kubectl describe deployment prod-ingester")
-        );
-        w.available_replicas = 2;
-        assert!(ingester_condition(&w, 2).status);
-        assert_eq!(ingester_condition(&w, 0).reason, "ScaledToZero");
-        let set = Workload {
-            kind: "StatefulSet",
-            name: "prod-ingester".into(),
-            problems: vec!["pod prod-ingester-0 pending".into()],
-            ..Workload::default()
-        };
-        let c = ingester_condition(&set, 2);
-        assert_eq!(c.reason, "StatefulSetUnavailable");
-        assert!(c.message.contains("pod prod-ingester-0 pending"));
-        assert!(
-            c.message
-                .contains("kubectl describe statefulset prod-ingester")
-        );
     }
 }

@@ -24,7 +24,8 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use crate::controller::Context;
-use crate::controller::apply::{apply_owned, delete_owned};
+use crate::controller::owned::{apply_owned, delete_owned};
+use crate::controller::status::conditions::Cond;
 use crate::crd::LogDrain;
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
@@ -483,6 +484,45 @@ async fn delete_job(api: &Api<Job>, name: &str) -> Result<()> {
     }
 }
 
+/// `IngesterAvailable`: how many of the wanted ingester pods are available.
+pub(crate) fn ingester_condition(workload: &Workload, replicas: i32) -> Cond {
+    if replicas == 0 {
+        return Cond::failed(
+            "ScaledToZero",
+            "spec.ingester.replicas is 0: nothing receives the drains, and Heroku drops what it cannot deliver",
+        );
+    }
+    let available = workload.available_replicas;
+    if available >= replicas {
+        return Cond::ok(
+            "Available",
+            format!("{available} of {replicas} ingester pods available"),
+        );
+    }
+    let detail = workload.problems.join("; ");
+    let hint = format!(
+        "see `kubectl describe {} {}` and its pods' events",
+        workload.kind.to_lowercase(),
+        workload.name
+    );
+    let detail = if detail.is_empty() {
+        hint
+    } else {
+        format!("{detail}; {hint}")
+    };
+    if available > 0 {
+        Cond::ok(
+            "PartiallyAvailable",
+            format!("{available} of {replicas} ingester pods available: {detail}"),
+        )
+    } else {
+        Cond::failed(
+            &format!("{}Unavailable", workload.kind),
+            format!("0 of {replicas} ingester pods available: {detail}"),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,5 +689,37 @@ mod tests {
         );
         assert_eq!(job_state(&job("Suspended", 0), now), JobState::Running);
         assert_eq!(job_state(&Job::default(), now), JobState::Running);
+    }
+
+    #[test]
+    fn ingester_condition_reads_the_workload() {
+        let mut w = Workload {
+            kind: "Deployment",
+            name: "prod-ingester".into(),
+            ..Workload::default()
+        };
+        let c = ingester_condition(&w, 2);
+        assert!(!c.status);
+        assert_eq!(c.reason, "DeploymentUnavailable");
+        assert!(
+            c.message
+                .contains("kubectl describe deployment prod-ingester")
+        );
+        w.available_replicas = 2;
+        assert!(ingester_condition(&w, 2).status);
+        assert_eq!(ingester_condition(&w, 0).reason, "ScaledToZero");
+        let set = Workload {
+            kind: "StatefulSet",
+            name: "prod-ingester".into(),
+            problems: vec!["pod prod-ingester-0 pending".into()],
+            ..Workload::default()
+        };
+        let c = ingester_condition(&set, 2);
+        assert_eq!(c.reason, "StatefulSetUnavailable");
+        assert!(c.message.contains("pod prod-ingester-0 pending"));
+        assert!(
+            c.message
+                .contains("kubectl describe statefulset prod-ingester")
+        );
     }
 }

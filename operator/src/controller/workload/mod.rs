@@ -3,4 +3,5 @@
 
 pub(crate) mod autoscale;
 pub(crate) mod ingester;
+pub(crate) mod pods;
 pub(crate) mod scaling;

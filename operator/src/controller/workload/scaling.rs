@@ -22,9 +22,9 @@ use serde_json::json;
 
 use super::autoscale::{self, Inputs, Policy};
 use super::ingester::Workload;
+use super::pods::PodReports;
 use crate::controller::Context;
-use crate::controller::apply::{apply_owned, delete_owned};
-use crate::controller::status::freshness::PodReports;
+use crate::controller::owned::{apply_owned, delete_owned};
 use crate::crd::{AutoscalingMode, LogDrain};
 use crate::error::Result;
 use crate::resources::{self, Owner};
