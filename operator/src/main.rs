@@ -49,6 +49,15 @@ struct RunArgs {
     #[arg(long, env = "DRAINPIPE_RESYNC", default_value = "10m", value_parser = parse_duration)]
     resync: Duration,
 
+    /// Share of Heroku's 4,500 requests an hour that the periodic drift
+    /// checks may spend, in percent (`50` or `50%`): the time between two
+    /// checks of one app stretches to fit the number of apps, and checks
+    /// wait while Heroku's RateLimit-Remaining is below the rest, which is
+    /// left to the account's other clients. New apps, spec changes and
+    /// repairs are never paced.
+    #[arg(long, env = "DRAINPIPE_HEROKU_BUDGET_SHARE", default_value = "50%", value_parser = parse_share)]
+    heroku_budget_share: f64,
+
     /// How often a LogDrain with `autoscaling.mode: operator` is
     /// reconciled, its ingester pods' load read and its replicas decided.
     #[arg(long, env = "DRAINPIPE_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
@@ -178,6 +187,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         instance: Some(identity.clone()),
         autoscale_interval: args.autoscale_interval,
+        heroku_budget_share: args.heroku_budget_share,
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(
@@ -247,9 +257,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// A share in percent, `50` or `50%`, as a fraction: more than 0, at most
+/// 100.
+fn parse_share(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%').trim();
+    let percent: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage: write e.g. 50 or 50%"))?;
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(format!(
+            "{text:?} is out of range: the share is more than 0% and at most 100%"
+        ));
+    }
+    Ok(percent / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_share_is_a_percentage() {
+        assert_eq!(parse_share("50%"), Ok(0.5));
+        assert_eq!(parse_share("25"), Ok(0.25));
+        assert_eq!(parse_share("100%"), Ok(1.0));
+        assert!(parse_share("0").unwrap_err().contains("more than 0%"));
+        assert!(parse_share("150%").is_err());
+        assert!(parse_share("half").unwrap_err().contains("50%"));
+        let cli = Cli::try_parse_from(["drainpipe-operator", "run"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.heroku_budget_share, 0.5);
+    }
 
     #[test]
     fn cli_parses() {

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub(crate) heroku_calls: Family<HerokuCallLabels, Counter>,
     pub(crate) heroku_requests: Counter,
     pub(crate) heroku_remaining: Gauge<i64, AtomicI64>,
+    /// Seconds between two periodic drift checks of one app.
+    pub check_interval: Gauge<i64, AtomicI64>,
     pub(crate) drain_changes: Family<DrainChangeLabels, Counter>,
     pub glue_updates: Counter,
     pub leader: Gauge<i64, AtomicI64>,
@@ -62,6 +64,7 @@ impl Metrics {
         let heroku_calls = Family::<HerokuCallLabels, Counter>::default();
         let heroku_requests = Counter::default();
         let heroku_remaining = Gauge::<i64, AtomicI64>::default();
+        let check_interval = Gauge::<i64, AtomicI64>::default();
         let drain_changes = Family::<DrainChangeLabels, Counter>::default();
         let glue_updates = Counter::default();
         let leader = Gauge::<i64, AtomicI64>::default();
@@ -96,6 +99,11 @@ impl Metrics {
             heroku_remaining.clone(),
         );
         registry.register(
+            "heroku_check_interval_seconds",
+            "Seconds between two periodic drift checks of one app's drain, stretched to fit --heroku-budget-share",
+            check_interval.clone(),
+        );
+        registry.register(
             "heroku_drain_changes",
             "Heroku drains created, updated (telemetry drains) or removed",
             drain_changes.clone(),
@@ -117,6 +125,7 @@ impl Metrics {
             heroku_calls,
             heroku_requests,
             heroku_remaining,
+            check_interval,
             drain_changes,
             glue_updates,
             leader,

@@ -8,7 +8,18 @@
 //! scripts/testenv up && eval "$(scripts/testenv env)"
 //! cargo run --release -p drainpipe-tests --example operator_bench -- \
 //!     --logdrains 200 --apps 5 --resync-secs 60 --resyncs 2
+//! # the fleet figures of docs/benchmarks.md: Heroku's budget, 150 ms answers,
+//! # every fourth app on Fir, 3 minutes of steady state
+//! cargo run --release -p drainpipe-tests --example operator_bench -- \
+//!     --logdrains 100 --apps 10 --resync-secs 600 --window-secs 180 \
+//!     --latency-ms 150 --fir-every 4 --refill-per-hour 4500
 //! ```
+//!
+//! With `--refill-per-hour` the fake Heroku and the operator's client have
+//! Heroku's bucket (that many tokens, refilled at that rate) and the
+//! operator its default `--heroku-budget-share` (50%); without it the budget
+//! is not the limit. `--window-secs` overrides `--resyncs` for the steady
+//! window.
 //!
 //! Reports: time until every LogDrain is Ready (drains registered, catalog
 //! in step, its ingester pod available: the benchmark plays the kubelet
@@ -32,6 +43,10 @@ struct Args {
     apps: usize,
     resync: Duration,
     resyncs: u32,
+    window: Option<Duration>,
+    latency: Duration,
+    fir_every: usize,
+    refill_per_hour: Option<u32>,
 }
 
 fn args() -> Args {
@@ -40,13 +55,17 @@ fn args() -> Args {
         apps: 5,
         resync: Duration::from_secs(60),
         resyncs: 2,
+        window: None,
+        latency: Duration::ZERO,
+        fir_every: 0,
+        refill_per_hour: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse::<u64>().ok());
         let Some(v) = value else {
             panic!(
-                "usage: operator_bench [--logdrains N] [--apps N] [--resync-secs S] [--resyncs N]"
+                "usage: operator_bench [--logdrains N] [--apps N] [--resync-secs S] [--resyncs N] [--window-secs S] [--latency-ms MS] [--fir-every N] [--refill-per-hour N]"
             );
         };
         match pair[0].as_str() {
@@ -54,6 +73,10 @@ fn args() -> Args {
             "--apps" => a.apps = v as usize,
             "--resync-secs" => a.resync = Duration::from_secs(v),
             "--resyncs" => a.resyncs = v as u32,
+            "--window-secs" => a.window = Some(Duration::from_secs(v)),
+            "--latency-ms" => a.latency = Duration::from_millis(v),
+            "--fir-every" => a.fir_every = v as usize,
+            "--refill-per-hour" => a.refill_per_hour = Some(v as u32),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -72,6 +95,86 @@ fn memory_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// This process's CPU time (user + system) in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 here; 100
+    // ticks a second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Mutating requests the apiserver has served (its
+/// `apiserver_request_total`), by resource, pods left out (the benchmark's
+/// own kubelet writes).
+async fn apiserver_writes(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let Ok(text) = client.request_text(request).await else {
+        return out;
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")[..])
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let verb = label("verb");
+        let resource = label("resource");
+        let subresource = label("subresource");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE")
+            || resource == "pods"
+        {
+            continue;
+        }
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let key = if subresource.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{subresource}")
+        };
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    out
+}
+
+fn difference(
+    after: &std::collections::BTreeMap<String, f64>,
+    before: &std::collections::BTreeMap<String, f64>,
+) -> (f64, String) {
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            total += d;
+            parts.push(format!("{k} {d:.0}"));
+        }
+    }
+    (total, parts.join(", "))
 }
 
 /// Plays the kubelet: marks every ingester pod not yet Ready as Running and
@@ -113,21 +216,35 @@ async fn mark_pods_ready(pods: &Api<Pod>) -> usize {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
+    let budget = a.refill_per_hour.unwrap_or(1_000_000);
     let fake = FakeOptions {
         // Established apps: no "log channel" 422 on the first create.
         log_channel_pending: false,
-        budget: 1_000_000,
-        refill_per_hour: 1_000_000,
+        budget,
+        refill_per_hour: budget,
+        latency: a.latency,
         ..FakeOptions::default()
     };
     let mut h = Harness::new("bench", fake).await;
     h.settings.resync = a.resync;
-    h.heroku_options.rate_limit.capacity = 1_000_000;
-    h.heroku_options.rate_limit.refill_per_hour = 1_000_000;
+    // The defaults of `drainpipe-operator run`, not the tests' short waits.
+    h.settings.retry_base = Duration::from_secs(5);
+    h.heroku_options = drainpipe_operator::heroku::HerokuOptions::default();
+    h.heroku_options.rate_limit.capacity = budget;
+    h.heroku_options.rate_limit.refill_per_hour = budget;
     let total_apps = a.logdrains * a.apps;
+    let mut fir = 0;
     for i in 0..total_apps {
-        h.heroku.add_app(&format!("bench-app-{i:05}"));
+        let name = format!("bench-app-{i:05}");
+        if a.fir_every > 0 && i % a.fir_every == a.fir_every - 1 {
+            h.heroku.add_fir_app(&name);
+            fir += 1;
+        } else {
+            h.heroku.add_app(&name);
+        }
     }
+    let writes_at_start = apiserver_writes(&h.client).await;
+    let cpu_at_start = cpu_seconds();
     let (rss_before, _) = memory_kib();
     h.start();
     let ctx = h.ctx.clone().expect("controller context");
@@ -198,13 +315,19 @@ async fn main() {
     let first_reconciles = ctx.metrics.reconciles.get();
     let first_glue_updates = ctx.metrics.glue_updates.get();
     let projected = h.projected_apps("logs").await.map(|s| s.len()).unwrap_or(0);
+    let writes_settled = apiserver_writes(&h.client).await;
+    let (first_writes, first_writes_by) = difference(&writes_settled, &writes_at_start);
+    let cpu_settled = cpu_seconds();
 
     h.heroku.reset_counts();
     let reconciles_before = ctx.metrics.reconciles.get();
-    let window = a.resync * a.resyncs;
+    let window = a.window.unwrap_or(a.resync * a.resyncs);
     tokio::time::sleep(window).await;
     let later = h.heroku.counts();
     let reconciles = ctx.metrics.reconciles.get() - reconciles_before;
+    let (steady_writes, steady_writes_by) =
+        difference(&apiserver_writes(&h.client).await, &writes_settled);
+    let cpu_steady = cpu_seconds() - cpu_settled;
     let (_, peak) = memory_kib();
 
     let per_app = |n: u64| n as f64 / total_apps as f64;
@@ -214,8 +337,15 @@ async fn main() {
     let rounds = reconciles as f64 / a.logdrains as f64;
     let per_resync = |n: u64| per_app(n) / rounds.max(f64::MIN_POSITIVE);
     println!(
-        "operator benchmark: {} LogDrains x {} apps = {total_apps} apps, resync {:?}",
-        a.logdrains, a.apps, a.resync
+        "operator benchmark: {} LogDrains x {} apps = {total_apps} apps ({fir} on Fir), resync {:?}, Heroku answering in {:?}, budget {}",
+        a.logdrains,
+        a.apps,
+        a.resync,
+        a.latency,
+        a.refill_per_hour
+            .map_or("not the limit".to_string(), |b| format!(
+                "{b} an hour, 50% for checks"
+            ))
     );
     println!(
         "  applied all LogDrains in           {:.1} s",
@@ -243,6 +373,18 @@ async fn main() {
         first_reconciles as f64 / a.logdrains as f64
     );
     println!("  Glue projection: {projected} apps");
+    println!(
+        "  first apply: {first_writes:.0} apiserver writes ({:.1} per LogDrain: {first_writes_by}), {:.1} s CPU in this process",
+        first_writes / a.logdrains as f64,
+        cpu_settled - cpu_at_start
+    );
+    println!(
+        "  steady window: {steady_writes:.0} apiserver writes ({steady_writes_by}), {:.0} Heroku requests an hour, {:.1} s CPU ({:.1}% of a core), check interval {} s",
+        later.total as f64 * 3600.0 / window.as_secs_f64(),
+        cpu_steady,
+        cpu_steady * 100.0 / window.as_secs_f64(),
+        ctx.metrics.check_interval.get()
+    );
     println!(
         "  {:.0} s after settling ({} resync periods): {} reconciles ({rounds:.2} per LogDrain), {} Heroku requests ({} lists, {} creates, {} deletes)",
         window.as_secs_f64(),

@@ -48,6 +48,10 @@ pub struct Settings {
     /// How often a LogDrain scaled by the operator is reconciled, so its
     /// pods' load is read (`spec.ingester.autoscaling.mode: operator`).
     pub autoscale_interval: Duration,
+    /// Share (0 to 1) of Heroku's hourly request refill the periodic drift
+    /// checks may spend (`--heroku-budget-share`); the rest is left to the
+    /// account's other clients (controller/heroku/pacing.rs).
+    pub heroku_budget_share: f64,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             instance: None,
             archive_stale_after: Duration::from_secs(2 * 3600),
             autoscale_interval: Duration::from_secs(15),
+            heroku_budget_share: 0.5,
         }
     }
 }

@@ -38,8 +38,8 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument;
 
@@ -139,7 +139,25 @@ where
 fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let controller = Controller::new(scoped::<LogDrain>(client, ns), watcher::Config::default())
+    // A LogDrain is reconciled when what it asks for changes (spec, labels,
+    // annotations), when its finalizer is added and when it is being
+    // deleted, not when its own status is written: that write was this
+    // operator's, and waking on it cost a reconcile per status change.
+    let (reader, writer) = reflector::store();
+    let deleting = |ld: &LogDrain| Some(u64::from(ld.metadata.deletion_timestamp.is_some()));
+    let logdrains = watcher(scoped::<LogDrain>(client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(predicates::labels)
+                .combine(predicates::annotations)
+                .combine(deleting),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(logdrains, reader)
         .owns(scoped::<Deployment>(client, ns), owned.clone())
         .owns(
             scoped::<k8s_openapi::api::apps::v1::StatefulSet>(client, ns),

@@ -123,8 +123,14 @@ pub(crate) async fn sync_drains(
             };
         }
     };
-    let DrainsPlan { stale, todo } =
-        plan_drains(&desired, drains, |app, fp| ctx.drain_fresh(uid, app, fp));
+    // Periodic re-checks within the budget share (pacing.rs); a drain never
+    // verified for what is desired now is checked at once.
+    let pacing = ctx.pacing();
+    let resync = ctx.settings.resync;
+    let DrainsPlan { stale, todo } = plan_drains(&desired, drains, |app, fp| {
+        ctx.drain_verified_age(uid, app, fp)
+            .is_some_and(|age| pacing.fresh(age, resync))
+    });
     let ok =
         |drains: &BTreeMap<String, DrainStatus>| drains_ok(drains, target.as_ref(), otlp.as_ref());
     if todo.is_empty() && stale.is_empty() {

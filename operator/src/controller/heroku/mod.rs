@@ -6,6 +6,7 @@ pub(crate) mod drains;
 pub(crate) mod drift;
 pub(crate) mod identity;
 pub(crate) mod log_drains;
+pub(crate) mod pacing;
 pub(crate) mod removal;
 pub(crate) mod report;
 pub(crate) mod retain;

@@ -40,7 +40,12 @@ pub(crate) async fn suspend_drains(
     drains: &mut BTreeMap<String, DrainStatus>,
 ) -> HerokuOutcome {
     let fp = suspension_fingerprint(ld);
-    if drains.is_empty() && ctx.suspension_fresh(uid, fp) {
+    // Checking a suspension lists every app: paced like drift checks.
+    let pacing = ctx.pacing();
+    let fresh = ctx
+        .suspension_verified_age(uid, fp)
+        .is_some_and(|age| pacing.fresh(age, ctx.settings.resync));
+    if drains.is_empty() && fresh {
         return suspended(0);
     }
     let token = match heroku_token(ctx, ld).await {
