@@ -1387,11 +1387,11 @@ mod tests {
     #[test]
     fn app_info_names_the_generation_only_when_heroku_does() {
         let sdk: AppInfo =
-            serde_json::from_str(include_str!("../testdata/heroku/app-info-sdk.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/heroku/app-info-sdk.json")).unwrap();
         assert_eq!(sdk.id, "01234567-89ab-cdef-0123-456789abcdef");
         assert_eq!(sdk.generation(), Ok(Generation::Fir));
         let v3: AppInfo =
-            serde_json::from_str(include_str!("../testdata/heroku/app-info-v3.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/heroku/app-info-v3.json")).unwrap();
         assert_eq!(
             v3.generation(),
             Err(HerokuError::GenerationUnknown {
