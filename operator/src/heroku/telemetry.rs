@@ -16,7 +16,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::{ApiToken, HerokuClient, HerokuError, MASK, Variant, parse_json};
+use super::client::parse_json;
+use super::{ApiToken, HerokuClient, HerokuError, MASK, Variant};
 
 /// The one signal drainpipe archives.
 pub(crate) const LOGS: &str = "logs";
