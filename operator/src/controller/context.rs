@@ -137,6 +137,10 @@ pub struct Context {
     pub(super) drains_known: Mutex<HashMap<(String, String), KnownDrain>>,
     /// LogDrain uid → fingerprint of the status this process last wrote.
     pub(super) status_written: Mutex<HashMap<String, u64>>,
+    /// `kind/namespace/name` of each owned object this process applied →
+    /// the fingerprint of what it applied and the resourceVersion the
+    /// apiserver answered (owned.rs).
+    pub(super) applied: Mutex<HashMap<String, (u64, String)>>,
     /// LogDrain uid → catalog state last verified.
     pub(super) catalog_verified: Mutex<HashMap<String, Verified>>,
     /// LogDrain uid → lifecycle rule last verified.
@@ -194,6 +198,7 @@ impl Context {
                 .unwrap_or_default(),
             drains_known: Mutex::default(),
             status_written: Mutex::default(),
+            applied: Mutex::default(),
             catalog_verified: Mutex::default(),
             suspension_verified: Mutex::default(),
             retention_verified: Mutex::default(),

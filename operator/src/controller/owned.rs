@@ -2,11 +2,17 @@
 //! operator's field manager, and deletion of one only when it is ours. Every
 //! concern that owns objects (the workload, scaling, the orchestrators)
 //! writes through these.
+//!
+//! An apply that would change nothing is not sent: when this process last
+//! applied the very same object and the object is still at the
+//! resourceVersion that apply left (nobody changed it since), a read
+//! replaces the write. A resync of a settled LogDrain then writes nothing
+//! to the apiserver.
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
-use super::{Context, MANAGER};
+use super::{Context, MANAGER, fingerprint, lock};
 use crate::error::{Error, Result};
 use crate::resources::Owner;
 
@@ -24,9 +30,23 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().ok_or(Error::MissingObjectKey)?;
-    Ok(api
+    let key = format!("{}/{ns}/{name}", K::kind(&()));
+    let wanted = fingerprint(&serde_json::to_string(obj).unwrap_or_default());
+    let last = lock(&ctx.applied).get(&key).cloned();
+    if let Some((applied, version)) = last
+        && applied == wanted
+        && let Some(live) = api.get_opt(&name).await?
+        && live.resource_version().as_deref() == Some(version.as_str())
+    {
+        return Ok(live);
+    }
+    let applied = api
         .patch(&name, &apply_params(), &Patch::Apply(obj))
-        .await?)
+        .await?;
+    if let Some(version) = applied.resource_version() {
+        lock(&ctx.applied).insert(key, (wanted, version));
+    }
+    Ok(applied)
 }
 
 /// Deletes object `name` of kind `K` when this LogDrain owns it (one of
@@ -45,6 +65,7 @@ where
             .any(|r| r.uid == owner.reference.uid)
     });
     if ours {
+        lock(&ctx.applied).remove(&format!("{}/{}/{name}", K::kind(&()), owner.namespace));
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
