@@ -137,7 +137,7 @@ pub struct Context {
     pub(super) drains_known: Mutex<HashMap<(String, String), KnownDrain>>,
     /// LogDrain uid → fingerprint of the status this process last wrote.
     pub(super) status_written: Mutex<HashMap<String, u64>>,
-    /// `kind/namespace/name` of each owned object this process applied →
+    /// `owner uid/kind/namespace/name` of each owned object this process applied →
     /// the fingerprint of what it applied and the resourceVersion the
     /// apiserver answered (owned.rs).
     pub(super) applied: Mutex<HashMap<String, (u64, String)>>,

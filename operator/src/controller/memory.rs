@@ -217,6 +217,7 @@ impl Context {
         lock(&self.drains_known).retain(|(u, _), _| u != uid);
         lock(&self.app_identities).retain(|(u, _), _| u != uid);
         lock(&self.status_written).remove(uid);
+        lock(&self.applied).retain(|key, _| !key.starts_with(&format!("{uid}/")));
         lock(&self.catalog_verified).remove(uid);
         lock(&self.failures).remove(uid);
         self.forget_scaler(uid);

@@ -16,6 +16,17 @@ use super::{Context, MANAGER, fingerprint, lock};
 use crate::error::{Error, Result};
 use crate::resources::Owner;
 
+/// The key of an owned object in `Context::applied`: its owner's uid first,
+/// so forgetting a LogDrain forgets its objects.
+fn applied_key<K: Resource<DynamicType = ()>>(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    ns: &str,
+    name: &str,
+) -> String {
+    let owner = owners.first().map(|o| o.uid.as_str()).unwrap_or_default();
+    format!("{owner}/{}/{ns}/{name}", K::kind(&()))
+}
+
 pub(crate) fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
@@ -30,7 +41,7 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().ok_or(Error::MissingObjectKey)?;
-    let key = format!("{}/{ns}/{name}", K::kind(&()));
+    let key = applied_key::<K>(obj.owner_references(), ns, &name);
     let wanted = fingerprint(&serde_json::to_string(obj).unwrap_or_default());
     let last = lock(&ctx.applied).get(&key).cloned();
     if let Some((applied, version)) = last
@@ -65,7 +76,11 @@ where
             .any(|r| r.uid == owner.reference.uid)
     });
     if ours {
-        lock(&ctx.applied).remove(&format!("{}/{}/{name}", K::kind(&()), owner.namespace));
+        lock(&ctx.applied).remove(&applied_key::<K>(
+            std::slice::from_ref(&owner.reference),
+            &owner.namespace,
+            name,
+        ));
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -73,4 +88,31 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn an_applied_object_is_remembered_under_its_logdrain() {
+        let owner = OwnerReference {
+            api_version: "drainpipe.dev/v1alpha1".into(),
+            kind: "LogDrain".into(),
+            name: "prod".into(),
+            uid: "uid-1".into(),
+            ..OwnerReference::default()
+        };
+        let key = applied_key::<Secret>(std::slice::from_ref(&owner), "logs", "prod-routes");
+        assert_eq!(key, "uid-1/Secret/logs/prod-routes");
+        // Forgetting LogDrain uid-1 drops keys with this prefix only.
+        assert!(key.starts_with("uid-1/"));
+        assert!(!key.starts_with("uid-10/"));
+        assert_eq!(
+            applied_key::<Secret>(&[], "logs", "prod-drain-password"),
+            "/Secret/logs/prod-drain-password"
+        );
+    }
 }
