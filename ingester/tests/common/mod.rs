@@ -189,14 +189,18 @@ impl Dirs {
     /// so every object write fails (even for root) and the log must hold all.
     ///
     /// The running ingester may re-create the directory between the removal
-    /// and the write (an upload or probe calls `create_dir_all`), so this
-    /// tries again until the plain file is in place.
+    /// and the write (an upload or probe calls `create_dir_all`), or write
+    /// into it while it is being removed, so this tries again until the
+    /// plain file is in place.
     pub fn block_archive(&self) {
         let path = self.archive();
         for _ in 0..100 {
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // An object or probe written into the folder while it was
+                // being emptied: empty it again.
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
                 Err(e) => panic!("rm archive: {e}"),
             }
             match std::fs::write(&path, "not a directory") {
