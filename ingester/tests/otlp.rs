@@ -199,31 +199,46 @@ async fn sdk_protobuf_and_pdata_json_records_arrive_field_by_field() {
     }
 }
 
-/// The endpoint as registered, without `/v1/logs`, refuses what the full
-/// path refuses.
+/// Both spellings of the endpoint (with `/v1/logs` appended and as
+/// registered) refuse a wrong password and an unknown app; other signals
+/// and other paths are not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_endpoint_as_registered_refuses_what_the_full_path_refuses() {
+async fn wrong_credentials_and_other_signals_are_refused_clearly() {
     let env = TestEnv::require();
     let client = env.otlp_client().to_owned();
     let dirs = Dirs::new();
     let ing = start(&dirs);
     let endpoint = format!("{}/otlp/fir-app", ing.base);
-    let bad = send_with(
-        &client,
-        &[
+    for as_given in [false, true] {
+        let mut args = vec![
             "-protocol",
             "http/protobuf",
             "-endpoint",
             &endpoint,
-            "-as-given",
             "-header",
             "Authorization=Bearer wrong",
-        ],
-        1,
-        "bare-bad-pw",
-    );
-    assert!(!bad.status.success(), "a 401 on the bare path too");
+        ];
+        if as_given {
+            args.push("-as-given");
+        }
+        let out = send_with(&client, &args, 1, "bad-pw");
+        assert!(
+            !out.status.success(),
+            "a 401 is not retried into success (as given: {as_given})"
+        );
+    }
     let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/otlp/fir-app/v1/traces", ing.base))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {PASSWORD}"))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 404);
+    let text = res.text().await.expect("body");
+    assert!(text.contains("logs only"), "{text}");
     for path in ["/otlp/no-such-app", "/otlp/no-such-app/v1/logs"] {
         let res = http
             .post(format!("{}{path}", ing.base))
@@ -247,43 +262,6 @@ async fn the_endpoint_as_registered_refuses_what_the_full_path_refuses() {
         404,
         "only /otlp/{{app}} and /otlp/{{app}}/v1/logs"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_and_other_signals_are_refused_clearly() {
-    let env = TestEnv::require();
-    let client = env.otlp_client().to_owned();
-    let dirs = Dirs::new();
-    let ing = start(&dirs);
-    let out = send(
-        &client,
-        "http/protobuf",
-        &format!("{}/otlp/fir-app", ing.base),
-        "wrong",
-        1,
-        "bad-pw",
-    );
-    assert!(!out.status.success(), "a 401 is not retried into success");
-    let http = reqwest::Client::new();
-    let res = http
-        .post(format!("{}/otlp/fir-app/v1/traces", ing.base))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {PASSWORD}"))
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 404);
-    let text = res.text().await.expect("body");
-    assert!(text.contains("logs only"), "{text}");
-    let res = http
-        .post(format!("{}/otlp/no-such-app/v1/logs", ing.base))
-        .header("content-type", "application/x-protobuf")
-        .body(Vec::new())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 404);
 }
 
 /// The archive is down: the ingester logs what it can, then answers 503 with
