@@ -91,6 +91,13 @@ struct Ours<'a> {
     password: Option<&'a str>,
 }
 
+impl Ours<'_> {
+    /// The app's id as recorded, to address it by (it survives renames).
+    fn app_id(&self) -> Option<&str> {
+        self.recorded.iter().find_map(|d| d.app_id.as_deref())
+    }
+}
+
 /// Each drain removed (with whether Heroku still had it), and the deletes
 /// that failed.
 type Removed = (Vec<(DrainStatus, bool)>, Vec<HerokuError>);
@@ -102,7 +109,7 @@ async fn remove_log_drains(
     ours: &Ours<'_>,
 ) -> Result<Removed, HerokuError> {
     let app = ours.app;
-    let app_id = ours.recorded.iter().find_map(|d| d.app_id.as_deref());
+    let app_id = ours.app_id();
     let target = ld.spec.endpoint.target();
     let url = ours
         .password
@@ -136,7 +143,7 @@ async fn remove_telemetry_drains(
     ours: &Ours<'_>,
 ) -> Result<Removed, HerokuError> {
     let app = ours.app;
-    let app_id = ours.recorded.iter().find_map(|d| d.app_id.as_deref());
+    let app_id = ours.app_id();
     let otlp = ld.spec.endpoint.otlp_target();
     let wanted = ours
         .password
