@@ -7,6 +7,7 @@
 //!   my-app:
 //!     password: s3cr3t
 //!     drainTokens: ["d.01234567-89ab-cdef-0123-456789abcdef"]
+//! alerts: []   # see crate::alerts
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,12 +15,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::AlertRule;
+
 /// The parsed routes file.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutesFile {
     #[serde(default)]
     pub apps: BTreeMap<String, AppRoute>,
+    /// Alert rules (`spec.alerts`, Secrets resolved); see [`crate::alerts`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRule>,
 }
 
 /// One accepted app.
@@ -63,6 +69,7 @@ impl fmt::Debug for RoutesFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoutesFile")
             .field("apps", &self.apps)
+            .field("alerts", &self.alerts)
             .finish()
     }
 }
