@@ -15,6 +15,10 @@
 //!   (one body to lines per UTC day, and its `BatchStats`).
 //! - `telemetry/`: `metrics` (Prometheus) and `health` (readiness after
 //!   failures). May import `encode` (batch counters).
+//! - `alert/`: alert rules (`spec.alerts`) run on the records the uploader
+//!   encodes: `rules`, `tap` (the workers' side), `group`, `slack`,
+//!   `alertmanager`, `deliver` (dispatcher and senders, off the
+//!   acknowledgement path). May import `telemetry`.
 //! - `durable/`: the write-ahead log that makes a 200 durable in
 //!   `--ack wal` mode (`Entry` is one received request). `entry` (the
 //!   record format and its CRC), `segment` (segment files, start-up checks,
@@ -34,6 +38,7 @@
 //! - `config` (flags) and [`run`] (wires everything, returns the bound
 //!   addresses) on top; `samples` generates test traffic (benches, loadgen).
 
+pub(crate) mod alert;
 pub mod archive;
 pub mod config;
 pub(crate) mod durable;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::Alerts;
 use crate::archive::backend::{Archive, ArchiveError};
 use crate::archive::direct::{Direct, DirectOptions};
 use crate::archive::probe;
@@ -190,7 +191,9 @@ pub async fn flush(
         config.data_dir.display(),
         archive.describe(),
     );
-    let task = start_uploader(&config, &wal, &archive, &metrics)?;
+    // A flush Job reads no routes file: no rules, nothing to alert on.
+    let alerts = Alerts::start(Arc::clone(&metrics));
+    let task = start_uploader(&config, &wal, &archive, &metrics, &alerts)?;
     // Closed before anything could be appended: the uploader reads to the
     // end and stores every object, as on a shutdown.
     wal.close().await;
@@ -234,11 +237,13 @@ fn start_uploader(
     wal: &Arc<Wal>,
     archive: &Arc<Archive>,
     metrics: &Arc<Metrics>,
+    alerts: &Arc<Alerts>,
 ) -> Result<JoinHandle<()>, StartError> {
     uploader::start(
         Arc::clone(wal),
         Arc::clone(archive),
         Arc::clone(metrics),
+        Arc::clone(alerts),
         UploaderOptions {
             flush_interval: config.flush_interval,
             flush_bytes: config.flush_bytes,
@@ -256,10 +261,17 @@ async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
+    let alerts = Alerts::start(Arc::clone(&metrics));
     let routes = match &config.routes {
         Some(path) => {
             let routes = Routes::load(path)?;
-            routes.watch(path.clone(), ROUTES_POLL, Arc::clone(&metrics));
+            alerts.set_rules(&routes.alert_rules());
+            routes.watch(
+                path.clone(),
+                ROUTES_POLL,
+                Arc::clone(&metrics),
+                Arc::clone(&alerts),
+            );
             routes
         }
         None => Routes::open(),
@@ -321,13 +333,14 @@ async fn start(
                 );
             }
             dedupe.seed(recovered.frames);
-            let task = start_uploader(&config, &wal, &archive, &metrics)?;
+            let task = start_uploader(&config, &wal, &archive, &metrics, &alerts)?;
             (Sink::Wal(wal), Some(task))
         }
         AckMode::Archive => {
             let direct = Direct::start(
                 Arc::clone(&archive),
                 Arc::clone(&metrics),
+                Arc::clone(&alerts),
                 DirectOptions {
                     gzip_level: config.gzip_level,
                     concurrency: config.upload_concurrency as usize,

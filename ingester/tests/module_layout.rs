@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["parse"],
     &["encode"],
     &["telemetry"],
+    &["alert"],
     &["durable"],
     &["archive"],
     &["input"],

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::alert::Alerts;
+use crate::alert::tap::{Delta, Tap, Tapped};
 use crate::archive::backend::Archive;
 use crate::archive::objects::{DaySink, Finished, OpenObject, encode_entry};
 use crate::durable::Entry;
@@ -46,9 +48,10 @@ pub struct DirectOptions {
 }
 
 impl Direct {
-    pub fn start(
+    pub(crate) fn start(
         archive: Arc<Archive>,
         metrics: Arc<Metrics>,
+        alerts: Arc<Alerts>,
         options: DirectOptions,
     ) -> Arc<Direct> {
         let (tx, rx) = mpsc::channel(1024);
@@ -57,6 +60,7 @@ impl Direct {
             rx,
             archive,
             metrics,
+            alerts,
             Arc::clone(&failures),
             options,
         ));
@@ -104,6 +108,7 @@ async fn group_loop(
     mut rx: mpsc::Receiver<Pending>,
     archive: Arc<Archive>,
     metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
     failures: Arc<RecentFailure>,
     options: DirectOptions,
 ) {
@@ -133,9 +138,10 @@ async fn group_loop(
         let archive = Arc::clone(&archive);
         let metrics = Arc::clone(&metrics);
         let failures = Arc::clone(&failures);
+        let alerts = Arc::clone(&alerts);
         let level = options.gzip_level;
         tokio::spawn(async move {
-            store_group(group, &archive, &metrics, &failures, level).await;
+            store_group(group, &archive, &metrics, &alerts, &failures, level).await;
             drop(slot);
         });
     }
@@ -145,6 +151,7 @@ async fn store_group(
     group: Vec<Pending>,
     archive: &Archive,
     metrics: &Arc<Metrics>,
+    alerts: &Arc<Alerts>,
     failures: &RecentFailure,
     level: u32,
 ) {
@@ -158,9 +165,12 @@ async fn store_group(
     let (entries, waiters): (Vec<Entry>, Vec<oneshot::Sender<bool>>) =
         group.into_iter().map(|p| (p.entry, p.done)).unzip();
     let enc_metrics = Arc::clone(metrics);
-    let built =
-        tokio::task::spawn_blocking(move || build(&entries, level, &prefix, &enc_metrics)).await;
-    let Ok(objects) = built else {
+    let enc_alerts = Arc::clone(alerts);
+    let built = tokio::task::spawn_blocking(move || {
+        build(&entries, level, &prefix, &enc_metrics, &enc_alerts)
+    })
+    .await;
+    let Ok((objects, matched)) = built else {
         for w in waiters {
             let _ = w.send(false);
         }
@@ -182,6 +192,8 @@ async fn store_group(
     }
     if results.iter().all(|r| *r) {
         failures.succeeded();
+        // Only once stored: a refused group comes again from the client.
+        alerts.offer(matched);
     } else {
         failures.failed();
     }
@@ -196,12 +208,24 @@ fn build(
     level: u32,
     prefix: &str,
     metrics: &Metrics,
-) -> Vec<(Finished, Vec<usize>)> {
+    alerts: &Alerts,
+) -> (Vec<(Finished, Vec<usize>)>, Vec<Delta>) {
     let mut objects: HashMap<(Arc<str>, Day), (OpenObject, Vec<usize>)> = HashMap::new();
     let mut sink = DaySink::default();
+    let rules = alerts.rules();
+    let mut tap = (!rules.is_empty()).then(|| Tap::new(rules));
     for (i, entry) in entries.iter().enumerate() {
         sink.days.clear();
-        let stats = encode_entry(entry, &mut sink);
+        let stats = match tap.as_mut() {
+            Some(tap) => encode_entry(
+                entry,
+                &mut Tapped {
+                    inner: &mut sink,
+                    tap,
+                },
+            ),
+            None => encode_entry(entry, &mut sink),
+        };
         metrics.record_batch(&stats);
         let app: Arc<str> = Arc::from(entry.app.as_str());
         for (day, json) in sink.days.drain(..) {
@@ -215,10 +239,11 @@ fn build(
             requests.push(i);
         }
     }
-    objects
+    let objects = objects
         .into_values()
         .map(|(object, requests)| (object.finish(prefix), requests))
-        .collect()
+        .collect();
+    (objects, tap.map(Tap::finish).unwrap_or_default())
 }
 
 /// Try to store until `deadline`; false when it could not be done in time.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use crate::alert::tap::{Tap, Tapped};
 use crate::archive::backend::object_key;
 use crate::durable::Entry;
 use crate::encode::batch::{BatchStats, LineSink, RequestMeta, encode_body};
@@ -60,13 +61,17 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
-    /// Parse one logged request and append its records.
-    pub(crate) fn add(&mut self, entry: &Entry) -> BatchStats {
+    /// Parse one logged request and append its records, showing them to
+    /// the alert rules' `tap` when there are rules.
+    pub(crate) fn add(&mut self, entry: &Entry, tap: Option<&mut Tap>) -> BatchStats {
         let sink = match self.apps.get_mut(entry.app.as_str()) {
             Some(sink) => sink,
             None => self.apps.entry(Arc::from(entry.app.as_str())).or_default(),
         };
-        let stats = encode_entry(entry, sink);
+        let stats = match tap {
+            Some(tap) => encode_entry(entry, &mut Tapped { inner: sink, tap }),
+            None => encode_entry(entry, sink),
+        };
         self.stats.messages += stats.messages;
         self.stats.parse_errors += stats.parse_errors;
         self.stats.invalid_utf8 += stats.invalid_utf8;

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::alert::Alerts;
+use crate::alert::tap::Tap;
 use crate::archive::backend::Archive;
 use crate::archive::objects::{Encoded, Finished, OpenObject};
 use crate::durable::{Chunk, Position, Read, Wal, WalReader};
@@ -123,10 +125,11 @@ struct Upload {
 
 /// Start the pipeline. The returned task ends once the log is closed and
 /// everything in it is stored and deleted.
-pub fn start(
+pub(crate) fn start(
     wal: Arc<Wal>,
     archive: Arc<Archive>,
     metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
     options: UploaderOptions,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let start = wal.start();
@@ -148,6 +151,7 @@ pub fn start(
         let worker = Worker {
             shared: Arc::clone(&shared),
             metrics: Arc::clone(&metrics),
+            alerts: Arc::clone(&alerts),
             upload: upload_tx.clone(),
             prefix: archive.prefix().to_owned(),
             options: options.clone(),
@@ -227,6 +231,7 @@ fn dispatch(workers: &[SyncSender<Chunk>], next: &mut usize, mut chunk: Chunk) -
 struct Worker {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
     upload: mpsc::Sender<Upload>,
     prefix: String,
     options: UploaderOptions,
@@ -277,9 +282,14 @@ impl Worker {
 
     fn process(&mut self, chunk: Chunk) -> bool {
         let mut encoded = Encoded::default();
+        let rules = self.alerts.rules();
+        let mut tap = (!rules.is_empty()).then(|| Tap::new(rules));
         for entry in &chunk.entries {
-            let stats = encoded.add(entry);
+            let stats = encoded.add(entry, tap.as_mut());
             self.metrics.record_batch(&stats);
+        }
+        if let Some(tap) = tap {
+            self.alerts.offer(tap.finish());
         }
         for (app, sink) in encoded.apps {
             for (day, json) in sink.days {

@@ -53,6 +53,10 @@ pub struct BatchStats {
 pub trait LineSink {
     /// The buffer to append the next line (JSON object + `\n`) for `day` to.
     fn buffer(&mut self, day: Day) -> &mut Vec<u8>;
+
+    /// Sees each record once its line is written; the alert rules' tap
+    /// (`alert::tap`) uses it, archive sinks keep the no-op.
+    fn inspect(&mut self, _record: &Record<'_>) {}
 }
 
 /// Parse a Logplex HTTPS-drain body (octet-counted RFC 5424 frames) and append
@@ -235,6 +239,7 @@ impl<'m, 'b> Encoder<'m, 'b> {
             self.day = (day_number, utc_day(r.log_ts_us));
         }
         r.write_json_line_cached(sink.buffer(self.day.1), &mut self.cache);
+        sink.inspect(r);
     }
 
     /// Bytes that are not a message: kept whole with the reason.

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use drainpipe_contract::alerts::AlertRule;
 use drainpipe_contract::routes::{RoutesFile, parse_redacted};
 use subtle::ConstantTimeEq;
 
+use crate::alert::Alerts;
 use crate::telemetry::metrics::{Metrics, ResultLabel};
 
 /// Why a drain request is refused (404, 401, 403).
@@ -90,6 +92,11 @@ impl Routes {
         Ok(Self::fixed(routes))
     }
 
+    /// The alert rules of the current file (none in open mode).
+    pub(crate) fn alert_rules(&self) -> Vec<AlertRule> {
+        self.current().map(|t| t.alerts.clone()).unwrap_or_default()
+    }
+
     /// Number of apps, `None` in open mode.
     pub fn app_count(&self) -> Option<usize> {
         self.current().map(|t| t.apps.len())
@@ -168,10 +175,16 @@ impl Routes {
     }
 
     /// Re-read `path` every `interval` and swap the table when its content
-    /// changed. Polling the content (not inotify) follows a mounted Secret,
+    /// changed, and the alert rules when they changed. Polling the content (not inotify) follows a mounted Secret,
     /// which Kubernetes updates by swapping a symlink to a new directory. An
     /// invalid file is logged and counted; the previous table stays.
-    pub fn watch(&self, path: PathBuf, interval: Duration, metrics: Arc<Metrics>) {
+    pub(crate) fn watch(
+        &self,
+        path: PathBuf,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+        alerts: Arc<Alerts>,
+    ) {
         let routes = self.clone();
         let mut last = std::fs::read(&path).ok();
         tokio::spawn(async move {
@@ -195,6 +208,9 @@ impl Routes {
                 match parse_redacted(&text) {
                     Ok(new) => {
                         let apps = new.apps.len();
+                        if new.alerts != routes.alert_rules() {
+                            alerts.set_rules(&new.alerts);
+                        }
                         routes.replace(new);
                         metrics
                             .routes_reloads
@@ -304,7 +320,13 @@ mod tests {
         std::fs::write(&path, "apps:\n  shop:\n    password: old\n").expect("write");
         let routes = Routes::load(&path).expect("load");
         let metrics = Arc::new(Metrics::new());
-        routes.watch(path.clone(), Duration::from_millis(20), metrics.clone());
+        let alerts = Alerts::start(Arc::clone(&metrics));
+        routes.watch(
+            path.clone(),
+            Duration::from_millis(20),
+            metrics.clone(),
+            Arc::clone(&alerts),
+        );
         assert_eq!(routes.check("shop", Some(b"old"), None), Ok(()));
         // Invalid content keeps the previous table.
         std::fs::write(&path, "apps: [").expect("write");
@@ -329,5 +351,18 @@ mod tests {
             text.contains("drainpipe_routes_reloads_total{result=\"ok\"} 1"),
             "{text}"
         );
+        // Alert rules come and go with the file, without a restart.
+        assert!(alerts.rules().is_empty());
+        std::fs::write(
+            &path,
+            "apps:\n  shop:\n    password: new\nalerts:\n- name: h12\n  match: {code: [H12]}\n  destination: {slack: {webhookUrl: 'http://127.0.0.1:9/x'}}\n",
+        )
+        .expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alerts.rules().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "rules not loaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(&*alerts.rules().rules[0].name, "h12");
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::encode::batch::BatchStats;
+use crate::telemetry::alerts::AlertMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -95,6 +96,7 @@ pub struct Metrics {
     pub syslog_dropped: Family<ReasonLabel, Counter>,
     pub syslog_tls_reloads: Family<ResultLabel, Counter>,
     pub otlp_grpc_tls_reloads: Family<ResultLabel, Counter>,
+    pub alerts: AlertMetrics,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,7 @@ impl Metrics {
             archive_probe_time: Gauge::default(),
             archive_probe: Family::default(),
             routes_reloads: Family::default(),
+            alerts: AlertMetrics::default(),
             syslog_connections: Gauge::default(),
             syslog_connections_total: Family::default(),
             syslog_disconnects: Family::default(),
@@ -311,6 +314,7 @@ impl Metrics {
             "OTLP/gRPC TLS certificate reloads after the files changed, by result",
             m.otlp_grpc_tls_reloads.clone(),
         );
+        m.alerts.register(&mut registry);
         Metrics { registry, ..m }
     }
 
