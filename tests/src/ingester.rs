@@ -229,3 +229,50 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+/// Every record (JSON line) of the `.json.gz` objects under `prefix` in the test bucket.
+pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Value> {
+    use std::io::Read as _;
+    let s3 = env.s3_client();
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&env.bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.expect("list archive objects");
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter(|k| k.ends_with(".json.gz"))
+                .map(str::to_owned),
+        );
+    }
+    let mut records = Vec::new();
+    for key in keys {
+        let body = s3
+            .get_object()
+            .bucket(&env.bucket)
+            .key(&key)
+            .send()
+            .await
+            .expect("get archive object")
+            .body
+            .collect()
+            .await
+            .expect("object body")
+            .into_bytes();
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .expect("gzip JSON lines");
+        records.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")),
+        );
+    }
+    records
+}
