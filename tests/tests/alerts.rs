@@ -366,10 +366,14 @@ async fn slack_429_retry_after_is_honoured_and_nothing_is_lost() {
     let alerts = format!(
         "- name: errs\n  match: {{severityAtMost: 3}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 1s\n"
     );
-    std::fs::write(&routes_file, routes(&["a1", "a2", "a3"], &alerts)).expect("routes");
+    std::fs::write(
+        &routes_file,
+        routes(&["app-one", "app-two", "app-three"], &alerts),
+    )
+    .expect("routes");
     let prefix = format!("alerts-429-{}/", uuid::Uuid::new_v4().simple());
     let ingester = start(&env, &prefix, &routes_file).await;
-    for app in ["a1", "a2", "a3"] {
+    for app in ["app-one", "app-two", "app-three"] {
         post(&ingester, app, &[line(187, "app", "web.1", "failed")]).await;
     }
     let posts = fake.wait_for_posts(3, Duration::from_secs(40)).await;

@@ -10,14 +10,13 @@ use serde_json::{Value, json};
 
 use crate::alert::group::Message;
 use crate::alert::rules::group_labels;
-use crate::alert::tap::clip;
+use crate::alert::tap::{TRUNCATED, clip};
 use crate::parse::timestamp::format_utc_us;
 use drainpipe_contract::alerts::GroupKey;
 
 pub(crate) const MAX_BLOCKS: usize = 50;
 pub(crate) const MAX_SECTION_CHARS: usize = 3_000;
 const MAX_HEADER_CHARS: usize = 150;
-const TRUNCATED: &str = " …[truncated]";
 const FENCE: &str = "```";
 
 /// The JSON body posted to the webhook.

@@ -15,6 +15,8 @@ use crate::parse::timestamp::Day;
 /// Longest sample line kept, in bytes; Slack shows 3,000 characters per
 /// section, so a longer line would crowd out the others anyway.
 pub(crate) const MAX_SAMPLE_BYTES: usize = 1_000;
+/// Ends a sample line that was cut.
+pub(crate) const TRUNCATED: &str = " …[truncated]";
 
 /// Matching lines of one rule and group, from one chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,11 +91,19 @@ impl Tap {
                 delta.samples.push(Sample {
                     ts_us: r.log_ts_us,
                     proc_id: r.proc_id.unwrap_or("-").to_owned(),
-                    text: clip(r.message, MAX_SAMPLE_BYTES).to_owned(),
+                    text: sample_text(r.message),
                 });
             }
         }
     }
+}
+
+/// The message as a sample: whole, or cut with [`TRUNCATED`].
+fn sample_text(message: &str) -> String {
+    if message.len() <= MAX_SAMPLE_BYTES {
+        return message.to_owned();
+    }
+    format!("{}{TRUNCATED}", clip(message, MAX_SAMPLE_BYTES))
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
@@ -164,5 +174,10 @@ mod tests {
         assert_eq!(clip("héllo", 2), "h");
         assert_eq!(clip("héllo", 3), "hé");
         assert_eq!(clip("abc", 10), "abc");
+        let long = "x".repeat(MAX_SAMPLE_BYTES + 1);
+        assert_eq!(
+            sample_text(&long),
+            format!("{}{TRUNCATED}", &long[..MAX_SAMPLE_BYTES])
+        );
     }
 }
