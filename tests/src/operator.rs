@@ -406,6 +406,36 @@ impl Harness {
         pods.items.len()
     }
 
+    /// Plays the kubelet: LogDrain `name`'s (first) ingester pod runs at
+    /// `ip` and is Ready, so the operator reads `http://{ip}:8080/metrics`.
+    pub async fn run_pod_at(&self, name: &str, ip: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let selector = format!("app.kubernetes.io/instance={name}");
+        let pod = wait_for("the ingester pod", Duration::from_secs(60), || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                list.items.into_iter().next()
+            }
+        })
+        .await;
+        let mut status = ready_pod_status();
+        status["status"]["podIP"] = json!(ip);
+        status["status"]["podIPs"] = json!([{"ip": ip}]);
+        status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("mark the pod running at the loopback address");
+    }
+
     /// The routes file in LogDrain `name`'s routes Secret, as the ingester
     /// parses it (`None` while there is none).
     pub async fn routes(&self, name: &str) -> Option<RoutesFile> {
@@ -478,6 +508,14 @@ impl Harness {
             .send()
             .await;
     }
+}
+
+/// A random loopback address other than 127.0.0.1, to stand for a pod IP
+/// (something listening there on port 8080 is what the operator reads).
+pub fn loopback_ip() -> String {
+    let b = uuid::Uuid::new_v4();
+    let octet = |i: usize| b.as_bytes()[i].clamp(1, 254);
+    format!("127.{}.{}.{}", octet(1), octet(2), octet(3).max(2))
 }
 
 /// A pod status as a kubelet reports a Running, Ready pod (`patch_status`
