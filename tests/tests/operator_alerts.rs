@@ -61,7 +61,11 @@ fn rules() -> serde_json::Value {
 }
 
 /// The rules in the routes Secret once they satisfy `check`.
-async fn wait_routes(h: &Harness, what: &str, check: impl Fn(&[AlertRule]) -> bool) -> Vec<AlertRule> {
+async fn wait_routes(
+    h: &Harness,
+    what: &str,
+    check: impl Fn(&[AlertRule]) -> bool,
+) -> Vec<AlertRule> {
     let check = &check;
     wait_for(what, MINUTE, || async move {
         let routes = h.routes("shop").await?;
@@ -106,7 +110,10 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
         .await;
     assert_eq!(condition_reason(&ld, "AlertsReady"), "InvalidRule");
     let text = message(&ld);
-    assert!(text.starts_with("2 of 4 alert rules not active: "), "{text}");
+    assert!(
+        text.starts_with("2 of 4 alert rules not active: "),
+        "{text}"
+    );
     assert!(
         text.contains(
             "alert rule \"bad-regex\": match.message: not a valid regular expression: unclosed character class"
@@ -118,7 +125,10 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
         "{text}"
     );
     let status = serde_json::to_string(&ld.status).expect("status JSON");
-    assert!(!status.contains("sekrit"), "a secret in the status: {status}");
+    assert!(
+        !status.contains("sekrit"),
+        "a secret in the status: {status}"
+    );
 
     let rules = wait_routes(&h, "the valid rules in the routes", |r| {
         names(r) == ["router-5xx", "app-errors"]
@@ -187,7 +197,10 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
     let listener = tokio::net::TcpListener::bind(format!("{ip}:8080"))
         .await
         .expect("bind the pod's metrics address");
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { exposition }));
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { exposition }),
+    );
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -249,8 +249,14 @@ async fn api_server_enforces_the_schema() {
             "dup-rules",
             json!([{"name": "a", "slack": slack}, {"name": "a", "slack": slack}]),
         ),
-        ("bad-rule-name", json!([{"name": "Router_5xx", "slack": slack}])),
-        ("bad-wait", json!([{"name": "a", "slack": slack, "firstWait": "30"}])),
+        (
+            "bad-rule-name",
+            json!([{"name": "Router_5xx", "slack": slack}]),
+        ),
+        (
+            "bad-wait",
+            json!([{"name": "a", "slack": slack, "firstWait": "30"}]),
+        ),
         (
             "bad-severity",
             json!([{"name": "a", "slack": slack, "match": {"severityAtMost": 8}}]),
@@ -263,25 +269,36 @@ async fn api_server_enforces_the_schema() {
             "am-creds-url",
             json!([{"name": "a", "alertmanager": {"url": "http://u:p@am:9093"}}]),
         ),
-        ("bad-group", json!([{"name": "a", "slack": slack, "groupBy": ["host"]}])),
+        (
+            "bad-group",
+            json!([{"name": "a", "slack": slack, "groupBy": ["host"]}]),
+        ),
     ] {
         create(&api, name, alerts(rules)).await.expect_err(name);
     }
     let ok = create(
         &api,
         "alerted",
-        alerts(json!([{"name": "router-5xx", "match": {"message": "Error R1[45"}, "slack": slack}])),
+        alerts(
+            json!([{"name": "router-5xx", "match": {"message": "Error R1[45"}, "slack": slack}]),
+        ),
     )
     .await
     .expect("a rule the schema accepts, whatever its pattern");
     let rule = &ok.spec.alerts[0];
     assert_eq!(
-        (rule.first_wait.as_str(), rule.min_interval.as_str(), rule.max_samples),
+        (
+            rule.first_wait.as_str(),
+            rule.min_interval.as_str(),
+            rule.max_samples
+        ),
         ("30s", "1m", 10),
         "defaults applied"
     );
     assert_eq!(
-        rule.slack.as_ref().map(|s| s.webhook_secret_ref.key.as_str()),
+        rule.slack
+            .as_ref()
+            .map(|s| s.webhook_secret_ref.key.as_str()),
         Some("url")
     );
 }

@@ -439,7 +439,14 @@ mod tests {
         let target = DrainTarget::SyslogTls {
             address: "logs.example.com:6514".to_string(),
         };
-        let settled = routes_for(&apps, &drains, "pw", Some(&target), &RoutesFile::default(), &[]);
+        let settled = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            Some(&target),
+            &RoutesFile::default(),
+            &[],
+        );
         assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
         assert!(settled.apps["b-app"].drain_tokens.is_empty());
         // A password rotation does not touch syslog drains: tokens stay.

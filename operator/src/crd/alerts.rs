@@ -212,7 +212,10 @@ pub struct SecretRef {
 impl AlertRuleSpec {
     /// The Secrets the rule reads: its webhook's or its credentials'.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
-        let slack = self.slack.iter().map(|s| s.webhook_secret_ref.name.as_str());
+        let slack = self
+            .slack
+            .iter()
+            .map(|s| s.webhook_secret_ref.name.as_str());
         let alertmanager = self
             .alertmanager
             .iter()
@@ -263,7 +266,10 @@ mod tests {
 
     #[test]
     fn defaults_are_the_contracts() {
-        assert_eq!(parse_duration(&default_first_wait()), Ok(DEFAULT_FIRST_WAIT));
+        assert_eq!(
+            parse_duration(&default_first_wait()),
+            Ok(DEFAULT_FIRST_WAIT)
+        );
         assert_eq!(
             parse_duration(&default_min_interval()),
             Ok(DEFAULT_MIN_INTERVAL)
@@ -278,7 +284,12 @@ mod tests {
             "slack": {"webhookSecretRef": {"name": "slack-alerts"}},
         }))
         .expect("rule");
-        assert_eq!(rule.slack.as_ref().map(|s| s.webhook_secret_ref.key.as_str()), Some("url"));
+        assert_eq!(
+            rule.slack
+                .as_ref()
+                .map(|s| s.webhook_secret_ref.key.as_str()),
+            Some("url")
+        );
         assert_eq!(rule.group_by, default_group_by());
         assert_eq!(rule.max_samples, 10);
         assert_eq!(rule.secret_names().collect::<Vec<_>>(), ["slack-alerts"]);
@@ -295,7 +306,10 @@ mod tests {
             rule["x-kubernetes-validations"][0]["rule"],
             "has(self.slack) != has(self.alertmanager)"
         );
-        assert_eq!(rule["properties"]["groupBy"]["default"], json!(["app", "source", "severity"]));
+        assert_eq!(
+            rule["properties"]["groupBy"]["default"],
+            json!(["app", "source", "severity"])
+        );
         assert_eq!(rule["properties"]["firstWait"]["default"], "30s");
         let m = &rule["properties"]["match"]["properties"];
         assert_eq!(m["severityAtMost"]["maximum"], 7.0);

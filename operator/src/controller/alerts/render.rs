@@ -16,7 +16,11 @@ use crate::error::Result;
 /// The LogDrain's alert rules, resolved; a Secret that cannot be read (an
 /// API error, not a missing Secret) fails the reconcile, which retries, so
 /// a rule that runs is never dropped for a passing error.
-pub(crate) async fn render_alerts(ctx: &Context, ld: &LogDrain, namespace: &str) -> Result<Rendered> {
+pub(crate) async fn render_alerts(
+    ctx: &Context,
+    ld: &LogDrain,
+    namespace: &str,
+) -> Result<Rendered> {
     if ld.spec.alerts.is_empty() {
         return Ok(Rendered::default());
     }

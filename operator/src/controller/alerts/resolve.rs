@@ -168,10 +168,9 @@ fn alertmanager_destination(
         .ok_or_else(|| "does not exist (alertmanager.credentialsSecretRef)".to_string())
         .and_then(|secret| {
             d.secret_version = secret.version.clone();
-            let line = |s: &str| s.trim_end_matches(['\r', '\n']);
             let token = value(secret, "token", str::trim)?;
-            let user = value(secret, "username", line)?;
-            let password = value(secret, "password", line)?;
+            let user = value(secret, "username", line_end)?;
+            let password = value(secret, "password", line_end)?;
             match (token, user, password) {
                 (Some(t), _, _) => Ok((None, None, Some(t))),
                 (None, Some(u), Some(p)) => Ok((Some(u), Some(p), None)),
@@ -199,17 +198,19 @@ fn alertmanager_destination(
     }
 }
 
+/// A value without the line end `echo` leaves (spaces may belong to it).
+fn line_end(s: &str) -> &str {
+    s.trim_end_matches(['\r', '\n'])
+}
+
 /// A Secret value as text, `trim`med: `None` without the key; an error
 /// (naming the key, never the value) when it is not text or is empty.
-fn value(
-    secret: &SecretData,
-    key: &str,
-    trim: impl Fn(&str) -> &str,
-) -> Result<Option<String>, String> {
+fn value(secret: &SecretData, key: &str, trim: fn(&str) -> &str) -> Result<Option<String>, String> {
     let Some(bytes) = secret.data.get(key) else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("holds no text under key {key:?}"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| format!("holds no text under key {key:?}"))?;
     let text = trim(text);
     if text.is_empty() {
         return Err(format!("holds an empty value under key {key:?}"));
@@ -266,7 +267,10 @@ fn one_line(text: &str) -> String {
     let Some(last) = rest.last() else {
         return first.to_string();
     };
-    match (first.strip_suffix("regex parse error:"), last.strip_prefix("error: ")) {
+    match (
+        first.strip_suffix("regex parse error:"),
+        last.strip_prefix("error: "),
+    ) {
         (Some(head), Some(why)) => format!("{head}{why}"),
         _ => std::iter::once(first.trim())
             .chain(rest)
@@ -291,7 +295,10 @@ mod tests {
         spec(json!({"name": name, "slack": {"webhookSecretRef": {"name": secret}}}))
     }
 
-    fn secrets(items: &[(&str, &str, &[(&str, &str)])]) -> BTreeMap<String, SecretData> {
+    /// A Secret's name, resourceVersion and data.
+    type Fixture<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn secrets(items: &[Fixture<'_>]) -> BTreeMap<String, SecretData> {
         items
             .iter()
             .map(|(name, version, data)| {
@@ -332,18 +339,25 @@ mod tests {
                 secret_version: "4711".to_string(),
             })
         );
-        assert_eq!(rule.matches.status, Some(StatusRange { min: 500, max: 599 }));
+        assert_eq!(
+            rule.matches.status,
+            Some(StatusRange { min: 500, max: 599 })
+        );
         assert_eq!(rule.matches.proc_id.as_deref(), Some("router"));
         assert_eq!(rule.matches.attributes["service.name"], "api");
         assert_eq!(rule.group_by(), [GroupKey::App, GroupKey::Status]);
         assert_eq!(rule.max_samples(), 5);
-        assert_eq!(rule.first_wait().ok(), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            rule.first_wait().ok(),
+            Some(std::time::Duration::from_secs(30))
+        );
     }
 
     #[test]
     fn alertmanager_credentials_are_a_token_or_a_user_and_password() {
         let am = |name: &str, secret: Option<&str>| {
-            let mut am = json!({"url": "http://alertmanager.monitoring:9093", "resolveAfter": "10m"});
+            let mut am =
+                json!({"url": "http://alertmanager.monitoring:9093", "resolveAfter": "10m"});
             if let Some(s) = secret {
                 am["credentialsSecretRef"] = json!({"name": s});
             }
@@ -351,7 +365,11 @@ mod tests {
         };
         let found = secrets(&[
             ("bearer", "1", &[("token", " t0ken \n"), ("username", "u")]),
-            ("basic", "2", &[("username", "bob"), ("password", "pa ss\n")]),
+            (
+                "basic",
+                "2",
+                &[("username", "bob"), ("password", "pa ss\n")],
+            ),
             ("half", "3", &[("username", "bob")]),
             ("empty", "4", &[("token", "\n")]),
         ]);
@@ -397,7 +415,11 @@ mod tests {
                 "alert rule \"gone\": Secret \"gone\" does not exist (alertmanager.credentialsSecretRef)",
             ]
         );
-        assert!(r.problems.iter().all(|p| matches!(p, AlertProblem::SecretMissing { .. })));
+        assert!(
+            r.problems
+                .iter()
+                .all(|p| matches!(p, AlertProblem::SecretMissing { .. }))
+        );
     }
 
     #[test]
@@ -405,7 +427,8 @@ mod tests {
         let mut bad_regex = slack("bad-regex", "slack-alerts");
         bad_regex.matches.message = Some("Error R1[45".to_string());
         let mut bad_both = slack("both", "slack-alerts");
-        bad_both.alertmanager = Some(serde_json::from_value(json!({"url": "http://am:9093"})).expect("am"));
+        bad_both.alertmanager =
+            Some(serde_json::from_value(json!({"url": "http://am:9093"})).expect("am"));
         let found = secrets(&[
             ("slack-alerts", "7", &[("url", URL)]),
             ("no-key", "8", &[("webhook", URL)]),

@@ -141,7 +141,10 @@ mod tests {
     fn all_rules_running_read_as_active() {
         let c = alerts_condition(3, &[]);
         assert!(c.status);
-        assert_eq!((c.reason.as_str(), c.message.as_str()), ("RulesActive", "3 rules active"));
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("RulesActive", "3 rules active")
+        );
         assert_eq!(alerts_condition(1, &[]).message, "1 rule active");
     }
 
@@ -157,7 +160,10 @@ mod tests {
             reason: "channel_not_found".to_string(),
             secret: Some("slack-old".to_string()),
         };
-        let c = alerts_condition(4, &[disabled.clone(), missing.clone(), invalid("bad-regex")]);
+        let c = alerts_condition(
+            4,
+            &[disabled.clone(), missing.clone(), invalid("bad-regex")],
+        );
         assert!(!c.status);
         assert_eq!(c.reason, "InvalidRule");
         assert_eq!(
@@ -167,8 +173,14 @@ mod tests {
              alert rule \"no-secret\": Secret \"slack-missing\" does not exist (key \"url\"); \
              alert rule \"bad-regex\": match.message: not a valid regular expression: unclosed class"
         );
-        assert_eq!(alerts_condition(4, &[disabled.clone(), missing]).reason, "SecretMissing");
-        assert_eq!(alerts_condition(4, &[disabled]).reason, "DestinationDisabled");
+        assert_eq!(
+            alerts_condition(4, &[disabled.clone(), missing]).reason,
+            "SecretMissing"
+        );
+        assert_eq!(
+            alerts_condition(4, &[disabled]).reason,
+            "DestinationDisabled"
+        );
     }
 
     #[test]
