@@ -179,12 +179,18 @@ impl Harness {
 
     /// Creates or replaces the Secret `name` with `token` under key `token`.
     pub async fn put_token_secret(&self, name: &str, token: &str) {
+        self.put_secret(name, json!({ "token": token })).await;
+    }
+
+    /// Creates or replaces the Secret `name` with `data` (as `stringData`,
+    /// key to text); returns its resourceVersion.
+    pub async fn put_secret(&self, name: &str, data: serde_json::Value) -> String {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name},
-            "stringData": {"token": token},
+            "stringData": data,
         }))
         .expect("secret object");
         api.patch(
@@ -193,7 +199,10 @@ impl Harness {
             &Patch::Apply(&secret),
         )
         .await
-        .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+        .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"))
+        .metadata
+        .resource_version
+        .unwrap_or_default()
     }
 
     /// Starts the controller in a task with a fresh context, as a newly

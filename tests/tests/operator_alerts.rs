@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use drainpipe_contract::alerts::{AlertRule, Destination};
+use drainpipe_operator::crd::LogDrain;
 use drainpipe_tests::heroku_fake::FakeOptions;
 use drainpipe_tests::operator::{
     Harness, TEST_MANAGER, condition, condition_is, condition_reason, loopback_ip, wait_for,
 };
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -21,29 +21,6 @@ const WEBHOOK: &str = "https://hooks.slack.example/services/T0/B0/first-sekrit";
 const LATE_WEBHOOK: &str = "https://hooks.slack.example/services/T0/B1/late-sekrit";
 const ROTATED_WEBHOOK: &str = "https://hooks.slack.example/services/T0/B0/rotated-sekrit";
 const AM_TOKEN: &str = "am-t0ken-sekrit";
-
-/// Creates or replaces Secret `name` with `data` (as `stringData`); returns
-/// its resourceVersion.
-async fn put_secret(h: &Harness, name: &str, data: serde_json::Value) -> String {
-    let api: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "stringData": data,
-    }))
-    .expect("secret object");
-    api.patch(
-        name,
-        &PatchParams::apply(TEST_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"))
-    .metadata
-    .resource_version
-    .expect("resourceVersion")
-}
 
 fn rules() -> serde_json::Value {
     let slack = |secret: &str| json!({"webhookSecretRef": {"name": secret}});
@@ -85,7 +62,15 @@ fn webhook(rules: &[AlertRule], name: &str) -> Option<(String, String)> {
     }
 }
 
-fn message(ld: &drainpipe_operator::crd::LogDrain) -> String {
+/// The LogDrain once `AlertsReady` has `status` (True, False).
+async fn wait_alerts_ready(h: &Harness, status: &str) -> LogDrain {
+    h.wait_status("shop", &format!("AlertsReady {status}"), MINUTE, |ld| {
+        condition_is(ld, "AlertsReady", status)
+    })
+    .await
+}
+
+fn message(ld: &LogDrain) -> String {
     condition(ld, "AlertsReady")
         .map(|c| c.message.clone())
         .unwrap_or_default()
@@ -95,19 +80,15 @@ fn message(ld: &drainpipe_operator::crd::LogDrain) -> String {
 async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
     let mut h = Harness::new("alerts", FakeOptions::default()).await;
     h.heroku.add_app("shop-web");
-    let version = put_secret(&h, "slack-alerts", json!({"url": WEBHOOK})).await;
-    put_secret(&h, "am-auth", json!({"token": AM_TOKEN})).await;
+    let version = h.put_secret("slack-alerts", json!({"url": WEBHOOK})).await;
+    h.put_secret("am-auth", json!({"token": AM_TOKEN})).await;
     h.start();
     let mut spec = h.spec(&["shop-web"], None);
     spec["alerts"] = rules();
     h.apply("shop", spec.clone()).await;
 
     // The invalid regex and the missing Secret are named; the others run.
-    let ld = h
-        .wait_status("shop", "AlertsReady False", MINUTE, |ld| {
-            condition_is(ld, "AlertsReady", "False")
-        })
-        .await;
+    let ld = wait_alerts_ready(&h, "False").await;
     assert_eq!(condition_reason(&ld, "AlertsReady"), "InvalidRule");
     let text = message(&ld);
     assert!(
@@ -150,7 +131,8 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
     assert_eq!(rules[0].first_wait().ok(), Some(Duration::from_secs(30)));
 
     // Creating the missing Secret is noticed on its own: the rule appears.
-    put_secret(&h, "slack-late", json!({"webhook": LATE_WEBHOOK})).await;
+    h.put_secret("slack-late", json!({"webhook": LATE_WEBHOOK}))
+        .await;
     let rules = wait_routes(&h, "the late rule in the routes", |r| {
         names(r) == ["router-5xx", "late-secret", "app-errors"]
     })
@@ -170,17 +152,15 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
     // Fixing the pattern: every rule runs.
     spec["alerts"][1]["match"]["message"] = json!("Error R1[45]");
     h.apply("shop", spec.clone()).await;
-    let ld = h
-        .wait_status("shop", "AlertsReady True", MINUTE, |ld| {
-            condition_is(ld, "AlertsReady", "True")
-        })
-        .await;
+    let ld = wait_alerts_ready(&h, "True").await;
     assert_eq!(condition_reason(&ld, "AlertsReady"), "RulesActive");
     assert_eq!(message(&ld), "4 rules active");
     wait_routes(&h, "all four rules in the routes", |r| r.len() == 4).await;
 
     // A rotated webhook reaches the routes with the Secret's new version.
-    let rotated = put_secret(&h, "slack-alerts", json!({"url": ROTATED_WEBHOOK})).await;
+    let rotated = h
+        .put_secret("slack-alerts", json!({"url": ROTATED_WEBHOOK}))
+        .await;
     let rules = wait_routes(&h, "the rotated webhook in the routes", |r| {
         webhook(r, "router-5xx").is_some_and(|w| w.0 == ROTATED_WEBHOOK)
     })
