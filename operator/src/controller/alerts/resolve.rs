@@ -165,7 +165,10 @@ fn alertmanager_destination(
     };
     let credentials = secrets
         .get(&r.name)
-        .ok_or_else(|| "does not exist (alertmanager.credentialsSecretRef)".to_string())
+        .ok_or_else(|| {
+            "does not exist (alertmanager.credentialsSecretRef, key \"token\" or keys \"username\" and \"password\")"
+                .to_string()
+        })
         .and_then(|secret| {
             d.secret_version = secret.version.clone();
             let token = value(secret, "token", str::trim)?;
@@ -412,7 +415,8 @@ mod tests {
             [
                 "alert rule \"half\": Secret \"half\" has key \"username\" but no key \"password\"",
                 "alert rule \"empty\": Secret \"empty\" holds an empty value under key \"token\"",
-                "alert rule \"gone\": Secret \"gone\" does not exist (alertmanager.credentialsSecretRef)",
+                "alert rule \"gone\": Secret \"gone\" does not exist (alertmanager.credentialsSecretRef, \
+                 key \"token\" or keys \"username\" and \"password\")",
             ]
         );
         assert!(
