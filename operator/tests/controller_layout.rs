@@ -11,7 +11,7 @@ use std::path::Path;
 /// Bottom-up. Concerns in one layer never use each other.
 const LAYERS: &[&[&str]] = &[
     &["status"],
-    &["heroku", "workload", "catalog"],
+    &["heroku", "workload", "catalog", "alerts"],
     &["apply", "cleanup"],
 ];
 

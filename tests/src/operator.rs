@@ -179,12 +179,18 @@ impl Harness {
 
     /// Creates or replaces the Secret `name` with `token` under key `token`.
     pub async fn put_token_secret(&self, name: &str, token: &str) {
+        self.put_secret(name, json!({ "token": token })).await;
+    }
+
+    /// Creates or replaces the Secret `name` with `data` (as `stringData`,
+    /// key to text); returns its resourceVersion.
+    pub async fn put_secret(&self, name: &str, data: serde_json::Value) -> String {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name},
-            "stringData": {"token": token},
+            "stringData": data,
         }))
         .expect("secret object");
         api.patch(
@@ -193,7 +199,10 @@ impl Harness {
             &Patch::Apply(&secret),
         )
         .await
-        .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+        .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"))
+        .metadata
+        .resource_version
+        .unwrap_or_default()
     }
 
     /// Starts the controller in a task with a fresh context, as a newly
@@ -406,6 +415,36 @@ impl Harness {
         pods.items.len()
     }
 
+    /// Plays the kubelet: LogDrain `name`'s (first) ingester pod runs at
+    /// `ip` and is Ready, so the operator reads `http://{ip}:8080/metrics`.
+    pub async fn run_pod_at(&self, name: &str, ip: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let selector = format!("app.kubernetes.io/instance={name}");
+        let pod = wait_for("the ingester pod", Duration::from_secs(60), || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                list.items.into_iter().next()
+            }
+        })
+        .await;
+        let mut status = ready_pod_status();
+        status["status"]["podIP"] = json!(ip);
+        status["status"]["podIPs"] = json!([{"ip": ip}]);
+        status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("mark the pod running at the loopback address");
+    }
+
     /// The routes file in LogDrain `name`'s routes Secret, as the ingester
     /// parses it (`None` while there is none).
     pub async fn routes(&self, name: &str) -> Option<RoutesFile> {
@@ -478,6 +517,14 @@ impl Harness {
             .send()
             .await;
     }
+}
+
+/// A random loopback address other than 127.0.0.1, to stand for a pod IP
+/// (something listening there on port 8080 is what the operator reads).
+pub fn loopback_ip() -> String {
+    let b = uuid::Uuid::new_v4();
+    let octet = |i: usize| b.as_bytes()[i].clamp(1, 254);
+    format!("127.{}.{}.{}", octet(1), octet(2), octet(3).max(2))
 }
 
 /// A pod status as a kubelet reports a Running, Ready pod (`patch_status`

@@ -229,4 +229,76 @@ async fn api_server_enforces_the_schema() {
         "defaults applied"
     );
     assert_eq!(a.scale_down_stabilization, "5m");
+
+    // Alert rules: one destination each, unique well-formed names, the
+    // schema's grammar and ranges. A regular expression is the operator's
+    // to check (Rust syntax): the schema takes any.
+    let slack = json!({"webhookSecretRef": {"name": "slack-alerts"}});
+    let alerts = |rules: serde_json::Value| with(&["alerts"], rules);
+    let err = create(
+        &api,
+        "two-destinations",
+        alerts(json!([{"name": "a", "slack": slack, "alertmanager": {"url": "http://am:9093"}}])),
+    )
+    .await
+    .expect_err("a rule with two destinations");
+    assert!(err.contains("exactly one destination"), "{err}");
+    for (name, rules) in [
+        ("no-destination", json!([{"name": "a"}])),
+        (
+            "dup-rules",
+            json!([{"name": "a", "slack": slack}, {"name": "a", "slack": slack}]),
+        ),
+        (
+            "bad-rule-name",
+            json!([{"name": "Router_5xx", "slack": slack}]),
+        ),
+        (
+            "bad-wait",
+            json!([{"name": "a", "slack": slack, "firstWait": "30"}]),
+        ),
+        (
+            "bad-severity",
+            json!([{"name": "a", "slack": slack, "match": {"severityAtMost": 8}}]),
+        ),
+        (
+            "bad-status",
+            json!([{"name": "a", "slack": slack, "match": {"status": {"min": 599, "max": 500}}}]),
+        ),
+        (
+            "am-creds-url",
+            json!([{"name": "a", "alertmanager": {"url": "http://u:p@am:9093"}}]),
+        ),
+        (
+            "bad-group",
+            json!([{"name": "a", "slack": slack, "groupBy": ["host"]}]),
+        ),
+    ] {
+        create(&api, name, alerts(rules)).await.expect_err(name);
+    }
+    let ok = create(
+        &api,
+        "alerted",
+        alerts(
+            json!([{"name": "router-5xx", "match": {"message": "Error R1[45"}, "slack": slack}]),
+        ),
+    )
+    .await
+    .expect("a rule the schema accepts, whatever its pattern");
+    let rule = &ok.spec.alerts[0];
+    assert_eq!(
+        (
+            rule.first_wait.as_str(),
+            rule.min_interval.as_str(),
+            rule.max_samples
+        ),
+        ("30s", "1m", 10),
+        "defaults applied"
+    );
+    assert_eq!(
+        rule.slack
+            .as_ref()
+            .map(|s| s.webhook_secret_ref.key.as_str()),
+        Some("url")
+    );
 }

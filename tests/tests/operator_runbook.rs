@@ -8,7 +8,7 @@ use std::time::Duration;
 use drainpipe_tests::heroku_fake::FakeOptions;
 use drainpipe_tests::ingester::InProcessIngester;
 use drainpipe_tests::operator::{
-    Harness, condition, condition_is, condition_reason, status_drains,
+    Harness, condition, condition_is, condition_reason, loopback_ip, status_drains,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -522,7 +522,7 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     h.wait_drains_registered("fresh", &["fresh-web"]).await;
 
     // Play the kubelet: the pod runs at `ip` and is Ready.
-    run_pod_at(&h, "fresh", &ip).await;
+    h.run_pod_at("fresh", &ip).await;
 
     let send = || async {
         let status = ingester
@@ -567,54 +567,6 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     .await;
     ingester.stop().await;
     h.teardown().await;
-}
-
-/// A random loopback address other than 127.0.0.1, to stand for a pod IP.
-fn loopback_ip() -> String {
-    format!(
-        "127.{}.{}.{}",
-        rand_octet(1),
-        rand_octet(2),
-        rand_octet(3).max(2)
-    )
-}
-
-/// Plays the kubelet: LogDrain `name`'s (first) ingester pod runs at `ip`
-/// and is Ready, so the operator reads `http://{ip}:8080/metrics`.
-async fn run_pod_at(h: &Harness, name: &str, ip: &str) {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::ResourceExt;
-    use kube::api::{ListParams, Patch, PatchParams};
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    let selector = format!("app.kubernetes.io/instance={name}");
-    let pod = drainpipe_tests::operator::wait_for("the ingester pod", MINUTE, || {
-        let pods = pods.clone();
-        let selector = selector.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items.into_iter().next()
-        }
-    })
-    .await;
-    let mut status = drainpipe_tests::operator::ready_pod_status();
-    status["status"]["podIP"] = json!(ip);
-    status["status"]["podIPs"] = json!([{"ip": ip}]);
-    status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
-    pods.patch_status(
-        &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .expect("mark the pod running at the loopback address");
-}
-
-fn rand_octet(salt: u8) -> u8 {
-    let b = uuid::Uuid::new_v4().as_bytes()[usize::from(salt)];
-    b.clamp(1, 254)
 }
 
 /// A MinIO session policy: `actions` allowed on the test bucket, nothing else.
@@ -672,7 +624,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     let root = h.env.root_credentials();
     let ip = loopback_ip();
     let good = InProcessIngester::start_s3_as(&h.env, &prefix, root, &listen(&ip)).await;
-    run_pod_at(&h, "wr", &ip).await;
+    h.run_pod_at("wr", &ip).await;
     let ld = h
         .wait_status("wr", "archive writable and ready", MINUTE, |ld| {
             condition_is(ld, "ArchiveWritable", "True") && condition_is(ld, "Ready", "True")
@@ -708,7 +660,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     ];
     let ip = loopback_ip();
     let denied = InProcessIngester::start_s3_as(&h.env, &prefix, read_only, &listen(&ip)).await;
-    run_pod_at(&h, "wr", &ip).await;
+    h.run_pod_at("wr", &ip).await;
     let ld = h
         .wait_status("wr", "archive not writable", MINUTE, |ld| {
             condition_is(ld, "ArchiveWritable", "False")
@@ -769,7 +721,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         .await;
     let ip = loopback_ip();
     let kept = InProcessIngester::start_s3_as(&h.env, &prefix, no_delete, &listen(&ip)).await;
-    run_pod_at(&h, "wr", &ip).await;
+    h.run_pod_at("wr", &ip).await;
     let ld = h
         .wait_status("wr", "writable without delete", MINUTE, |ld| {
             condition(ld, "ArchiveWritable")

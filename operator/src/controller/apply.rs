@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use drainpipe_contract::alerts::AlertRule;
 use drainpipe_contract::routes::{AppRoute, RoutesFile};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -12,12 +13,15 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::alerts::render::render_alerts;
+use super::alerts::resolve;
 use super::catalog::glue::sync_catalog;
 use super::catalog::retention::sync_retention;
 use super::heroku::drains::sync_drains;
 use super::heroku::retain;
 use super::heroku::suspend::suspend_drains;
 use super::owned::{apply_owned, apply_params, delete_owned};
+use super::status::alerts::alerts_condition;
 use super::status::conditions::{condition, ready_condition};
 use super::status::freshness;
 use super::status::writable;
@@ -25,7 +29,7 @@ use super::workload::ingester::{ingester_condition, sync_workload};
 use super::workload::pods;
 use super::workload::scaling;
 use super::{
-    ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
+    ALERTS_READY, ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
     INGESTER_AVAILABLE, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
@@ -62,7 +66,16 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     let spec_apps = ld.app_set();
     let target = ld.spec.endpoint.target();
     let previous = current_routes(ctx, &owner).await?;
-    let routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &previous);
+    // The alert rules that can run; the others are named in AlertsReady.
+    let alerts = render_alerts(ctx, &ld, &owner.namespace).await?;
+    let routes = routes_for(
+        &spec_apps,
+        &drains,
+        &password,
+        target.as_ref(),
+        &previous,
+        &alerts.rules,
+    );
     apply_routes(ctx, &owner, &routes).await?;
     scaling::claim_replicas(ctx, &owner, &ld, &uid).await?;
     let workload = sync_workload(ctx, &owner, &ld, &reference).await?;
@@ -86,7 +99,14 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         )
         .await
     };
-    let new_routes = routes_for(&spec_apps, &drains, &password, target.as_ref(), &routes);
+    let new_routes = routes_for(
+        &spec_apps,
+        &drains,
+        &password,
+        target.as_ref(),
+        &routes,
+        &alerts.rules,
+    );
     if new_routes != routes {
         apply_routes(ctx, &owner, &new_routes).await?;
     }
@@ -142,6 +162,12 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     conditions.push(condition(old, ARCHIVE_WRITABLE, &writable, generation));
     if let Some(c) = &retention.condition {
         conditions.push(condition(old, RETENTION_APPLIED, c, generation));
+    }
+    if !ld.spec.alerts.is_empty() {
+        let mut problems = alerts.problems.clone();
+        problems.extend(resolve::disabled(&ld.spec.alerts, &alerts, &pods.disabled));
+        let c = alerts_condition(ld.spec.alerts.len(), &problems);
+        conditions.push(condition(old, ALERTS_READY, &c, generation));
     }
     let ready = ready_condition(
         &ld,
@@ -260,14 +286,20 @@ async fn sync_ingress(ctx: &Context, owner: &Owner, ld: &LogDrain) -> Result<()>
 /// which Logplex drops for good; so the route accepts any token with the
 /// password until the new token is known. Syslog drains are told apart by
 /// token alone: their tokens are what the ingester routes by.
+///
+/// `alerts` are the rules that can run, Secrets resolved (alerts/).
 fn routes_for(
     apps: &BTreeSet<String>,
     drains: &BTreeMap<String, DrainStatus>,
     password: &str,
     target: Option<&DrainTarget>,
     previous: &RoutesFile,
+    alerts: &[AlertRule],
 ) -> RoutesFile {
-    let mut routes = RoutesFile::default();
+    let mut routes = RoutesFile {
+        alerts: alerts.to_vec(),
+        ..RoutesFile::default()
+    };
     for app in apps.iter().chain(drains.keys()) {
         let same_password = previous
             .apps
@@ -345,6 +377,7 @@ mod tests {
             "pw",
             Some(&https("https://logs.example.com")),
             &RoutesFile::default(),
+            &[],
         );
         let names: Vec<&str> = routes.apps.keys().map(String::as_str).collect();
         assert_eq!(names, ["a-app", "b-app", "gone-app"]);
@@ -363,11 +396,11 @@ mod tests {
         ]);
         let target = https("https://logs.example.com");
         let endpoint = Some(&target);
-        let settled = routes_for(&apps, &drains, "pw", endpoint, &RoutesFile::default());
+        let settled = routes_for(&apps, &drains, "pw", endpoint, &RoutesFile::default(), &[]);
         assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
 
         // The password was rotated: the recorded drains carry the old one.
-        let rotated = routes_for(&apps, &drains, "new-pw", endpoint, &settled);
+        let rotated = routes_for(&apps, &drains, "new-pw", endpoint, &settled, &[]);
         assert!(rotated.apps.values().all(|r| r.drain_tokens.is_empty()));
         assert!(rotated.apps.values().all(|r| r.password == "new-pw"));
 
@@ -378,6 +411,7 @@ mod tests {
             "pw",
             Some(&https("https://new.example.com")),
             &settled,
+            &[],
         );
         assert!(moved.apps.values().all(|r| r.drain_tokens.is_empty()));
 
@@ -386,7 +420,7 @@ mod tests {
             ("a-app".to_string(), status("a-app", "d.3")),
             ("b-app".to_string(), status("b-app", "d.4")),
         ]);
-        let after = routes_for(&apps, &renewed, "new-pw", endpoint, &rotated);
+        let after = routes_for(&apps, &renewed, "new-pw", endpoint, &rotated, &[]);
         assert_eq!(after.apps["b-app"].drain_tokens, ["d.4"]);
     }
 
@@ -405,11 +439,18 @@ mod tests {
         let target = DrainTarget::SyslogTls {
             address: "logs.example.com:6514".to_string(),
         };
-        let settled = routes_for(&apps, &drains, "pw", Some(&target), &RoutesFile::default());
+        let settled = routes_for(
+            &apps,
+            &drains,
+            "pw",
+            Some(&target),
+            &RoutesFile::default(),
+            &[],
+        );
         assert_eq!(settled.apps["a-app"].drain_tokens, ["d.1"]);
         assert!(settled.apps["b-app"].drain_tokens.is_empty());
         // A password rotation does not touch syslog drains: tokens stay.
-        let rotated = routes_for(&apps, &drains, "new-pw", Some(&target), &settled);
+        let rotated = routes_for(&apps, &drains, "new-pw", Some(&target), &settled, &[]);
         assert_eq!(rotated.apps["a-app"].drain_tokens, ["d.1"]);
     }
 }

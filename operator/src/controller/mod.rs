@@ -19,6 +19,7 @@ mod memory;
 mod owned;
 // One folder per concern (docs/architecture.md, "Code map"); `status` is
 // below the others, which never use each other.
+mod alerts;
 mod catalog;
 mod heroku;
 mod status;
@@ -63,6 +64,7 @@ pub(crate) const INGESTER_AVAILABLE: &str = "IngesterAvailable";
 pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
 pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
 pub(crate) const ARCHIVE_WRITABLE: &str = "ArchiveWritable";
+pub(crate) const ALERTS_READY: &str = "AlertsReady";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
@@ -187,7 +189,8 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
     // The Heroku token Secret belongs to the user and carries no label of
     // ours: watch Secrets' metadata only (never their data) and map each to
     // the LogDrains that name it. So is the drain password Secret of a
-    // LogDrain with deletionPolicy Retain, which it does not own (retain.rs).
+    // LogDrain with deletionPolicy Retain, which it does not own (retain.rs),
+    // and the Secrets of its alert rules (alerts/).
     let store = controller.store();
     controller.watches(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
@@ -209,7 +212,8 @@ fn logdrains_referencing(
         .filter(|ld| {
             ld.metadata.namespace.as_deref() == Some(ns)
                 && (ld.spec.heroku.api_token_secret_ref.name == name
-                    || heroku::retain::is_password_secret_of(ld, name))
+                    || heroku::retain::is_password_secret_of(ld, name)
+                    || ld.alert_secret_names().contains(name))
         })
         .map(|ld| ObjectRef::from_obj(ld.as_ref()))
         .collect()

@@ -6,7 +6,7 @@
 //! This module holds the resource itself (`LogDrainSpec`'s top level, the
 //! Heroku token reference, the deletion policy) and re-exports the rest
 //! from its files, one per section of the spec: `endpoint`, `archive`
-//! (with the catalog), `ingester`, and `status`. The CEL rules
+//! (with the catalog), `ingester`, `alerts`, and `status`. The CEL rules
 //! (`x_kube(validation = ...)`) stay on the types and fields they check.
 
 use std::collections::BTreeSet;
@@ -16,10 +16,15 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod alerts;
 mod archive;
 mod endpoint;
 mod ingester;
 mod status;
+pub use alerts::{
+    AlertGroupKey, AlertMatchSpec, AlertRuleSpec, AlertmanagerSpec, SecretRef, SlackSpec,
+    StatusRangeSpec, WebhookSecretRef,
+};
 pub use archive::{ArchiveSpec, CatalogSpec, GlueCatalog, S3Archive, S3Lifecycle, StorageClass};
 pub use endpoint::{
     DrainTarget, EndpointIngress, EndpointSpec, IngressTls, OtlpTarget, OtlpTransport,
@@ -135,6 +140,16 @@ pub struct LogDrainSpec {
     /// back to `false` registers the drains again with the same password.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// Alert rules on the logs: lines matching a rule are grouped and sent
+    /// to Slack or Alertmanager by the ingesters, after they are safely in
+    /// the write-ahead log (never slowing what Heroku is answered). The
+    /// `AlertsReady` condition names each rule that cannot run (a bad
+    /// regular expression, a missing Secret, a Slack channel that is gone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub alerts: Vec<AlertRuleSpec>,
 }
 
 /// Access to the Heroku Platform API.
@@ -175,6 +190,15 @@ impl LogDrain {
     /// the CRD had that rule).
     pub fn app_set(&self) -> BTreeSet<String> {
         self.spec.apps.iter().cloned().collect()
+    }
+
+    /// The Secrets `spec.alerts` reads, each once.
+    pub fn alert_secret_names(&self) -> BTreeSet<&str> {
+        self.spec
+            .alerts
+            .iter()
+            .flat_map(AlertRuleSpec::secret_names)
+            .collect()
     }
 
     /// The syslog listener the ingester runs: `Some` when the drains are

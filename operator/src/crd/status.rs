@@ -13,7 +13,9 @@ pub struct LogDrainStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `DrainsRegistered`, `CatalogSynced` and `IngesterAvailable`.
+    /// `Ready`, `DrainsRegistered`, `CatalogSynced`, `IngesterAvailable`,
+    /// `ArchiveFresh` and `ArchiveWritable`; `RetentionApplied` with
+    /// `spec.archive.s3.lifecycle`, `AlertsReady` with `spec.alerts`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The Heroku drains drainpipe created, one per app.

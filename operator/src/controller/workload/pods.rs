@@ -1,6 +1,7 @@
 //! What the ready ingester pods of a LogDrain report on `/metrics`: one
 //! small GET per pod per reconcile, read for the archive's freshness and
-//! writability (status/) and the load the autoscaler decides on.
+//! writability and the alert destinations the pods disabled (status/), and
+//! the load the autoscaler decides on.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use kube::api::{Api, ListParams};
 
 use super::autoscale::{PodRead, parse_load};
 use crate::controller::Context;
+use crate::controller::status::alerts::parse_disabled;
 use crate::controller::status::freshness::parse_last_objects;
 use crate::controller::status::writable::{Probe, parse_probe};
 use crate::resources;
@@ -30,6 +32,9 @@ pub(crate) struct PodReports {
     pub(crate) loads: Vec<PodRead>,
     /// Pods being deleted: still flushing their log to the archive.
     pub(crate) flushing: usize,
+    /// Alert rules whose destination some pod disabled, with Slack's
+    /// reason (status/alerts.rs).
+    pub(crate) disabled: BTreeMap<String, String>,
 }
 
 /// What the ready ingester pods of LogDrain `name` report.
@@ -51,6 +56,7 @@ pub(crate) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
     let mut probes = Vec::new();
     let mut loads = Vec::new();
     let mut flushing = 0;
+    let mut disabled = BTreeMap::new();
     for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -94,6 +100,7 @@ pub(crate) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
             });
         }
         probes.push((pod_name, parse_probe(&text)));
+        disabled.extend(parse_disabled(&text));
         for (app, t) in parse_last_objects(&text) {
             let e = last.entry(app).or_insert(t);
             *e = (*e).max(t);
@@ -111,5 +118,6 @@ pub(crate) async fn read_pods(ctx: &Context, namespace: &str, name: &str) -> Pod
         probes,
         loads,
         flushing,
+        disabled,
     }
 }
