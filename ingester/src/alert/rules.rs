@@ -112,12 +112,7 @@ impl Rule {
         {
             return false;
         }
-        if !self.codes.is_empty()
-            && !r
-                .router
-                .code
-                .is_some_and(|c| self.codes.iter().any(|want| value_eq(&c, want)))
-        {
+        if !self.codes.is_empty() && !self.codes.iter().any(|want| has_code(r, want)) {
             return false;
         }
         if !glob_matches(self.source.as_ref(), r.source)
@@ -146,9 +141,10 @@ impl Rule {
                 GroupKey::Source => out.push_str(r.source.unwrap_or("-")),
                 GroupKey::ProcId => out.push_str(r.proc_id.unwrap_or("-")),
                 GroupKey::Severity => out.push_str(r.severity.map_or("-", severity_name)),
-                GroupKey::Code => match r.router.code {
-                    Some(c) => push_value(out, &c),
-                    None => out.push('-'),
+                GroupKey::Code => match (r.router.code, platform_code(r)) {
+                    (Some(c), _) => push_value(out, &c),
+                    (None, Some(code)) => out.push_str(code),
+                    (None, None) => out.push('-'),
                 },
                 GroupKey::Status => match r.router.status {
                     Some(s) => out.push_str(&s.to_string()),
@@ -183,6 +179,30 @@ pub(crate) fn severity_name(severity: u8) -> &'static str {
         6 => "info",
         _ => "debug",
     }
+}
+
+/// A router line's `code=H12`, or a platform line's `Error R14 (...)`.
+fn has_code(r: &Record<'_>, want: &str) -> bool {
+    match r.router.code {
+        Some(c) => value_eq(&c, want),
+        None => platform_code(r) == Some(want),
+    }
+}
+
+/// The code of a Heroku platform error line (`Error R14 (Memory quota
+/// exceeded)`, `Error L10 (output buffer overflow): ...`), as the Dev
+/// Center's error-code list writes them: a capital letter and digits.
+fn platform_code<'r>(r: &Record<'r>) -> Option<&'r str> {
+    if r.source != Some("heroku") {
+        return None;
+    }
+    let rest = r.message.strip_prefix("Error ")?;
+    let (code, after) = rest.split_once(' ')?;
+    let mut bytes = code.bytes();
+    let well_formed = bytes.next().is_some_and(|b| b.is_ascii_uppercase())
+        && (2..=4).contains(&code.len())
+        && bytes.all(|b| b.is_ascii_digit());
+    (well_formed && after.starts_with('(')).then_some(code)
 }
 
 fn glob_matches(glob: Option<&Regex>, value: Option<&str>) -> bool {
@@ -323,8 +343,8 @@ mod tests {
                 vec![],
                 vec!["router-5xx"],
                 vec!["router-5xx", "h12"],
-                // R14 comes in the message, not as a router `code=`.
-                vec![],
+                // A platform error's code is in its message.
+                vec!["memory"],
                 vec!["payments"],
                 vec![],
                 vec!["app-errors"],
