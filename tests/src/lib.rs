@@ -5,4 +5,5 @@ pub use drainpipe_testenv as env;
 pub mod heroku_fake;
 pub mod ingester;
 pub mod operator;
+pub mod slack_fake;
 pub mod trino;
