@@ -19,7 +19,11 @@ pub const NOT_RUNNING: &str =
     "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
 /// Servers only some tests need: their accessors fail when absent.
-const OPTIONAL_VARS: [&str; 2] = ["DRAINPIPE_TESTENV_TRINO", "DRAINPIPE_TESTENV_OTLP_CLIENT"];
+const OPTIONAL_VARS: [&str; 3] = [
+    "DRAINPIPE_TESTENV_TRINO",
+    "DRAINPIPE_TESTENV_OTLP_CLIENT",
+    "DRAINPIPE_ALERTMANAGER_URL",
+];
 
 const VARS: [&str; 8] = [
     "KUBECONFIG",
@@ -48,6 +52,9 @@ pub struct TestEnv {
     trino: Option<String>,
     /// The OTLP client (`DRAINPIPE_TESTENV_OTLP_CLIENT`); read through [`TestEnv::otlp_client`].
     otlp_client: Option<PathBuf>,
+    /// Alertmanager's HTTP address (`DRAINPIPE_ALERTMANAGER_URL`); read through
+    /// [`TestEnv::alertmanager`].
+    alertmanager: Option<String>,
 }
 
 impl TestEnv {
@@ -185,6 +192,22 @@ impl TestEnv {
         url
     }
 
+    /// Alertmanager's base URL (`http://127.0.0.1:PORT`, API under `/api/v2/`), checked to accept
+    /// connections. An environment started before Alertmanager was added lacks it: these tests
+    /// then fail with [`NOT_RUNNING`] and how to add it, instead of skipping.
+    #[track_caller]
+    pub fn alertmanager(&self) -> &str {
+        let Some(url) = self.alertmanager.as_deref() else {
+            panic!(
+                "{NOT_RUNNING}\nDRAINPIPE_ALERTMANAGER_URL is not set: the environment has no Alertmanager; `scripts/testenv install alertmanager && scripts/testenv up` adds it to the running environment"
+            );
+        };
+        if let Err(e) = connect(url) {
+            panic!("{NOT_RUNNING}\nAlertmanager at {url}: {e}");
+        }
+        url
+    }
+
     /// The OpenTelemetry Go SDK client `scripts/testenv install` built (scripts/otlp-client).
     #[track_caller]
     pub fn otlp_client(&self) -> &Path {
@@ -250,6 +273,7 @@ impl TestEnv {
             otlp_client: values
                 .get("DRAINPIPE_TESTENV_OTLP_CLIENT")
                 .map(PathBuf::from),
+            alertmanager: values.get("DRAINPIPE_ALERTMANAGER_URL").cloned(),
         })
     }
 
