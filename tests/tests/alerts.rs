@@ -479,3 +479,124 @@ async fn rules_reload_and_a_gone_webhook_stays_off_until_its_secret_changes() {
     );
     ingester.stop().await;
 }
+
+/// The alerts Alertmanager lists for `alertname` (resolved ones are not listed).
+async fn listed(http: &reqwest::Client, am: &str, alertname: &str) -> Vec<Value> {
+    http.get(format!("{am}/api/v2/alerts"))
+        .query(&[("filter", format!("alertname=\"{alertname}\""))])
+        .send()
+        .await
+        .expect("GET /api/v2/alerts")
+        .error_for_status()
+        .expect("Alertmanager answers")
+        .json::<Vec<Value>>()
+        .await
+        .expect("a list of alerts")
+}
+
+#[tokio::test]
+async fn alertmanager_shows_labelled_alerts_that_resolve_after_the_lines_stop() {
+    let env = TestEnv::require();
+    let am = env.alertmanager().to_owned();
+    let http = reqwest::Client::new();
+    let rule = format!("h12-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes_file = dir.path().join("routes.yaml");
+    let alerts = format!(
+        "- name: {rule}\n  match: {{code: [H12]}}\n  destination: {{alertmanager: {{url: '{am}', resolveAfter: 4s}}}}\n  firstWait: 500ms\n  minInterval: 1s\n"
+    );
+    std::fs::write(&routes_file, routes(&["shop", "blog"], &alerts)).expect("routes");
+    let prefix = format!("alerts-am-{}/", uuid::Uuid::new_v4().simple());
+    let ingester = start(&env, &prefix, &routes_file).await;
+    let h12 = |app: &str| {
+        line(
+            158,
+            "heroku",
+            "router",
+            &format!(
+                "at=error code=H12 desc=\"Request timeout\" method=POST path=\"/api/v1/reports\" host={app}.herokuapp.com request_id=8601b555 fwd=\"203.0.113.42\" dyno=web.1 connect=0ms service=30000ms status=503 bytes=0 protocol=https"
+            ),
+        )
+    };
+    post(&ingester, "shop", &[h12("shop"), h12("shop")]).await;
+    post(&ingester, "blog", &[h12("blog")]).await;
+    post(
+        &ingester,
+        "blog",
+        &[line(158, "heroku", "router", "at=info status=200")],
+    )
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let alerts = listed(&http, &am, &rule).await;
+        if alerts.len() == 2 {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts in Alertmanager: {alerts:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut labels: Vec<Value> = alerts.iter().map(|a| a["labels"].clone()).collect();
+    labels.sort_by_key(|l| l["app"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        labels,
+        vec![
+            serde_json::json!({"alertname": rule, "app": "blog", "source": "heroku", "severity": "info"}),
+            serde_json::json!({"alertname": rule, "app": "shop", "source": "heroku", "severity": "info"}),
+        ]
+    );
+    for a in &alerts {
+        assert_eq!(a["status"]["state"], "active", "{a:#}");
+        let samples = a["annotations"]["samples"].as_str().expect("samples");
+        assert!(samples.contains("code=H12"), "{samples}");
+        assert!(
+            !samples.contains("status=200"),
+            "only matching lines: {samples}"
+        );
+    }
+
+    // shop keeps matching, blog stopped: blog's alert resolves (after resolveAfter), shop's
+    // is re-sent and stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        post(&ingester, "shop", &[h12("shop")]).await;
+        let apps: Vec<String> = listed(&http, &am, &rule)
+            .await
+            .iter()
+            .map(|a| a["labels"]["app"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if apps == ["shop"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {apps:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Six more seconds of shop's lines: longer than resolveAfter, so only re-sending keeps it.
+    for _ in 0..12 {
+        post(&ingester, "shop", &[h12("shop")]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        listed(&http, &am, &rule).await.len(),
+        1,
+        "re-sent while matching"
+    );
+
+    // The lines stop: the alert resolves by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listed(&http, &am, &rule).await.is_empty() {
+        assert!(Instant::now() < deadline, "the alert did not resolve");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = ingester.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "drainpipe_alert_messages_sent_total{{rule=\"{rule}\"}}"
+        )),
+        "{metrics}"
+    );
+    ingester.stop().await;
+}
