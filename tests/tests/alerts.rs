@@ -126,6 +126,8 @@ fn totals(fake: &SlackFake) -> BTreeMap<(String, String), u64> {
 async fn rules_match_exactly_the_archived_lines_they_describe() {
     let env = TestEnv::require();
     let fake = SlackFake::start().await;
+    // Slack's pace, per webhook: the five rules share one, so they must share its pace too.
+    fake.rate_limit(Duration::from_secs(1), 1);
     let url = fake.webhook_url();
     let dir = tempfile::tempdir().expect("tempdir");
     let routes_file = dir.path().join("routes.yaml");
@@ -232,7 +234,11 @@ async fn rules_match_exactly_the_archived_lines_they_describe() {
     // A little longer: nothing more arrives (no line counted twice).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(totals(&fake), expected);
-    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+    assert!(
+        fake.refusals().is_empty(),
+        "no 429: rules posting to one webhook are paced together: {:?}",
+        fake.refusals()
+    );
     for post in fake.posts() {
         let shown = post
             .block_texts()

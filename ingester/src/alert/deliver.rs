@@ -35,6 +35,11 @@ const SENDER_QUEUE: usize = 16;
 const TICK: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// When the next request to a destination URL may go, shared by every rule
+/// posting to that URL: Slack's limit is per webhook, and several rules
+/// often post to one channel.
+type Pace = Arc<tokio::sync::Mutex<Instant>>;
+
 /// One rule's sender as the dispatcher sees it.
 struct Sender {
     destination: Destination,
@@ -63,6 +68,7 @@ pub(crate) async fn dispatch(
     };
     let mut grouper = Grouper::default();
     let mut senders: HashMap<Arc<str>, Sender> = HashMap::new();
+    let mut paces: HashMap<String, Pace> = HashMap::new();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -85,7 +91,7 @@ pub(crate) async fn dispatch(
             }
             _ = ticker.tick() => {
                 let Some(rules) = hub.upgrade().map(|h| h.rules()) else { break };
-                sync_senders(&mut senders, &rules.rules, &client, &metrics);
+                sync_senders(&mut senders, &mut paces, &rules.rules, &client, &metrics);
                 let (due, orphaned) = grouper.due(Instant::now(), |name| {
                     rules.rules.iter().find(|r| &*r.name == name).map(|r| (r.first_wait, r.min_interval))
                 });
@@ -105,6 +111,7 @@ pub(crate) async fn dispatch(
 /// match the rules. A restarted sender starts enabled.
 fn sync_senders(
     senders: &mut HashMap<Arc<str>, Sender>,
+    paces: &mut HashMap<String, Pace>,
     rules: &[Rule],
     client: &reqwest::Client,
     metrics: &Arc<Metrics>,
@@ -125,7 +132,11 @@ fn sync_senders(
         }
         let (tx, rx) = mpsc::channel(SENDER_QUEUE);
         let disabled = Arc::new(Mutex::new(None));
+        let pace = paces
+            .entry(destination_url(&rule.destination).to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Instant::now())));
         let target = Target {
+            pace: Arc::clone(pace),
             rule: Arc::clone(&rule.name),
             destination: rule.destination.clone(),
             group_by: rule.group_by.clone(),
@@ -142,6 +153,15 @@ fn sync_senders(
                 disabled,
             },
         );
+    }
+    // A URL no sender holds any more.
+    paces.retain(|_, pace| Arc::strong_count(pace) > 1);
+}
+
+fn destination_url(destination: &Destination) -> &str {
+    match destination {
+        Destination::Slack(s) => &s.webhook_url,
+        Destination::Alertmanager(a) => &a.url,
     }
 }
 
@@ -191,6 +211,7 @@ pub(crate) fn drop_lines(metrics: &Metrics, rule: &str, reason: &str, lines: u64
 /// One rule's destination and what it needs to post.
 struct Target {
     rule: Arc<str>,
+    pace: Pace,
     destination: Destination,
     group_by: Vec<GroupKey>,
     client: reqwest::Client,
@@ -208,31 +229,35 @@ enum Outcome {
 
 impl Target {
     async fn run(self, mut rx: mpsc::Receiver<Vec<Message>>) {
-        let mut next = Instant::now();
         while let Some(batch) = rx.recv().await {
             match &self.destination {
                 Destination::Slack(_) => {
                     for m in batch {
                         let lines = m.count;
-                        self.deliver(std::slice::from_ref(&m), lines, &mut next)
-                            .await;
+                        self.deliver(std::slice::from_ref(&m), lines).await;
                     }
                 }
                 Destination::Alertmanager(_) => {
                     let lines = batch.iter().map(|m| m.count).sum();
-                    self.deliver(&batch, lines, &mut next).await;
+                    self.deliver(&batch, lines).await;
                 }
             }
         }
     }
 
-    /// Post until accepted, refused for good, or out of time.
-    async fn deliver(&self, messages: &[Message], lines: u64, next: &mut Instant) {
+    /// Post until accepted, refused for good, or out of time (the wait for
+    /// other rules' posts to the same URL included).
+    async fn deliver(&self, messages: &[Message], lines: u64) {
         if self.is_disabled() {
             drop_lines(&self.metrics, &self.rule, "destination_disabled", lines);
             return;
         }
         let deadline = Instant::now() + DELIVERY_BOUND;
+        let Ok(mut next) = tokio::time::timeout_at(deadline.into(), self.pace.lock()).await else {
+            drop_lines(&self.metrics, &self.rule, "undeliverable", lines);
+            return;
+        };
+        let next = &mut *next;
         let mut backoff = Duration::from_secs(1);
         loop {
             if *next > deadline {
