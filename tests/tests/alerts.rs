@@ -122,37 +122,86 @@ fn totals(fake: &SlackFake) -> BTreeMap<(String, String), u64> {
     out
 }
 
-#[tokio::test]
-async fn rules_match_exactly_the_archived_lines_they_describe() {
+/// A fake Slack, one webhook on it, and an ingester whose routes file holds `apps` and the rules
+/// `alerts` writes for that webhook's URL.
+struct Setup {
+    env: TestEnv,
+    fake: SlackFake,
+    url: String,
+    routes_file: std::path::PathBuf,
+    /// Where its objects are in the test bucket.
+    prefix: String,
+    ingester: InProcessIngester,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(
+    name: &str,
+    apps: &[&str],
+    configure: impl FnOnce(&SlackFake),
+    alerts: impl FnOnce(&str) -> String,
+) -> Setup {
     let env = TestEnv::require();
     let fake = SlackFake::start().await;
-    // Slack's pace, per webhook: the five rules share one, so they must share its pace too.
-    fake.rate_limit(Duration::from_secs(1), 1);
+    configure(&fake);
     let url = fake.webhook_url();
     let dir = tempfile::tempdir().expect("tempdir");
     let routes_file = dir.path().join("routes.yaml");
-    let rule = |name: &str, matches: &str| {
-        format!(
-            "- name: {name}\n  match: {matches}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 1s\n  minInterval: 1s\n  maxSamples: 3\n"
-        )
-    };
-    let alerts = [
-        rule(
-            "router-5xx",
-            "{source: heroku, procId: router, status: {min: 500, max: 599}}",
-        ),
-        rule("h12", "{code: [H12]}"),
-        rule("app-errors", "{source: app, severityAtMost: 3}"),
-        rule(
-            "payments",
-            "{procId: 'web.*', message: 'payment (failed|declined)'}",
-        ),
-        rule("memory", "{source: heroku, message: 'Error R1[45] '}"),
-    ]
-    .concat();
-    std::fs::write(&routes_file, routes(&["shop", "blog"], &alerts)).expect("routes");
-    let prefix = format!("alerts-match-{}/", uuid::Uuid::new_v4().simple());
+    std::fs::write(&routes_file, routes(apps, &alerts(&url))).expect("routes");
+    let prefix = format!("alerts-{name}-{}/", uuid::Uuid::new_v4().simple());
     let ingester = start(&env, &prefix, &routes_file).await;
+    Setup {
+        env,
+        fake,
+        url,
+        routes_file,
+        prefix,
+        ingester,
+        _dir: dir,
+    }
+}
+
+/// Sample lines a post quotes (the lines of its code sections).
+fn samples_shown(post: &SlackPost) -> usize {
+    post.block_texts()
+        .iter()
+        .filter(|t| t.starts_with("```"))
+        .map(|t| t.lines().count() - 2)
+        .sum()
+}
+
+#[tokio::test]
+async fn rules_match_exactly_the_archived_lines_they_describe() {
+    let alerts = |url: &str| {
+        let rule = |name: &str, matches: &str| {
+            format!(
+                "- name: {name}\n  match: {matches}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 1s\n  minInterval: 1s\n  maxSamples: 3\n"
+            )
+        };
+        [
+            rule(
+                "router-5xx",
+                "{source: heroku, procId: router, status: {min: 500, max: 599}}",
+            ),
+            rule("h12", "{code: [H12]}"),
+            rule("app-errors", "{source: app, severityAtMost: 3}"),
+            rule(
+                "payments",
+                "{procId: 'web.*', message: 'payment (failed|declined)'}",
+            ),
+            rule("memory", "{source: heroku, message: 'Error R1[45] '}"),
+        ]
+        .concat()
+    };
+    // Slack's pace, per webhook: the five rules share one, so they must share its pace too.
+    let pace = |fake: &SlackFake| fake.rate_limit(Duration::from_secs(1), 1);
+    let Setup {
+        env,
+        fake,
+        ingester,
+        prefix,
+        ..
+    } = setup("match", &["shop", "blog"], pace, alerts).await;
 
     let mut sent = 0;
     for (seed, app) in [(1, "shop"), (2, "blog")] {
@@ -240,12 +289,7 @@ async fn rules_match_exactly_the_archived_lines_they_describe() {
         fake.refusals()
     );
     for post in fake.posts() {
-        let shown = post
-            .block_texts()
-            .iter()
-            .filter(|t| t.starts_with("```"))
-            .map(|t| t.lines().count() - 2)
-            .sum::<usize>();
+        let shown = samples_shown(&post);
         assert!(
             (1..=3).contains(&shown),
             "1 to maxSamples sample lines: {post:?}"
@@ -264,18 +308,15 @@ async fn rules_match_exactly_the_archived_lines_they_describe() {
 
 #[tokio::test]
 async fn grouping_pacing_and_truncation_shape_the_posts() {
-    let env = TestEnv::require();
-    let fake = SlackFake::start().await;
-    fake.rate_limit(Duration::from_secs(1), 1);
-    let url = fake.webhook_url();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let routes_file = dir.path().join("routes.yaml");
-    let alerts = format!(
-        "- name: boom\n  match: {{source: app, message: '^boom'}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 2s\n  minInterval: 3s\n  maxSamples: 4\n"
-    );
-    std::fs::write(&routes_file, routes(&["shop", "blog"], &alerts)).expect("routes");
-    let prefix = format!("alerts-shape-{}/", uuid::Uuid::new_v4().simple());
-    let ingester = start(&env, &prefix, &routes_file).await;
+    let Setup { fake, ingester, .. } = setup(
+        "shape",
+        &["shop", "blog"],
+        |fake| fake.rate_limit(Duration::from_secs(1), 1),
+        |url| format!(
+            "- name: boom\n  match: {{source: app, message: '^boom'}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 2s\n  minInterval: 3s\n  maxSamples: 4\n"
+        ),
+    )
+    .await;
 
     let long = format!("boom {}", "x".repeat(5_000));
     let started = Instant::now();
@@ -324,12 +365,7 @@ async fn grouping_pacing_and_truncation_shape_the_posts() {
         }
         for p in &mine {
             let (_, count) = announced(p);
-            let samples: usize = p
-                .block_texts()
-                .iter()
-                .filter(|t| t.starts_with("```"))
-                .map(|t| t.lines().count() - 2)
-                .sum();
+            let samples = samples_shown(p);
             assert!(samples <= 4, "at most maxSamples lines");
             if count > samples as u64 {
                 let more = format!("and {} more lines", count - samples as u64);
@@ -362,23 +398,16 @@ async fn grouping_pacing_and_truncation_shape_the_posts() {
 
 #[tokio::test]
 async fn slack_429_retry_after_is_honoured_and_nothing_is_lost() {
-    let env = TestEnv::require();
-    let fake = SlackFake::start().await;
-    // Stricter than Slack: one post per 4 s, Retry-After 3.
-    fake.rate_limit(Duration::from_secs(4), 3);
-    let url = fake.webhook_url();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let routes_file = dir.path().join("routes.yaml");
-    let alerts = format!(
-        "- name: errs\n  match: {{severityAtMost: 3}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 1s\n"
-    );
-    std::fs::write(
-        &routes_file,
-        routes(&["app-one", "app-two", "app-three"], &alerts),
+    let Setup { fake, ingester, .. } = setup(
+        "429",
+        &["app-one", "app-two", "app-three"],
+        // Stricter than Slack: one post per 4 s, Retry-After 3.
+        |fake| fake.rate_limit(Duration::from_secs(4), 3),
+        |url| format!(
+            "- name: errs\n  match: {{severityAtMost: 3}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n  groupBy: [app]\n  firstWait: 1s\n"
+        ),
     )
-    .expect("routes");
-    let prefix = format!("alerts-429-{}/", uuid::Uuid::new_v4().simple());
-    let ingester = start(&env, &prefix, &routes_file).await;
+    .await;
     for app in ["app-one", "app-two", "app-three"] {
         post(&ingester, app, &[line(187, "app", "web.1", "failed")]).await;
     }
@@ -400,14 +429,13 @@ async fn slack_429_retry_after_is_honoured_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn rules_reload_and_a_gone_webhook_stays_off_until_its_secret_changes() {
-    let env = TestEnv::require();
-    let fake = SlackFake::start().await;
-    let url = fake.webhook_url();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let routes_file = dir.path().join("routes.yaml");
-    std::fs::write(&routes_file, routes(&["shop"], "")).expect("routes");
-    let prefix = format!("alerts-reload-{}/", uuid::Uuid::new_v4().simple());
-    let ingester = start(&env, &prefix, &routes_file).await;
+    let Setup {
+        fake,
+        url,
+        routes_file,
+        ingester,
+        ..
+    } = setup("reload", &["shop"], |_| {}, |_| String::new()).await;
     let error = || vec![line(187, "app", "web.1", "failed")];
 
     post(&ingester, "shop", &error()).await;

@@ -14,12 +14,13 @@
 //! and marks the Job complete once the flush exited 0.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use drainpipe_tests::heroku_fake::FakeOptions;
+use drainpipe_tests::ingester::archived_records;
 use drainpipe_tests::operator::{Harness, condition, condition_is, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -148,44 +149,11 @@ fn wal_bytes(wal: &Path) -> u64 {
 
 /// Every message under `prefix` in the test bucket.
 async fn archived(h: &Harness, prefix: &str) -> BTreeSet<String> {
-    let s3 = h.env.s3_client();
-    let mut out = BTreeSet::new();
-    let list = s3
-        .list_objects_v2()
-        .bucket(&h.env.bucket)
-        .prefix(prefix)
-        .send()
+    archived_records(&h.env, prefix)
         .await
-        .expect("list objects");
-    for obj in list.contents() {
-        let key = obj.key().unwrap_or_default();
-        if !key.ends_with(".json.gz") {
-            continue;
-        }
-        let body = s3
-            .get_object()
-            .bucket(&h.env.bucket)
-            .key(key)
-            .send()
-            .await
-            .expect("get object")
-            .body
-            .collect()
-            .await
-            .expect("object body")
-            .into_bytes();
-        let mut text = String::new();
-        flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .expect("gzip JSON lines");
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
-            if let Some(m) = v["message"].as_str() {
-                out.insert(m.to_owned());
-            }
-        }
-    }
-    out
+        .iter()
+        .filter_map(|r| r["message"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn pvc_spec(h: &Harness, apps: &[&str], replicas: i32) -> serde_json::Value {

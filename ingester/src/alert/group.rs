@@ -19,17 +19,10 @@ use crate::alert::tap::{Delta, Sample};
 /// (and counted) until old ones are forgotten.
 pub(crate) const MAX_GROUPS: usize = 10_000;
 
-/// A message due for a destination.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Message {
-    pub(crate) rule: Arc<str>,
-    pub(crate) group: String,
-    /// Lines since the last message, samples included.
-    pub(crate) count: u64,
-    pub(crate) samples: Vec<Sample>,
-    pub(crate) first_us: i64,
-    pub(crate) last_us: i64,
-}
+/// A message due for a destination: the same summary a chunk gives
+/// (count, samples, first and last timestamps), over every line since the
+/// group's last message.
+pub(crate) type Message = Delta;
 
 #[derive(Debug)]
 struct Group {
