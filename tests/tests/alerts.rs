@@ -132,6 +132,8 @@ struct Setup {
     /// Where its objects are in the test bucket.
     prefix: String,
     ingester: InProcessIngester,
+    /// Holds the routes file: bind it (`_dir`) where a test destructures a `Setup`, or the file
+    /// goes at once.
     _dir: tempfile::TempDir,
 }
 
@@ -200,6 +202,7 @@ async fn rules_match_exactly_the_archived_lines_they_describe() {
         fake,
         ingester,
         prefix,
+        _dir,
         ..
     } = setup("match", &["shop", "blog"], pace, alerts).await;
 
@@ -308,7 +311,12 @@ async fn rules_match_exactly_the_archived_lines_they_describe() {
 
 #[tokio::test]
 async fn grouping_pacing_and_truncation_shape_the_posts() {
-    let Setup { fake, ingester, .. } = setup(
+    let Setup {
+        fake,
+        ingester,
+        _dir,
+        ..
+    } = setup(
         "shape",
         &["shop", "blog"],
         |fake| fake.rate_limit(Duration::from_secs(1), 1),
@@ -398,7 +406,12 @@ async fn grouping_pacing_and_truncation_shape_the_posts() {
 
 #[tokio::test]
 async fn slack_429_retry_after_is_honoured_and_nothing_is_lost() {
-    let Setup { fake, ingester, .. } = setup(
+    let Setup {
+        fake,
+        ingester,
+        _dir,
+        ..
+    } = setup(
         "429",
         &["app-one", "app-two", "app-three"],
         // Stricter than Slack: one post per 4 s, Retry-After 3.
@@ -434,6 +447,7 @@ async fn rules_reload_and_a_gone_webhook_stays_off_until_its_secret_changes() {
         url,
         routes_file,
         ingester,
+        _dir,
         ..
     } = setup("reload", &["shop"], |_| {}, |_| String::new()).await;
     let error = || vec![line(187, "app", "web.1", "failed")];

@@ -1,6 +1,6 @@
 //! The alert path's metrics (`drainpipe_alert_*`), registered with the
-//! others in [`crate::telemetry::metrics::Metrics`]. Labels carry rule
-//! names and Slack's error words, never a URL.
+//! others by `Metrics::new` (metrics.rs). Labels carry rule names and
+//! Slack's error words, never a URL.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
