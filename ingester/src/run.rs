@@ -30,6 +30,9 @@ use crate::telemetry::metrics::Metrics;
 /// How long in-flight requests may take to finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const ROUTES_POLL: Duration = Duration::from_secs(1);
+/// How long pending alert messages may take to go out at shutdown; within
+/// the chart's termination grace, after the archive flush.
+const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Why the ingester did not start. The message says which flag or resource,
 /// the source says what went wrong with it.
@@ -434,6 +437,7 @@ async fn start(
         SHUTDOWN_GRACE,
     ));
     let shutdown_delay = config.shutdown_delay;
+    let stopping_alerts = Arc::clone(&alerts);
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;
         // Readiness first: whatever routes by /readyz stops sending while
@@ -468,7 +472,9 @@ async fn start(
             }
             Sink::Archive(direct) => direct.close().await,
         }
-        tracing::info!("everything is in the archive; bye");
+        tracing::info!("everything is in the archive; sending pending alert messages");
+        stopping_alerts.flush(ALERT_FLUSH).await;
+        tracing::info!("bye");
         Ok(())
     });
     Ok(Running {

@@ -648,3 +648,34 @@ async fn alertmanager_shows_labelled_alerts_that_resolve_after_the_lines_stop() 
     );
     ingester.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_ingester_sends_what_its_groups_still_hold() {
+    // The default firstWait (30 s) is longer than the test: only the shutdown flush can post.
+    let Setup {
+        fake,
+        ingester,
+        _dir,
+        ..
+    } = setup(
+        "stop",
+        &["shop"],
+        |_| {},
+        |url| {
+            format!(
+                "- name: errs\n  match: {{severityAtMost: 3}}\n  destination: {{slack: {{webhookUrl: '{url}'}}}}\n"
+            )
+        },
+    )
+    .await;
+    let lines: Vec<String> = (0..7)
+        .map(|i| line(187, "app", "web.1", &format!("failed {i}")))
+        .collect();
+    post(&ingester, "shop", &lines).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fake.posts().is_empty(), "nothing before firstWait");
+    ingester.stop().await;
+    let posts = fake.posts();
+    assert_eq!(posts.len(), 1, "the pending message went out on shutdown");
+    assert_eq!(announced(&posts[0]), ("errs".to_owned(), 7));
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drainpipe_contract::alerts::{Destination, GroupKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::alert::Alerts;
@@ -54,6 +54,7 @@ pub(crate) async fn dispatch(
     hub: Weak<Alerts>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Vec<Delta>>,
+    mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -88,6 +89,29 @@ pub(crate) async fn dispatch(
                         drop_lines(&metrics, &rule, reason, n);
                     }
                 }
+            }
+            Some(done) = flush_rx.recv() => {
+                // Matches offered before the request are in the queue.
+                while let Ok(batch) = rx.try_recv() {
+                    let Some(rules) = hub.upgrade().map(|h| h.rules()) else { break };
+                    let now = Instant::now();
+                    for delta in batch {
+                        if let Some(r) = rules.rules.iter().find(|r| r.name == delta.rule) {
+                            let (rule, n) = (Arc::clone(&delta.rule), delta.count);
+                            if grouper.add(delta, r, now).is_err() {
+                                drop_lines(&metrics, &rule, "too_many_groups", n);
+                            }
+                        }
+                    }
+                }
+                hand_out(grouper.drain(), &senders, &metrics);
+                // Closing their queues lets each sender finish what it holds and end.
+                let tasks: Vec<JoinHandle<()>> = senders.drain().map(|(_, s)| s.task).collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+                let _ = done.send(());
+                return;
             }
             _ = ticker.tick() => {
                 let Some(rules) = hub.upgrade().map(|h| h.rules()) else { break };

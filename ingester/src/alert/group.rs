@@ -115,6 +115,27 @@ impl Grouper {
         (out, orphaned)
     }
 
+    /// Every pending message now, whatever its wait (the ingester is
+    /// stopping).
+    pub(crate) fn drain(&mut self) -> Vec<Message> {
+        let mut out: Vec<Message> = self
+            .groups
+            .drain()
+            .filter_map(|((rule, group), g)| {
+                g.pending.map(|p| Message {
+                    rule,
+                    group,
+                    count: p.count,
+                    samples: p.samples,
+                    first_us: p.first_us,
+                    last_us: p.last_us,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.rule, &a.group).cmp(&(&b.rule, &b.group)));
+        out
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.groups.len()
@@ -181,6 +202,18 @@ mod tests {
         g.add(delta("a", 1), r, at(200)).expect("room");
         assert!(g.due(at(220), timing).0.is_empty());
         assert_eq!(g.due(at(230), timing).0.len(), 1);
+        // Stopping: what waits goes now.
+        g.add(delta("a", 2), r, at(231)).expect("room");
+        g.add(delta("b", 1), r, at(231)).expect("room");
+        let drained = g.drain();
+        assert_eq!(
+            drained
+                .iter()
+                .map(|m| (m.group.as_str(), m.count))
+                .collect::<Vec<_>>(),
+            vec![("a", 2), ("b", 1)]
+        );
+        assert_eq!(g.len(), 0);
     }
 
     #[test]

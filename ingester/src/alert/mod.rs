@@ -22,9 +22,10 @@ pub(crate) mod slack;
 pub(crate) mod tap;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use drainpipe_contract::alerts::AlertRule;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::rules::RuleSet;
 use crate::alert::tap::Delta;
@@ -40,6 +41,8 @@ const OFFER_QUEUE: usize = 256;
 pub(crate) struct Alerts {
     rules: RwLock<Arc<RuleSet>>,
     tx: mpsc::Sender<Vec<Delta>>,
+    /// Asks the dispatcher to send everything pending and stop.
+    flush_tx: mpsc::Sender<oneshot::Sender<()>>,
     metrics: Arc<Metrics>,
 }
 
@@ -47,9 +50,11 @@ impl Alerts {
     /// The hub, with its dispatcher task started on the current runtime.
     pub(crate) fn start(metrics: Arc<Metrics>) -> Arc<Alerts> {
         let (tx, rx) = mpsc::channel(OFFER_QUEUE);
+        let (flush_tx, flush_rx) = mpsc::channel(1);
         let hub = Arc::new(Alerts {
             rules: RwLock::new(Arc::new(RuleSet::default())),
             tx,
+            flush_tx,
             metrics,
         });
         // A weak reference: the dispatcher ends with the hub (whose sender
@@ -58,6 +63,7 @@ impl Alerts {
             Arc::downgrade(&hub),
             Arc::clone(&hub.metrics),
             rx,
+            flush_rx,
         ));
         hub
     }
@@ -77,6 +83,23 @@ impl Alerts {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         if count > 0 || !errors.is_empty() {
             tracing::info!(rules = count, refused = errors.len(), "alert rules loaded");
+        }
+    }
+
+    /// On shutdown, once every record is archived (and so offered): send
+    /// what the groups still hold without waiting out `firstWait` or
+    /// `minInterval`, for at most `bound`. What is not delivered by then is
+    /// lost with the process; the lines themselves are in the archive.
+    pub(crate) async fn flush(&self, bound: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.flush_tx.send(done).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(bound, wait).await.is_err() {
+            tracing::warn!(
+                ?bound,
+                "alert messages still being delivered at shutdown are given up"
+            );
         }
     }
 
