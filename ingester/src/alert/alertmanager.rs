@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::alert::group::Message;
 use crate::alert::rules::group_labels;
 use crate::alert::slack::thousands;
-use crate::parse::timestamp::format_utc_us;
+use crate::alert::tap::utc;
 use drainpipe_contract::alerts::GroupKey;
 
 /// The body for `messages` of one rule.
@@ -35,10 +35,7 @@ pub(crate) fn payload(
             let samples: Vec<String> = m
                 .samples
                 .iter()
-                .map(|s| {
-                    let ts = String::from_utf8_lossy(&format_utc_us(s.ts_us)).into_owned();
-                    format!("{ts} {} {}", s.proc_id, s.text)
-                })
+                .map(|s| format!("{} {} {}", utc(s.ts_us), s.proc_id, s.text))
                 .collect();
             // The end counts from now when log timestamps lag (a replayed
             // log), so a fresh message never arrives already resolved.
@@ -51,16 +48,12 @@ pub(crate) fn payload(
                     "lines": thousands(m.count),
                     "samples": samples.join("\n"),
                 },
-                "startsAt": ts(m.first_us),
-                "endsAt": ts(ends),
+                "startsAt": utc(m.first_us),
+                "endsAt": utc(ends),
             })
         })
         .collect();
     Value::Array(alerts)
-}
-
-fn ts(us: i64) -> String {
-    String::from_utf8_lossy(&format_utc_us(us)).into_owned()
 }
 
 #[cfg(test)]

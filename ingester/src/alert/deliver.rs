@@ -77,32 +77,13 @@ pub(crate) async fn dispatch(
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 let Some(rules) = hub.upgrade().map(|h| h.rules()) else { break };
-                let now = Instant::now();
-                for delta in batch {
-                    let rule = delta.rule.clone();
-                    let lines = delta.count;
-                    let refused = match rules.rules.iter().find(|r| r.name == rule) {
-                        Some(r) => grouper.add(delta, r, now).err().map(|n| (n, "too_many_groups")),
-                        None => Some((lines, "rule_removed")),
-                    };
-                    if let Some((n, reason)) = refused {
-                        drop_lines(&metrics, &rule, reason, n);
-                    }
-                }
+                take(batch, &rules.rules, &mut grouper, &metrics);
             }
             Some(done) = flush_rx.recv() => {
                 // Matches offered before the request are in the queue.
                 while let Ok(batch) = rx.try_recv() {
                     let Some(rules) = hub.upgrade().map(|h| h.rules()) else { break };
-                    let now = Instant::now();
-                    for delta in batch {
-                        if let Some(r) = rules.rules.iter().find(|r| r.name == delta.rule) {
-                            let (rule, n) = (Arc::clone(&delta.rule), delta.count);
-                            if grouper.add(delta, r, now).is_err() {
-                                drop_lines(&metrics, &rule, "too_many_groups", n);
-                            }
-                        }
-                    }
+                    take(batch, &rules.rules, &mut grouper, &metrics);
                 }
                 hand_out(grouper.drain(), &senders, &metrics);
                 // Closing their queues lets each sender finish what it holds and end.
@@ -128,6 +109,26 @@ pub(crate) async fn dispatch(
     }
     for (_, s) in senders {
         s.task.abort();
+    }
+}
+
+/// A chunk's matches into their groups; lines of a removed rule or of a
+/// group with no room are dropped and counted.
+fn take(batch: Vec<Delta>, rules: &[Rule], grouper: &mut Grouper, metrics: &Metrics) {
+    let now = Instant::now();
+    for delta in batch {
+        let rule = Arc::clone(&delta.rule);
+        let lines = delta.count;
+        let refused = match rules.iter().find(|r| r.name == rule) {
+            Some(r) => grouper
+                .add(delta, r, now)
+                .err()
+                .map(|n| (n, "too_many_groups")),
+            None => Some((lines, "rule_removed")),
+        };
+        if let Some((n, reason)) = refused {
+            drop_lines(metrics, &rule, reason, n);
+        }
     }
 }
 

@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use crate::alert::group::Message;
 use crate::alert::rules::group_labels;
-use crate::alert::tap::{TRUNCATED, clip};
-use crate::parse::timestamp::format_utc_us;
+use crate::alert::tap::{TRUNCATED, clip, utc};
 use drainpipe_contract::alerts::GroupKey;
 
 pub(crate) const MAX_BLOCKS: usize = 50;
@@ -42,8 +41,8 @@ pub(crate) fn payload(m: &Message, group_by: &[GroupKey]) -> Value {
         .map(|(k, v)| mrkdwn(&format!("*{k}*\n{}", escape(v))))
         .collect();
     fields.push(mrkdwn(&format!("*rule*\n{}", escape(&m.rule))));
-    fields.push(mrkdwn(&format!("*first*\n{}", ts(m.first_us))));
-    fields.push(mrkdwn(&format!("*last*\n{}", ts(m.last_us))));
+    fields.push(mrkdwn(&format!("*first*\n{}", utc(m.first_us))));
+    fields.push(mrkdwn(&format!("*last*\n{}", utc(m.last_us))));
     fields.truncate(10);
 
     let mut blocks = vec![
@@ -57,8 +56,8 @@ pub(crate) fn payload(m: &Message, group_by: &[GroupKey]) -> Value {
         .samples
         .iter()
         .map(|s| {
-            let t = String::from_utf8_lossy(&format_utc_us(s.ts_us)[11..23]).into_owned();
-            format!("{t} {} {}", s.proc_id, s.text)
+            // The time of day to milliseconds; the date is in the fields.
+            format!("{} {} {}", &utc(s.ts_us)[11..23], s.proc_id, s.text)
         })
         .collect();
     let (sections, left_out) = pack(&lines, room);
@@ -138,10 +137,6 @@ fn clip_chars(text: &str, max: usize) -> &str {
         Some((end, _)) => clip(text, end),
         None => text,
     }
-}
-
-fn ts(us: i64) -> String {
-    String::from_utf8_lossy(&format_utc_us(us)).into_owned()
 }
 
 /// `1234567` as `1,234,567`.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::alert::rules::RuleSet;
 use crate::encode::batch::LineSink;
 use crate::encode::record::Record;
-use crate::parse::timestamp::Day;
+use crate::parse::timestamp::{Day, format_utc_us};
 
 /// Longest sample line kept, in bytes; Slack shows 3,000 characters per
 /// section, so a longer line would crowd out the others anyway.
@@ -104,6 +104,11 @@ fn sample_text(message: &str) -> String {
         return message.to_owned();
     }
     format!("{}{TRUNCATED}", clip(message, MAX_SAMPLE_BYTES))
+}
+
+/// A timestamp as messages show it: RFC 3339 UTC with microseconds.
+pub(crate) fn utc(us: i64) -> String {
+    String::from_utf8_lossy(&format_utc_us(us)).into_owned()
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
