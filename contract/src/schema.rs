@@ -169,15 +169,84 @@ pub fn day_folder(app: &str, year: i32, month: u8, day: u8) -> String {
     format!("{app}/{year:04}/{month:02}/{day:02}/")
 }
 
-/// The Glue `storage.location.template` below the archive prefix, with
-/// Athena's projection placeholders in [`PARTITION_KEYS`] order.
+/// The Glue `storage.location.template` below the format's root (see
+/// [`ArchiveFormat::root`]), with Athena's projection placeholders in
+/// [`PARTITION_KEYS`] order.
 pub const LOCATION_TEMPLATE: &str = "${app}/${year}/${month}/${day}/";
+
+/// How archive objects are encoded (`--format`, `spec.archive.format`).
+///
+/// With partition projection Athena reads every object under a table with the
+/// table's one SerDe, so the two formats never share folders: JSON objects
+/// stay where they always were (`{prefix}{app}/...`), Parquet objects go
+/// below [`ArchiveFormat::root`] (`{prefix}format=parquet/{app}/...`), and a
+/// Parquet LogDrain's table points there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// gzip JSON lines, read through the OpenX JSON SerDe.
+    #[default]
+    Json,
+    /// Apache Parquet (ZSTD), read through Hive's Parquet SerDe.
+    Parquet,
+}
+
+impl ArchiveFormat {
+    /// The folder below the archive prefix that holds this format's app
+    /// folders. `=` never appears in an app name, so the Parquet root can
+    /// never be taken for (or hide) an app's JSON folder.
+    pub fn root(self) -> &'static str {
+        match self {
+            ArchiveFormat::Json => "",
+            ArchiveFormat::Parquet => "format=parquet/",
+        }
+    }
+
+    /// How every object key of this format ends.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ArchiveFormat::Json => ".json.gz",
+            ArchiveFormat::Parquet => ".parquet",
+        }
+    }
+
+    /// The spelling in flags, specs and the report (`json`, `parquet`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveFormat::Json => "json",
+            ArchiveFormat::Parquet => "parquet",
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ArchiveFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(ArchiveFormat::Json),
+            "parquet" => Ok(ArchiveFormat::Parquet),
+            other => Err(format!("unknown archive format {other:?} (json or parquet)")),
+        }
+    }
+}
 
 /// The folder below the archive prefix where the ingester writes its write
 /// probe (`ArchiveWritable`). It can never be an app's folder: an app name
 /// starts with a lowercase letter, so no projected partition (and no Athena
 /// query) ever reads it, and a lifecycle rule on the prefix still covers it.
 pub const PROBE_FOLDER: &str = "_drainpipe-probe/";
+
+/// The folder below the archive prefix where compaction keeps its intent
+/// manifests (`{COMPACTION_FOLDER}{format}/{app}/{YYYY}/{MM}/{DD}.json`).
+/// Hidden from Athena and Trino by its leading `_`, like [`PROBE_FOLDER`].
+pub const COMPACTION_FOLDER: &str = "_drainpipe-compaction/";
 
 #[cfg(test)]
 mod tests {
@@ -202,6 +271,25 @@ mod tests {
         assert!(!crate::app::valid_app_name(name));
         assert!(!name.starts_with(|c: char| c.is_ascii_lowercase()));
         assert!(!day_folder("shop", 2026, 6, 7).starts_with(PROBE_FOLDER));
+    }
+
+    #[test]
+    fn the_parquet_root_is_no_app_folder_and_not_hidden() {
+        let root = ArchiveFormat::Parquet.root().trim_end_matches('/');
+        assert!(!crate::app::valid_app_name(root));
+        assert!(!root.starts_with(['_', '.']));
+        assert_eq!(ArchiveFormat::Json.root(), "");
+        for f in [ArchiveFormat::Json, ArchiveFormat::Parquet] {
+            assert_eq!(f.as_str().parse::<ArchiveFormat>(), Ok(f));
+        }
+        assert!("csv".parse::<ArchiveFormat>().is_err());
+    }
+
+    #[test]
+    fn the_compaction_folder_is_hidden_and_no_app_folder() {
+        let name = COMPACTION_FOLDER.trim_end_matches('/');
+        assert!(name.starts_with('_'));
+        assert!(!crate::app::valid_app_name(name));
     }
 
     #[test]
