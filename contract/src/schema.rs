@@ -181,7 +181,9 @@ pub const LOCATION_TEMPLATE: &str = "${app}/${year}/${month}/${day}/";
 /// stay where they always were (`{prefix}{app}/...`), Parquet objects go
 /// below [`ArchiveFormat::root`] (`{prefix}format=parquet/{app}/...`), and a
 /// Parquet LogDrain's table points there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchiveFormat {
     /// gzip JSON lines, read through the OpenX JSON SerDe.
@@ -232,7 +234,9 @@ impl std::str::FromStr for ArchiveFormat {
         match s {
             "json" => Ok(ArchiveFormat::Json),
             "parquet" => Ok(ArchiveFormat::Parquet),
-            other => Err(format!("unknown archive format {other:?} (json or parquet)")),
+            other => Err(format!(
+                "unknown archive format {other:?} (json or parquet)"
+            )),
         }
     }
 }

@@ -12,6 +12,7 @@
 use drainpipe_ingester::encode::batch::{
     LineSink, RequestMeta, encode_logplex_body, encode_otlp_body,
 };
+use drainpipe_ingester::encode::record::{Record, WriterCache};
 use drainpipe_ingester::parse::logplex::{self, Frame};
 use drainpipe_ingester::parse::otlp::Encoding;
 use drainpipe_ingester::parse::rfc5424::{self, Mode};
@@ -34,11 +35,12 @@ struct Body {
 }
 
 /// One growing buffer, as the uploader's per-day buffer would be.
-struct Sink(Vec<u8>);
+#[derive(Default)]
+struct Sink(Vec<u8>, WriterCache);
 
 impl LineSink for Sink {
-    fn buffer(&mut self, _day: Day) -> &mut Vec<u8> {
-        &mut self.0
+    fn push(&mut self, _day: Day, r: &Record<'_>) {
+        r.write_json_line_cached(&mut self.0, &mut self.1);
     }
 }
 
@@ -179,7 +181,7 @@ fn main() {
         report("(a) framing + header parse", &bodies, t, n, "");
     }
 
-    let mut sink = Sink(Vec::with_capacity(4 * BODY_BYTES));
+    let mut sink = Sink(Vec::with_capacity(4 * BODY_BYTES), WriterCache::default());
     if enabled("b") {
         let mut json_bytes = 0u64;
         let (t, n) = run(&bodies, secs, |b| {

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use drainpipe_contract::schema::ArchiveFormat;
 use drainpipe_contract::units::{parse_duration, parse_size};
+
+use crate::archive::objects::ObjectFormat;
+use crate::compact::parse_format;
 
 /// When a request is answered 200.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,10 +31,19 @@ pub enum LogFormat {
 }
 
 /// drainpipe ingester: receives Heroku Logplex drains and archives them as
-/// gzip JSON lines, partitioned by app and UTC day.
+/// gzip JSON lines or Parquet, partitioned by app and UTC day.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "drainpipe-ingester", version, about)]
+#[command(
+    name = "drainpipe-ingester",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    /// `compact`: merge closed days' objects (see `compact --help`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the HTTP listener (drains, /healthz, /readyz, /metrics).
     #[arg(long, env = "DRAINPIPE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -60,11 +73,19 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_ACK", value_enum, default_value = "wal")]
     pub ack: AckMode,
 
+    /// Object format: `json` (gzip JSON lines under `{prefix}{app}/`) or
+    /// `parquet` (ZSTD Parquet under `{prefix}format=parquet/{app}/`; rows
+    /// sorted by time; an open object holds its rows uncompressed, at most
+    /// --flush-bytes per worker).
+    #[arg(long, env = "DRAINPIPE_FORMAT", default_value = "json", value_parser = parse_format)]
+    pub format: ArchiveFormat,
+
     /// Close an archive object this long after its first record.
     #[arg(long, env = "DRAINPIPE_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub flush_interval: Duration,
 
-    /// Close an archive object once it holds this much JSON (uncompressed).
+    /// Close an archive object once it holds this much JSON (uncompressed),
+    /// or this much Arrow data for Parquet.
     #[arg(long, env = "DRAINPIPE_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub flush_bytes: u64,
 
@@ -218,7 +239,25 @@ pub enum ConfigError {
     ProbeInterval,
 }
 
+/// Subcommands beside the server.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Merge each closed UTC day's small objects into few large ones (and,
+    /// with `--format parquet`, convert closed JSON days into Parquet), then
+    /// exit: 0 when every partition is done, 1 when one failed, 2 when the
+    /// configuration is wrong. Safe to kill at any point and run again.
+    Compact(crate::compact::CompactConfig),
+}
+
 impl Config {
+    /// How the archive objects are written.
+    pub fn object_format(&self) -> ObjectFormat {
+        ObjectFormat {
+            format: self.format,
+            gzip_level: self.gzip_level,
+        }
+    }
+
     /// Parse-and-compress threads to run.
     pub fn workers(&self) -> usize {
         match self.workers {

@@ -40,6 +40,7 @@
 
 pub(crate) mod alert;
 pub mod archive;
+pub mod compact;
 pub mod config;
 pub(crate) mod durable;
 pub mod encode;

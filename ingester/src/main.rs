@@ -5,11 +5,15 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use drainpipe_ingester::config::{Config, LogFormat};
+use drainpipe_ingester::compact::CompactConfig;
+use drainpipe_ingester::config::{Command, Config, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logging(config.log_format);
+    if let Some(Command::Compact(compact)) = &config.command {
+        std::process::exit(run_compact(compact));
+    }
     config.validate()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -17,6 +21,47 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(serve(config))
+}
+
+/// `compact`: the report on stdout (and in `--report`), and the exit code
+/// the Job's status shows: 0 done, 1 a partition failed, 2 cannot run.
+fn run_compact(config: &CompactConfig) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("drainpipe-compact")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return 2;
+        }
+    };
+    let report = match runtime.block_on(drainpipe_ingester::compact::run(config)) {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(error = %e, "compact cannot run");
+            return 2;
+        }
+    };
+    let json = serde_json::to_string(&report).unwrap_or_default();
+    println!("{json}");
+    if let Some(path) = &config.report
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the compaction report file");
+    }
+    tracing::info!(
+        partitions = report.partitions_compacted,
+        objects_merged = report.objects_merged,
+        objects_written = report.objects_written,
+        bytes_before = report.bytes_before,
+        bytes_after = report.bytes_after,
+        records_verified = report.records_verified,
+        failed = report.partitions_failed,
+        "compaction finished"
+    );
+    if report.succeeded() { 0 } else { 1 }
 }
 
 fn init_logging(format: LogFormat) {

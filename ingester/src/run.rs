@@ -250,7 +250,7 @@ fn start_uploader(
         UploaderOptions {
             flush_interval: config.flush_interval,
             flush_bytes: config.flush_bytes,
-            gzip_level: config.gzip_level,
+            object: config.object_format(),
             concurrency: config.upload_concurrency as usize,
             workers: config.workers(),
         },
@@ -345,7 +345,7 @@ async fn start(
                 Arc::clone(&metrics),
                 Arc::clone(&alerts),
                 DirectOptions {
-                    gzip_level: config.gzip_level,
+                    object: config.object_format(),
                     concurrency: config.upload_concurrency as usize,
                 },
             );

@@ -312,8 +312,8 @@ mod tests {
 
     struct Sink(Vec<u8>);
     impl LineSink for Sink {
-        fn buffer(&mut self, _: Day) -> &mut Vec<u8> {
-            &mut self.0
+        fn push(&mut self, _: Day, r: &crate::encode::record::Record<'_>) {
+            r.write_json_line(&mut self.0);
         }
     }
 

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["alert"],
     &["durable"],
     &["archive"],
-    &["input"],
+    &["input", "compact"],
     &["config", "samples"],
     &["run"],
 ];

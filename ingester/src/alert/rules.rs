@@ -268,8 +268,8 @@ mod tests {
             out: Vec<(String, Vec<String>)>,
         }
         impl LineSink for Probe<'_> {
-            fn buffer(&mut self, _day: Day) -> &mut Vec<u8> {
-                &mut self.buf
+            fn push(&mut self, _day: Day, r: &Record<'_>) {
+                r.write_json_line(&mut self.buf);
             }
             fn inspect(&mut self, r: &Record<'_>) {
                 let names = self

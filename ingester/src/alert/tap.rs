@@ -131,8 +131,8 @@ pub(crate) struct Tapped<'a, S> {
 }
 
 impl<S: LineSink> LineSink for Tapped<'_, S> {
-    fn buffer(&mut self, day: Day) -> &mut Vec<u8> {
-        self.inner.buffer(day)
+    fn push(&mut self, day: Day, record: &Record<'_>) {
+        self.inner.push(day, record);
     }
 
     fn inspect(&mut self, record: &Record<'_>) {

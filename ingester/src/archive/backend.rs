@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use drainpipe_contract::schema::day_folder;
+use drainpipe_contract::schema::{ArchiveFormat, day_folder};
 
 use crate::parse::timestamp::Day;
 
@@ -189,9 +189,11 @@ impl Archive {
     }
 }
 
-async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> Result<(), StoreError> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(StoreError {
             denied: e.kind() == io::ErrorKind::PermissionDenied,
             code: format!("{:?}", e.kind()),
@@ -205,7 +207,7 @@ async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> Result
     }
 }
 
-fn s3_error<E>(
+pub(super) fn s3_error<E>(
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> StoreError
 where
@@ -239,16 +241,37 @@ fn safe_code(code: &str) -> String {
         .collect()
 }
 
-/// `{prefix}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}.json.gz`: the folders are
-/// the contract's [`day_folder`], which the Glue location template names.
-pub fn object_key(prefix: &str, app: &str, day: Day, epoch_ms: i64, id: uuid::Uuid) -> String {
+/// `{prefix}{root}{app}/{YYYY}/{MM}/{DD}/{epoch_ms}-{uuid}{extension}`: the
+/// folders are the contract's [`day_folder`] below the format's root, which
+/// the Glue location template names.
+pub fn object_key(
+    prefix: &str,
+    format: ArchiveFormat,
+    app: &str,
+    day: Day,
+    epoch_ms: i64,
+    id: uuid::Uuid,
+) -> String {
+    let root = format.root();
     let folder = day_folder(app, day.year, day.month, day.day);
-    format!("{prefix}{folder}{epoch_ms}-{id}.json.gz")
+    let ext = format.extension();
+    format!("{prefix}{root}{folder}{epoch_ms}-{id}{ext}")
+}
+
+/// The media type of an archive object, by its key.
+fn content_type(key: &str) -> &'static str {
+    if key.ends_with(ArchiveFormat::Parquet.extension()) {
+        "application/vnd.apache.parquet"
+    } else if key.ends_with(".gz") {
+        "application/gzip"
+    } else {
+        "application/json"
+    }
 }
 
 /// A local folder archive (`file://`).
 pub struct FileArchive {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     prefix: String,
 }
 
@@ -270,7 +293,7 @@ fn root_display(root: &Path) -> String {
 
 /// Temp file in the target directory, fsync, rename, fsync the directory
 /// (and every directory created for it, so the new path survives a crash).
-fn write_durably(root: &Path, key: &str, body: &[u8]) -> io::Result<()> {
+pub(super) fn write_durably(root: &Path, key: &str, body: &[u8]) -> io::Result<()> {
     let path = root.join(key);
     let dir = path
         .parent()
@@ -312,8 +335,8 @@ fn write_durably(root: &Path, key: &str, body: &[u8]) -> io::Result<()> {
 
 /// An S3 (or S3-compatible) archive (`s3://`).
 pub struct S3Archive {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    pub(super) client: aws_sdk_s3::Client,
+    pub(super) bucket: String,
     prefix: String,
     endpoint: Option<String>,
 }
@@ -357,7 +380,7 @@ impl S3Archive {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/gzip")
+            .content_type(content_type(key))
             .body(aws_sdk_s3::primitives::ByteStream::from(body))
             .send()
             .await
@@ -385,8 +408,26 @@ mod tests {
             day: 7,
         };
         assert_eq!(
-            object_key("logs/", "shop", day, 1_781_000_000_123, id),
+            object_key(
+                "logs/",
+                ArchiveFormat::Json,
+                "shop",
+                day,
+                1_781_000_000_123,
+                id
+            ),
             "logs/shop/2026/06/07/1781000000123-00000000-0000-0000-0000-000000000000.json.gz"
+        );
+        assert_eq!(
+            object_key(
+                "logs/",
+                ArchiveFormat::Parquet,
+                "shop",
+                day,
+                1_781_000_000_123,
+                id
+            ),
+            "logs/format=parquet/shop/2026/06/07/1781000000123-00000000-0000-0000-0000-000000000000.parquet"
         );
     }
 

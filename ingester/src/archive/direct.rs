@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::alert::Alerts;
 use crate::alert::tap::{Delta, Tap, Tapped};
 use crate::archive::backend::Archive;
-use crate::archive::objects::{DaySink, Finished, OpenObject, encode_entry};
+use crate::archive::objects::{DaySink, Finished, ObjectFormat, OpenObject, encode_entry};
 use crate::durable::Entry;
 use crate::parse::timestamp::Day;
 use crate::telemetry::health::{RecentFailure, UNREADY_AFTER_FAILURE};
@@ -42,7 +42,7 @@ pub struct Direct {
 
 #[derive(Debug, Clone)]
 pub struct DirectOptions {
-    pub gzip_level: u32,
+    pub object: ObjectFormat,
     /// Groups being stored at once.
     pub concurrency: usize,
 }
@@ -139,9 +139,9 @@ async fn group_loop(
         let metrics = Arc::clone(&metrics);
         let failures = Arc::clone(&failures);
         let alerts = Arc::clone(&alerts);
-        let level = options.gzip_level;
+        let format = options.object;
         tokio::spawn(async move {
-            store_group(group, &archive, &metrics, &alerts, &failures, level).await;
+            store_group(group, &archive, &metrics, &alerts, &failures, format).await;
             drop(slot);
         });
     }
@@ -153,7 +153,7 @@ async fn store_group(
     metrics: &Arc<Metrics>,
     alerts: &Arc<Alerts>,
     failures: &RecentFailure,
-    level: u32,
+    format: ObjectFormat,
 ) {
     let deadline = group
         .iter()
@@ -167,10 +167,10 @@ async fn store_group(
     let enc_metrics = Arc::clone(metrics);
     let enc_alerts = Arc::clone(alerts);
     let built = tokio::task::spawn_blocking(move || {
-        build(&entries, level, &prefix, &enc_metrics, &enc_alerts)
+        build(&entries, format, &prefix, &enc_metrics, &enc_alerts)
     })
     .await;
-    let Ok((objects, matched)) = built else {
+    let Ok((objects, unwritten, matched)) = built else {
         for w in waiters {
             let _ = w.send(false);
         }
@@ -183,6 +183,9 @@ async fn store_group(
     )
     .await;
     let mut ok = vec![true; waiters.len()];
+    for &i in &unwritten {
+        ok[i] = false;
+    }
     for ((_, requests), stored) in objects.iter().zip(&results) {
         if !stored {
             for &i in requests {
@@ -190,7 +193,7 @@ async fn store_group(
             }
         }
     }
-    if results.iter().all(|r| *r) {
+    if unwritten.is_empty() && results.iter().all(|r| *r) {
         failures.succeeded();
         // Only once stored: a refused group comes again from the client.
         alerts.offer(matched);
@@ -205,13 +208,13 @@ async fn store_group(
 /// Encode a group into objects; each object lists the requests it holds.
 fn build(
     entries: &[Entry],
-    level: u32,
+    format: ObjectFormat,
     prefix: &str,
     metrics: &Metrics,
     alerts: &Alerts,
-) -> (Vec<(Finished, Vec<usize>)>, Vec<Delta>) {
+) -> (Vec<(Finished, Vec<usize>)>, Vec<usize>, Vec<Delta>) {
     let mut objects: HashMap<(Arc<str>, Day), (OpenObject, Vec<usize>)> = HashMap::new();
-    let mut sink = DaySink::default();
+    let mut sink = DaySink::new(format.format);
     let rules = alerts.rules();
     let mut tap = (!rules.is_empty()).then(|| Tap::new(rules));
     for (i, entry) in entries.iter().enumerate() {
@@ -228,22 +231,34 @@ fn build(
         };
         metrics.record_batch(&stats);
         let app: Arc<str> = Arc::from(entry.app.as_str());
-        for (day, json) in sink.days.drain(..) {
-            if json.is_empty() {
+        for (day, rows) in sink.days.drain(..) {
+            if rows.is_empty() {
                 continue;
             }
             let (object, requests) = objects
                 .entry((Arc::clone(&app), day))
-                .or_insert_with(|| (OpenObject::new(Arc::clone(&app), day, level), Vec::new()));
-            object.write(&json);
+                .or_insert_with(|| (OpenObject::new(Arc::clone(&app), day, format), Vec::new()));
+            object.write(rows);
             requests.push(i);
         }
     }
-    let objects = objects
-        .into_values()
-        .map(|(object, requests)| (object.finish(prefix), requests))
-        .collect();
-    (objects, tap.map(Tap::finish).unwrap_or_default())
+    let mut finished = Vec::with_capacity(objects.len());
+    let mut unwritten = Vec::new();
+    for (object, requests) in objects.into_values() {
+        match object.finish(prefix) {
+            Ok(object) => finished.push((object, requests)),
+            Err(e) => {
+                // Its requests get 503 and come again; nothing is lost.
+                tracing::error!(error = %e, "cannot write an archive object");
+                unwritten.extend(requests);
+            }
+        }
+    }
+    (
+        finished,
+        unwritten,
+        tap.map(Tap::finish).unwrap_or_default(),
+    )
 }
 
 /// Try to store until `deadline`; false when it could not be done in time.

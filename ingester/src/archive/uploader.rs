@@ -34,10 +34,11 @@ use tokio::task::JoinSet;
 use crate::alert::Alerts;
 use crate::alert::tap::Tap;
 use crate::archive::backend::Archive;
-use crate::archive::objects::{Encoded, Finished, OpenObject};
+use crate::archive::objects::{Encoded, Finished, ObjectFormat, OpenObject};
 use crate::durable::{Chunk, Position, Read, Wal, WalReader};
 use crate::parse::timestamp::Day;
 use crate::telemetry::metrics::Metrics;
+use drainpipe_contract::schema::ArchiveFormat;
 
 /// Bytes of log read and parsed in one step.
 const READ_CHUNK: usize = 4 << 20;
@@ -47,7 +48,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct UploaderOptions {
     pub flush_interval: Duration,
     pub flush_bytes: u64,
-    pub gzip_level: u32,
+    pub object: ObjectFormat,
     /// Uploads at once.
     pub concurrency: usize,
     /// Parse-and-compress threads.
@@ -281,7 +282,7 @@ impl Worker {
     }
 
     fn process(&mut self, chunk: Chunk) -> bool {
-        let mut encoded = Encoded::default();
+        let mut encoded = Encoded::new(self.options.object.format);
         let rules = self.alerts.rules();
         let mut tap = (!rules.is_empty()).then(|| Tap::new(rules));
         for entry in &chunk.entries {
@@ -292,8 +293,8 @@ impl Worker {
             self.alerts.offer(tap.finish());
         }
         for (app, sink) in encoded.apps {
-            for (day, json) in sink.days {
-                if json.is_empty() {
+            for (day, rows) in sink.days {
+                if rows.is_empty() {
                     continue;
                 }
                 let key = (Arc::clone(&app), day);
@@ -303,18 +304,49 @@ impl Worker {
                     Open {
                         id,
                         first: chunk.start,
-                        object: OpenObject::new(Arc::clone(&app), day, self.options.gzip_level),
+                        object: OpenObject::new(Arc::clone(&app), day, self.options.object),
                     }
                 });
-                open.object.write(&json);
+                open.object.write(rows);
                 if open.object.json_bytes >= self.options.flush_bytes && !self.close(&key) {
                     return false;
                 }
             }
         }
+        if !self.bound_memory() {
+            return false;
+        }
         self.shared.tracker().in_work.remove(&chunk.start);
         self.shared.advance();
         self.relieve_pressure()
+    }
+
+    /// Parquet objects hold their rows uncompressed until they close: past
+    /// `--flush-bytes` over all of this worker's open objects, close the
+    /// largest, so memory stays within workers x flush-bytes however many
+    /// (app, day) objects are open. (An open JSON object holds gzip output.)
+    fn bound_memory(&mut self) -> bool {
+        if self.options.object.format != ArchiveFormat::Parquet {
+            return true;
+        }
+        let bound = usize::try_from(self.options.flush_bytes).unwrap_or(usize::MAX);
+        let mut held: usize = self.open.values().map(|o| o.object.memory()).sum();
+        while held > bound {
+            let Some((key, memory)) = self
+                .open
+                .iter()
+                .map(|(k, o)| (k.clone(), o.object.memory()))
+                .max_by_key(|(_, m)| *m)
+            else {
+                return true;
+            };
+            held -= memory;
+            self.metrics.objects_closed_for_memory.inc();
+            if !self.close(&key) {
+                return false;
+            }
+        }
+        true
     }
 
     fn close_aged(&mut self) -> bool {
@@ -361,7 +393,17 @@ impl Worker {
         let Some(Open { id, object, .. }) = self.open.remove(key) else {
             return true;
         };
-        let object = object.finish(&self.prefix);
+        let object = match object.finish(&self.prefix) {
+            Ok(object) => object,
+            Err(e) => {
+                // A bug, not bad input (any record encodes). The object stays
+                // live, so the write-ahead log keeps its records: the log
+                // fills and says so rather than losing them.
+                self.metrics.upload_errors.inc();
+                tracing::error!(app = %key.0, error = %e, "cannot write an archive object; its records stay in the write-ahead log");
+                return true;
+            }
+        };
         self.upload
             .blocking_send(Upload {
                 id,

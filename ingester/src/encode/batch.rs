@@ -4,7 +4,7 @@
 //! raw request bodies, and the uploader (or `--ack archive`) calls
 //! `encode_logplex_body` to turn a body into archive lines.
 
-use crate::encode::record::{Record, WriterCache, same_key};
+use crate::encode::record::{Record, same_key};
 use crate::parse::BodyFormat;
 use crate::parse::logfmt::{self, Value};
 use crate::parse::logplex::{self, Frame};
@@ -49,10 +49,12 @@ pub struct BatchStats {
     pub count_mismatch: bool,
 }
 
-/// Where encoded lines go: one growing buffer per UTC day.
+/// Where encoded records go: JSON lines or Parquet rows, by UTC day.
 pub trait LineSink {
-    /// The buffer to append the next line (JSON object + `\n`) for `day` to.
-    fn buffer(&mut self, day: Day) -> &mut Vec<u8>;
+    /// Take the next record, whose `log_ts` falls on `day`. JSON sinks write
+    /// it with [`Record::write_json_line_cached`], Parquet sinks push it onto
+    /// their `Columns` (`encode::columns`).
+    fn push(&mut self, day: Day, record: &Record<'_>);
 
     /// Sees each record once its line is written; the alert rules' tap
     /// (`alert::tap`) uses it, archive sinks keep the no-op.
@@ -188,7 +190,6 @@ struct Encoder<'m, 'b> {
     stats: BatchStats,
     /// Reused for every message of the body: no allocation per message.
     kv: Vec<Pair<'b>>,
-    cache: WriterCache,
     /// The last partition day computed, by day number since the epoch.
     day: (i64, Day),
 }
@@ -199,7 +200,6 @@ impl<'m, 'b> Encoder<'m, 'b> {
             meta,
             stats: BatchStats::default(),
             kv: Vec::with_capacity(32),
-            cache: WriterCache::default(),
             day: (0, utc_day(0)),
         }
     }
@@ -238,7 +238,7 @@ impl<'m, 'b> Encoder<'m, 'b> {
         if day_number != self.day.0 {
             self.day = (day_number, utc_day(r.log_ts_us));
         }
-        r.write_json_line_cached(sink.buffer(self.day.1), &mut self.cache);
+        sink.push(self.day.1, r);
         sink.inspect(r);
     }
 
@@ -417,8 +417,8 @@ mod tests {
     struct Sink(BTreeMap<Day, Vec<u8>>);
 
     impl LineSink for Sink {
-        fn buffer(&mut self, day: Day) -> &mut Vec<u8> {
-            self.0.entry(day).or_default()
+        fn push(&mut self, day: Day, r: &Record<'_>) {
+            r.write_json_line(self.0.entry(day).or_default());
         }
     }
 

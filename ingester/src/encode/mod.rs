@@ -1,2 +1,4 @@
 pub mod batch;
-pub(crate) mod record;
+pub mod columns;
+pub mod parquet_file;
+pub mod record;

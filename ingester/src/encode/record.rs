@@ -7,7 +7,7 @@
 use crate::parse::logfmt::{Piece, Unescape, Value};
 use crate::parse::otlp::Attribute;
 use crate::parse::router::RouterFields;
-use crate::parse::timestamp::{MAX_US, MIN_US, format_utc_us};
+use crate::parse::timestamp::{FORMATTED_LEN, MAX_US, MIN_US, format_utc_us};
 use base64::Engine as _;
 #[cfg(test)]
 use drainpipe_contract::schema::FIELDS;
@@ -57,7 +57,7 @@ impl Record<'_> {
     /// Append the record as one JSON object and a newline (tests; the
     /// encoder always reuses a cache).
     #[cfg(test)]
-    fn write_json_line(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_json_line(&self, out: &mut Vec<u8>) {
         self.write_json_line_cached(out, &mut WriterCache::default());
     }
 
@@ -154,40 +154,48 @@ impl Record<'_> {
 /// The last second formatted for one timestamp column: messages of a batch
 /// are close in time, so most timestamps only need their fraction written.
 #[derive(Debug, Clone, Copy)]
-struct SecondCache {
+pub(crate) struct SecondCache {
     sec: i64,
-    /// `"YYYY-MM-DDTHH:MM:SS.`
-    text: [u8; 21],
+    /// `YYYY-MM-DDTHH:MM:SS.`
+    text: [u8; 20],
 }
 
 impl Default for SecondCache {
     fn default() -> Self {
         SecondCache {
             sec: i64::MIN,
-            text: [0; 21],
+            text: [0; 20],
         }
     }
 }
 
 impl SecondCache {
+    /// `us` as `2026-06-17T12:00:00.123456Z`, what
+    /// [`format_utc_us`] gives, reusing the date and time of the last call.
     #[inline]
-    fn write(&mut self, out: &mut Vec<u8>, us: i64) {
+    pub(crate) fn format(&mut self, us: i64) -> [u8; FORMATTED_LEN] {
         let us = us.clamp(MIN_US, MAX_US);
         let sec = us.div_euclid(1_000_000);
         if sec != self.sec {
-            self.text[0] = b'"';
-            self.text[1..].copy_from_slice(&format_utc_us(us)[..20]);
+            self.text.copy_from_slice(&format_utc_us(us)[..20]);
             self.sec = sec;
         }
         let frac = us.rem_euclid(1_000_000) as usize;
-        let mut b = [0u8; 29];
-        b[..21].copy_from_slice(&self.text);
+        let mut b = [0u8; FORMATTED_LEN];
+        b[..20].copy_from_slice(&self.text);
         let (hi, mid, lo) = (frac / 10_000 * 2, frac / 100 % 100 * 2, frac % 100 * 2);
-        b[21..23].copy_from_slice(&DIGIT_PAIRS[hi..hi + 2]);
-        b[23..25].copy_from_slice(&DIGIT_PAIRS[mid..mid + 2]);
-        b[25..27].copy_from_slice(&DIGIT_PAIRS[lo..lo + 2]);
-        b[27] = b'Z';
-        b[28] = b'"';
+        b[20..22].copy_from_slice(&DIGIT_PAIRS[hi..hi + 2]);
+        b[22..24].copy_from_slice(&DIGIT_PAIRS[mid..mid + 2]);
+        b[24..26].copy_from_slice(&DIGIT_PAIRS[lo..lo + 2]);
+        b[26] = b'Z';
+        b
+    }
+
+    /// [`Self::format`] as a JSON string.
+    #[inline]
+    fn write(&mut self, out: &mut Vec<u8>, us: i64) {
+        let mut b = [b'"'; FORMATTED_LEN + 2];
+        b[1..=FORMATTED_LEN].copy_from_slice(&self.format(us));
         out.extend_from_slice(&b);
     }
 }

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub archive_bytes: Counter,
     pub upload_latency: Histogram,
     pub upload_errors: Counter,
+    /// Parquet objects closed early because a worker's open objects held
+    /// more than `--flush-bytes` of rows.
+    pub objects_closed_for_memory: Counter,
     /// 1 when the latest write probe stored its object, else 0.
     pub archive_writable: Gauge,
     /// Unix time of the latest write probe; 0 before the first.
@@ -130,6 +133,7 @@ impl Metrics {
             archive_bytes: Counter::default(),
             upload_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upload_errors: Counter::default(),
+            objects_closed_for_memory: Counter::default(),
             archive_writable: Gauge::default(),
             archive_probe_time: Gauge::default(),
             archive_probe: Family::default(),
@@ -251,6 +255,11 @@ impl Metrics {
             "upload_errors",
             "Failed attempts to store an object (retried)",
             m.upload_errors.clone(),
+        );
+        registry.register(
+            "objects_closed_for_memory",
+            "Parquet objects closed before their age or size because one worker's open objects held more than --flush-bytes of rows",
+            m.objects_closed_for_memory.clone(),
         );
         registry.register(
             "archive_writable",
