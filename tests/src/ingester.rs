@@ -224,7 +224,10 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             collect(&path, out);
-        } else if path.extension().is_some_and(|e| e == "gz") {
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "gz" || e == "parquet")
+        {
             out.push(path);
         }
     }
@@ -275,4 +278,52 @@ pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Va
         );
     }
     records
+}
+
+/// Runs `drainpipe-ingester compact` in this process over the test bucket's `prefix`, writing
+/// `format` (with `parquet`, closed JSON days are converted too), every closed day into one
+/// object, and returns its report.
+pub async fn compact(
+    env: &TestEnv,
+    prefix: &str,
+    format: drainpipe_contract::schema::ArchiveFormat,
+) -> drainpipe_contract::compaction::CompactionReport {
+    use aws_config::{BehaviorVersion, Region};
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(env.region.clone()))
+        .endpoint_url(&env.s3_endpoint)
+        .credentials_provider(env.root_credentials())
+        .load()
+        .await;
+    let config = drainpipe_ingester::compact::CompactConfig {
+        archive: format!("s3://{}/{prefix}", env.bucket),
+        format,
+        target_size: 1 << 30,
+        grace: std::time::Duration::from_secs(2 * 3600),
+        report: None,
+    };
+    drainpipe_ingester::compact::run_with_aws(&config, Some(&aws))
+        .await
+        .expect("compact runs")
+}
+
+/// Keys of the archive objects (`.json.gz`, `.parquet`) under `prefix` in the test bucket.
+pub async fn object_keys(env: &TestEnv, prefix: &str) -> Vec<String> {
+    let s3 = env.s3_client();
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&env.bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.expect("list objects").contents() {
+            let key = o.key().unwrap_or_default();
+            if key.ends_with(".json.gz") || key.ends_with(".parquet") {
+                keys.push(key.to_owned());
+            }
+        }
+    }
+    keys
 }

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drainpipe_contract::schema::ArchiveFormat;
 use drainpipe_operator::glue::{Catalog, TableRef, TableSpec};
 use drainpipe_tests::env::TestEnv;
-use drainpipe_tests::ingester::InProcessIngester;
+use drainpipe_tests::ingester::{InProcessIngester, compact, object_keys};
 use drainpipe_tests::trino::Trino;
 
 const APPS: [&str; 3] = ["billing-api", "shop-web", "shop-worker"];
@@ -564,21 +565,14 @@ fn documented_queries() -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_query_answers_what_the_corpus_says() {
-    let env = TestEnv::require();
-    let trino = Trino::new(env.trino());
-    let queries = documented_queries();
-    assert!(
-        queries.len() >= 13,
-        "docs/athena.md lost its queries: {queries:?}"
-    );
-
-    // The archive, written by the ingester, under a prefix of this run.
+/// The corpus archived by an in-process ingester writing `format`, under a prefix of its own.
+/// Objects close every 50 ms, so each app-day is many small objects, as a day of a real
+/// ingester is (one per replica and worker every `--flush-interval`).
+async fn archive_corpus(env: &TestEnv, events: &[Event], format: ArchiveFormat) -> String {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("athena-{run}/");
-    let events = corpus();
-    let ingester = InProcessIngester::start_s3(&env, &prefix).await;
+    let flags = ["--format", format.as_str(), "--flush-interval", "50ms"].map(String::from);
+    let ingester = InProcessIngester::start_with(env, &prefix, &flags).await;
     for app in APPS {
         let frames: Vec<Vec<u8>> = events
             .iter()
@@ -587,16 +581,33 @@ async fn every_documented_query_answers_what_the_corpus_says() {
             .collect();
         for chunk in frames.chunks(50) {
             ingester.post_logplex(app, chunk).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     assert!(ingester.stop().await > 0, "the ingester archived nothing");
+    prefix
+}
 
-    // The table, created by the operator's own code.
-    let database = format!("dp_athena_{run}");
+/// Runs every documented query over a `format` table the operator's own `Catalog` creates for
+/// `prefix`, and returns how each answer differs from what the corpus says.
+async fn documented_query_failures(
+    env: &TestEnv,
+    events: &[Event],
+    prefix: &str,
+    format: ArchiveFormat,
+) -> Vec<String> {
+    let trino = Trino::new(env.trino());
+    let queries = documented_queries();
+    assert!(
+        queries.len() >= 13,
+        "docs/athena.md lost its queries: {queries:?}"
+    );
+    let database = format!("dp_athena_{}", uuid::Uuid::new_v4().simple());
     let table = TableRef::new(&database, "heroku_logs");
-    let spec = TableSpec::new(&env.bucket, &prefix)
+    let spec = TableSpec::new(&env.bucket, prefix)
         .with_apps(APPS)
-        .with_years(2026, 2027);
+        .with_years(2026, 2027)
+        .with_format(format);
     Catalog::new(env.glue_client())
         .ensure_table(&table, &spec)
         .await
@@ -612,15 +623,15 @@ async fn every_documented_query_answers_what_the_corpus_says() {
             .trim()
             .trim_end_matches(';')
             .to_owned();
-        let Some(mut want) = expected(name, &events) else {
+        let Some(mut want) = expected(name, events) else {
             failures.push(format!(
                 "{name}: no expectation in this test for this documented query"
             ));
             continue;
         };
         match tokio::time::timeout(Duration::from_secs(180), trino.query(&sql)).await {
-            Err(_) => failures.push(format!("{name}: no answer within 180 s")),
-            Ok(Err(e)) => failures.push(format!("{name}: {e}")),
+            Err(_) => failures.push(format!("{format} {name}: no answer within 180 s")),
+            Ok(Err(e)) => failures.push(format!("{format} {name}: {e}")),
             Ok(Ok(answer)) => {
                 let mut got = answer.rows;
                 // Queries order by counts with ties; what they return is what is compared.
@@ -630,7 +641,7 @@ async fn every_documented_query_answers_what_the_corpus_says() {
                     let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).collect();
                     let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).collect();
                     failures.push(format!(
-                        "{name}: answer differs ({} rows wanted, {} got)\n  missing {missing:?}\n  unexpected {extra:?}",
+                        "{format} {name}: answer differs ({} rows wanted, {} got)\n  missing {missing:?}\n  unexpected {extra:?}",
                         want.len(),
                         got.len()
                     ));
@@ -640,6 +651,105 @@ async fn every_documented_query_answers_what_the_corpus_says() {
             }
         }
     }
+    failures
+}
+
+/// Objects per (app, day folder), from the keys under `prefix`.
+async fn objects_per_day(env: &TestEnv, prefix: &str) -> BTreeMap<String, usize> {
+    let mut per_day = BTreeMap::new();
+    for key in object_keys(env, prefix).await {
+        let folder = key
+            .rsplit_once('/')
+            .map_or(key.clone(), |(f, _)| f.to_owned());
+        *per_day.entry(folder).or_default() += 1;
+    }
+    per_day
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_query_answers_what_the_corpus_says() {
+    let env = TestEnv::require();
+    let events = corpus();
+    let prefix = archive_corpus(&env, &events, ArchiveFormat::Json).await;
+    let failures = documented_query_failures(&env, &events, &prefix, ArchiveFormat::Json).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same queries over a Parquet archive give the same answers, before compaction (many small
+/// objects per app-day) and after it (one object per app-day, every record verified).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_answers_every_documented_query_the_same_before_and_after_compaction() {
+    let env = TestEnv::require();
+    let events = corpus();
+    let prefix = archive_corpus(&env, &events, ArchiveFormat::Parquet).await;
+    let before = objects_per_day(&env, &prefix).await;
+    assert!(
+        before
+            .keys()
+            .all(|f| f.starts_with(&format!("{prefix}format=parquet/"))),
+        "{before:?}"
+    );
+    assert!(
+        before.values().any(|&n| n > 1),
+        "one object per day already: {before:?}"
+    );
+    let failures = documented_query_failures(&env, &events, &prefix, ArchiveFormat::Parquet).await;
+    assert!(
+        failures.is_empty(),
+        "before compaction:\n{}",
+        failures.join("\n")
+    );
+
+    let report = compact(&env, &prefix, ArchiveFormat::Parquet).await;
+    assert!(report.succeeded(), "{report:?}");
+    // Days that were one object already are left as they are; every record is counted by the
+    // queries below.
+    assert!(
+        report.records_verified > 0 && report.records_verified <= events.len() as u64,
+        "{report:?}"
+    );
+    let after = objects_per_day(&env, &prefix).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    assert!(after.values().all(|&n| n == 1), "{after:?}");
+    assert_eq!(
+        report.objects_merged as usize,
+        before.values().filter(|&&n| n > 1).sum::<usize>()
+    );
+    let failures = documented_query_failures(&env, &events, &prefix, ArchiveFormat::Parquet).await;
+    assert!(
+        failures.is_empty(),
+        "after compaction:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A LogDrain switched from JSON to Parquet: compaction converts its closed JSON days, and the
+/// Parquet table then answers every query over them as the JSON table did. No JSON object is
+/// left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_archive_converted_by_compaction_answers_in_the_parquet_table() {
+    let env = TestEnv::require();
+    let events = corpus();
+    let prefix = archive_corpus(&env, &events, ArchiveFormat::Json).await;
+    let json_days = objects_per_day(&env, &prefix).await;
+    let report = compact(&env, &prefix, ArchiveFormat::Parquet).await;
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.records_verified, events.len() as u64, "{report:?}");
+    assert_eq!(
+        report.objects_merged as usize,
+        json_days.values().sum::<usize>()
+    );
+    let after = objects_per_day(&env, &prefix).await;
+    let converted: Vec<String> = json_days
+        .keys()
+        .map(|f| f.replacen(&prefix, &format!("{prefix}format=parquet/"), 1))
+        .collect();
+    assert_eq!(after.keys().cloned().collect::<Vec<_>>(), converted);
+    assert!(after.values().all(|&n| n == 1), "{after:?}");
+    let failures = documented_query_failures(&env, &events, &prefix, ArchiveFormat::Parquet).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

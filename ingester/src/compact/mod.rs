@@ -106,8 +106,17 @@ fn utc(us: i64) -> String {
 /// Run once over the whole archive. Failures of single partitions are in
 /// the report; only a configuration that cannot run at all is an error.
 pub async fn run(config: &CompactConfig) -> Result<CompactionReport, CompactError> {
+    run_with_aws(config, None).await
+}
+
+/// [`run`], with `aws` (region, credentials, endpoint) for an `s3://`
+/// archive instead of the process environment's chain.
+pub async fn run_with_aws(
+    config: &CompactConfig,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<CompactionReport, CompactError> {
     config.validate()?;
-    let archive = Arc::new(Archive::from_url_with(&config.archive, None).await?);
+    let archive = Arc::new(Archive::from_url_with(&config.archive, aws).await?);
     let mut run = Run {
         archive,
         to: config.format,
