@@ -10,10 +10,12 @@ use drainpipe_ingester::config::{Command, Config, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_logging(config.log_format);
     if let Some(Command::Compact(compact)) = &config.command {
+        // Its stdout is the report; its own log goes to stderr.
+        init_logging(config.log_format, std::io::stderr);
         std::process::exit(run_compact(compact));
     }
+    init_logging(config.log_format, std::io::stdout);
     config.validate()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,12 +66,16 @@ fn run_compact(config: &CompactConfig) -> i32 {
     if report.succeeded() { 0 } else { 1 }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRAINPIPE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Text => builder.init(),

@@ -166,17 +166,21 @@ impl Run {
         for m in manifests.iter().filter(|m| m.key.ends_with(".json")) {
             self.resume(&m.key).await;
         }
-        let listing = match self.archive.list(&prefix).await {
-            Ok(listed) => listed,
-            Err(e) => return self.failed("listing the archive", &e.to_string()),
-        };
         let grace = i64::try_from(config.grace.as_micros()).unwrap_or(i64::MAX);
         let now = now_us();
-        let mut formats = vec![self.to];
+        // Closed JSON days are converted first, and the archive listed again
+        // after, so a day's converted object is merged with its Parquet
+        // objects in the same run.
+        let mut formats = Vec::new();
         if self.to == ArchiveFormat::Parquet {
             formats.push(ArchiveFormat::Json);
         }
+        formats.push(self.to);
         for from in formats {
+            let listing = match self.archive.list(&prefix).await {
+                Ok(listed) => listed,
+                Err(e) => return self.failed("listing the archive", &e.to_string()),
+            };
             for partition in plan::partitions(&prefix, from, &listing) {
                 if !plan::closed(partition.day, now, grace) {
                     continue;
