@@ -113,7 +113,12 @@ impl Writer {
                 state.committed = self.len;
                 self.shared.changed.notify_all();
                 drop(state);
-                tracing::trace!(bytes = self.buf.len(), took = ?started.elapsed(), "group commit");
+                let took = started.elapsed();
+                self.shared
+                    .metrics
+                    .wal_commit_latency
+                    .observe(took.as_secs_f64());
+                tracing::trace!(bytes = self.buf.len(), ?took, "group commit");
                 Ok(())
             }
             Err(e) => {

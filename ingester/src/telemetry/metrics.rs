@@ -70,6 +70,11 @@ pub struct Metrics {
     pub kv_case_collisions: Counter,
     pub duplicate_frames: Counter,
     pub ack_latency: Histogram,
+    /// One group commit of the write-ahead log: write and fsync of every
+    /// append queued behind the previous one. A request waits for the
+    /// commit under way and then its own, so its ack is about two of these
+    /// plus receiving its body.
+    pub wal_commit_latency: Histogram,
     pub wal_bytes: Gauge,
     /// `--wal-max-bytes`, so an alert can compare `wal_bytes` with it.
     pub wal_max_bytes: Gauge,
@@ -124,6 +129,7 @@ impl Metrics {
             duplicate_frames: Counter::default(),
             // 0.5 ms .. ~16 s: fsync on a slow disk and archive round trips.
             ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            wal_commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             wal_bytes: Gauge::default(),
             wal_max_bytes: Gauge::default(),
             archive_last_object: Family::default(),
@@ -205,6 +211,12 @@ impl Metrics {
             "Time from request start to a 200",
             Unit::Seconds,
             m.ack_latency.clone(),
+        );
+        registry.register_with_unit(
+            "wal_commit_latency",
+            "Time of one write-ahead log group commit (write and fsync of every append queued behind the previous one)",
+            Unit::Seconds,
+            m.wal_commit_latency.clone(),
         );
         registry.register_with_unit(
             "wal",
