@@ -1,7 +1,7 @@
 //! What a folder archive holds, per format: objects, bytes, records, bytes per record, and
 //! objects per (app, day). For the benchmarks (`scripts/bench-ingester`, `scripts/bench-archive`).
 //!
-//!     cargo run --release -p drainpipe-ingester --example archive_stats -- DIR
+//!     cargo run --release -p drainpipe-ingester --bin drainpipe-archive-stats -- DIR
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,7 +32,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).ok_or("usage: archive_stats DIR")?;
+    let dir = std::env::args().nth(1).ok_or("usage: drainpipe-archive-stats DIR")?;
     let mut files = Vec::new();
     walk(Path::new(&dir), &mut files);
     let mut by_format: BTreeMap<&str, Stats> = BTreeMap::new();
