@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, Table, TableInput};
-use drainpipe_contract::schema::{LOCATION_TEMPLATE, PARTITION_KEYS, data_columns};
+use drainpipe_contract::schema::{ArchiveFormat, LOCATION_TEMPLATE, PARTITION_KEYS, data_columns};
 
 use crate::backoff;
 
@@ -28,15 +28,54 @@ pub const APP_VALUES: &str = "projection.app.values";
 /// Parameter holding the projected years, `first,last`.
 pub const YEAR_RANGE: &str = "projection.year.range";
 
+/// Parameter holding where projected partitions are, relative to nothing
+/// (a whole `s3://` URL with the projection placeholders).
+pub const LOCATION_TEMPLATE_PARAM: &str = "storage.location.template";
+
+/// Parameter naming the whole-object codec of a JSON table.
+pub(crate) const COMPRESSION_TYPE: &str = "compressionType";
+
 /// Glue's limit on one table parameter value, in bytes.
 pub const PARAMETER_VALUE_LIMIT: usize = 512_000;
 
 /// `projection.app.values` longer than this counts as near the limit.
 pub const NEAR_LIMIT_BYTES: usize = PARAMETER_VALUE_LIMIT * 8 / 10;
 
-pub(crate) const SERDE_LIBRARY: &str = "org.openx.data.jsonserde.JsonSerDe";
-pub(crate) const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
-pub(crate) const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
+/// How Glue (and Athena, Trino's Hive connector) reads one archive format:
+/// the SerDe and the Hadoop input and output formats of the table's storage
+/// descriptor, and the `classification` table parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storage {
+    pub serde_library: &'static str,
+    pub input_format: &'static str,
+    pub output_format: &'static str,
+    pub classification: &'static str,
+}
+
+/// gzip JSON lines through the OpenX JSON SerDe (Athena's `json-serde`).
+pub(crate) const JSON_STORAGE: Storage = Storage {
+    serde_library: "org.openx.data.jsonserde.JsonSerDe",
+    input_format: "org.apache.hadoop.mapred.TextInputFormat",
+    output_format: "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+    classification: "json",
+};
+
+/// Parquet through Hive's Parquet SerDe: the names Athena's "Parquet SerDe"
+/// page and Trino's Hive connector (`HiveStorageFormat.PARQUET`) use.
+pub(crate) const PARQUET_STORAGE: Storage = Storage {
+    serde_library: "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+    input_format: "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+    output_format: "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+    classification: "parquet",
+};
+
+/// The Glue storage of an archive format.
+pub fn storage(format: ArchiveFormat) -> Storage {
+    match format {
+        ArchiveFormat::Json => JSON_STORAGE,
+        ArchiveFormat::Parquet => PARQUET_STORAGE,
+    }
+}
 
 /// A Glue table by database and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +111,9 @@ pub struct TableSpec {
     pub apps: BTreeSet<String>,
     /// Inclusive range of `projection.year.range`.
     pub years: (u16, u16),
+    /// How the objects the table reads are encoded; each format has its own
+    /// root below the prefix ([`ArchiveFormat::root`]).
+    pub format: ArchiveFormat,
 }
 
 impl TableSpec {
@@ -81,7 +123,15 @@ impl TableSpec {
             prefix: prefix.into(),
             apps: BTreeSet::new(),
             years: year_range(None, utc_year_now(), utc_year_now()),
+            format: ArchiveFormat::Json,
         }
+    }
+
+    /// The archive format the table reads (JSON unless set): its SerDe, and
+    /// its location below the prefix.
+    pub fn with_format(mut self, format: ArchiveFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The years to project at creation (tests over a fixed corpus; the
@@ -105,12 +155,19 @@ impl TableSpec {
         }
     }
 
-    /// `s3://bucket/prefix` (the table's location).
+    /// `s3://bucket/prefix` and the format's root (the table's location):
+    /// `s3://bucket/logs/` for JSON, `s3://bucket/logs/format=parquet/` for
+    /// Parquet.
     pub fn location(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.normalized_prefix())
+        format!(
+            "s3://{}/{}{}",
+            self.bucket,
+            self.normalized_prefix(),
+            self.format.root()
+        )
     }
 
-    /// `s3://bucket/prefix${app}/${year}/${month}/${day}/`, the archive layout.
+    /// The location and `${app}/${year}/${month}/${day}/`, the archive layout.
     pub(crate) fn location_template(&self) -> String {
         format!("{}{LOCATION_TEMPLATE}", self.location())
     }
@@ -134,24 +191,26 @@ impl TableSpec {
                     .map_err(build_error)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let serde = SerDeInfo::builder()
-            .serialization_library(SERDE_LIBRARY)
+        let storage = storage(self.format);
+        let mut serde = SerDeInfo::builder().serialization_library(storage.serde_library);
+        if self.format == ArchiveFormat::Json {
             // One damaged line must not make every query over its day fail.
-            .parameters("ignore.malformed.json", "true")
-            .build();
+            serde = serde.parameters("ignore.malformed.json", "true");
+        }
         let sd = StorageDescriptor::builder()
             .set_columns(Some(columns))
             .location(self.location())
-            .input_format(INPUT_FORMAT)
-            .output_format(OUTPUT_FORMAT)
-            .compressed(true)
-            .serde_info(serde)
+            .input_format(storage.input_format)
+            .output_format(storage.output_format)
+            // Parquet compresses inside the file (its pages); the flag is
+            // about whole-file codecs such as gzip.
+            .compressed(self.format == ArchiveFormat::Json)
+            .serde_info(serde.build())
             .build();
         let (y0, y1) = self.years;
-        let params: [(&str, String); 17] = [
+        let mut params: Vec<(&str, String)> = vec![
             ("EXTERNAL", "TRUE".into()),
-            ("classification", "json".into()),
-            ("compressionType", "gzip".into()),
+            ("classification", storage.classification.into()),
             ("typeOfData", "file".into()),
             ("projection.enabled", "true".into()),
             ("projection.app.type", "enum".into()),
@@ -167,16 +226,29 @@ impl TableSpec {
             ("projection.day.type", "integer".into()),
             ("projection.day.range", "1,31".into()),
             ("projection.day.digits", "2".into()),
-            ("storage.location.template", self.location_template()),
+            (LOCATION_TEMPLATE_PARAM, self.location_template()),
             ("drainpipe.managed", "true".into()),
         ];
+        if self.format == ArchiveFormat::Json {
+            params.push((COMPRESSION_TYPE, "gzip".into()));
+        }
+        let description = match self.format {
+            ArchiveFormat::Json => {
+                "Heroku application logs archived by drainpipe (gzip JSON lines, partition projection)"
+            }
+            ArchiveFormat::Parquet => {
+                "Heroku application logs archived by drainpipe (Parquet, partition projection)"
+            }
+        };
         TableInput::builder()
             .name(name)
-            .description("Heroku application logs archived by drainpipe (gzip JSON lines, partition projection)")
+            .description(description)
             .table_type("EXTERNAL_TABLE")
             .storage_descriptor(sd)
             .set_partition_keys(Some(partition_keys))
-            .set_parameters(Some(params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            .set_parameters(Some(
+                params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
             .build()
             .map_err(build_error)
     }
@@ -799,10 +871,10 @@ mod tests {
         assert_eq!(kv.r#type(), Some("map<string,string>"));
         assert_eq!(
             sd.serde_info().unwrap().serialization_library(),
-            Some(SERDE_LIBRARY)
+            Some(JSON_STORAGE.serde_library)
         );
-        assert_eq!(sd.input_format(), Some(INPUT_FORMAT));
-        assert_eq!(sd.output_format(), Some(OUTPUT_FORMAT));
+        assert_eq!(sd.input_format(), Some(JSON_STORAGE.input_format));
+        assert_eq!(sd.output_format(), Some(JSON_STORAGE.output_format));
         assert_eq!(input.table_type(), Some("EXTERNAL_TABLE"));
         let keys: Vec<_> = input
             .partition_keys()
@@ -860,6 +932,59 @@ mod tests {
             input.storage_descriptor().unwrap().location(),
             Some("s3://archive-bucket/logs/")
         );
+    }
+
+    #[test]
+    fn a_parquet_table_reads_the_parquet_root_with_the_same_columns_and_projection() {
+        let json = TableSpec::new("archive-bucket", "logs")
+            .with_apps(["a-app"])
+            .with_years(2026, 2027);
+        let parquet = json.clone().with_format(ArchiveFormat::Parquet);
+        assert_eq!(json.format, ArchiveFormat::Json, "JSON unless set");
+        let j = json.table_input("logs").unwrap();
+        let p = parquet.table_input("logs").unwrap();
+        let sd = p.storage_descriptor().unwrap();
+        let serde = sd.serde_info().unwrap();
+        assert_eq!(
+            serde.serialization_library(),
+            Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+        );
+        assert!(
+            serde
+                .parameters()
+                .is_none_or(|p| !p.contains_key("ignore.malformed.json")),
+            "a JSON SerDe option"
+        );
+        assert_eq!(
+            sd.input_format(),
+            Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
+        );
+        assert_eq!(
+            sd.output_format(),
+            Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
+        );
+        assert_eq!(
+            sd.location(),
+            Some("s3://archive-bucket/logs/format=parquet/")
+        );
+        assert_eq!(
+            sd.columns(),
+            j.storage_descriptor().unwrap().columns(),
+            "the same columns"
+        );
+        assert_eq!(p.partition_keys(), j.partition_keys());
+        let (pp, jp) = (p.parameters().unwrap(), j.parameters().unwrap());
+        assert_eq!(pp["classification"], "parquet");
+        assert!(!pp.contains_key("compressionType"));
+        assert_eq!(
+            pp[LOCATION_TEMPLATE_PARAM],
+            "s3://archive-bucket/logs/format=parquet/${app}/${year}/${month}/${day}/"
+        );
+        for (k, v) in jp {
+            if k.starts_with("projection.") {
+                assert_eq!(pp.get(k), Some(v), "{k}");
+            }
+        }
     }
 
     #[test]
