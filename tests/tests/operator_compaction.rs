@@ -169,9 +169,29 @@ async fn the_compaction_cronjob_runs_compact_as_the_ingesters_run_and_goes_with_
         .await;
     assert_eq!(ld.status.and_then(|s| s.compaction), None);
 
-    // Back, then the LogDrain deleted: the CronJob goes with it.
-    h.apply("cmp", spec).await;
+    // Back, with a schedule the CRD's pattern lets through but the
+    // CronJob's own validation refuses: the condition says so, the rest of
+    // the LogDrain is reconciled, and a good schedule fixes it.
+    let mut bad = spec.clone();
+    bad["archive"]["compaction"]["schedule"] = json!("99 4 * * *");
+    h.apply("cmp", bad).await;
+    let ld = h
+        .wait_status("cmp", "CronJobRejected", MINUTE, |ld| {
+            condition_reason(ld, "CompactionSucceeded") == "CronJobRejected"
+        })
+        .await;
+    let c = condition(&ld, "CompactionSucceeded").expect("condition");
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("spec.schedule"), "{}", c.message);
+    assert!(condition_is(&ld, "DrainsRegistered", "True"));
+    h.apply("cmp", spec.clone()).await;
     cronjob(&h, "cmp-compaction").await;
+    h.wait_status("cmp", "the schedule accepted", MINUTE, |ld| {
+        condition_reason(ld, "CompactionSucceeded") == "NotRunYet"
+    })
+    .await;
+
+    // Then the LogDrain deleted: the CronJob goes with it.
     h.delete_and_wait("cmp").await;
     cronjob_gone(&h, "cmp-compaction").await;
     h.teardown().await;
