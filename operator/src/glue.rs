@@ -663,14 +663,7 @@ impl Catalog {
                     columns_added,
                 });
             }
-            attempts += 1;
-            if attempts > self.retry.max_attempts {
-                return Err(GlueError::Conflict {
-                    table: t.clone(),
-                    operation: "UpdateTable",
-                    attempts: attempts - 1,
-                });
-            }
+            attempts = self.next_attempt(t, attempts)?;
             let new_text = join_values(
                 current
                     .iter()
@@ -750,14 +743,7 @@ impl Catalog {
             {
                 return Ok(changed);
             }
-            attempts += 1;
-            if attempts > self.retry.max_attempts {
-                return Err(GlueError::Conflict {
-                    table: t.clone(),
-                    operation: "UpdateTable",
-                    attempts: attempts - 1,
-                });
-            }
+            attempts = self.next_attempt(t, attempts)?;
             let from = [ArchiveFormat::Json, ArchiveFormat::Parquet]
                 .into_iter()
                 .find(|f| serde_library == Some(storage(*f).serde_library));
@@ -799,6 +785,19 @@ impl Catalog {
             }
             // Loop: re-read to confirm.
         }
+    }
+
+    /// The number of the next UpdateTable attempt, or the conflict error
+    /// once the retries are spent.
+    fn next_attempt(&self, t: &TableRef, attempts: u32) -> Result<u32, GlueError> {
+        if attempts >= self.retry.max_attempts {
+            return Err(GlueError::Conflict {
+                table: t.clone(),
+                operation: "UpdateTable",
+                attempts,
+            });
+        }
+        Ok(attempts + 1)
     }
 
     /// One UpdateTable at the VersionId read (`version`): true when Glue

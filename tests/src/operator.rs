@@ -374,8 +374,8 @@ impl Harness {
         )
     }
 
-    /// Reasons of the events recorded about LogDrain `name`.
-    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+    /// The events recorded about LogDrain `name`.
+    async fn events_of(&self, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let events = api
             .list(&ListParams::default())
@@ -389,6 +389,14 @@ impl Harness {
                     r.kind.as_deref() == Some("LogDrain") && r.name.as_deref() == Some(name)
                 })
             })
+            .collect()
+    }
+
+    /// Reasons of the events recorded about LogDrain `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
             .filter_map(|e| e.reason)
             .collect()
     }
@@ -443,22 +451,30 @@ impl Harness {
     /// How many times the operator reported `reason` about LogDrain
     /// `name`: events, and the repeats the recorder folded into a series.
     pub async fn event_count(&self, name: &str, reason: &str) -> i32 {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let events = api
-            .list(&ListParams::default())
+        self.events_of(name)
             .await
-            .unwrap_or_else(|e| panic!("listing events: {e}"));
-        events
-            .items
             .iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter(|e| {
-                e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("LogDrain") && r.name.as_deref() == Some(name)
-                })
-            })
             .map(|e| e.series.as_ref().map_or(1, |s| s.count))
             .sum()
+    }
+
+    /// Creates `pod` as the controller that owns it would (a test playing
+    /// it), once the namespace's default ServiceAccount exists, which pod
+    /// admission requires; a pod of that name already there is fine.
+    pub async fn create_pod(&self, pod: &Pod) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for("the pod to be created", Duration::from_secs(60), || {
+            let pods = pods.clone();
+            async move {
+                match pods.create(&PostParams::default(), pod).await {
+                    Ok(_) => Some(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+                    Err(_) => None,
+                }
+            }
+        })
+        .await;
     }
 
     /// Plays the kubelet: marks every pod of LogDrain `name`'s ingester

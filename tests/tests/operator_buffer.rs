@@ -212,20 +212,7 @@ async fn create_claim_and_pod(h: &Harness, set: &StatefulSet, ordinal: u32) {
         spec: Some(pod_spec),
         status: None,
     };
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    // The namespace's default ServiceAccount may not exist yet.
-    wait_for("the ingester pod to be created", MINUTE, || {
-        let pods = pods.clone();
-        let pod = pod.clone();
-        async move {
-            match pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => Some(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
+    h.create_pod(&pod).await;
 }
 
 async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {

@@ -379,20 +379,8 @@ async fn run(h: &Harness, cron: &CronJob, job_name: &str, end: End<'_>) {
         spec: Some(pod_spec),
         status: None,
     };
+    h.create_pod(&pod).await;
     let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    // The namespace's default ServiceAccount may not exist yet.
-    wait_for("the compaction pod to be created", MINUTE, || {
-        let pods = pods.clone();
-        let pod = pod.clone();
-        async move {
-            match pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => Some(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let phase = if end.exit_code == 0 {
         "Succeeded"
