@@ -172,6 +172,26 @@ impl TableSpec {
         format!("{}{LOCATION_TEMPLATE}", self.location())
     }
 
+    /// The storage descriptor of the format, with `columns`.
+    fn storage_descriptor(&self, columns: Vec<Column>) -> StorageDescriptor {
+        let storage = storage(self.format);
+        let mut serde = SerDeInfo::builder().serialization_library(storage.serde_library);
+        if self.format == ArchiveFormat::Json {
+            // One damaged line must not make every query over its day fail.
+            serde = serde.parameters("ignore.malformed.json", "true");
+        }
+        StorageDescriptor::builder()
+            .set_columns(Some(columns))
+            .location(self.location())
+            .input_format(storage.input_format)
+            .output_format(storage.output_format)
+            // Parquet compresses inside the file (its pages); the flag is
+            // about whole-file codecs such as gzip.
+            .compressed(self.format == ArchiveFormat::Json)
+            .serde_info(serde.build())
+            .build()
+    }
+
     /// The TableInput of a new table.
     pub fn table_input(&self, name: &str) -> Result<TableInput, GlueError> {
         let columns = schema_columns()?;
@@ -192,21 +212,7 @@ impl TableSpec {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let storage = storage(self.format);
-        let mut serde = SerDeInfo::builder().serialization_library(storage.serde_library);
-        if self.format == ArchiveFormat::Json {
-            // One damaged line must not make every query over its day fail.
-            serde = serde.parameters("ignore.malformed.json", "true");
-        }
-        let sd = StorageDescriptor::builder()
-            .set_columns(Some(columns))
-            .location(self.location())
-            .input_format(storage.input_format)
-            .output_format(storage.output_format)
-            // Parquet compresses inside the file (its pages); the flag is
-            // about whole-file codecs such as gzip.
-            .compressed(self.format == ArchiveFormat::Json)
-            .serde_info(serde.build())
-            .build();
+        let sd = self.storage_descriptor(columns);
         let (y0, y1) = self.years;
         let mut params: Vec<(&str, String)> = vec![
             ("EXTERNAL", "TRUE".into()),
@@ -232,14 +238,7 @@ impl TableSpec {
         if self.format == ArchiveFormat::Json {
             params.push((COMPRESSION_TYPE, "gzip".into()));
         }
-        let description = match self.format {
-            ArchiveFormat::Json => {
-                "Heroku application logs archived by drainpipe (gzip JSON lines, partition projection)"
-            }
-            ArchiveFormat::Parquet => {
-                "Heroku application logs archived by drainpipe (Parquet, partition projection)"
-            }
-        };
+        let description = description(self.format);
         TableInput::builder()
             .name(name)
             .description(description)
@@ -251,6 +250,18 @@ impl TableSpec {
             ))
             .build()
             .map_err(build_error)
+    }
+}
+
+/// The description drainpipe gives a table of `format`.
+fn description(format: ArchiveFormat) -> &'static str {
+    match format {
+        ArchiveFormat::Json => {
+            "Heroku application logs archived by drainpipe (gzip JSON lines, partition projection)"
+        }
+        ArchiveFormat::Parquet => {
+            "Heroku application logs archived by drainpipe (Parquet, partition projection)"
+        }
     }
 }
 
@@ -270,6 +281,17 @@ pub struct AppsUpdate {
     /// Data columns this call added because the record schema gained fields
     /// (a table created by an older drainpipe).
     pub columns_added: Vec<String>,
+}
+
+/// What [`Catalog::ensure_storage`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageUpdate {
+    /// The format the table read before, `None` when its SerDe was neither
+    /// of drainpipe's.
+    pub from: Option<ArchiveFormat>,
+    pub to: ArchiveFormat,
+    /// The table's location now.
+    pub location: String,
 }
 
 /// What `projection.year.range` a drainpipe-managed table should hold.
@@ -641,14 +663,7 @@ impl Catalog {
                     columns_added,
                 });
             }
-            attempts += 1;
-            if attempts > self.retry.max_attempts {
-                return Err(GlueError::Conflict {
-                    table: t.clone(),
-                    operation: "UpdateTable",
-                    attempts: attempts - 1,
-                });
-            }
+            attempts = self.next_attempt(t, attempts)?;
             let new_text = join_values(
                 current
                     .iter()
@@ -674,46 +689,153 @@ impl Catalog {
                     params.insert(YEAR_RANGE.to_owned(), y.clone());
                 }
             })?;
-            let mut req = self
-                .client
-                .update_table()
-                .database_name(&t.database)
-                .table_input(input);
-            if let Some(v) = version {
-                req = req.version_id(v);
-            }
-            match req.send().await {
-                Ok(_) => {
-                    let column_names: Vec<String> =
-                        new_columns.iter().map(|c| c.name().to_owned()).collect();
-                    tracing::info!(table = %t, added = ?missing, years = ?year_text, columns = ?column_names, "updated Glue table");
-                    added.extend(missing.into_iter().cloned());
-                    columns_added.extend(column_names);
-                    if let Some(y) = &year_text {
-                        years_changed = y
-                            .split_once(',')
-                            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-                    }
-                    // Loop: re-read to confirm (and to count) before returning.
+            if self.send_update(t, input, version, attempts).await? {
+                let column_names: Vec<String> =
+                    new_columns.iter().map(|c| c.name().to_owned()).collect();
+                tracing::info!(table = %t, added = ?missing, years = ?year_text, columns = ?column_names, "updated Glue table");
+                added.extend(missing.into_iter().cloned());
+                columns_added.extend(column_names);
+                if let Some(y) = &year_text {
+                    years_changed = y
+                        .split_once(',')
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
                 }
-                Err(e) => match failure(e) {
-                    Failure::Code { code, message }
-                        if code == "ConcurrentModificationException" =>
-                    {
-                        tracing::debug!(table = %t, %message, "Glue table changed concurrently; retrying");
-                        tokio::time::sleep(backoff::exponential(
-                            self.retry.backoff_base,
-                            self.retry.backoff_max,
-                            attempts - 1,
-                        ))
-                        .await;
-                    }
-                    Failure::Code { code, .. } if code == "EntityNotFoundException" => {
-                        return Err(GlueError::TableNotFound { table: t.clone() });
-                    }
-                    f => return Err(general("UpdateTable", f)),
-                },
             }
+            // Loop: re-read to confirm (and to count) before returning, or
+            // to start over after a concurrent change.
+        }
+    }
+
+    /// Points a table drainpipe manages at `spec`'s format: its SerDe,
+    /// input and output formats, location and `storage.location.template`
+    /// (and `classification`, `compressionType`). Columns, partition keys
+    /// and every other parameter stay, `projection.app.values` above all:
+    /// the apps are the same whatever the encoding. No write when the table
+    /// already reads the format at its location. Returns what changed.
+    pub async fn ensure_storage(
+        &self,
+        t: &TableRef,
+        spec: &TableSpec,
+    ) -> Result<Option<StorageUpdate>, GlueError> {
+        let lock = self.table_lock(t);
+        let _held = lock.lock().await;
+        let want = storage(spec.format);
+        let location = spec.location();
+        let template = spec.location_template();
+        let mut attempts = 0u32;
+        let mut changed = None;
+        loop {
+            let table = self.get_table(t).await?;
+            check_manageable(t, &table)?;
+            let sd = table.storage_descriptor();
+            let serde_library = sd
+                .and_then(|sd| sd.serde_info())
+                .and_then(|s| s.serialization_library());
+            let template_now = table
+                .parameters()
+                .and_then(|p| p.get(LOCATION_TEMPLATE_PARAM))
+                .map(String::as_str);
+            if serde_library == Some(want.serde_library)
+                && sd.and_then(|sd| sd.input_format()) == Some(want.input_format)
+                && sd.and_then(|sd| sd.output_format()) == Some(want.output_format)
+                && sd.and_then(|sd| sd.location()) == Some(location.as_str())
+                && template_now == Some(template.as_str())
+            {
+                return Ok(changed);
+            }
+            attempts = self.next_attempt(t, attempts)?;
+            let from = [ArchiveFormat::Json, ArchiveFormat::Parquet]
+                .into_iter()
+                .find(|f| serde_library == Some(storage(*f).serde_library));
+            let version = table.version_id().map(str::to_owned);
+            let mut table = table;
+            // drainpipe's own description follows; a person's stays.
+            if let Some(from) = from
+                && table.description.as_deref() == Some(description(from))
+            {
+                table.description = Some(description(spec.format).to_owned());
+            }
+            if let Some(sd) = table.storage_descriptor.as_mut() {
+                let fresh = spec.storage_descriptor(Vec::new());
+                sd.serde_info = fresh.serde_info;
+                sd.input_format = fresh.input_format;
+                sd.output_format = fresh.output_format;
+                sd.compressed = fresh.compressed;
+                sd.location = fresh.location;
+            }
+            let input = table_input_from(table, |params| {
+                params.insert("classification".to_owned(), want.classification.to_owned());
+                params.insert(LOCATION_TEMPLATE_PARAM.to_owned(), template.clone());
+                match spec.format {
+                    ArchiveFormat::Json => {
+                        params.insert(COMPRESSION_TYPE.to_owned(), "gzip".to_owned());
+                    }
+                    ArchiveFormat::Parquet => {
+                        params.remove(COMPRESSION_TYPE);
+                    }
+                }
+            })?;
+            if self.send_update(t, input, version, attempts).await? {
+                tracing::info!(table = %t, format = %spec.format, %location, "switched Glue table format");
+                changed = Some(StorageUpdate {
+                    from,
+                    to: spec.format,
+                    location: location.clone(),
+                });
+            }
+            // Loop: re-read to confirm.
+        }
+    }
+
+    /// The number of the next UpdateTable attempt, or the conflict error
+    /// once the retries are spent.
+    fn next_attempt(&self, t: &TableRef, attempts: u32) -> Result<u32, GlueError> {
+        if attempts >= self.retry.max_attempts {
+            return Err(GlueError::Conflict {
+                table: t.clone(),
+                operation: "UpdateTable",
+                attempts,
+            });
+        }
+        Ok(attempts + 1)
+    }
+
+    /// One UpdateTable at the VersionId read (`version`): true when Glue
+    /// took it, false when another writer changed the table first (after a
+    /// backoff by `attempts`; read it again and redo the change).
+    async fn send_update(
+        &self,
+        t: &TableRef,
+        input: TableInput,
+        version: Option<String>,
+        attempts: u32,
+    ) -> Result<bool, GlueError> {
+        let mut req = self
+            .client
+            .update_table()
+            .database_name(&t.database)
+            .table_input(input);
+        if let Some(v) = version {
+            req = req.version_id(v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match failure(e) {
+                Failure::Code { code, message } if code == "ConcurrentModificationException" => {
+                    tracing::debug!(table = %t, %message, "Glue table changed concurrently; retrying");
+                    tokio::time::sleep(backoff::exponential(
+                        self.retry.backoff_base,
+                        self.retry.backoff_max,
+                        attempts.saturating_sub(1),
+                    ))
+                    .await;
+                    Ok(false)
+                }
+                Failure::Code { code, .. } if code == "EntityNotFoundException" => {
+                    Err(GlueError::TableNotFound { table: t.clone() })
+                }
+                f => Err(general("UpdateTable", f)),
+            },
         }
     }
 

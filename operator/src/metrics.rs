@@ -30,6 +30,151 @@ pub(crate) struct DrainChangeLabels {
     pub change: String,
 }
 
+/// One LogDrain, for the series that are per LogDrain.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LogDrainLabels {
+    pub namespace: String,
+    pub logdrain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CompactionRunLabels {
+    pub namespace: String,
+    pub logdrain: String,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+/// The numbers of one finished compaction run, as its report gave them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CompactionCounts {
+    pub(crate) succeeded: bool,
+    pub(crate) objects_merged: u64,
+    pub(crate) objects_written: u64,
+    pub(crate) bytes_before: u64,
+    pub(crate) bytes_after: u64,
+    pub(crate) records_verified: u64,
+}
+
+/// The compaction runs of each LogDrain (`spec.archive.compaction`),
+/// counted once per Job.
+#[derive(Clone, Default)]
+pub(crate) struct CompactionMetrics {
+    runs: Family<CompactionRunLabels, Counter>,
+    objects_merged: Family<LogDrainLabels, Counter>,
+    objects_written: Family<LogDrainLabels, Counter>,
+    bytes_before: Family<LogDrainLabels, Counter>,
+    bytes_after: Family<LogDrainLabels, Counter>,
+    records_verified: Family<LogDrainLabels, Counter>,
+    last_success: Family<LogDrainLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl CompactionMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "compaction_runs",
+            "Compaction runs (Jobs of a LogDrain's compaction CronJob) finished, by result",
+            self.runs.clone(),
+        );
+        registry.register(
+            "compaction_objects_merged",
+            "Archive objects compaction merged into larger ones (and deleted)",
+            self.objects_merged.clone(),
+        );
+        registry.register(
+            "compaction_objects_written",
+            "Archive objects compaction wrote",
+            self.objects_written.clone(),
+        );
+        registry.register(
+            "compaction_bytes_before",
+            "Bytes of the archive objects compaction merged",
+            self.bytes_before.clone(),
+        );
+        registry.register(
+            "compaction_bytes_after",
+            "Bytes of the archive objects compaction wrote in their place",
+            self.bytes_after.clone(),
+        );
+        registry.register(
+            "compaction_records_verified",
+            "Records compaction counted in its inputs and found again in the objects it wrote",
+            self.records_verified.clone(),
+        );
+        registry.register(
+            "compaction_last_success_timestamp_seconds",
+            "When the last successful compaction run of a LogDrain finished (Unix time)",
+            self.last_success.clone(),
+        );
+    }
+
+    /// Counts one finished run of LogDrain `namespace/name`.
+    pub(crate) fn run_finished(&self, namespace: &str, name: &str, run: &CompactionCounts) {
+        let ld = LogDrainLabels {
+            namespace: namespace.to_string(),
+            logdrain: name.to_string(),
+        };
+        let result = if run.succeeded { "succeeded" } else { "failed" };
+        self.runs
+            .get_or_create(&CompactionRunLabels {
+                namespace: namespace.to_string(),
+                logdrain: name.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        self.objects_merged
+            .get_or_create(&ld)
+            .inc_by(run.objects_merged);
+        self.objects_written
+            .get_or_create(&ld)
+            .inc_by(run.objects_written);
+        self.bytes_before
+            .get_or_create(&ld)
+            .inc_by(run.bytes_before);
+        self.bytes_after.get_or_create(&ld).inc_by(run.bytes_after);
+        self.records_verified
+            .get_or_create(&ld)
+            .inc_by(run.records_verified);
+    }
+
+    /// The last success as the LogDrain's status records it, so the gauge
+    /// survives an operator restart.
+    pub(crate) fn last_success(&self, namespace: &str, name: &str, unix: i64) {
+        self.last_success
+            .get_or_create(&LogDrainLabels {
+                namespace: namespace.to_string(),
+                logdrain: name.to_string(),
+            })
+            .set(unix);
+    }
+
+    /// Drops LogDrain `namespace/name`'s series (compaction turned off, or
+    /// the LogDrain deleted), so no alert waits on a run that never comes.
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
+        let ld = LogDrainLabels {
+            namespace: namespace.to_string(),
+            logdrain: name.to_string(),
+        };
+        for result in ["succeeded", "failed"] {
+            self.runs.remove(&CompactionRunLabels {
+                namespace: namespace.to_string(),
+                logdrain: name.to_string(),
+                result: result.to_string(),
+            });
+        }
+        for family in [
+            &self.objects_merged,
+            &self.objects_written,
+            &self.bytes_before,
+            &self.bytes_after,
+            &self.records_verified,
+        ] {
+            family.remove(&ld);
+        }
+        self.last_success.remove(&ld);
+    }
+}
+
 /// The operator's metrics; cheap to clone, shared by the controller and the
 /// Heroku and Glue call sites.
 #[derive(Clone)]
@@ -45,6 +190,7 @@ pub struct Metrics {
     pub(crate) drain_changes: Family<DrainChangeLabels, Counter>,
     pub glue_updates: Counter,
     pub leader: Gauge<i64, AtomicI64>,
+    pub(crate) compaction: CompactionMetrics,
     registry: Arc<Registry>,
 }
 
@@ -118,6 +264,8 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let compaction = CompactionMetrics::default();
+        compaction.register(&mut registry);
         Metrics {
             reconciles,
             failures,
@@ -129,6 +277,7 @@ impl Metrics {
             drain_changes,
             glue_updates,
             leader,
+            compaction,
             registry: Arc::new(registry),
         }
     }
@@ -158,8 +307,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus text exposition.
-    pub(crate) fn encode(&self) -> String {
+    /// Prometheus text exposition, as `/metrics` serves it.
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -204,5 +353,33 @@ mod tests {
         );
         assert!(text.contains("drainpipe_operator_reconcile_duration_seconds_count 1"));
         assert!(text.contains("drainpipe_operator_glue_updates_total 1"));
+    }
+
+    #[test]
+    fn compaction_series_are_per_logdrain_and_go_with_it() {
+        let m = Metrics::new();
+        let run = CompactionCounts {
+            succeeded: true,
+            objects_merged: 1440,
+            objects_written: 2,
+            bytes_before: 9_000,
+            bytes_after: 3_000,
+            records_verified: 50_000,
+        };
+        m.compaction.run_finished("logs", "shop", &run);
+        m.compaction.last_success("logs", "shop", 1_765_000_000);
+        let text = m.encode();
+        for line in [
+            "drainpipe_operator_compaction_runs_total{namespace=\"logs\",logdrain=\"shop\",result=\"succeeded\"} 1",
+            "drainpipe_operator_compaction_objects_merged_total{namespace=\"logs\",logdrain=\"shop\"} 1440",
+            "drainpipe_operator_compaction_bytes_before_total{namespace=\"logs\",logdrain=\"shop\"} 9000",
+            "drainpipe_operator_compaction_bytes_after_total{namespace=\"logs\",logdrain=\"shop\"} 3000",
+            "drainpipe_operator_compaction_records_verified_total{namespace=\"logs\",logdrain=\"shop\"} 50000",
+            "drainpipe_operator_compaction_last_success_timestamp_seconds{namespace=\"logs\",logdrain=\"shop\"} 1765000000",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        m.compaction.forget("logs", "shop");
+        assert!(!m.encode().contains("logdrain=\"shop\""));
     }
 }

@@ -15,6 +15,7 @@ use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
 use drainpipe_operator::lifecycle::Buckets;
 use drainpipe_operator::metrics::Metrics;
 use drainpipe_operator::resources::IngesterDefaults;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -373,8 +374,8 @@ impl Harness {
         )
     }
 
-    /// Reasons of the events recorded about LogDrain `name`.
-    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+    /// The events recorded about LogDrain `name`.
+    async fn events_of(&self, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let events = api
             .list(&ListParams::default())
@@ -388,8 +389,92 @@ impl Harness {
                     r.kind.as_deref() == Some("LogDrain") && r.name.as_deref() == Some(name)
                 })
             })
+            .collect()
+    }
+
+    /// Reasons of the events recorded about LogDrain `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
             .filter_map(|e| e.reason)
             .collect()
+    }
+
+    /// Plays the Job controller: Job `job` (in this test's namespace)
+    /// succeeded, with the conditions Kubernetes 1.31 and later require in
+    /// that order.
+    pub async fn mark_job_complete(&self, job: &str) {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        self.patch_job_status(
+            job,
+            json!({"status": {
+                "startTime": now,
+                "completionTime": now,
+                "succeeded": 1,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now},
+                ],
+            }}),
+        )
+        .await;
+    }
+
+    /// Plays the Job controller: Job `job` failed, its back-off limit
+    /// reached.
+    pub async fn mark_job_failed(&self, job: &str) {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        self.patch_job_status(
+            job,
+            json!({"status": {
+                "startTime": now,
+                "failed": 4,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+                ],
+            }}),
+        )
+        .await;
+    }
+
+    async fn patch_job_status(&self, job: &str, status: serde_json::Value) {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
+        jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("writing the status of Job {job}: {e}"));
+    }
+
+    /// How many times the operator reported `reason` about LogDrain
+    /// `name`: events, and the repeats the recorder folded into a series.
+    pub async fn event_count(&self, name: &str, reason: &str) -> i32 {
+        self.events_of(name)
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum()
+    }
+
+    /// Creates `pod` as the controller that owns it would (a test playing
+    /// it), once the namespace's default ServiceAccount exists, which pod
+    /// admission requires; a pod of that name already there is fine.
+    pub async fn create_pod(&self, pod: &Pod) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for("the pod to be created", Duration::from_secs(60), || {
+            let pods = pods.clone();
+            async move {
+                match pods.create(&PostParams::default(), pod).await {
+                    Ok(_) => Some(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+                    Err(_) => None,
+                }
+            }
+        })
+        .await;
     }
 
     /// Plays the kubelet: marks every pod of LogDrain `name`'s ingester

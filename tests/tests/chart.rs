@@ -863,8 +863,10 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         h.heroku.add_app(app);
     }
     h.start_as(operator.clone());
-    h.apply("shop", h.spec(&["rbac-web", "rbac-worker"], Some("logs")))
-        .await;
+    let mut spec = h.spec(&["rbac-web", "rbac-worker"], Some("logs"));
+    // The compaction CronJob and the reading of its runs, too.
+    spec["archive"]["compaction"] = serde_json::json!({});
+    h.apply("shop", spec).await;
     let ld = h
         .wait_drains_registered("shop", &["rbac-web", "rbac-worker"])
         .await;
@@ -879,6 +881,16 @@ async fn chart_rbac_runs_a_full_reconcile_and_nothing_more() {
         .get("shop-routes")
         .await
         .expect("routes Secret created");
+    drainpipe_tests::operator::wait_for(
+        "the compaction CronJob, applied with the chart's permissions",
+        std::time::Duration::from_secs(30),
+        || {
+            let cronjobs =
+                Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(h.client.clone(), &h.ns);
+            async move { cronjobs.get_opt("shop-compaction").await.ok()? }
+        },
+    )
+    .await;
     assert!(
         !h.event_reasons("shop").await.is_empty(),
         "events recorded with the chart's permissions"

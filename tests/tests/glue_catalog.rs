@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_glue::types::{Column, SerDeInfo, StorageDescriptor, Table, TableInput};
-use drainpipe_contract::schema::FIELDS;
+use drainpipe_contract::schema::{ArchiveFormat, FIELDS};
 use drainpipe_operator::glue::{
     APP_VALUES, Catalog, ConflictRetry, GlueError, NEAR_LIMIT_BYTES, PARAMETER_VALUE_LIMIT,
-    TableRef, TableSpec, YEAR_RANGE, YearPolicy, table_input_from,
+    StorageUpdate, TableRef, TableSpec, YEAR_RANGE, YearPolicy, table_input_from,
 };
 use drainpipe_tests::env::TestEnv;
 
@@ -113,6 +113,130 @@ async fn creates_database_and_table_once() {
     assert_eq!(
         c.projected_apps(&t).await.unwrap(),
         apps(&["app-one", "app-two", "app-three"])
+    );
+}
+
+/// The storage half of a table as Athena reads it.
+fn storage_of(table: &Table) -> (String, String, String, String, String, String) {
+    let sd = table.storage_descriptor().unwrap();
+    let p = table.parameters().unwrap();
+    (
+        sd.serde_info()
+            .unwrap()
+            .serialization_library()
+            .unwrap()
+            .to_owned(),
+        sd.input_format().unwrap().to_owned(),
+        sd.output_format().unwrap().to_owned(),
+        sd.location().unwrap().to_owned(),
+        p["storage.location.template"].clone(),
+        p["classification"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_parquet_table_reads_the_parquet_root_and_a_json_table_switches_to_it() {
+    let env = TestEnv::require();
+    let c = catalog(&env);
+    let db = unique_db();
+    let parquet_spec = TableSpec::new(&env.bucket, "logs/")
+        .with_apps(["app-one"])
+        .with_format(ArchiveFormat::Parquet);
+
+    // Created as Parquet: Hive's Parquet SerDe over {prefix}format=parquet/.
+    let born = TableRef::new(db.clone(), "born_parquet");
+    assert!(c.ensure_table(&born, &parquet_spec).await.unwrap());
+    let parquet = storage_of(&get_table(&env, &born).await);
+    let root = format!("s3://{}/logs/format=parquet/", env.bucket);
+    assert_eq!(
+        parquet,
+        (
+            "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe".to_owned(),
+            "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat".to_owned(),
+            "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat".to_owned(),
+            root.clone(),
+            format!("{root}${{app}}/${{year}}/${{month}}/${{day}}/"),
+            "parquet".to_owned(),
+        )
+    );
+    assert_eq!(
+        c.ensure_storage(&born, &parquet_spec).await.unwrap(),
+        None,
+        "nothing to change"
+    );
+
+    // Created as JSON, apps added since, a parameter set by a person: the
+    // switch changes the storage and keeps the rest.
+    let switched = TableRef::new(db, "was_json");
+    let json_spec = TableSpec::new(&env.bucket, "logs/").with_apps(["app-one"]);
+    c.ensure_table(&switched, &json_spec).await.unwrap();
+    c.ensure_apps(&switched, &apps(&["app-two"])).await.unwrap();
+    let before = get_table(&env, &switched).await;
+    let input = table_input_from(before.clone(), |p| {
+        p.insert("team".into(), "logs".into());
+    })
+    .unwrap();
+    env.glue_client()
+        .update_table()
+        .database_name(&switched.database)
+        .table_input(input)
+        .send()
+        .await
+        .unwrap();
+    let change = c
+        .ensure_storage(&switched, &parquet_spec)
+        .await
+        .unwrap()
+        .expect("the table read JSON");
+    assert_eq!(
+        change,
+        StorageUpdate {
+            from: Some(ArchiveFormat::Json),
+            to: ArchiveFormat::Parquet,
+            location: root.clone(),
+        }
+    );
+    let after = get_table(&env, &switched).await;
+    assert_eq!(storage_of(&after), parquet);
+    let p = after.parameters().unwrap();
+    assert_eq!(
+        p[APP_VALUES], "app-one,app-two",
+        "projection.app.values kept"
+    );
+    assert_eq!(p["team"], "logs");
+    assert!(!p.contains_key("compressionType"), "gzip is JSON's");
+    assert_eq!(p[YEAR_RANGE], before.parameters().unwrap()[YEAR_RANGE]);
+    let sd = after.storage_descriptor().unwrap();
+    assert_eq!(sd.columns(), before.storage_descriptor().unwrap().columns());
+    assert_eq!(after.partition_keys(), before.partition_keys());
+    assert!(
+        sd.serde_info()
+            .unwrap()
+            .parameters()
+            .is_none_or(|p| !p.contains_key("ignore.malformed.json"))
+    );
+    assert_eq!(
+        c.ensure_storage(&switched, &parquet_spec).await.unwrap(),
+        None
+    );
+
+    // And back: JSON's SerDe, folder and gzip again.
+    let back = c
+        .ensure_storage(&switched, &json_spec)
+        .await
+        .unwrap()
+        .expect("the table read Parquet");
+    assert_eq!(back.from, Some(ArchiveFormat::Parquet));
+    let json = get_table(&env, &switched).await;
+    assert_eq!(
+        storage_of(&json).0,
+        "org.openx.data.jsonserde.JsonSerDe",
+        "{json:?}"
+    );
+    assert_eq!(json.parameters().unwrap()["compressionType"], "gzip");
+    assert_eq!(
+        json.storage_descriptor().unwrap().location(),
+        Some(format!("s3://{}/logs/", env.bucket).as_str())
     );
 }
 

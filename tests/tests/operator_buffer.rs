@@ -212,20 +212,7 @@ async fn create_claim_and_pod(h: &Harness, set: &StatefulSet, ordinal: u32) {
         spec: Some(pod_spec),
         status: None,
     };
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    // The namespace's default ServiceAccount may not exist yet.
-    wait_for("the ingester pod to be created", MINUTE, || {
-        let pods = pods.clone();
-        let pod = pod.clone();
-        async move {
-            match pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => Some(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
+    h.create_pod(&pod).await;
 }
 
 async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {
@@ -241,25 +228,6 @@ async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {
                 .map(String::as_str)
                 == Some(claim)
         })
-}
-
-/// Plays the Job controller and the kubelet: marks the Job complete, as
-/// they would after its pod exited 0.
-async fn mark_job_complete(h: &Harness, job: &str) {
-    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now,
-        "completionTime": now,
-        "succeeded": 1,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now},
-        ],
-    }});
-    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap_or_else(|e| panic!("marking Job {job} complete: {e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -590,7 +558,7 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         still.metadata.deletion_timestamp.is_none(),
         "a claim may go only after its flush Job succeeded"
     );
-    mark_job_complete(&h, &job.name_any()).await;
+    h.mark_job_complete(&job.name_any()).await;
 
     // The claim goes (deletion asked; no PVC-protection controller runs
     // here to finish it), claim 0 stays.
@@ -670,7 +638,7 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     );
     // The flush fails (archive unreachable, say): the claim and the
     // LogDrain stay, with a warning.
-    mark_job_failed(&h, &job.name_any()).await;
+    h.mark_job_failed(&job.name_any()).await;
     wait_for("the BufferFlushFailed warning", MINUTE, || {
         let h = &h;
         async move {
@@ -703,7 +671,7 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         }
     })
     .await;
-    mark_job_complete(&h, &job.name_any()).await;
+    h.mark_job_complete(&job.name_any()).await;
     wait_for(
         "the LogDrain to go once its claims are flushed",
         MINUTE,
@@ -723,25 +691,6 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
     )
     .await;
     h.teardown().await;
-}
-
-/// Plays the Job controller: marks the Job failed (backoff limit reached).
-async fn mark_job_failed(h: &Harness, job: &str) {
-    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now,
-        "failed": 4,
-        "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
-        ],
-    }});
-    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap_or_else(|e| panic!("marking Job {job} failed: {e}"));
 }
 
 /// Removes the PVC-protection finalizer, as its controller does once no

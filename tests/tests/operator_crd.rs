@@ -5,7 +5,7 @@
 use drainpipe_operator::crd::LogDrain;
 use drainpipe_tests::env::TestEnv;
 use drainpipe_tests::operator::{apply_crd, test_namespace};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn valid() -> serde_json::Value {
@@ -300,5 +300,115 @@ async fn api_server_enforces_the_schema() {
             .as_ref()
             .map(|s| s.webhook_secret_ref.key.as_str()),
         Some("url")
+    );
+
+    // Archive format and compaction: the server refuses what the ingester
+    // could not run (sent as JSON, so no client-side type stands between).
+    let raw = |name: &str, archive: serde_json::Value| {
+        let mut spec = valid();
+        for (k, v) in archive.as_object().expect("archive fields") {
+            spec["archive"][k] = v.clone();
+        }
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let obj = json!({
+                "apiVersion": "drainpipe.dev/v1alpha1", "kind": "LogDrain",
+                "metadata": {"name": name}, "spec": spec,
+            });
+            api.patch(&name, &PatchParams::apply("crd-test"), &Patch::Apply(&obj))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    for (name, archive) in [
+        ("csv", json!({"format": "csv"})),
+        ("format-case", json!({"format": "Parquet"})),
+        (
+            "schedule-words",
+            json!({"compaction": {"schedule": "every night"}}),
+        ),
+        (
+            "schedule-four",
+            json!({"compaction": {"schedule": "17 3 * *"}}),
+        ),
+        (
+            "schedule-tz",
+            json!({"compaction": {"schedule": "TZ=UTC 17 3 * * *"}}),
+        ),
+        (
+            "schedule-macro",
+            json!({"compaction": {"schedule": "@sometimes"}}),
+        ),
+        ("size-small", json!({"compaction": {"targetSize": "1MiB"}})),
+        ("size-large", json!({"compaction": {"targetSize": "2GiB"}})),
+        (
+            "size-large-mb",
+            json!({"compaction": {"targetSize": "1100MB"}}),
+        ),
+        (
+            "size-bare",
+            json!({"compaction": {"targetSize": "134217728"}}),
+        ),
+        (
+            "size-unit",
+            json!({"compaction": {"targetSize": "128 potatoes"}}),
+        ),
+        ("grace-bare", json!({"compaction": {"grace": "2"}})),
+    ] {
+        let err = raw(name, archive).await.expect_err(name);
+        assert!(
+            err.contains("Invalid") || err.contains("invalid"),
+            "{name}: {err}"
+        );
+    }
+    let err = raw(
+        "size-message",
+        json!({"compaction": {"targetSize": "8MiB"}}),
+    )
+    .await
+    .expect_err("under 16MiB");
+    assert!(
+        err.contains("targetSize must be from 16MiB to 1GiB"),
+        "{err}"
+    );
+    for (name, size) in [
+        ("size-min", "16MiB"),
+        ("size-max", "1GiB"),
+        ("size-max-mib", "1024MiB"),
+        ("size-mb", "512MB"),
+    ] {
+        raw(name, json!({"compaction": {"targetSize": size}}))
+            .await
+            .unwrap_or_else(|e| panic!("{size}: {e}"));
+    }
+    let ok = raw("compacted", json!({"format": "parquet", "compaction": {}}))
+        .await
+        .expect("parquet with compaction's defaults");
+    assert_eq!(
+        ok.spec.archive.format,
+        drainpipe_operator::crd::Format::Parquet
+    );
+    let c = ok.spec.archive.compaction.expect("compaction");
+    assert_eq!(
+        (
+            c.schedule.as_str(),
+            c.target_size.as_str(),
+            c.grace.as_str(),
+            c.suspend
+        ),
+        ("17 3 * * *", "128MiB", "2h", false),
+        "defaults applied"
+    );
+    let ok = raw(
+        "daily",
+        json!({"compaction": {"schedule": "@daily", "grace": "90m"}}),
+    )
+    .await
+    .expect("a cron macro");
+    assert_eq!(
+        ok.spec.archive.format,
+        drainpipe_operator::crd::Format::Json,
+        "default"
     );
 }

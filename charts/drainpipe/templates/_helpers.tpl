@@ -100,9 +100,15 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "delete"]
+# ... and spec.archive.compaction's runs are read (each finished Job's pod
+# holds its report as the termination message).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# spec.archive.compaction: the CronJob; delete: it goes when the field does.
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

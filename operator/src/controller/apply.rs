@@ -22,19 +22,22 @@ use super::heroku::retain;
 use super::heroku::suspend::suspend_drains;
 use super::owned::{apply_owned, apply_params, delete_owned};
 use super::status::alerts::alerts_condition;
-use super::status::conditions::{condition, ready_condition};
+use super::status::compaction::{compaction_condition, rejected_condition, sync_runs};
+use super::status::conditions::{Cond, condition, ready_condition};
 use super::status::freshness;
 use super::status::writable;
+use super::workload::compaction::{Compaction, sync_compaction};
 use super::workload::ingester::{ingester_condition, sync_workload};
 use super::workload::pods;
 use super::workload::scaling;
 use super::{
-    ALERTS_READY, ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, Context, DRAINS_REGISTERED,
-    INGESTER_AVAILABLE, READY, RETENTION_APPLIED, fingerprint, lock,
+    ALERTS_READY, ARCHIVE_FRESH, ARCHIVE_WRITABLE, CATALOG_SYNCED, COMPACTION_SUCCEEDED, Context,
+    DRAINS_REGISTERED, INGESTER_AVAILABLE, READY, RETENTION_APPLIED, fingerprint, lock,
 };
 use crate::backoff::jittered;
 use crate::crd::{
-    AppLastObject, AutoscalingMode, DrainStatus, DrainTarget, LogDrain, LogDrainStatus,
+    AppLastObject, AutoscalingMode, CompactionStatus, DrainStatus, DrainTarget, LogDrain,
+    LogDrainStatus,
 };
 use crate::error::{Error, Result};
 use crate::resources::{self, Owner};
@@ -82,6 +85,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
     apply_owned::<Service>(ctx, &owner.namespace, &resources::service(&owner, &ld)).await?;
     sync_ingress(ctx, &owner, &ld).await?;
     scaling::sync_hpa(ctx, &owner, &ld).await?;
+    let compaction = sync_compaction(ctx, &owner, &ld).await?;
 
     // 2. Heroku.
     let heroku = if ld.spec.suspend {
@@ -169,6 +173,12 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         let c = alerts_condition(ld.spec.alerts.len(), &problems);
         conditions.push(condition(old, ALERTS_READY, &c, generation));
     }
+    // Not one of Ready's parts: logs flow whatever compaction does.
+    let (compaction_status, compaction_cond) =
+        compaction_state(ctx, &owner, &uid, &reference, &ld, &compaction, &old_status).await;
+    if let Some(c) = &compaction_cond {
+        conditions.push(condition(old, COMPACTION_SUCCEEDED, c, generation));
+    }
     let ready = ready_condition(
         &ld,
         &[&heroku.condition, &catalog.condition, &ingester, &writable],
@@ -192,6 +202,7 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
                 })
             })
             .collect(),
+        compaction: compaction_status,
     };
     // The object may predate the status written last: then equal to it is
     // not proof that the stored status is this one.
@@ -218,6 +229,53 @@ pub(super) async fn apply(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(RECHECK_CLAIMS.min(every)));
     }
     Ok(Action::requeue(jittered(every)))
+}
+
+/// `status.compaction` and `CompactionSucceeded` (both `None` without
+/// `spec.archive.compaction`). Reading the runs is not worth failing the
+/// reconcile over: on an error the status keeps what it said.
+async fn compaction_state(
+    ctx: &Context,
+    owner: &Owner,
+    uid: &str,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ld: &LogDrain,
+    compaction: &Compaction,
+    old_status: &LogDrainStatus,
+) -> (Option<CompactionStatus>, Option<Cond>) {
+    let name = resources::compaction_name(&owner.name);
+    let old = old_status.compaction.as_ref();
+    match (compaction, &ld.spec.archive.compaction) {
+        (Compaction::Scheduled(cronjob), Some(spec)) => {
+            let status = match sync_runs(
+                ctx,
+                &owner.namespace,
+                &owner.name,
+                uid,
+                reference,
+                cronjob,
+                old,
+            )
+            .await
+            {
+                Ok(status) => status,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the compaction runs");
+                    old.cloned().unwrap_or_default()
+                }
+            };
+            let cond = compaction_condition(&name, spec, &status);
+            (Some(status), Some(cond))
+        }
+        (Compaction::Rejected(message), _) => {
+            (old.cloned(), Some(rejected_condition(&name, message)))
+        }
+        _ => {
+            ctx.metrics.compaction.forget(&owner.namespace, &owner.name);
+            ctx.set_compaction_counted(uid, None);
+            (None, None)
+        }
+    }
 }
 
 fn time_at(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {

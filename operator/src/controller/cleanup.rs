@@ -24,6 +24,9 @@ pub(super) async fn cleanup(ld: Arc<LogDrain>, ctx: &Context) -> Result<Action> 
     // Buffer claims are not owned (they must outlive their pods): nothing
     // would ever upload or delete them after the LogDrain is gone.
     ingester::flush_before_deletion(ctx, &ld).await?;
+    ctx.metrics
+        .compaction
+        .forget(&ld.namespace().unwrap_or_default(), &ld.name_any());
     let uid = ld.uid().unwrap_or_default();
     let reference = ld.object_ref(&());
     let (known, _) = ctx.known_drains(&uid);

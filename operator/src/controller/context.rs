@@ -15,7 +15,7 @@ use super::heroku::backoff::AppFailure;
 use super::memory::KnownDrain;
 use super::memory::{AppIdentity, ScalerMemory, Verified};
 use super::{MANAGER, fingerprint, truncate};
-use crate::crd::LogDrain;
+use crate::crd::{CompactionStatus, LogDrain};
 use crate::glue::Catalog;
 use crate::heroku::{
     ApiToken, AppInfo, Drain, DrainUrl, EnsuredDrain, HerokuClient, HerokuError, TelemetryDrain,
@@ -152,6 +152,9 @@ pub struct Context {
     pub(super) app_identities: Mutex<HashMap<(String, String), Option<AppIdentity>>>,
     /// LogDrain uid → the autoscaler's reads, recommendations and claim.
     pub(super) scalers: Mutex<HashMap<String, ScalerMemory>>,
+    /// LogDrain uid → `status.compaction` as this process last computed
+    /// it, its runs counted; the object at hand may predate it (memory.rs).
+    pub(super) compaction_counted: Mutex<HashMap<String, CompactionStatus>>,
     /// LogDrain uid → consecutive failures, for the retry backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     /// (LogDrain uid, app) → the app's last failed Heroku call, waited out
@@ -204,6 +207,7 @@ impl Context {
             retention_verified: Mutex::default(),
             app_identities: Mutex::default(),
             scalers: Mutex::default(),
+            compaction_counted: Mutex::default(),
             failures: Mutex::default(),
             app_failures: Mutex::default(),
             stores: RwLock::default(),

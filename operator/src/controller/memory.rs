@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::workload::autoscale::PodMemory;
 use super::{Context, lock};
-use crate::crd::{DrainKind, DrainStatus};
+use crate::crd::{CompactionStatus, DrainKind, DrainStatus};
 use crate::heroku::Generation;
 
 /// What was last verified outside the cluster, so a no-change reconcile can
@@ -211,7 +211,28 @@ impl Context {
         }
     }
 
+    /// `status.compaction` of LogDrain `uid` as this process last computed
+    /// it, every run in it counted in the metrics and events. The status
+    /// records the runs too, but the object a reconcile gets may predate
+    /// that write, and a run must be counted once.
+    pub(crate) fn compaction_counted(&self, uid: &str) -> Option<CompactionStatus> {
+        lock(&self.compaction_counted).get(uid).cloned()
+    }
+
+    pub(crate) fn set_compaction_counted(&self, uid: &str, status: Option<CompactionStatus>) {
+        let mut counted = lock(&self.compaction_counted);
+        match status {
+            Some(s) => {
+                counted.insert(uid.to_string(), s);
+            }
+            None => {
+                counted.remove(uid);
+            }
+        }
+    }
+
     pub(crate) fn forget(&self, uid: &str) {
+        lock(&self.compaction_counted).remove(uid);
         lock(&self.retention_verified).remove(uid);
         lock(&self.suspension_verified).remove(uid);
         lock(&self.drains_known).retain(|(u, _), _| u != uid);

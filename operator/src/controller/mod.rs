@@ -65,6 +65,7 @@ pub(crate) const RETENTION_APPLIED: &str = "RetentionApplied";
 pub(crate) const ARCHIVE_FRESH: &str = "ArchiveFresh";
 pub(crate) const ARCHIVE_WRITABLE: &str = "ArchiveWritable";
 pub(crate) const ALERTS_READY: &str = "AlertsReady";
+pub(crate) const COMPACTION_SUCCEEDED: &str = "CompactionSucceeded";
 
 /// Label selecting the objects the operator owns (narrows its watches).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drainpipe-operator";
@@ -170,8 +171,16 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
             owned.clone(),
         )
         .owns(
+            scoped::<k8s_openapi::api::batch::v1::CronJob>(client, ns),
+            owned.clone(),
+        )
+        // Buffer flush Jobs (owned by the LogDrain) and compaction runs
+        // (owned by its CronJob) alike carry the LogDrain's label: a Job
+        // finishing wakes its LogDrain, which reads the run's report.
+        .watches(
             scoped::<k8s_openapi::api::batch::v1::Job>(client, ns),
             owned.clone(),
+            |job| labelled_logdrain(&job.metadata),
         )
         .owns(scoped::<Service>(client, ns), owned.clone())
         .owns(
@@ -197,6 +206,17 @@ fn build_controller(ctx: &Context, ns: Option<&str>) -> Controller<LogDrain> {
         watcher::Config::default(),
         move |secret| logdrains_referencing(&store, &secret.metadata),
     )
+}
+
+/// The LogDrain an object of ours names by its label.
+fn labelled_logdrain(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<LogDrain>> {
+    let name = meta
+        .labels
+        .as_ref()?
+        .get(crate::resources::LOGDRAIN_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
 fn logdrains_referencing(

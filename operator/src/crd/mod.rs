@@ -25,7 +25,10 @@ pub use alerts::{
     AlertGroupKey, AlertMatchSpec, AlertRuleSpec, AlertmanagerSpec, SecretRef, SlackSpec,
     StatusRangeSpec, WebhookSecretRef,
 };
-pub use archive::{ArchiveSpec, CatalogSpec, GlueCatalog, S3Archive, S3Lifecycle, StorageClass};
+pub use archive::{
+    ArchiveSpec, CatalogSpec, CompactionSpec, Format, GlueCatalog, S3Archive, S3Lifecycle,
+    StorageClass, TARGET_SIZE_MAX, TARGET_SIZE_MIN,
+};
 pub use endpoint::{
     DrainTarget, EndpointIngress, EndpointSpec, IngressTls, OtlpTarget, OtlpTransport,
 };
@@ -33,7 +36,9 @@ pub use ingester::{
     AutoscalingMode, BufferClaim, BufferStorage, IngesterAutoscaling, IngesterOtlpGrpc,
     IngesterSpec, IngesterSyslog,
 };
-pub use status::{AppLastObject, DrainKind, DrainStatus, LogDrainStatus};
+pub use status::{
+    AppLastObject, CompactionRun, CompactionStatus, DrainKind, DrainStatus, LogDrainStatus,
+};
 
 /// The finalizer that holds a deleted LogDrain until its Heroku drains are handled.
 pub const FINALIZER: &str = "drainpipe.dev/cleanup";
@@ -190,6 +195,11 @@ impl LogDrain {
     /// the CRD had that rule).
     pub fn app_set(&self) -> BTreeSet<String> {
         self.spec.apps.iter().cloned().collect()
+    }
+
+    /// The encoding the ingesters write and the catalog reads.
+    pub fn archive_format(&self) -> drainpipe_contract::schema::ArchiveFormat {
+        self.spec.archive.format.into()
     }
 
     /// The Secrets `spec.alerts` reads, each once.

@@ -15,7 +15,8 @@ pub struct LogDrainStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`, `DrainsRegistered`, `CatalogSynced`, `IngesterAvailable`,
     /// `ArchiveFresh` and `ArchiveWritable`; `RetentionApplied` with
-    /// `spec.archive.s3.lifecycle`, `AlertsReady` with `spec.alerts`.
+    /// `spec.archive.s3.lifecycle`, `AlertsReady` with `spec.alerts`,
+    /// `CompactionSucceeded` with `spec.archive.compaction`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The Heroku drains drainpipe created, one per app.
@@ -41,6 +42,67 @@ pub struct LogDrainStatus {
     /// ingester pods have archived since they started).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_objects: Vec<AppLastObject>,
+    /// The compaction runs of `spec.archive.compaction` (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionStatus>,
+}
+
+/// What the compaction CronJob's runs did.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionStatus {
+    /// When the last run that succeeded finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_run: Option<Time>,
+    /// The last run that finished, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<CompactionRun>,
+}
+
+/// One finished compaction run (a Job of the CronJob), with the numbers
+/// its report gave.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionRun {
+    /// The Job (`kubectl logs job/NAME` shows its output).
+    pub job: String,
+    /// The Job's uid: the operator counts each run once in its metrics and
+    /// events, also across its own restarts.
+    pub job_uid: String,
+    /// `Succeeded` or `Failed`.
+    pub result: String,
+    /// When the Job finished.
+    pub finished_at: Time,
+    /// Closed (app, day) partitions looked at.
+    #[serde(default)]
+    pub partitions_seen: i64,
+    /// Partitions rewritten (merged, or converted to Parquet).
+    #[serde(default)]
+    pub partitions_compacted: i64,
+    /// Partitions that failed (each is retried by the next run).
+    #[serde(default)]
+    pub partitions_failed: i64,
+    /// Input objects merged (then deleted).
+    #[serde(default)]
+    pub objects_merged: i64,
+    /// Objects written in their place.
+    #[serde(default)]
+    pub objects_written: i64,
+    /// Bytes of the merged inputs.
+    #[serde(default)]
+    pub bytes_before: i64,
+    /// Bytes of the objects written.
+    #[serde(default)]
+    pub bytes_after: i64,
+    /// Records counted in the inputs and found again in the written
+    /// objects before any input was deleted.
+    #[serde(default)]
+    pub records_verified: i64,
+    /// Why the run failed: the report's first error, or the Job's own
+    /// failure (deadline, back-off limit, the container's end) when the
+    /// run left no report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The newest archive object of one app.

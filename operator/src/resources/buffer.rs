@@ -17,7 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use super::defaults::IngesterDefaults;
 use super::pod::{ingester_pod, pod_template};
 use super::scaling::deployment_replicas;
-use super::{BUFFER_VOLUME, DATA_DIR, Owner, archive_url, ingester_name, labels, selector_labels};
+use super::{
+    BUFFER_VOLUME, DATA_DIR, Owner, archive_url, bounded_name, ingester_name, labels,
+    selector_labels,
+};
 use crate::crd::LogDrain;
 
 /// The ingester StatefulSet of `bufferStorage.persistentVolumeClaim`
@@ -105,16 +108,7 @@ const FLUSH_TIMEOUT_SECONDS: i64 = 600;
 
 /// A Job's name is also a label value (`job-name`), at most 63 characters.
 pub(crate) fn flush_job_name(claim: &str) -> String {
-    let name = format!("{claim}-flush");
-    if name.len() <= 63 {
-        return name;
-    }
-    // FNV-1a: the same name from every operator build.
-    let digest = claim.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    let head: String = claim.chars().take(44).collect();
-    format!("{}-{digest:08x}-flush", head.trim_end_matches('-'))
+    bounded_name(claim, "-flush", 63)
 }
 
 /// The Job that empties a released claim: the ingester image with

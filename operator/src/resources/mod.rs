@@ -23,6 +23,7 @@ use rand::distr::Alphanumeric;
 use crate::crd::LogDrain;
 
 mod buffer;
+mod compaction;
 mod defaults;
 mod grace;
 mod networking;
@@ -32,6 +33,9 @@ mod scaling;
 #[cfg(test)]
 pub(crate) use buffer::buffer_claim_name;
 pub(crate) use buffer::{FLUSH_CLAIM_ANNOTATION, buffer_claim_ordinal, flush_job, statefulset};
+pub(crate) use compaction::{
+    COMPACT_CONTAINER, compaction_cronjob, compaction_name, compaction_selector,
+};
 pub use defaults::{IngesterDefaults, IngesterPodDefaults, PullPolicy};
 pub(crate) use grace::quantity_bytes;
 pub(crate) use networking::{ingress, service};
@@ -71,6 +75,26 @@ pub(crate) fn routes_secret_name(ld_name: &str) -> String {
 
 pub(crate) fn ingester_name(ld_name: &str) -> String {
     format!("{ld_name}-ingester")
+}
+
+/// `{base}{suffix}` when it fits in `max` characters, else the start of
+/// `base`, a digest of all of it and `suffix`: names that are also label
+/// values (63) or that Kubernetes extends (a CronJob's, 52) stay unique
+/// and the same from every operator build.
+pub(crate) fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
+    let name = format!("{base}{suffix}");
+    if name.len() <= max {
+        return name;
+    }
+    // FNV-1a: the same name from every operator build.
+    let digest = base.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head: String = base
+        .chars()
+        .take(max.saturating_sub(suffix.len() + 13))
+        .collect();
+    format!("{}-{digest:08x}{suffix}", head.trim_end_matches('-'))
 }
 
 /// A fresh drain password: 32 alphanumerics (about 190 bits), safe in a URL

@@ -117,13 +117,21 @@ fn ingester_args(ld: &LogDrain) -> Vec<String> {
     }
     args
 }
-/// Where the archive is, for the AWS SDK in the ingester.
+/// Where the archive is, for the AWS SDK in the ingester, and the format
+/// its objects are written in.
 fn ingester_env(ld: &LogDrain) -> Vec<EnvVar> {
-    let mut env = vec![EnvVar {
-        name: "AWS_REGION".to_string(),
-        value: Some(ld.spec.archive.s3.region.clone()),
-        ..EnvVar::default()
-    }];
+    let mut env = vec![
+        EnvVar {
+            name: "AWS_REGION".to_string(),
+            value: Some(ld.spec.archive.s3.region.clone()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "DRAINPIPE_FORMAT".to_string(),
+            value: Some(ld.archive_format().as_str().to_string()),
+            ..EnvVar::default()
+        },
+    ];
     if let Some(endpoint) = &ld.spec.archive.s3.endpoint {
         env.push(EnvVar {
             name: "AWS_ENDPOINT_URL_S3".to_string(),
@@ -337,6 +345,12 @@ mod tests {
             env.iter().any(|e| e.name == "AWS_ENDPOINT_URL_S3"
                 && e.value.as_deref() == Some("http://minio:9000"))
         );
+        let format = |env: &[EnvVar]| {
+            env.iter()
+                .find(|e| e.name == "DRAINPIPE_FORMAT")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(format(&env).as_deref(), Some("json"), "the default");
         let readiness = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
         assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
         let volumes = pod.volumes.expect("volumes");
@@ -347,6 +361,15 @@ mod tests {
                 .and_then(|s| s.secret_name.as_deref()),
             Some("prod-routes")
         );
+
+        let mut parquet = logdrain();
+        parquet.spec.archive.format = crate::crd::Format::Parquet;
+        let pod = deployment(&owner, &parquet, &defaults())
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let env = pod.containers[0].env.clone().expect("env");
+        assert_eq!(format(&env).as_deref(), Some("parquet"));
     }
 
     #[test]

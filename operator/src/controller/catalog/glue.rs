@@ -13,7 +13,7 @@ use crate::controller::{CATALOG_SYNCED, Context, fingerprint, lock};
 use crate::crd::{GlueCatalog, LogDrain, LogDrainStatus};
 use crate::error::Error;
 use crate::glue::{
-    AppsUpdate, GlueError, TableRef, TableSpec, YearPolicy, utc_year_now, year_range,
+    AppsUpdate, GlueError, StorageUpdate, TableRef, TableSpec, YearPolicy, utc_year_now, year_range,
 };
 
 pub(crate) struct CatalogOutcome {
@@ -43,6 +43,34 @@ fn table_union<'a>(
     apps
 }
 
+/// Other LogDrains sharing `glue`'s table (`namespace/name`) that archive
+/// in another format than `ld`: one table reads one format, so the
+/// operator would switch it back and forth.
+fn format_conflicts<'a>(
+    ld: &LogDrain,
+    glue: &GlueCatalog,
+    all: impl IntoIterator<Item = &'a LogDrain>,
+) -> Vec<String> {
+    all.into_iter()
+        .filter(|other| other.metadata.uid != ld.metadata.uid)
+        .filter(|other| {
+            other
+                .spec
+                .catalog
+                .as_ref()
+                .is_some_and(|c| same_table(&c.glue, glue))
+        })
+        .filter(|other| other.spec.archive.format != ld.spec.archive.format)
+        .map(|other| {
+            format!(
+                "{}/{}",
+                other.metadata.namespace.as_deref().unwrap_or_default(),
+                other.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 pub(crate) async fn sync_catalog(
     ctx: &Context,
     ld: &LogDrain,
@@ -63,6 +91,8 @@ pub(crate) async fn sync_catalog(
     let s3 = &ld.spec.archive.s3;
     let all = ctx.all_logdrains();
     let union = table_union(ld, glue, all.iter().map(AsRef::as_ref));
+    let format = ld.archive_format();
+    let conflicts = format_conflicts(ld, glue, all.iter().map(AsRef::as_ref));
     let years = YearPolicy {
         created: created_year(ld),
         now: utc_year_now(),
@@ -76,6 +106,8 @@ pub(crate) async fn sync_catalog(
         glue.manage_table,
         s3.bucket.as_str(),
         s3.prefix.as_str(),
+        format.as_str(),
+        &conflicts,
         &union,
     ));
     let previous = lock(&ctx.catalog_verified).get(uid).copied();
@@ -95,29 +127,38 @@ pub(crate) async fn sync_catalog(
     let client = ctx.catalogs.for_region(&glue.region);
     let result = async {
         let mut created = false;
+        let mut storage = None;
         if glue.manage_table {
             let (first, last) = year_range(None, years.created, years.now);
             let spec = TableSpec::new(s3.bucket.clone(), s3.prefix.clone())
                 .with_apps(union.iter())
-                .with_years(first, last);
+                .with_years(first, last)
+                .with_format(format);
             created = client.ensure_table(&table, &spec).await?;
+            // A table made for another format follows the LogDrain's,
+            // unless LogDrains sharing it disagree (reported below).
+            if conflicts.is_empty() {
+                storage = client.ensure_storage(&table, &spec).await?;
+            }
         }
         // Only a table drainpipe manages has its year range kept; a shared
         // table made by hand keeps the projection its owner chose.
         let policy = glue.manage_table.then_some(years);
         let update = client.ensure_projection(&table, &union, policy).await?;
-        Ok::<_, GlueError>((created, update))
+        Ok::<_, GlueError>((created, storage, update))
     }
     .await;
     match result {
-        Ok((created, update)) => {
-            lock(&ctx.catalog_verified).insert(
-                uid.to_string(),
-                Verified {
-                    fingerprint: fp,
-                    at: Instant::now(),
-                },
-            );
+        Ok((created, storage, update)) => {
+            if conflicts.is_empty() {
+                lock(&ctx.catalog_verified).insert(
+                    uid.to_string(),
+                    Verified {
+                        fingerprint: fp,
+                        at: Instant::now(),
+                    },
+                );
+            }
             if created {
                 ctx.metrics.glue_updates.inc();
                 ctx.publish(
@@ -128,6 +169,16 @@ pub(crate) async fn sync_catalog(
                         "created Glue table {table} over s3://{}/{} with partition projection",
                         s3.bucket, s3.prefix
                     ),
+                )
+                .await;
+            }
+            if let Some(change) = &storage {
+                ctx.metrics.glue_updates.inc();
+                ctx.publish(
+                    reference,
+                    EventType::Normal,
+                    "TableFormatChanged",
+                    format_changed(&table, change, s3),
                 )
                 .await;
             }
@@ -167,7 +218,18 @@ pub(crate) async fn sync_catalog(
                 )
                 .await;
             }
-            let condition = synced_condition(&table, &update, ld.app_set().len());
+            let condition = if !conflicts.is_empty() && glue.manage_table {
+                Cond::failed(
+                    "GlueFormatConflict",
+                    format!(
+                        "Glue table {table} reads one format, but LogDrains sharing it archive {format} ({}) and another format ({}): give each format its own table",
+                        ld.metadata.name.as_deref().unwrap_or_default(),
+                        conflicts.join(", ")
+                    ),
+                )
+            } else {
+                synced_condition(&table, &update, ld.app_set().len())
+            };
             if update.near_limit {
                 // The same words as a Warning event, for alerting on events.
                 ctx.publish(
@@ -191,6 +253,23 @@ pub(crate) async fn sync_catalog(
             }
         }
     }
+}
+
+/// The `TableFormatChanged` event.
+fn format_changed(table: &TableRef, change: &StorageUpdate, s3: &crate::crd::S3Archive) -> String {
+    let before = match change.from {
+        Some(from) => format!(
+            "; the {from} objects written before stay under s3://{}/{}{} (docs/athena.md: query them through a table of their own, or let compaction convert closed days)",
+            s3.bucket,
+            s3.prefix,
+            from.root()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "Glue table {table} now reads {} objects under {} (SerDe, input and output formats, location and storage.location.template changed; projection.app.values kept){before}",
+        change.to, change.location
+    )
 }
 
 /// `CatalogSynced` after a successful sync: `ProjectionNearLimit` (still
@@ -249,6 +328,29 @@ mod tests {
         let union = table_union(&me, glue, [&me, &same, &other, &none]);
         let apps: Vec<&str> = union.iter().map(String::as_str).collect();
         assert_eq!(apps, ["a-app", "b-app"]);
+    }
+
+    #[test]
+    fn logdrains_sharing_a_table_in_another_format_conflict() {
+        let named = |name: &str, uid: &str, table: &str, format: crate::crd::Format| {
+            let mut ld = with_catalog(&["a-app"], table);
+            ld.metadata.name = Some(name.into());
+            ld.metadata.namespace = Some("logs".into());
+            ld.metadata.uid = Some(uid.into());
+            ld.spec.archive.format = format;
+            ld
+        };
+        use crate::crd::Format::{Json, Parquet};
+        let me = named("me", "1", "heroku", Parquet);
+        let same_format = named("b", "2", "heroku", Parquet);
+        let other_format = named("c", "3", "heroku", Json);
+        let other_table = named("d", "4", "other", Json);
+        let glue = &me.spec.catalog.as_ref().expect("catalog").glue;
+        assert_eq!(
+            format_conflicts(&me, glue, [&me, &same_format, &other_format, &other_table]),
+            ["logs/c"]
+        );
+        assert!(format_conflicts(&me, glue, [&me, &same_format]).is_empty());
     }
 
     #[test]
