@@ -6,12 +6,14 @@
 //! input MB/s (request-body bytes) and messages/s per second of CPU time of
 //! the benchmark thread (one core), and for gzip the compression ratio.
 //! Set `PARSE_BENCH_SECS` to change the time per stage (default 3), and
-//! `PARSE_BENCH_ONLY` to a stage label (`a0`, `a`, `b`, `c`, `otlp`) to run one
+//! `PARSE_BENCH_ONLY` to stage labels (`a0`, `a`, `b`, `c`, `p`, `otlp`, comma-separated) to run those
 //! stage (for profiling).
 
 use drainpipe_ingester::encode::batch::{
     LineSink, RequestMeta, encode_logplex_body, encode_otlp_body,
 };
+use drainpipe_ingester::encode::columns::Columns;
+use drainpipe_ingester::encode::parquet_file;
 use drainpipe_ingester::encode::record::{Record, WriterCache};
 use drainpipe_ingester::parse::logplex::{self, Frame};
 use drainpipe_ingester::parse::otlp::Encoding;
@@ -132,7 +134,7 @@ fn totals(bodies: &[Body]) -> (usize, u64) {
 }
 
 fn enabled(stage: &str) -> bool {
-    std::env::var("PARSE_BENCH_ONLY").map_or(true, |only| only == stage)
+    std::env::var("PARSE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == stage))
 }
 
 fn main() {
@@ -206,6 +208,10 @@ fn main() {
         otlp(secs, &mut sink);
     }
 
+    if enabled("p") {
+        parquet(&bodies, secs);
+    }
+
     if !enabled("c") {
         return;
     }
@@ -227,6 +233,54 @@ fn main() {
             &format!("   (gzip ratio {:.1}:1 of JSON)", json as f64 / out as f64),
         );
     }
+}
+
+/// Rows for Parquet objects, as the uploader's Parquet sink gathers them.
+#[derive(Default)]
+struct Rows(Columns);
+
+impl LineSink for Rows {
+    fn push(&mut self, _day: Day, r: &Record<'_>) {
+        self.0.push(r);
+    }
+}
+
+/// Bodies per object in stage (p): about 6.4 MB of bodies, what an open
+/// object gathers at the benchmark's load before `--flush-bytes` closes it.
+const BODIES_PER_OBJECT: u64 = 64;
+
+/// (p) encode to Arrow columns, then every `BODIES_PER_OBJECT` bodies sort
+/// and write one Parquet file (ZSTD level 1), as the uploader does.
+fn parquet(bodies: &[Body], secs: f64) {
+    let mut rows = Rows::default();
+    let (t, n) = run(bodies, secs, |b| {
+        encode_logplex_body(&meta(b), &b.bytes, &mut rows);
+        if rows.0.len() > 200_000 {
+            black_box(rows.0.finish().expect("arrays"));
+        }
+    });
+    report("(p0) encode to Arrow columns", bodies, t, n, "");
+    let mut rows = Rows::default();
+    let (mut count, mut out, mut records) = (0u64, 0u64, 0u64);
+    let (t, n) = run(bodies, secs, |b| {
+        encode_logplex_body(&meta(b), &b.bytes, &mut rows);
+        count += 1;
+        if count % BODIES_PER_OBJECT == 0 {
+            let batch = rows.0.finish().expect("arrays");
+            records += batch.num_rows() as u64;
+            out += parquet_file::write(&batch, 1).expect("parquet").len() as u64;
+        }
+    });
+    report(
+        "(p) encode + Parquet ZSTD 1",
+        bodies,
+        t,
+        n,
+        &format!(
+            "   ({:.1} bytes per record)",
+            out as f64 / records.max(1) as f64
+        ),
+    );
 }
 
 /// The same stages for OTLP protobuf bodies: decode with the generated

@@ -32,13 +32,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).ok_or("usage: drainpipe-archive-stats DIR")?;
+    let dir = std::env::args()
+        .nth(1)
+        .ok_or("usage: drainpipe-archive-stats DIR")?;
     let mut files = Vec::new();
     walk(Path::new(&dir), &mut files);
     let mut by_format: BTreeMap<&str, Stats> = BTreeMap::new();
     for path in files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with('.') || path.components().any(|c| c.as_os_str().to_string_lossy().starts_with('_')) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with('.')
+            || path
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('_'))
+        {
             continue;
         }
         let body = std::fs::read(&path)?;
@@ -55,7 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.objects += 1;
         s.bytes += body.len() as u64;
         s.records += records;
-        *s.per_day.entry(path.parent().unwrap_or(Path::new("")).to_owned()).or_default() += 1;
+        *s.per_day
+            .entry(path.parent().unwrap_or(Path::new("")).to_owned())
+            .or_default() += 1;
     }
     for (format, s) in by_format {
         let mut per_day: Vec<u64> = s.per_day.values().copied().collect();

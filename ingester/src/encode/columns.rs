@@ -289,15 +289,32 @@ impl Columns {
     }
 }
 
+fn log_ts(batch: &RecordBatch) -> Option<&StringArray> {
+    batch
+        .column_by_name("log_ts")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+}
+
+/// Whether sorted `batches` also follow each other in time: each one's
+/// first `log_ts` is no earlier than the previous one's last.
+pub fn in_time_order(batches: &[RecordBatch]) -> bool {
+    let edge = |b: &RecordBatch, first: bool| {
+        let ts = log_ts(b)?;
+        let i = if first { 0 } else { ts.len().checked_sub(1)? };
+        ts.is_valid(i).then(|| ts.value(i).to_owned())
+    };
+    let filled: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    filled
+        .windows(2)
+        .all(|w| edge(w[0], false) <= edge(w[1], true))
+}
+
 /// `batch` (of the archive [`schema`]) with its rows in `log_ts` order,
 /// stable: rows of the same microsecond keep their order. `log_ts` is
 /// fixed-width RFC 3339 UTC, so its text orders as time does. Logplex sends
 /// in order, so most batches are sorted already and cost a scan.
 pub fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let Some(log_ts) = batch
-        .column_by_name("log_ts")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-    else {
+    let Some(log_ts) = log_ts(&batch) else {
         return Err(ArrowError::SchemaError("no log_ts string column".into()));
     };
     let key = |i: usize| log_ts.is_valid(i).then(|| log_ts.value(i));
@@ -385,6 +402,30 @@ mod tests {
         }
         let batch = Columns::default().finish().unwrap();
         assert_eq!(batch.num_rows(), 0);
+    }
+
+    #[test]
+    fn batches_follow_each_other_in_time_or_not() {
+        let batch = |times: &[i64]| {
+            let mut c = Columns::default();
+            for t in times {
+                c.push(&Record {
+                    app: "shop",
+                    log_ts_us: *t,
+                    ..Record::default()
+                });
+            }
+            c.finish().unwrap()
+        };
+        assert!(in_time_order(&[
+            batch(&[1, 2]),
+            batch(&[2, 5]),
+            batch(&[]),
+            batch(&[7])
+        ]));
+        assert!(!in_time_order(&[batch(&[1, 4]), batch(&[3, 5])]));
+        assert!(!in_time_order(&[batch(&[4]), batch(&[]), batch(&[3])]));
+        assert!(in_time_order(&[]));
     }
 
     #[test]
