@@ -4,12 +4,12 @@
 //! row. Through the library's public API, with the load generator's samples.
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
+use arrow_array::Array;
 use arrow_schema::DataType;
 use drainpipe_contract::schema::FIELDS;
 use drainpipe_ingester::compact::convert::push_lines;
 use drainpipe_ingester::encode::batch::{LineSink, RequestMeta, encode_body};
-use drainpipe_ingester::encode::columns::Columns;
+use drainpipe_ingester::encode::columns::{Columns, time_ordered};
 use drainpipe_ingester::encode::record::{Record, WriterCache};
 use drainpipe_ingester::parse::BodyFormat;
 use drainpipe_ingester::parse::timestamp::Day;
@@ -56,7 +56,8 @@ fn rows_hold_what_the_json_lines_hold() {
     encode_body(&meta, BodyFormat::LogplexHttps, &body, &mut sink);
     let (otlp, _) = OtlpGen::new(9, "shop", meta.received_at_us).body(8 << 10);
     encode_body(&meta, BodyFormat::OtlpProtobuf, &otlp, &mut sink);
-    let batch = sink.rows.finish().unwrap();
+    let batches = time_ordered(vec![sink.rows.finish().unwrap()]).unwrap();
+    let batch = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
     let lines: Vec<serde_json::Value> = sink
         .json
         .split(|&b| b == b'\n')

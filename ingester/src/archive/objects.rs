@@ -27,7 +27,7 @@ use crate::alert::tap::{Tap, Tapped};
 use crate::archive::backend::object_key;
 use crate::durable::Entry;
 use crate::encode::batch::{BatchStats, LineSink, RequestMeta, encode_body};
-use crate::encode::columns::{Columns, in_time_order, sort_by_time};
+use crate::encode::columns::{Columns, time_ordered};
 use crate::encode::parquet_file;
 use crate::encode::record::{Record, WriterCache};
 use crate::parse::timestamp::Day;
@@ -154,7 +154,8 @@ pub struct ObjectFormat {
 
 enum Body {
     Gzip(GzEncoder<Vec<u8>>),
-    /// Sorted batches, one per chunk or request, and their memory.
+    /// Batches, one per chunk or request, and their memory; put in time
+    /// order when the object is written.
     Parquet(Vec<RecordBatch>, usize),
 }
 
@@ -248,19 +249,9 @@ impl OpenObject {
             // Finishing a gzip stream into a Vec cannot fail either.
             Body::Gzip(gz) => gz.finish().unwrap_or_default(),
             Body::Parquet(batches, _) => {
-                // Each batch is sorted; when they also follow each other in
-                // time (one drain's requests, the usual case) they are
-                // written as they are, without copying them into one.
                 let mut writer = parquet_file::FileWriter::new(INGEST_ZSTD_LEVEL)?;
-                if in_time_order(&batches) {
-                    for batch in &batches {
-                        writer.write(batch)?;
-                    }
-                } else {
-                    let schema = crate::encode::columns::schema();
-                    let all = arrow_select::concat::concat_batches(&schema, &batches)?;
-                    drop(batches);
-                    writer.write(&sort_by_time(all)?)?;
+                for batch in time_ordered(batches)? {
+                    writer.write(&batch)?;
                 }
                 writer.finish()?
             }

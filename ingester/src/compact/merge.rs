@@ -23,7 +23,7 @@ use drainpipe_contract::schema::ArchiveFormat;
 use flate2::read::MultiGzDecoder;
 
 use crate::compact::convert::{ConvertError, push_lines};
-use crate::encode::columns::Columns;
+use crate::encode::columns::{Columns, time_ordered};
 use crate::encode::parquet_file::{self, FileWriter};
 
 /// ZSTD level of merged Parquet objects: a closed day is written once and
@@ -137,10 +137,15 @@ fn json_to_parquet(key: &str, body: &[u8]) -> Result<Bytes, MergeError> {
         key: key.to_owned(),
         source,
     };
-    let batch = rows.finish().map_err(|e| parquet(e.into()))?;
-    parquet_file::write(&batch, 1)
-        .map(Bytes::from)
-        .map_err(parquet)
+    let batches = rows
+        .finish()
+        .and_then(|batch| time_ordered(vec![batch]))
+        .map_err(|e| parquet(e.into()))?;
+    let mut writer = FileWriter::new(1).map_err(parquet)?;
+    for batch in &batches {
+        writer.write(batch).map_err(parquet)?;
+    }
+    writer.finish().map(Bytes::from).map_err(parquet)
 }
 
 /// Where one input stands in the merge.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use base64::Engine as _;
 use drainpipe_contract::schema::{FIELDS, FieldType};
@@ -242,9 +242,8 @@ impl Columns {
         }
     }
 
-    /// The gathered rows as one batch, in time order (stable: rows of the
-    /// same microsecond keep the order they came in), and the builders empty
-    /// again.
+    /// The gathered rows as one batch, in the order they came (see
+    /// [`time_ordered`]), and the builders empty again.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.app.finish()),
@@ -285,7 +284,7 @@ impl Columns {
         ];
         self.rows = 0;
         self.bytes = 0;
-        sort_by_time(RecordBatch::try_new(schema(), columns)?)
+        RecordBatch::try_new(schema(), columns)
     }
 }
 
@@ -295,35 +294,36 @@ fn log_ts(batch: &RecordBatch) -> Option<&StringArray> {
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
 }
 
-/// Whether sorted `batches` also follow each other in time: each one's
-/// first `log_ts` is no earlier than the previous one's last.
-pub fn in_time_order(batches: &[RecordBatch]) -> bool {
-    let edge = |b: &RecordBatch, first: bool| {
-        let ts = log_ts(b)?;
-        let i = if first { 0 } else { ts.len().checked_sub(1)? };
-        ts.is_valid(i).then(|| ts.value(i).to_owned())
-    };
-    let filled: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    filled
-        .windows(2)
-        .all(|w| edge(w[0], false) <= edge(w[1], true))
-}
-
-/// `batch` (of the archive [`schema`]) with its rows in `log_ts` order,
-/// stable: rows of the same microsecond keep their order. `log_ts` is
-/// fixed-width RFC 3339 UTC, so its text orders as time does. Logplex sends
-/// in order, so most batches are sorted already and cost a scan.
-pub fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let Some(log_ts) = log_ts(&batch) else {
-        return Err(ArrowError::SchemaError("no log_ts string column".into()));
-    };
-    let key = |i: usize| log_ts.is_valid(i).then(|| log_ts.value(i));
-    if (1..log_ts.len()).all(|i| key(i - 1) <= key(i)) {
-        return Ok(batch);
+/// The rows of `batches` (of the archive [`schema`]) in `log_ts` order,
+/// stable (rows of one microsecond keep their order), as batches to write in
+/// turn. `log_ts` is fixed-width RFC 3339 UTC, so its text orders as time
+/// does. Batches already in order come back as they are; otherwise the rows
+/// are gathered into one batch in order, a single copy (Logplex interleaves
+/// dynos, so a minute of an app is rarely in order).
+pub fn time_ordered(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, ArrowError> {
+    let mut keys: Vec<(&str, usize, usize)> = Vec::new();
+    let mut sorted = true;
+    for (b, batch) in batches.iter().enumerate() {
+        let Some(ts) = log_ts(batch) else {
+            return Err(ArrowError::SchemaError("no log_ts string column".into()));
+        };
+        for r in 0..ts.len() {
+            let key = if ts.is_valid(r) { ts.value(r) } else { "" };
+            if let Some((last, _, _)) = keys.last() {
+                sorted &= *last <= key;
+            }
+            keys.push((key, b, r));
+        }
     }
-    let mut order: Vec<u32> = (0..u32::try_from(log_ts.len()).unwrap_or(u32::MAX)).collect();
-    order.sort_by_key(|&i| key(i as usize));
-    arrow_select::take::take_record_batch(&batch, &UInt32Array::from(order))
+    if sorted {
+        return Ok(batches);
+    }
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    let picks: Vec<(usize, usize)> = keys.iter().map(|&(_, b, r)| (b, r)).collect();
+    drop(keys);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let gathered = arrow_select::interleave::interleave_record_batch(&refs, &picks)?;
+    Ok(vec![gathered])
 }
 
 fn ascii(bytes: &[u8]) -> &str {
@@ -404,28 +404,47 @@ mod tests {
         assert_eq!(batch.num_rows(), 0);
     }
 
+    fn batch(times: &[(i64, &str)]) -> RecordBatch {
+        let mut c = Columns::default();
+        for (t, m) in times {
+            c.push(&Record {
+                app: "shop",
+                log_ts_us: *t,
+                message: m,
+                ..Record::default()
+            });
+        }
+        c.finish().unwrap()
+    }
+
+    fn messages(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let m = b
+                    .column_by_name("message")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                (0..m.len()).map(move |i| m.value(i).to_owned())
+            })
+            .collect()
+    }
+
     #[test]
-    fn batches_follow_each_other_in_time_or_not() {
-        let batch = |times: &[i64]| {
-            let mut c = Columns::default();
-            for t in times {
-                c.push(&Record {
-                    app: "shop",
-                    log_ts_us: *t,
-                    ..Record::default()
-                });
-            }
-            c.finish().unwrap()
-        };
-        assert!(in_time_order(&[
-            batch(&[1, 2]),
-            batch(&[2, 5]),
+    fn batches_in_order_are_kept_and_others_gathered_in_order() {
+        let ordered = vec![
+            batch(&[(1, "a"), (2, "b")]),
             batch(&[]),
-            batch(&[7])
-        ]));
-        assert!(!in_time_order(&[batch(&[1, 4]), batch(&[3, 5])]));
-        assert!(!in_time_order(&[batch(&[4]), batch(&[]), batch(&[3])]));
-        assert!(in_time_order(&[]));
+            batch(&[(2, "c"), (7, "d")]),
+        ];
+        let kept = time_ordered(ordered.clone()).unwrap();
+        assert_eq!(kept, ordered);
+        let mixed = vec![batch(&[(1, "a"), (4, "d")]), batch(&[(3, "c"), (1, "a2")])];
+        let gathered = time_ordered(mixed).unwrap();
+        assert_eq!(gathered.len(), 1);
+        assert_eq!(messages(&gathered), ["a", "a2", "c", "d"]);
+        assert!(time_ordered(Vec::new()).unwrap().is_empty());
     }
 
     #[test]
@@ -440,15 +459,8 @@ mod tests {
             });
         }
         assert!(rows.bytes() > 0);
-        let batch = rows.finish().unwrap();
-        let messages: Vec<&str> = batch
-            .column_by_name("message")
-            .unwrap()
-            .as_string::<i32>()
-            .iter()
-            .map(Option::unwrap)
-            .collect();
-        assert_eq!(messages, ["a1", "a2", "b", "c"]);
+        let ordered = time_ordered(vec![rows.finish().unwrap()]).unwrap();
+        assert_eq!(messages(&ordered), ["a1", "a2", "b", "c"]);
         assert_eq!(rows.bytes(), 0);
         assert!(rows.is_empty());
     }

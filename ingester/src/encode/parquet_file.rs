@@ -67,14 +67,14 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    pub fn new(zstd_level: i32) -> Result<FileWriter, ParquetError> {
+    pub fn new(zstd_level: i32) -> Result<FileWriter, Error> {
         let inner = ArrowWriter::try_new(Vec::new(), schema(), Some(properties(zstd_level)?))?;
         Ok(FileWriter { inner, rows: 0 })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.rows += batch.num_rows() as u64;
-        self.inner.write(batch)
+        Ok(self.inner.write(batch)?)
     }
 
     /// Rows written so far.
@@ -88,8 +88,8 @@ impl FileWriter {
     }
 
     /// The finished file.
-    pub fn finish(self) -> Result<Vec<u8>, ParquetError> {
-        self.inner.into_inner()
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        Ok(self.inner.into_inner()?)
     }
 }
 
