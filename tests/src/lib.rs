@@ -2,6 +2,7 @@
 
 /// The test environment loader, shared with the ingester's tests.
 pub use drainpipe_testenv as env;
+pub mod athena_docs;
 pub mod heroku_fake;
 pub mod ingester;
 pub mod operator;

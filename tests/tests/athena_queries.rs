@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use drainpipe_contract::schema::ArchiveFormat;
 use drainpipe_operator::glue::{Catalog, TableRef, TableSpec};
+use drainpipe_tests::athena_docs::{documented_queries, on_database};
 use drainpipe_tests::env::TestEnv;
 use drainpipe_tests::ingester::{InProcessIngester, compact, object_keys};
 use drainpipe_tests::trino::Trino;
@@ -524,47 +525,6 @@ fn expected(name: &str, events: &[Event]) -> Option<Rows> {
     Some(rows)
 }
 
-// ---------------------------------------------------------------------------------------------
-// The queries, from the markdown.
-
-/// Every ```sql block under "## Ready-to-run queries" and "## From runbook greps to typed
-/// columns", named by its `###` heading (a second
-/// block under one heading gets " (2)").
-fn documented_queries() -> Vec<(String, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/athena.md");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let mut out: Vec<(String, String)> = Vec::new();
-    let (mut in_section, mut heading, mut n, mut sql) = (false, String::new(), 0, None::<String>);
-    for line in text.lines() {
-        if let Some(block) = sql.as_mut() {
-            if line.trim_start().starts_with("```") {
-                n += 1;
-                let name = if n == 1 {
-                    heading.clone()
-                } else {
-                    format!("{heading} ({n})")
-                };
-                out.push((name, std::mem::take(block)));
-                sql = None;
-            } else {
-                block.push_str(line);
-                block.push('\n');
-            }
-        } else if let Some(h) = line.strip_prefix("## ") {
-            in_section = [
-                "Ready-to-run queries",
-                "From runbook greps to typed columns",
-            ]
-            .contains(&h.trim());
-        } else if let Some(h) = line.strip_prefix("### ") {
-            (heading, n) = (h.trim().to_owned(), 0);
-        } else if in_section && line.trim() == "```sql" {
-            sql = Some(String::new());
-        }
-    }
-    out
-}
-
 /// The corpus archived by an in-process ingester writing `format`, under a prefix of its own.
 /// Objects close every 50 ms, so each app-day is many small objects, as a day of a real
 /// ingester is (one per replica and worker every `--flush-interval`).
@@ -597,7 +557,7 @@ async fn documented_query_failures(
     format: ArchiveFormat,
 ) -> Vec<String> {
     let trino = Trino::new(env.trino());
-    let queries = documented_queries();
+    let queries = documented_queries().expect("the documented queries");
     assert!(
         queries.len() >= 13,
         "docs/athena.md lost its queries: {queries:?}"
@@ -615,14 +575,7 @@ async fn documented_query_failures(
 
     let mut failures = Vec::new();
     for (name, sql) in &queries {
-        let sql = sql
-            .replace(
-                "drainpipe.heroku_logs",
-                &format!("\"{database}\".heroku_logs"),
-            )
-            .trim()
-            .trim_end_matches(';')
-            .to_owned();
+        let sql = on_database(sql, &database);
         let Some(mut want) = expected(name, events) else {
             failures.push(format!(
                 "{name}: no expectation in this test for this documented query"
