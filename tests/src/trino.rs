@@ -12,6 +12,38 @@ pub struct Answer {
     pub rows: Vec<Vec<String>>,
 }
 
+/// What a finished query cost, from the final `stats` of Trino's client protocol
+/// (`StatementStats`, sent with the last page, once the query info is final).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryStats {
+    /// `FINISHED` for a query that ran to completion.
+    pub state: String,
+    /// Bytes read from storage (S3): compressed objects, or the Parquet column chunks read, with
+    /// their footers. What Athena bills as "data scanned".
+    pub physical_input_bytes: u64,
+    /// Bytes of the rows the table scans produced (decoded), and the rows themselves.
+    pub processed_bytes: u64,
+    pub processed_rows: u64,
+    pub elapsed_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: u64,
+}
+
+impl QueryStats {
+    fn from_protocol(stats: &Value) -> QueryStats {
+        let n = |key: &str| stats[key].as_u64().unwrap_or(0);
+        QueryStats {
+            state: stats["state"].as_str().unwrap_or("").to_owned(),
+            physical_input_bytes: n("physicalInputBytes"),
+            processed_bytes: n("processedBytes"),
+            processed_rows: n("processedRows"),
+            elapsed_ms: n("elapsedTimeMillis"),
+            cpu_ms: n("cpuTimeMillis"),
+            peak_memory_bytes: n("peakMemoryBytes"),
+        }
+    }
+}
+
 /// Trino at `base` (`http://127.0.0.1:PORT`), catalog `hive`, session time zone UTC as Athena.
 pub struct Trino {
     base: String,
@@ -31,6 +63,11 @@ impl Trino {
 
     /// Runs `sql` to completion; `Err` carries Trino's error name and message.
     pub async fn query(&self, sql: &str) -> Result<Answer, String> {
+        self.query_with_stats(sql).await.map(|(answer, _)| answer)
+    }
+
+    /// Like [`Trino::query`], with what the query read and cost: the stats of its last page.
+    pub async fn query_with_stats(&self, sql: &str) -> Result<(Answer, QueryStats), String> {
         let mut page: Value = self
             .http
             .post(format!("{}/v1/statement", self.base))
@@ -71,7 +108,7 @@ impl Trino {
                 }
             }
             let Some(next) = page["nextUri"].as_str().map(str::to_owned) else {
-                return Ok(answer);
+                return Ok((answer, QueryStats::from_protocol(&page["stats"])));
             };
             page = self
                 .http
