@@ -154,33 +154,9 @@ pub struct ObjectFormat {
 
 enum Body {
     Gzip(GzEncoder<Vec<u8>>),
-    Parquet(ParquetBody),
-}
-
-/// The rows of an open Parquet object.
-#[derive(Default)]
-struct ParquetBody {
-    /// One batch per chunk or request, put in time order when written.
-    batches: Vec<RecordBatch>,
-    /// Memory of `batches`.
-    arrow: usize,
-    /// Earlier batches, written as sorted in-memory Parquet files (ZSTD
-    /// level 1, several times smaller than the arrays) when the worker's
-    /// open objects held too much; merged in time order at the end.
-    spilled: Vec<Bytes>,
-    spilled_bytes: usize,
-}
-
-impl ParquetBody {
-    /// The batches as one sorted Parquet file.
-    fn write_batches(&mut self) -> Result<Bytes, parquet_file::Error> {
-        let mut writer = parquet_file::FileWriter::new(INGEST_ZSTD_LEVEL)?;
-        for batch in time_ordered(std::mem::take(&mut self.batches))? {
-            writer.write(&batch)?;
-        }
-        self.arrow = 0;
-        Ok(Bytes::from(writer.finish()?))
-    }
+    /// Batches, one per chunk or request, and their memory; put in time
+    /// order when the object is written.
+    Parquet(Vec<RecordBatch>, usize),
 }
 
 /// One object being written.
@@ -215,7 +191,7 @@ impl OpenObject {
                 Vec::with_capacity(1 << 20),
                 Compression::new(format.gzip_level),
             )),
-            ArchiveFormat::Parquet => Body::Parquet(ParquetBody::default()),
+            ArchiveFormat::Parquet => Body::Parquet(Vec::new(), 0),
         };
         OpenObject {
             app,
@@ -236,12 +212,12 @@ impl OpenObject {
                 let _ = gz.write_all(&json);
                 self.json_bytes += json.len() as u64;
             }
-            (Body::Parquet(body), DayRows::Rows(mut rows)) => match rows.finish() {
+            (Body::Parquet(batches, memory), DayRows::Rows(mut rows)) => match rows.finish() {
                 Ok(batch) => {
                     let size = batch.get_array_memory_size();
-                    body.arrow += size;
+                    *memory += size;
                     self.json_bytes += size as u64;
-                    body.batches.push(batch);
+                    batches.push(batch);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build Arrow arrays (a bug); records lost")
@@ -256,33 +232,8 @@ impl OpenObject {
     pub(crate) fn memory(&self) -> usize {
         match &self.body {
             Body::Gzip(gz) => gz.get_ref().capacity(),
-            Body::Parquet(p) => p.arrow + p.spilled_bytes,
+            Body::Parquet(_, memory) => *memory,
         }
-    }
-
-    /// Memory a [`Self::spill`] could shrink: a Parquet object's arrays.
-    pub(crate) fn spillable(&self) -> usize {
-        match &self.body {
-            Body::Gzip(_) => 0,
-            Body::Parquet(p) => p.arrow,
-        }
-    }
-
-    /// Compress a Parquet object's arrays into a sorted in-memory Parquet
-    /// file, keeping the object open; returns the memory it freed.
-    pub(crate) fn spill(&mut self) -> Result<usize, parquet_file::Error> {
-        let Body::Parquet(p) = &mut self.body else {
-            return Ok(0);
-        };
-        if p.batches.is_empty() {
-            return Ok(0);
-        }
-        let before = p.arrow;
-        let file = p.write_batches()?;
-        p.spilled_bytes += file.len();
-        let freed = before.saturating_sub(file.len());
-        p.spilled.push(file);
-        Ok(freed)
     }
 
     pub(crate) fn finish(self, prefix: &str) -> Result<Finished, parquet_file::Error> {
@@ -297,14 +248,11 @@ impl OpenObject {
         let body = match self.body {
             // Finishing a gzip stream into a Vec cannot fail either.
             Body::Gzip(gz) => gz.finish().unwrap_or_default(),
-            Body::Parquet(mut p) if p.spilled.is_empty() => p.write_batches()?.to_vec(),
-            Body::Parquet(mut p) => {
-                if !p.batches.is_empty() {
-                    let last = p.write_batches()?;
-                    p.spilled.push(last);
-                }
+            Body::Parquet(batches, _) => {
                 let mut writer = parquet_file::FileWriter::new(INGEST_ZSTD_LEVEL)?;
-                parquet_file::merge_sorted(p.spilled, &mut writer)?;
+                for batch in time_ordered(batches)? {
+                    writer.write(&batch)?;
+                }
                 writer.finish()?
             }
         };
@@ -313,94 +261,5 @@ impl OpenObject {
             body: Bytes::from(body),
             json_bytes: self.json_bytes,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::Array;
-    use arrow_array::cast::AsArray;
-
-    fn rows(times: &[(i64, &str)]) -> DayRows {
-        let mut c = Columns::default();
-        for (t, m) in times {
-            c.push(&Record {
-                app: "shop",
-                log_ts_us: *t,
-                message: m,
-                ..Record::default()
-            });
-        }
-        DayRows::Rows(c)
-    }
-
-    /// An object spilled under memory pressure still becomes one file with
-    /// every row in time order, and holds less while open.
-    #[test]
-    fn a_spilled_parquet_object_keeps_every_row_in_time_order() {
-        let day = Day {
-            year: 2026,
-            month: 11,
-            day: 5,
-        };
-        let format = ObjectFormat {
-            format: ArchiveFormat::Parquet,
-            gzip_level: 1,
-        };
-        let mut object = OpenObject::new(Arc::from("shop"), day, format);
-        let many: Vec<(i64, String)> = (0..5000)
-            .map(|i| (i * 2, format!("even {i:05} {}", "x".repeat(100))))
-            .collect();
-        let refs: Vec<(i64, &str)> = many.iter().map(|(t, m)| (*t, m.as_str())).collect();
-        object.write(rows(&refs));
-        let before = object.memory();
-        let freed = object.spill().unwrap();
-        assert!(
-            freed > 0 && object.memory() < before / 4,
-            "{before} -> {}",
-            object.memory()
-        );
-        assert_eq!(object.spillable(), 0);
-        object.write(rows(&[(3, "odd 3"), (1, "odd 1")]));
-        object.spill().unwrap();
-        object.write(rows(&[(5, "odd 5")]));
-        let finished = object.finish("logs/").unwrap();
-        assert!(
-            finished
-                .key
-                .starts_with("logs/format=parquet/shop/2026/11/05/")
-        );
-        let batches: Vec<RecordBatch> = parquet_file::read(finished.body)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let ts: Vec<String> = batches
-            .iter()
-            .flat_map(|b| {
-                let c = b
-                    .column_by_name("log_ts")
-                    .unwrap()
-                    .as_string::<i32>()
-                    .clone();
-                (0..c.len()).map(move |i| c.value(i).to_owned())
-            })
-            .collect();
-        assert_eq!(ts.len(), 5003);
-        assert!(ts.is_sorted());
-        let messages: Vec<String> = batches
-            .iter()
-            .flat_map(|b| {
-                let c = b
-                    .column_by_name("message")
-                    .unwrap()
-                    .as_string::<i32>()
-                    .clone();
-                (0..c.len()).map(move |i| c.value(i).to_owned())
-            })
-            .take(5)
-            .collect();
-        assert_eq!(messages[1], "odd 1");
-        assert_eq!(messages[3], "odd 3");
     }
 }

@@ -321,44 +321,26 @@ impl Worker {
         self.relieve_pressure()
     }
 
-    /// Parquet objects hold their rows as Arrow arrays until they close:
-    /// past `--flush-bytes` over all of this worker's open objects, the
-    /// largest arrays are spilled into sorted in-memory Parquet files (a
-    /// fraction of their size; merged when the object closes), and only when
-    /// nothing is left to spill is the largest object closed. Memory stays
-    /// within workers x flush-bytes however many (app, day) objects are
-    /// open, and objects stay large. (An open JSON object holds gzip output.)
+    /// Parquet objects hold their rows uncompressed until they close: past
+    /// `--flush-bytes` over all of this worker's open objects, close the
+    /// largest, so memory stays within workers x flush-bytes however many
+    /// (app, day) objects are open. (An open JSON object holds gzip output.)
     fn bound_memory(&mut self) -> bool {
         if self.options.object.format != ArchiveFormat::Parquet {
             return true;
         }
         let bound = usize::try_from(self.options.flush_bytes).unwrap_or(usize::MAX);
         let mut held: usize = self.open.values().map(|o| o.object.memory()).sum();
-        let largest = |open: &HashMap<(Arc<str>, Day), Open>, by: fn(&OpenObject) -> usize| {
-            open.iter()
-                .map(|(k, o)| (k.clone(), by(&o.object)))
-                .max_by_key(|(_, m)| *m)
-        };
         while held > bound {
-            if let Some((key, arrays)) = largest(&self.open, OpenObject::spillable)
-                && arrays > 0
-                && let Some(open) = self.open.get_mut(&key)
-            {
-                match open.object.spill() {
-                    Ok(freed) => {
-                        self.metrics.parquet_spills.inc();
-                        held = held.saturating_sub(freed);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(app = %key.0, error = %e, "cannot spill an open Parquet object; closing it");
-                    }
-                }
-            }
-            let Some((key, memory)) = largest(&self.open, OpenObject::memory) else {
+            let Some((key, memory)) = self
+                .open
+                .iter()
+                .map(|(k, o)| (k.clone(), o.object.memory()))
+                .max_by_key(|(_, m)| *m)
+            else {
                 return true;
             };
-            held = held.saturating_sub(memory);
+            held -= memory;
             self.metrics.objects_closed_for_memory.inc();
             if !self.close(&key) {
                 return false;

@@ -12,8 +12,12 @@
 //! The output is then read back and its records counted; a count that
 //! differs from the inputs' is an error and no input is deleted.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::Read;
 
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
 use bytes::Bytes;
 use drainpipe_contract::schema::ArchiveFormat;
 use flate2::read::MultiGzDecoder;
@@ -25,6 +29,9 @@ use crate::encode::parquet_file::{self, FileWriter};
 /// ZSTD level of merged Parquet objects: a closed day is written once and
 /// read for months, so it is worth more CPU than the ingester spends.
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 9;
+
+/// Rows per output batch of the k-way merge.
+const OUT_ROWS: usize = 8192;
 
 /// A merged object and the records it holds.
 #[derive(Debug)]
@@ -141,26 +148,95 @@ fn json_to_parquet(key: &str, body: &[u8]) -> Result<Bytes, MergeError> {
     writer.finish().map(Bytes::from).map_err(parquet)
 }
 
+/// Where one input stands in the merge.
+struct Cursor<I> {
+    rows: I,
+    batch: RecordBatch,
+    /// Index of `batch` in the batches the pending output refers to.
+    slot: usize,
+    row: usize,
+}
+
+/// The sort key of a row: its `log_ts` text (fixed width, so bytes order
+/// as time does).
+fn key(batch: &RecordBatch, row: usize) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    if let Some(col) = batch.column_by_name("log_ts")
+        && let Some(ts) = col.as_string_opt::<i32>()
+        && ts.is_valid(row)
+    {
+        let v = ts.value(row).as_bytes();
+        let n = v.len().min(32);
+        k[..n].copy_from_slice(&v[..n]);
+    }
+    k
+}
+
 fn merge_parquet(inputs: Vec<(String, Bytes)>) -> Result<Merged, MergeError> {
+    let out_err = |source: parquet_file::Error| MergeError::Parquet {
+        key: "the merged object".to_owned(),
+        source,
+    };
     let mut read = 0u64;
-    let mut files = Vec::with_capacity(inputs.len());
-    for (key, body) in inputs {
+    let mut cursors = Vec::with_capacity(inputs.len());
+    let mut held: Vec<RecordBatch> = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for (i, (key, body)) in inputs.into_iter().enumerate() {
         let in_err = |source: parquet_file::Error| MergeError::Parquet {
             key: key.clone(),
             source,
         };
         read += parquet_file::row_count(body.clone()).map_err(in_err)?;
-        // Refuses a file of other columns before anything is merged.
-        drop(parquet_file::read(body.clone()).map_err(in_err)?);
-        files.push(body);
+        let mut rows = parquet_file::read(body).map_err(in_err)?;
+        match next_batch(&mut rows).map_err(in_err)? {
+            Some(batch) => {
+                heap.push(Reverse((self::key(&batch, 0), i)));
+                held.push(batch.clone());
+                cursors.push(Some(Cursor {
+                    rows,
+                    batch,
+                    slot: held.len() - 1,
+                    row: 0,
+                }));
+            }
+            None => cursors.push(None),
+        }
     }
-    let out_err = |source: parquet_file::Error| MergeError::Parquet {
-        key: "the merged object".to_owned(),
-        source,
-    };
-    let mut writer = FileWriter::new(COMPACT_ZSTD_LEVEL).map_err(out_err)?;
-    parquet_file::merge_sorted(files, &mut writer).map_err(out_err)?;
-    let body = Bytes::from(writer.finish().map_err(out_err)?);
+    let mut writer = FileWriter::new(COMPACT_ZSTD_LEVEL).map_err(|e| out_err(e.into()))?;
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
+    while let Some(Reverse((_, i))) = heap.pop() {
+        let Some(cursor) = cursors[i].as_mut() else {
+            continue;
+        };
+        picks.push((cursor.slot, cursor.row));
+        cursor.row += 1;
+        if cursor.row < cursor.batch.num_rows() {
+            heap.push(Reverse((key(&cursor.batch, cursor.row), i)));
+        } else {
+            match next_batch(&mut cursor.rows).map_err(out_err)? {
+                Some(batch) => {
+                    heap.push(Reverse((key(&batch, 0), i)));
+                    held.push(batch.clone());
+                    cursor.batch = batch;
+                    cursor.slot = held.len() - 1;
+                    cursor.row = 0;
+                }
+                None => cursors[i] = None,
+            }
+        }
+        if picks.len() == OUT_ROWS {
+            emit(&held, &mut picks, &mut writer).map_err(out_err)?;
+            // Only the batches cursors still stand in are needed now.
+            held.clear();
+            for cursor in cursors.iter_mut().flatten() {
+                held.push(cursor.batch.clone());
+                cursor.slot = held.len() - 1;
+            }
+        }
+    }
+    emit(&held, &mut picks, &mut writer).map_err(out_err)?;
+    drop(held);
+    let body = Bytes::from(writer.finish().map_err(|e| out_err(e.into()))?);
     let written = count_rows(body.clone()).map_err(out_err)?;
     if written != read {
         return Err(MergeError::Count { read, written });
@@ -169,6 +245,34 @@ fn merge_parquet(inputs: Vec<(String, Bytes)>) -> Result<Merged, MergeError> {
         body,
         records: written,
     })
+}
+
+fn next_batch<I>(rows: &mut I) -> Result<Option<RecordBatch>, parquet_file::Error>
+where
+    I: Iterator<Item = Result<RecordBatch, parquet_file::Error>>,
+{
+    for batch in rows {
+        let batch = batch?;
+        if batch.num_rows() > 0 {
+            return Ok(Some(batch));
+        }
+    }
+    Ok(None)
+}
+
+fn emit(
+    held: &[RecordBatch],
+    picks: &mut Vec<(usize, usize)>,
+    writer: &mut FileWriter,
+) -> Result<(), parquet_file::Error> {
+    if picks.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&RecordBatch> = held.iter().collect();
+    let batch = arrow_select::interleave::interleave_record_batch(&refs, picks)?;
+    picks.clear();
+    writer.write(&batch)?;
+    Ok(())
 }
 
 /// Rows found by reading every row of a Parquet file (not its footer).
@@ -196,8 +300,6 @@ fn records(format: ArchiveFormat, key: &str, body: Bytes) -> Result<u64, MergeEr
 mod tests {
     use super::*;
     use crate::encode::record::Record;
-    use arrow_array::Array;
-    use arrow_array::cast::AsArray;
     use std::io::Write;
 
     fn parquet_of(times: &[(i64, &str)]) -> Bytes {

@@ -11,11 +11,7 @@
 //!   fixed-width RFC 3339 string, so its statistics order by time and a time
 //!   range skips pages.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch, RecordBatchReader};
+use arrow_array::{RecordBatch, RecordBatchReader};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -122,121 +118,6 @@ pub fn read(file: Bytes) -> Result<impl Iterator<Item = Result<RecordBatch, Erro
         )));
     }
     Ok(reader.map(|b| b.map_err(Error::from)))
-}
-
-/// Rows per output batch of [`merge_sorted`].
-const MERGE_ROWS: usize = 8192;
-
-/// Where one input stands in [`merge_sorted`].
-struct Cursor<I> {
-    rows: I,
-    batch: RecordBatch,
-    /// Index of `batch` in the batches the pending output refers to.
-    slot: usize,
-    row: usize,
-}
-
-/// The sort key of a row: its `log_ts` text (fixed width, so bytes order
-/// as time does).
-fn key(batch: &RecordBatch, row: usize) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    if let Some(col) = batch.column_by_name("log_ts")
-        && let Some(ts) = col.as_string_opt::<i32>()
-        && ts.is_valid(row)
-    {
-        let v = ts.value(row).as_bytes();
-        let n = v.len().min(32);
-        k[..n].copy_from_slice(&v[..n]);
-    }
-    k
-}
-
-fn next_batch<I>(rows: &mut I) -> Result<Option<RecordBatch>, Error>
-where
-    I: Iterator<Item = Result<RecordBatch, Error>>,
-{
-    for batch in rows {
-        let batch = batch?;
-        if batch.num_rows() > 0 {
-            return Ok(Some(batch));
-        }
-    }
-    Ok(None)
-}
-
-fn emit(
-    held: &[RecordBatch],
-    picks: &mut Vec<(usize, usize)>,
-    writer: &mut FileWriter,
-) -> Result<(), Error> {
-    if picks.is_empty() {
-        return Ok(());
-    }
-    let refs: Vec<&RecordBatch> = held.iter().collect();
-    let batch = arrow_select::interleave::interleave_record_batch(&refs, picks)?;
-    picks.clear();
-    writer.write(&batch)
-}
-
-/// Write the rows of `files`, each sorted by `log_ts`, into `writer` in
-/// `log_ts` order: a k-way merge that holds one decoded batch per file, not
-/// the files' rows. Ties keep the files' order. Returns the rows written.
-pub fn merge_sorted(files: Vec<Bytes>, writer: &mut FileWriter) -> Result<u64, Error> {
-    let mut cursors = Vec::with_capacity(files.len());
-    let mut held: Vec<RecordBatch> = Vec::new();
-    let mut heap = BinaryHeap::new();
-    for (i, file) in files.into_iter().enumerate() {
-        let mut rows = read(file)?;
-        match next_batch(&mut rows)? {
-            Some(batch) => {
-                heap.push(Reverse((key(&batch, 0), i)));
-                held.push(batch.clone());
-                cursors.push(Some(Cursor {
-                    rows,
-                    batch,
-                    slot: held.len() - 1,
-                    row: 0,
-                }));
-            }
-            None => cursors.push(None),
-        }
-    }
-    let mut written = 0u64;
-    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_ROWS);
-    while let Some(Reverse((_, i))) = heap.pop() {
-        let Some(cursor) = cursors[i].as_mut() else {
-            continue;
-        };
-        picks.push((cursor.slot, cursor.row));
-        cursor.row += 1;
-        if cursor.row < cursor.batch.num_rows() {
-            heap.push(Reverse((key(&cursor.batch, cursor.row), i)));
-        } else {
-            match next_batch(&mut cursor.rows)? {
-                Some(batch) => {
-                    heap.push(Reverse((key(&batch, 0), i)));
-                    held.push(batch.clone());
-                    cursor.batch = batch;
-                    cursor.slot = held.len() - 1;
-                    cursor.row = 0;
-                }
-                None => cursors[i] = None,
-            }
-        }
-        if picks.len() == MERGE_ROWS {
-            written += picks.len() as u64;
-            emit(&held, &mut picks, writer)?;
-            // Only the batches cursors still stand in are needed now.
-            held.clear();
-            for cursor in cursors.iter_mut().flatten() {
-                held.push(cursor.batch.clone());
-                cursor.slot = held.len() - 1;
-            }
-        }
-    }
-    written += picks.len() as u64;
-    emit(&held, &mut picks, writer)?;
-    Ok(written)
 }
 
 #[cfg(test)]

@@ -89,9 +89,6 @@ pub struct Metrics {
     /// Parquet objects closed early because a worker's open objects held
     /// more than `--flush-bytes` of rows.
     pub objects_closed_for_memory: Counter,
-    /// Open Parquet objects whose arrays were compressed into an in-memory
-    /// Parquet file to stay within `--flush-bytes` per worker.
-    pub parquet_spills: Counter,
     /// 1 when the latest write probe stored its object, else 0.
     pub archive_writable: Gauge,
     /// Unix time of the latest write probe; 0 before the first.
@@ -143,7 +140,6 @@ impl Metrics {
             upload_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upload_errors: Counter::default(),
             objects_closed_for_memory: Counter::default(),
-            parquet_spills: Counter::default(),
             archive_writable: Gauge::default(),
             archive_probe_time: Gauge::default(),
             archive_probe: Family::default(),
@@ -274,13 +270,8 @@ impl Metrics {
         );
         registry.register(
             "objects_closed_for_memory",
-            "Parquet objects closed before their age or size because one worker's open objects held more than --flush-bytes even after spilling",
+            "Parquet objects closed before their age or size because one worker's open objects held more than --flush-bytes of rows",
             m.objects_closed_for_memory.clone(),
-        );
-        registry.register(
-            "parquet_spills",
-            "Open Parquet objects whose rows were compressed into an in-memory Parquet file because one worker's open objects held more than --flush-bytes",
-            m.parquet_spills.clone(),
         );
         registry.register(
             "archive_writable",
