@@ -3,8 +3,8 @@
 //! JSON line converted back (compaction's JSON to Parquet) gives the same
 //! row. Through the library's public API, with the load generator's samples.
 
-use arrow_array::cast::AsArray;
 use arrow_array::Array;
+use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
 use drainpipe_contract::schema::FIELDS;
 use drainpipe_ingester::compact::convert::push_lines;

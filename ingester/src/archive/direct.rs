@@ -170,7 +170,12 @@ async fn store_group(
         build(&entries, format, &prefix, &enc_metrics, &enc_alerts)
     })
     .await;
-    let Ok((objects, unwritten, matched)) = built else {
+    let Ok(Built {
+        objects,
+        unwritten,
+        matched,
+    }) = built
+    else {
         for w in waiters {
             let _ = w.send(false);
         }
@@ -205,6 +210,14 @@ async fn store_group(
     }
 }
 
+/// A group encoded: each object with the requests it holds, the requests
+/// whose object could not be written (answered 503), and the alert matches.
+struct Built {
+    objects: Vec<(Finished, Vec<usize>)>,
+    unwritten: Vec<usize>,
+    matched: Vec<Delta>,
+}
+
 /// Encode a group into objects; each object lists the requests it holds.
 fn build(
     entries: &[Entry],
@@ -212,7 +225,7 @@ fn build(
     prefix: &str,
     metrics: &Metrics,
     alerts: &Alerts,
-) -> (Vec<(Finished, Vec<usize>)>, Vec<usize>, Vec<Delta>) {
+) -> Built {
     let mut objects: HashMap<(Arc<str>, Day), (OpenObject, Vec<usize>)> = HashMap::new();
     let mut sink = DaySink::new(format.format);
     let rules = alerts.rules();
@@ -254,11 +267,11 @@ fn build(
             }
         }
     }
-    (
-        finished,
+    Built {
+        objects: finished,
         unwritten,
-        tap.map(Tap::finish).unwrap_or_default(),
-    )
+        matched: tap.map(Tap::finish).unwrap_or_default(),
+    }
 }
 
 /// Try to store until `deadline`; false when it could not be done in time.

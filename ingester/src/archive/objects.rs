@@ -40,7 +40,7 @@ pub const INGEST_ZSTD_LEVEL: i32 = 1;
 #[derive(Debug)]
 pub enum DayRows {
     Json(Vec<u8>),
-    Rows(Columns),
+    Rows(Box<Columns>),
 }
 
 impl DayRows {
@@ -78,7 +78,7 @@ impl LineSink for DaySink {
             None => {
                 let rows = match self.format {
                     ArchiveFormat::Json => DayRows::Json(Vec::with_capacity(64 << 10)),
-                    ArchiveFormat::Parquet => DayRows::Rows(Columns::default()),
+                    ArchiveFormat::Parquet => DayRows::Rows(Box::default()),
                 };
                 self.days.push((day, rows));
                 self.days.len() - 1
@@ -153,7 +153,7 @@ pub struct ObjectFormat {
 }
 
 enum Body {
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
     /// Batches, one per chunk or request, and their memory; put in time
     /// order when the object is written.
     Parquet(Vec<RecordBatch>, usize),
@@ -187,10 +187,10 @@ impl OpenObject {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let body = match format.format {
-            ArchiveFormat::Json => Body::Gzip(GzEncoder::new(
+            ArchiveFormat::Json => Body::Gzip(Box::new(GzEncoder::new(
                 Vec::with_capacity(1 << 20),
                 Compression::new(format.gzip_level),
-            )),
+            ))),
             ArchiveFormat::Parquet => Body::Parquet(Vec::new(), 0),
         };
         OpenObject {

@@ -15,6 +15,8 @@ use crate::parse::router::RouterFields;
 use crate::parse::timestamp::parse_rfc3339_us;
 
 type Text<'a> = Option<Cow<'a, str>>;
+/// A JSON object of strings, as key-value pairs in its order.
+type StringPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +46,7 @@ struct Line<'a> {
     #[serde(borrow)]
     frame_id: Text<'a>,
     #[serde(borrow, default, deserialize_with = "pairs")]
-    kv: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    kv: StringPairs<'a>,
     #[serde(borrow)]
     at: Text<'a>,
     #[serde(borrow)]
@@ -79,19 +81,19 @@ struct Line<'a> {
     #[serde(borrow)]
     severity_text: Text<'a>,
     #[serde(borrow, default, deserialize_with = "pairs")]
-    attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    attributes: StringPairs<'a>,
     #[serde(borrow, default, deserialize_with = "pairs")]
-    resource: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    resource: StringPairs<'a>,
 }
 
 /// A JSON object of strings, in its order.
-fn pairs<'de, D>(d: D) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error>
+fn pairs<'de, D>(d: D) -> Result<StringPairs<'de>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
     struct Pairs;
     impl<'de> serde::de::Visitor<'de> for Pairs {
-        type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+        type Value = StringPairs<'de>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object of strings")
         }

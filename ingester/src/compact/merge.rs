@@ -202,7 +202,7 @@ fn merge_parquet(inputs: Vec<(String, Bytes)>) -> Result<Merged, MergeError> {
             None => cursors.push(None),
         }
     }
-    let mut writer = FileWriter::new(COMPACT_ZSTD_LEVEL).map_err(|e| out_err(e.into()))?;
+    let mut writer = FileWriter::new(COMPACT_ZSTD_LEVEL).map_err(out_err)?;
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
     while let Some(Reverse((_, i))) = heap.pop() {
         let Some(cursor) = cursors[i].as_mut() else {
@@ -236,7 +236,7 @@ fn merge_parquet(inputs: Vec<(String, Bytes)>) -> Result<Merged, MergeError> {
     }
     emit(&held, &mut picks, &mut writer).map_err(out_err)?;
     drop(held);
-    let body = Bytes::from(writer.finish().map_err(|e| out_err(e.into()))?);
+    let body = Bytes::from(writer.finish().map_err(out_err)?);
     let written = count_rows(body.clone()).map_err(out_err)?;
     if written != read {
         return Err(MergeError::Count { read, written });

@@ -97,7 +97,7 @@ impl FileWriter {
 pub fn write(batch: &RecordBatch, zstd_level: i32) -> Result<Vec<u8>, Error> {
     let mut writer = FileWriter::new(zstd_level)?;
     writer.write(batch)?;
-    Ok(writer.finish()?)
+    writer.finish()
 }
 
 /// The rows a file says it holds (its footer).
