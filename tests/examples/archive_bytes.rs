@@ -22,7 +22,8 @@
 //!    (`physicalInputBytes` of the protocol's final stats).
 //! 5. Both archives compacted (json to json, parquet to parquet; one object per closed day),
 //!    timed, and every query again.
-//! 6. Bytes stored per message and objects per app-day, before and after.
+//! 6. Bytes stored per message and objects per app-day, before and after; and what each
+//!    Parquet column costs a query once compacted.
 //!
 //! Prints tables ready for docs/benchmarks.md on standard output, progress on standard error.
 
@@ -382,6 +383,33 @@ async fn run_queries(
     Ok(out)
 }
 
+/// What each column costs a query after compaction: for day 21 of the Parquet table, the bytes
+/// Trino reads for `count(*)` (footers only), and for `count_if(COLUMN IS NOT NULL)` per data
+/// column, less those footer bytes. Largest first.
+async fn column_bytes(trino: &Trino, database: &str) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
+    let table =
+        format!("\"{database}\".heroku_logs WHERE year = '2026' AND month = '11' AND day = '21'");
+    let read = |sql: String| async move {
+        trino
+            .query_with_stats(&sql)
+            .await
+            .map(|(_, stats)| stats.physical_input_bytes)
+            .map_err(|e| anyhow::anyhow!("{sql}: {e}"))
+    };
+    let footers = read(format!("SELECT count(*) FROM {table}")).await?;
+    let mut columns = Vec::new();
+    for field in drainpipe_contract::schema::data_columns() {
+        let bytes = read(format!(
+            "SELECT count_if(\"{}\" IS NOT NULL) FROM {table}",
+            field.name
+        ))
+        .await?;
+        columns.push((field.name.to_owned(), bytes.saturating_sub(footers)));
+    }
+    columns.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok((footers, columns))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Output.
 
@@ -635,6 +663,8 @@ async fn main() -> anyhow::Result<()> {
         after.push(stored(&env, &a.prefix).await?);
     }
     let after_queries = run_queries(&trino, &queries, &databases).await?;
+    eprintln!("archive_bytes: bytes per column");
+    let (footers, columns) = column_bytes(&trino, &databases[1]).await?;
 
     // -- Report -------------------------------------------------------------------------------
     let mut out = String::new();
@@ -745,6 +775,51 @@ async fn main() -> anyhow::Result<()> {
              rows: the answer's, JSON / Parquet where they differ):\n\n"
         ));
         out.push_str(&query_table(results));
+    }
+
+    // The day the documented queries filter on, one object per app.
+    let day_messages = sent / DAYS.len() as u64;
+    let column_total: u64 = columns.iter().map(|(_, b)| b).sum::<u64>() + footers;
+    out.push_str(&format!(
+        "\nWhat each Parquet column costs a query after compaction (day 21: {} objects, {} \
+         messages; bytes read by `count_if(COLUMN IS NOT NULL)` less the {} that `count(*)` \
+         reads, footers and page indexes):\n\n",
+        APPS.len(),
+        thousands(day_messages),
+        mb(footers)
+    ));
+    let share = |b: u64| format!("{:.1} %", 100.0 * b as f64 / column_total as f64);
+    let per_message = |b: u64| format!("{:.2}", b as f64 / day_messages as f64);
+    let mut rows: Vec<Vec<String>> = columns
+        .iter()
+        .take(10)
+        .map(|(c, b)| vec![format!("`{c}`"), mb(*b), per_message(*b), share(*b)])
+        .collect();
+    let rest: u64 = columns.iter().skip(10).map(|(_, b)| b).sum();
+    rows.push(vec![
+        format!("the other {} columns", columns.len().saturating_sub(10)),
+        mb(rest),
+        per_message(rest),
+        share(rest),
+    ]);
+    rows.push(vec![
+        "footers and page indexes".to_owned(),
+        mb(footers),
+        per_message(footers),
+        share(footers),
+    ]);
+    if rest == 0 && columns.iter().all(|(_, b)| *b == 0) {
+        out.push_str(&format!(
+            "None: `count(*)` already read {}, the whole objects. Trino reads a Parquet file under \
+             3 MB whole (`parquet.small-file-threshold`); use more MESSAGES_PER_APP_DAY.\n",
+            mb(footers)
+        ));
+    } else {
+        out.push_str(&table(
+            &["column", "bytes", "bytes / message", "share"],
+            &[false, true, true, true],
+            &rows,
+        ));
     }
 
     let mut stdout = std::io::stdout().lock();
