@@ -6,8 +6,8 @@
 //! input MB/s (request-body bytes) and messages/s per second of CPU time of
 //! the benchmark thread (one core), and for gzip the compression ratio.
 //! Set `PARSE_BENCH_SECS` to change the time per stage (default 3), and
-//! `PARSE_BENCH_ONLY` to stage labels (`a0`, `a`, `b`, `c`, `p`, `otlp`, comma-separated) to run those
-//! stage (for profiling).
+//! `PARSE_BENCH_ONLY` to stage labels (`a0`, `a`, `b`, `c`, `p`, `otlp`,
+//! comma-separated) to run only those stages (for profiling).
 
 use drainpipe_ingester::encode::batch::{
     LineSink, RequestMeta, encode_logplex_body, encode_otlp_body,
