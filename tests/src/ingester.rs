@@ -237,29 +237,13 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Value> {
     use std::io::Read as _;
     let s3 = env.s3_client();
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(&env.bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.expect("list archive objects");
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .filter(|k| k.ends_with(".json.gz"))
-                .map(str::to_owned),
-        );
-    }
+    let keys = object_keys(env, prefix).await;
     let mut records = Vec::new();
-    for key in keys {
+    for key in keys.iter().filter(|k| k.ends_with(".json.gz")) {
         let body = s3
             .get_object()
             .bucket(&env.bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
             .expect("get archive object")
