@@ -19,10 +19,13 @@ pub const NOT_RUNNING: &str =
     "test environment not running: run `scripts/testenv up` (or `scripts/test`)";
 
 /// Servers only some tests need: their accessors fail when absent.
-const OPTIONAL_VARS: [&str; 3] = [
+const OPTIONAL_VARS: [&str; 6] = [
     "DRAINPIPE_TESTENV_TRINO",
     "DRAINPIPE_TESTENV_OTLP_CLIENT",
     "DRAINPIPE_ALERTMANAGER_URL",
+    "DRAINPIPE_TESTENV_KUBECTL",
+    "DRAINPIPE_TESTENV_NODE_IP",
+    "DRAINPIPE_TESTENV_NODE_TAINT",
 ];
 
 const VARS: [&str; 8] = [
@@ -55,6 +58,20 @@ pub struct TestEnv {
     /// Alertmanager's HTTP address (`DRAINPIPE_ALERTMANAGER_URL`); read through
     /// [`TestEnv::alertmanager`].
     alertmanager: Option<String>,
+    /// The real node (`DRAINPIPE_TESTENV_KUBECTL`, `_NODE_IP`, `_NODE_TAINT`); read through
+    /// [`TestEnv::node`].
+    node: Option<Node>,
+}
+
+/// The single real node `scripts/testenv up` runs (kubelet, containerd, kube-proxy).
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The kubectl built with the cluster, same release.
+    pub kubectl: PathBuf,
+    /// The node's address: where pods reach the servers (MinIO, moto, a test's own fakes).
+    pub ip: std::net::IpAddr,
+    /// The taint only the node tests' pods tolerate (`NoSchedule`).
+    pub taint_key: String,
 }
 
 impl TestEnv {
@@ -223,6 +240,23 @@ impl TestEnv {
         }
     }
 
+    /// The real node, checked to be Ready enough to answer (its address accepts connections to the
+    /// API server). An environment started before the node was added lacks it: the node tests
+    /// then fail with [`NOT_RUNNING`] instead of skipping.
+    #[track_caller]
+    pub fn node(&self) -> &Node {
+        match &self.node {
+            Some(node) if node.kubectl.is_file() => node,
+            Some(node) => panic!(
+                "{NOT_RUNNING}\nkubectl {} is missing: run `scripts/testenv install kubernetes`",
+                node.kubectl.display()
+            ),
+            None => panic!(
+                "{NOT_RUNNING}\nthe environment has no node (DRAINPIPE_TESTENV_NODE_IP is not set): restart it as root (`scripts/testenv down && scripts/testenv up`)"
+            ),
+        }
+    }
+
     /// The state dir `scripts/testenv` uses; must match `state_dir()` in that script.
     pub fn state_dir() -> PathBuf {
         if let Some(dir) = non_empty_var("DRAINPIPE_TESTENV_DIR") {
@@ -274,6 +308,18 @@ impl TestEnv {
                 .get("DRAINPIPE_TESTENV_OTLP_CLIENT")
                 .map(PathBuf::from),
             alertmanager: values.get("DRAINPIPE_ALERTMANAGER_URL").cloned(),
+            node: match (
+                values.get("DRAINPIPE_TESTENV_KUBECTL"),
+                values.get("DRAINPIPE_TESTENV_NODE_IP").and_then(|ip| ip.parse().ok()),
+                values.get("DRAINPIPE_TESTENV_NODE_TAINT"),
+            ) {
+                (Some(kubectl), Some(ip), Some(taint)) => Some(Node {
+                    kubectl: PathBuf::from(kubectl),
+                    ip,
+                    taint_key: taint.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 

@@ -314,9 +314,15 @@ impl Drop for FakeHeroku {
 impl FakeHeroku {
     /// Binds a loopback port and serves until dropped.
     pub async fn start(opts: FakeOptions) -> FakeHeroku {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), opts).await
+    }
+
+    /// As [`FakeHeroku::start`], on a port of `ip`: the test node's address, for an operator
+    /// running in a pod.
+    pub async fn start_on(ip: std::net::IpAddr, opts: FakeOptions) -> FakeHeroku {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
-            .expect("bind a loopback port for the fake Heroku API");
+            .unwrap_or_else(|e| panic!("bind a port on {ip} for the fake Heroku API: {e}"));
         let addr = listener
             .local_addr()
             .expect("local address of the fake Heroku API");

@@ -64,6 +64,7 @@ app.kubernetes.io/component: operator
 {{- with $i.affinity }}{{ $_ := set $d "affinity" . }}{{ end -}}
 {{- with $i.topologySpreadConstraints }}{{ $_ := set $d "topologySpreadConstraints" . }}{{ end -}}
 {{- with $i.priorityClassName }}{{ $_ := set $d "priorityClassName" . }}{{ end -}}
+{{- with $i.extraEnv }}{{ $_ := set $d "env" . }}{{ end -}}
 {{- toJson $d -}}
 {{- end -}}
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
     Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -70,6 +70,11 @@ pub struct IngesterPodDefaults {
     pub affinity: Option<Affinity>,
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
     pub priority_class_name: Option<String>,
+    /// Environment of every ingester container (and the compaction Job's),
+    /// after the operator's own: credentials for an S3-compatible store
+    /// without IRSA, say. A name the operator sets (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL_S3`, `DRAINPIPE_FORMAT`) stays the LogDrain's.
+    pub env: Option<Vec<EnvVar>>,
 }
 
 impl IngesterPodDefaults {

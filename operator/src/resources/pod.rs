@@ -142,6 +142,17 @@ fn ingester_env(ld: &LogDrain) -> Vec<EnvVar> {
     env
 }
 
+/// The operator's environment, then the administrator's names it does not
+/// set itself (the LogDrain's archive settings win).
+fn with_extra_env(mut env: Vec<EnvVar>, extra: Option<&[EnvVar]>) -> Vec<EnvVar> {
+    for e in extra.unwrap_or_default() {
+        if !env.iter().any(|own| own.name == e.name) {
+            env.push(e.clone());
+        }
+    }
+    env
+}
+
 fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -260,7 +271,7 @@ pub(super) fn ingester_pod(owner: &Owner, ld: &LogDrain, defaults: &IngesterDefa
         image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
         image_pull_policy: pod.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(ingester_args(ld)),
-        env: Some(ingester_env(ld)),
+        env: Some(with_extra_env(ingester_env(ld), pod.env.as_deref())),
         ports: Some(ingester_ports(ld)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
@@ -370,6 +381,41 @@ mod tests {
             .expect("pod");
         let env = pod.containers[0].env.clone().expect("env");
         assert_eq!(format(&env).as_deref(), Some("parquet"));
+    }
+
+    #[test]
+    fn the_defaults_extra_env_follows_the_operators_own() {
+        let ld = logdrain();
+        let owner = Owner::of(&ld).expect("owner");
+        let mut d = defaults();
+        d.pod = crate::resources::defaults::IngesterPodDefaults::parse(
+            r#"{"env": [
+                {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}},
+                {"name": "AWS_ENDPOINT_URL_S3", "value": "http://elsewhere:9000"}
+            ]}"#,
+        )
+        .expect("defaults");
+        let pod = deployment(&owner, &ld, &d)
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let env = pod.containers[0].env.clone().expect("env");
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["AWS_REGION", "DRAINPIPE_FORMAT", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID"]
+        );
+        let endpoint = env.iter().find(|e| e.name == "AWS_ENDPOINT_URL_S3");
+        assert_eq!(
+            endpoint.and_then(|e| e.value.as_deref()),
+            Some("http://minio:9000"),
+            "the LogDrain's endpoint wins"
+        );
+        let key = env.iter().find(|e| e.name == "AWS_ACCESS_KEY_ID");
+        let secret = key
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref());
+        assert_eq!(secret.map(|s| s.name.as_str()), Some("s3"));
     }
 
     #[test]

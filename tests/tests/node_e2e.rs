@@ -1,0 +1,807 @@
+//! The whole path on the test environment's real node (issue 22): `helm install` with the built
+//! images, a LogDrain close to examples/production.yaml, Logplex and OTLP traffic through the
+//! Service (kube-proxy's rules), the archive in MinIO and a docs/athena.md query in Trino, a
+//! routes change reaching running pods through the kubelet's Secret volume, pods deleted
+//! mid-stream, `helm upgrade` to another image tag, and `helm uninstall`.
+//!
+//! Nothing here plays the kubelet: the scheduler places the pods, the kubelet starts them from
+//! the images `scripts/image` built (imported into the node's containerd under the names the
+//! chart renders), and every step asserts what a user would check with kubectl, helm, the Heroku
+//! side or the archive. docs/chart.md ("Tried on a real node") lists the same commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drainpipe_tests::env::{Node, TestEnv};
+use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions};
+use drainpipe_tests::ingester::archived_records;
+use drainpipe_tests::operator::wait_for;
+use drainpipe_tests::trino::Trino;
+use serde_json::{Value, json};
+
+const RELEASE: &str = "drainpipe";
+const DRAIN: &str = "shop";
+const CEDAR: [&str; 2] = ["shop-web", "shop-worker"];
+const FIR: &str = "billing-api";
+/// The day every Logplex line is stamped with: the day docs/athena.md's queries name.
+const DAY: (&str, &str, &str) = ("2026", "11", "21");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// The chart's appVersion, the tag its images default to.
+fn app_version() -> String {
+    let chart = std::fs::read_to_string(repo_root().join("charts/drainpipe/Chart.yaml"))
+        .expect("read Chart.yaml");
+    let chart: Value = serde_yaml::from_str(&chart).expect("Chart.yaml is YAML");
+    chart["appVersion"]
+        .as_str()
+        .expect("Chart.yaml has an appVersion")
+        .to_string()
+}
+
+/// Runs a command of the node's tools (kubectl, helm, scripts/testenv) and returns its stdout;
+/// panics with both outputs when it fails.
+fn run(program: &Path, args: &[&str], env: &TestEnv, stdin: Option<&str>) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for the command");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{stdout}\n{}",
+        program.display(),
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+struct Cluster {
+    env: TestEnv,
+    node: Node,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> String {
+        run(&self.node.kubectl, args, &self.env, None)
+    }
+
+    fn kubectl_apply(&self, ns: &str, yaml: &str) {
+        run(
+            &self.node.kubectl,
+            &["apply", "-n", ns, "-f", "-"],
+            &self.env,
+            Some(yaml),
+        );
+    }
+
+    /// kubectl's answer line where a "no" exits 1 (`auth can-i`).
+    fn kubectl_answer(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.node.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.env.kubeconfig)
+            .output()
+            .expect("run kubectl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn kubectl_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl printed JSON")
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        run(&self.env.helm, args, &self.env, None)
+    }
+
+    /// The ingester pods of the LogDrain, as `kubectl get pods -l` lists them.
+    fn ingester_pods(&self, ns: &str) -> Vec<Value> {
+        let list = self.kubectl_json(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            &format!("app.kubernetes.io/name=drainpipe-ingester,app.kubernetes.io/instance={DRAIN}"),
+        ]);
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Ready ingester pods (not being deleted), by name.
+    fn ready_ingesters(&self, ns: &str) -> BTreeMap<String, Value> {
+        self.ingester_pods(ns)
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && pod_ready(p))
+            .map(|p| (name_of(&p), p))
+            .collect()
+    }
+
+    async fn wait_ready_ingesters(&self, ns: &str, n: usize, what: &str) -> BTreeMap<String, Value> {
+        wait_for(what, Duration::from_secs(180), || async {
+            let pods = self.ready_ingesters(ns);
+            (pods.len() == n).then_some(pods)
+        })
+        .await
+    }
+
+    /// The addresses the Service's EndpointSlices list as ready.
+    fn ready_endpoints(&self, ns: &str) -> BTreeSet<String> {
+        let slices = self.kubectl_json(&[
+            "get",
+            "endpointslices",
+            "-n",
+            ns,
+            "-l",
+            &format!("kubernetes.io/service-name={DRAIN}-ingester"),
+        ]);
+        let mut ips = BTreeSet::new();
+        for slice in slices["items"].as_array().into_iter().flatten() {
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                if ep["conditions"]["ready"] == json!(true) {
+                    for a in ep["addresses"].as_array().into_iter().flatten() {
+                        ips.insert(a.as_str().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        }
+        ips
+    }
+
+    fn logdrain(&self, ns: &str) -> Value {
+        self.kubectl_json(&["get", "logdrain", DRAIN, "-n", ns])
+    }
+}
+
+fn name_of(obj: &Value) -> String {
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn restart_counts(pods: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i64)> {
+    pods.iter()
+        .map(|(name, p)| {
+            let restarts = p["status"]["containerStatuses"][0]["restartCount"]
+                .as_i64()
+                .unwrap_or(-1);
+            let uid = p["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            (name.clone(), (uid, restarts))
+        })
+        .collect()
+}
+
+/// One router line per request, numbered, stamped within [`DAY`]; `status` 503 for every fifth.
+fn router_frame(app: &str, n: u64) -> Vec<u8> {
+    let (y, m, d) = DAY;
+    let status = if n % 5 == 0 { 503 } else { 200 };
+    format!(
+        "<158>1 {y}-{m}-{d}T10:{:02}:{:02}.{:06}+00:00 host heroku router - at=info method=GET path=\"/orders/{n}\" host={app}.herokuapp.com request_id=node-{n} fwd=\"198.51.100.7\" dyno=web.1 connect=1ms service=12ms status={status} bytes=512 protocol=https",
+        n / 60 % 60,
+        n % 60,
+        n % 1_000_000
+    )
+    .into_bytes()
+}
+
+/// Posts Logplex requests as Logplex does: basic auth from the drain URL, the drain token.
+struct Logplex {
+    http: reqwest::Client,
+    password: String,
+    tokens: BTreeMap<String, String>,
+}
+
+impl Logplex {
+    /// POSTs `frames` for `app` to `base` (`http://IP:PORT`); returns the HTTP status (0 when
+    /// the connection failed: not acknowledged).
+    async fn post(&self, base: &str, app: &str, first: u64, frames: &[Vec<u8>]) -> u16 {
+        let mut body = Vec::new();
+        for f in frames {
+            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
+            body.extend_from_slice(f);
+            body.push(b'\n');
+        }
+        let res = self
+            .http
+            .post(format!("{base}/logplex/{app}"))
+            .basic_auth("drainpipe", Some(&self.password))
+            .header("Content-Type", "application/logplex-1")
+            .header("Logplex-Msg-Count", frames.len().to_string())
+            .header("Logplex-Frame-Id", format!("{first:032X}"))
+            .header(
+                "Logplex-Drain-Token",
+                self.tokens.get(app).map(String::as_str).unwrap_or_default(),
+            )
+            .body(body)
+            .send()
+            .await;
+        res.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    /// Sends `count` numbered lines from `first` for `app`, `batch` per request, and returns the
+    /// request ids of the acknowledged ones (200).
+    async fn send(&self, base: &str, app: &str, first: u64, count: u64) -> BTreeSet<String> {
+        let mut acked = BTreeSet::new();
+        let batch = 50;
+        let mut n = first;
+        while n < first + count {
+            let end = (n + batch).min(first + count);
+            let frames: Vec<Vec<u8>> = (n..end).map(|i| router_frame(app, i)).collect();
+            if self.post(base, app, n, &frames).await == 200 {
+                acked.extend((n..end).map(|i| format!("node-{i}")));
+            }
+            n = end;
+        }
+        acked
+    }
+}
+
+/// The request ids of the archived router lines of `app`.
+async fn archived_ids(env: &TestEnv, prefix: &str, app: &str) -> BTreeSet<String> {
+    archived_records(env, prefix)
+        .await
+        .into_iter()
+        .filter(|r| r["app"] == app)
+        .filter_map(|r| r["request_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until every acknowledged id is archived; panics naming what is missing.
+async fn wait_archived(env: &TestEnv, prefix: &str, app: &str, acked: &BTreeSet<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let archived = archived_ids(env, prefix, app).await;
+        let missing: Vec<&String> = acked.difference(&archived).collect();
+        if missing.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{app}: {} of {} acknowledged lines never reached the archive, e.g. {:?}",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(5)]
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn values_yaml(env: &TestEnv, node: &Node, heroku: &str, tag: &str) -> String {
+    let taint = &node.taint_key;
+    format!(
+        r#"operator:
+  image: {{tag: "{tag}"}}
+  herokuApiUrl: {heroku}
+  resync: 30s
+  extraEnv:
+    - {{name: AWS_ENDPOINT_URL_GLUE, value: "{glue}"}}
+    - {{name: AWS_REGION, value: "{region}"}}
+    - name: AWS_ACCESS_KEY_ID
+      valueFrom: {{secretKeyRef: {{name: glue-credentials, key: access-key}}}}
+    - name: AWS_SECRET_ACCESS_KEY
+      valueFrom: {{secretKeyRef: {{name: glue-credentials, key: secret-key}}}}
+  tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
+ingester:
+  image: {{tag: "{tag}"}}
+  tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
+  extraEnv:
+    - name: AWS_ACCESS_KEY_ID
+      valueFrom: {{secretKeyRef: {{name: s3-credentials, key: access-key}}}}
+    - name: AWS_SECRET_ACCESS_KEY
+      valueFrom: {{secretKeyRef: {{name: s3-credentials, key: secret-key}}}}
+"#,
+        glue = env.glue_endpoint,
+        region = env.region,
+    )
+}
+
+fn credentials_secret(name: &str, env: &TestEnv) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{access-key: \"{}\", secret-key: \"{}\"}}\n",
+        env.access_key, env.secret_key
+    )
+}
+
+/// Close to examples/production.yaml: Cedar and Fir apps, the test bucket on MinIO, a managed
+/// Glue table, two ingesters with an emptyDir buffer. No alerts: there is no Slack here.
+fn logdrain_yaml(env: &TestEnv, apps: &[&str], prefix: &str, database: &str) -> String {
+    let apps: Vec<String> = apps.iter().map(|a| format!("    - {a}\n")).collect();
+    format!(
+        r#"apiVersion: drainpipe.dev/v1alpha1
+kind: LogDrain
+metadata:
+  name: {DRAIN}
+spec:
+  apps:
+{apps}  heroku:
+    apiTokenSecretRef: {{name: heroku-api, key: token}}
+  endpoint:
+    url: https://logs.example.com
+  archive:
+    s3:
+      bucket: {bucket}
+      prefix: {prefix}
+      region: {region}
+      endpoint: {s3}
+  catalog:
+    glue:
+      database: {database}
+      table: heroku_logs
+      region: {region}
+      manageTable: true
+  ingester:
+    replicas: 2
+    resources:
+      requests: {{cpu: 50m, memory: 64Mi}}
+      limits: {{memory: 512Mi}}
+    bufferStorage:
+      sizeLimit: 1Gi
+  deletionPolicy: Delete
+"#,
+        apps = apps.concat(),
+        bucket = env.bucket,
+        region = env.region,
+        s3 = env.s3_endpoint,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn helm_install_to_archived_logs_on_a_real_node() {
+    let env = TestEnv::require();
+    let node = env.node().clone();
+    let c = Cluster {
+        env: env.clone(),
+        node: node.clone(),
+    };
+    let testenv = repo_root().join("scripts/testenv");
+    let images = repo_root().join("target/images");
+    let version = app_version();
+    let upgraded = format!("{version}-node-upgrade");
+    // The names the chart renders for its default repositories, at appVersion and at the tag
+    // the upgrade step moves to (the same images: a new tag is what rolls the pods).
+    for program in ["drainpipe-operator", "drainpipe-ingester"] {
+        let archive = images.join(format!("{program}-amd64.tar"));
+        assert!(
+            archive.is_file(),
+            "{} is missing: build the images first with `scripts/image --profile image-check` (scripts/test does, before the tests)",
+            archive.display()
+        );
+        let archive = archive.to_string_lossy().into_owned();
+        for tag in [&version, &upgraded] {
+            let name = format!("ghcr.io/drainpipe/{program}:{tag}");
+            run(&testenv, &["import-image", &archive, &name], &env, None);
+        }
+    }
+
+    let id = suffix();
+    let system = format!("drainpipe-{id}");
+    let ns = format!("logs-{id}");
+    let prefix = format!("node-{id}/");
+    let database = format!("node_{id}");
+    let glue = env.glue_client();
+    glue.create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name(&database)
+                .build()
+                .expect("database input"),
+        )
+        .send()
+        .await
+        .expect("create the Glue database");
+
+    let heroku = FakeHeroku::start_on(node.ip, FakeOptions::default()).await;
+    for app in CEDAR {
+        heroku.add_app(app);
+    }
+    heroku.add_fir_app(FIR);
+
+    // 1. helm install: the operator runs under the chart's ServiceAccount and holds the Lease.
+    c.kubectl(&["create", "namespace", &system]);
+    c.kubectl(&["create", "namespace", &ns]);
+    c.kubectl_apply(&system, &credentials_secret("glue-credentials", &env));
+    let values = tempfile::NamedTempFile::new().expect("values file");
+    std::fs::write(
+        values.path(),
+        values_yaml(&env, &node, &heroku.base_url(), &version),
+    )
+    .expect("write values");
+    let values_path = values.path().to_string_lossy().into_owned();
+    let chart = repo_root().join("charts/drainpipe");
+    let chart = chart.to_string_lossy().into_owned();
+    c.helm(&[
+        "install", RELEASE, &chart, "-n", &system, "-f", &values_path, "--wait", "--timeout",
+        "3m",
+    ]);
+    let operator_pods = c.kubectl_json(&[
+        "get",
+        "pods",
+        "-n",
+        &system,
+        "-l",
+        "app.kubernetes.io/name=drainpipe",
+    ]);
+    let operator_pods = operator_pods["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(operator_pods.len(), 1, "one operator pod: {operator_pods:?}");
+    let operator = &operator_pods[0];
+    assert!(pod_ready(operator), "operator pod Running and Ready: {}", operator["status"]);
+    let operator_name = name_of(operator);
+    let sa = operator["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let account = c.kubectl_json(&["get", "serviceaccount", &sa, "-n", &system]);
+    assert_eq!(
+        account["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm",
+        "the operator runs as the chart's ServiceAccount, not {sa}"
+    );
+    let who = format!("system:serviceaccount:{system}:{sa}");
+    assert_eq!(
+        c.kubectl_answer(&["auth", "can-i", "*", "*", "--as", &who]),
+        "no",
+        "the chart grants no admin identity"
+    );
+    assert_eq!(
+        c.kubectl_answer(&["auth", "can-i", "patch", "logdrains/status", "-n", &ns, "--as", &who]),
+        "yes"
+    );
+    let leases = c.kubectl_json(&["get", "leases", "-n", &system]);
+    let held = leases["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|l| l["spec"]["holderIdentity"].as_str().is_some_and(|h| h.contains(&operator_name)));
+    assert!(held, "the operator pod {operator_name} holds the Lease: {leases}");
+
+    // 2. kubectl apply of the LogDrain: drains on Heroku, the Glue table, two ingesters behind
+    // the Service, status and printer columns as docs/operations.md shows them.
+    c.kubectl_apply(&ns, &credentials_secret("s3-credentials", &env));
+    c.kubectl(&[
+        "create", "secret", "generic", "heroku-api", "-n", &ns,
+        &format!("--from-literal=token={}", heroku.token()),
+    ]);
+    let mut apps: Vec<&str> = CEDAR.to_vec();
+    apps.push(FIR);
+    c.kubectl_apply(&ns, &logdrain_yaml(&env, &apps, &prefix, &database));
+    let ld = wait_for("LogDrain Ready", Duration::from_secs(240), || async {
+        let ld = c.logdrain(&ns);
+        (condition(&ld, "Ready").is_some_and(|r| r["status"] == "True")).then_some(ld)
+    })
+    .await;
+    for app in CEDAR {
+        let drains = heroku.drains(app);
+        assert_eq!(drains.len(), 1, "{app}: one log drain: {drains:?}");
+        assert!(drains[0].url.ends_with(&format!("@logs.example.com/logplex/{app}")));
+    }
+    assert!(heroku.drains(FIR).is_empty(), "a Fir app gets no log drain");
+    let telemetry = heroku.telemetry_drains(FIR);
+    assert_eq!(telemetry.len(), 1, "{FIR}: one telemetry drain: {telemetry:?}");
+    glue.get_table()
+        .database_name(&database)
+        .name("heroku_logs")
+        .send()
+        .await
+        .expect("the operator created the Glue table");
+    let pods = c.wait_ready_ingesters(&ns, 2, "two Ready ingester pods").await;
+    let pod_ips: BTreeSet<String> = pods
+        .values()
+        .map(|p| p["status"]["podIP"].as_str().unwrap_or_default().to_string())
+        .collect();
+    wait_for("both pods are endpoints of the Service", Duration::from_secs(60), || async {
+        (c.ready_endpoints(&ns) == pod_ips).then_some(())
+    })
+    .await;
+    for p in pods.values() {
+        let spec = &p["spec"];
+        let container = &spec["containers"][0];
+        assert_eq!(spec["securityContext"]["runAsUser"], 65532);
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["image"],
+            format!("ghcr.io/drainpipe/drainpipe-ingester:{version}")
+        );
+    }
+    let table = c.kubectl(&["get", "logdrains", "-n", &ns]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "APPS", "READY", "REASON", "LAST", "OBJECT", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&row[..3], [DRAIN, "3", "True"], "{table}");
+    assert_eq!(ld["status"]["drains"].as_array().map(Vec::len), Some(3), "{}", ld["status"]);
+
+    // 3. Logplex and OTLP/HTTP through the Service's ClusterIP (kube-proxy's DNAT): every
+    // acknowledged line is archived, and a docs/athena.md query answers over it in Trino.
+    let service = c.kubectl_json(&["get", "service", &format!("{DRAIN}-ingester"), "-n", &ns]);
+    let cluster_ip = service["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_string();
+    let base = format!("http://{cluster_ip}:8080");
+    let password = String::from_utf8(
+        base64_decode(
+            &c.kubectl(&[
+                "get", "secret", &format!("{DRAIN}-drain-password"), "-n", &ns,
+                "-o", "jsonpath={.data.password}",
+            ]),
+        ),
+    )
+    .expect("UTF-8 password");
+    let tokens = CEDAR
+        .iter()
+        .map(|app| (app.to_string(), heroku.drains(app)[0].token.clone()))
+        .collect();
+    let logplex = Logplex {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client"),
+        password: password.clone(),
+        tokens,
+    };
+    let mut acked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for app in CEDAR {
+        let ids = logplex.send(&base, app, 0, 500).await;
+        assert_eq!(ids.len(), 500, "{app}: every request through the Service acknowledged");
+        acked.insert(app, ids);
+    }
+    let otlp = Command::new(env.otlp_client())
+        .args([
+            "-protocol", "http/protobuf",
+            "-endpoint", &format!("{base}/otlp/{FIR}"),
+            "-header", &format!("Authorization=Bearer {password}"),
+            "-n", "300", "-run", "node-otlp", "-app", FIR, "-batch", "100", "-retry-for", "30s",
+        ])
+        .output()
+        .expect("run the OTLP client");
+    assert!(otlp.status.success(), "OTLP export: {}", String::from_utf8_lossy(&otlp.stderr));
+    for app in CEDAR {
+        wait_archived(&env, &prefix, app, &acked[app]).await;
+    }
+    wait_for("the OTLP records archived", Duration::from_secs(120), || async {
+        let n = archived_records(&env, &prefix)
+            .await
+            .iter()
+            .filter(|r| r["app"] == FIR && r["message"].as_str().is_some_and(|m| m.contains("node-otlp")))
+            .count();
+        (n == 300).then_some(())
+    })
+    .await;
+    let trino = Trino::new(env.trino());
+    let (_, sql) = drainpipe_tests::athena_docs::documented_queries()
+        .expect("docs/athena.md")
+        .into_iter()
+        .find(|(name, _)| name == "5xx responses per app per hour")
+        .expect("docs/athena.md has the 5xx query");
+    let (y, m, d) = DAY;
+    assert!(sql.contains(&format!("year = '{y}' AND month = '{m}' AND day = '{d}'")), "{sql}");
+    let answer = trino
+        .query(&drainpipe_tests::athena_docs::on_database(&sql, &database))
+        .await
+        .expect("the documented query runs");
+    let per_app: BTreeMap<String, u64> = answer.rows.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r[0].clone()).or_default() += r[2].parse::<u64>().unwrap_or(0);
+        m
+    });
+    // Every fifth line of 0..500 is a 503.
+    let want: BTreeMap<String, u64> = CEDAR.iter().map(|a| (a.to_string(), 100)).collect();
+    assert_eq!(per_app, want, "{answer:?}");
+
+    // 4. A new app reaches the running pods through the kubelet's Secret volume: no restart.
+    let before = restart_counts(&c.ready_ingesters(&ns));
+    heroku.add_app("shop-api");
+    let mut more = apps.clone();
+    more.push("shop-api");
+    c.kubectl_apply(&ns, &logdrain_yaml(&env, &more, &prefix, &database));
+    wait_for("a drain for shop-api", Duration::from_secs(120), || async {
+        (heroku.drains("shop-api").len() == 1).then_some(())
+    })
+    .await;
+    let mut logplex = logplex;
+    logplex
+        .tokens
+        .insert("shop-api".to_string(), heroku.drains("shop-api")[0].token.clone());
+    for ip in &pod_ips {
+        let pod_base = format!("http://{ip}:8080");
+        wait_for(&format!("pod {ip} takes shop-api"), Duration::from_secs(150), || async {
+            let frame = router_frame("shop-api", 1_000_000);
+            (logplex.post(&pod_base, "shop-api", 1_000_000, &[frame]).await == 200).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        restart_counts(&c.ready_ingesters(&ns)),
+        before,
+        "the same pods, not restarted, took the new routes"
+    );
+
+    // 6. Pods deleted mid-stream: a plain delete (preStop, SIGTERM, flush) and a forced one lose
+    // no acknowledged line.
+    for force in [false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            let base = base.clone();
+            let logplex = Logplex {
+                http: logplex.http.clone(),
+                password: logplex.password.clone(),
+                tokens: logplex.tokens.clone(),
+            };
+            let start = if force { 3_000_000 } else { 2_000_000 };
+            tokio::spawn(async move {
+                let mut acked = BTreeSet::new();
+                let mut n = start;
+                while !stop.load(Ordering::Relaxed) {
+                    acked.extend(logplex.send(&base, "shop-web", n, 50).await);
+                    n += 50;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (acked, n - start)
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = c.ready_ingesters(&ns).into_keys().next().expect("a pod");
+        let mut args = vec!["delete", "pod", victim.as_str(), "-n", ns.as_str(), "--wait=false"];
+        if force {
+            args.extend(["--grace-period=0", "--force"]);
+        }
+        c.kubectl(&args);
+        c.wait_ready_ingesters(&ns, 2, "a replacement pod Ready").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (ids, sent) = sender.await.expect("sender");
+        assert!(
+            ids.len() as u64 * 10 >= sent * 9,
+            "force={force}: most lines acknowledged while a pod went away ({} of {sent})",
+            ids.len()
+        );
+        wait_archived(&env, &prefix, "shop-web", &ids).await;
+    }
+
+    // 7. helm upgrade to another tag rolls the pods without losing a line; uninstall and the
+    // LogDrain's deletion leave no Heroku drain and no pod on the node.
+    let values_up = tempfile::NamedTempFile::new().expect("values file");
+    std::fs::write(
+        values_up.path(),
+        values_yaml(&env, &node, &heroku.base_url(), &upgraded),
+    )
+    .expect("write values");
+    let values_up_path = values_up.path().to_string_lossy().into_owned();
+    let old_pods: BTreeSet<String> = c.ready_ingesters(&ns).into_keys().collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let base = base.clone();
+        let logplex = Logplex {
+            http: logplex.http.clone(),
+            password: logplex.password.clone(),
+            tokens: logplex.tokens.clone(),
+        };
+        tokio::spawn(async move {
+            let mut acked = BTreeSet::new();
+            let mut n = 4_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                acked.extend(logplex.send(&base, "shop-worker", n, 50).await);
+                n += 50;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    c.helm(&[
+        "upgrade", RELEASE, &chart, "-n", &system, "-f", &values_up_path, "--wait", "--timeout",
+        "3m",
+    ]);
+    let rolled = wait_for("the ingesters rolled to the new tag", Duration::from_secs(240), || async {
+        let pods = c.ready_ingesters(&ns);
+        let new_tag = format!("ghcr.io/drainpipe/drainpipe-ingester:{upgraded}");
+        (pods.len() == 2
+            && pods.values().all(|p| p["spec"]["containers"][0]["image"] == new_tag.as_str())
+            && c.ingester_pods(&ns).len() == 2)
+            .then_some(pods)
+    })
+    .await;
+    assert!(rolled.keys().all(|p| !old_pods.contains(p)), "new pods");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let upgraded_ids = sender.await.expect("sender");
+    assert!(!upgraded_ids.is_empty(), "lines acknowledged during the upgrade");
+    wait_archived(&env, &prefix, "shop-worker", &upgraded_ids).await;
+
+    c.kubectl(&["delete", "logdrain", DRAIN, "-n", &ns, "--timeout=180s"]);
+    c.helm(&["uninstall", RELEASE, "-n", &system, "--wait", "--timeout", "3m"]);
+    assert!(heroku.all_drains().is_empty(), "no Heroku drain left: {:?}", heroku.all_drains());
+    assert!(heroku.all_telemetry_drains().is_empty(), "no telemetry drain left");
+    wait_for("no pod left in either namespace", Duration::from_secs(180), || async {
+        let left = c.kubectl(&["get", "pods", "-n", &ns, "-o", "name"])
+            + &c.kubectl(&["get", "pods", "-n", &system, "-o", "name"]);
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+    // Only this test's pods tolerate the node's taint, so once they are gone no process may be
+    // left in the kubelet's pod cgroups.
+    wait_for("no pod process left on the node", Duration::from_secs(60), || async {
+        let left = pod_processes();
+        left.is_empty().then_some(())
+    })
+    .await;
+    c.kubectl(&["delete", "namespace", &ns, &system, "--wait=false"]);
+}
+
+/// The pids in the kubelet's pod cgroups (cgroup v1: one tree per controller, the memory one
+/// holds every pod; v2: one tree).
+fn pod_processes() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.file_name().is_some_and(|n| n == "cgroup.procs") {
+                let procs = std::fs::read_to_string(&path).unwrap_or_default();
+                out.extend(procs.split_whitespace().map(|p| format!("{p} in {}", dir.display())));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for root in ["/sys/fs/cgroup/memory/kubepods", "/sys/fs/cgroup/kubepods"] {
+        walk(Path::new(root), &mut out);
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .expect("base64 from kubectl")
+}
