@@ -7,7 +7,8 @@
 #   NODE_IP      an address on `lo`: the node's InternalIP and what every server the pods reach
 #                (kube-apiserver, MinIO, moto, Alertmanager, the tests' Heroku fake) listens on
 #   POD_CIDR     pods, one veth each (CNI ptp + host-local); `unreachable` for what is not allocated
-#   SERVICE_CIDR ClusterIPs, DNATed by kube-proxy; `unreachable` for what is not allocated
+#   SERVICE_CIDR ClusterIPs, DNATed by kube-proxy; routed to lo, and rejected (filter OUTPUT and
+#                FORWARD) when still addressed there after the DNAT: not allocated, no endpoint
 # A FORWARD rule drops whatever a pod sends outside POD_CIDR that was not DNATed to a pod, so no
 # packet from a pod follows the default route out of the machine.
 
@@ -45,13 +46,21 @@ node_network_up() {
         ip addr add "$NODE_IP/32" dev lo
         echo "ip addr del $NODE_IP/32 dev lo" >>"$d/undo"
     fi
-    local cidr
-    for cidr in "$SERVICE_CIDR" "$POD_CIDR"; do
-        if ! ip route show type unreachable | grep -q "^unreachable $cidr "; then
-            ip route add unreachable "$cidr"
-            echo "ip route del unreachable $cidr" >>"$d/undo"
-        fi
-    done
+    # Pods: each allocated address gets a /32 route to its veth (CNI ptp); the rest of the range
+    # is unreachable, so nothing for a free pod address follows the default route.
+    if ! ip route show type unreachable | grep -q "^unreachable $POD_CIDR"; then
+        ip route add unreachable "$POD_CIDR"
+        echo "ip route del unreachable $POD_CIDR" >>"$d/undo"
+    fi
+    # Services: a connection from this machine to a ClusterIP is routed before kube-proxy's DNAT
+    # (nat OUTPUT) rewrites it, so an `unreachable` route would refuse every ClusterIP at
+    # connect(). The range goes to lo with the node address as source instead; whatever is
+    # still addressed to it after the DNAT (an unallocated ClusterIP, one without endpoints) is
+    # rejected by the rules below and never leaves.
+    if ! ip route show "$SERVICE_CIDR" | grep -q "dev lo"; then
+        ip route add "$SERVICE_CIDR" dev lo src "$NODE_IP"
+        echo "ip route del $SERVICE_CIDR dev lo" >>"$d/undo"
+    fi
     local fwd; fwd=$(cat /proc/sys/net/ipv4/ip_forward)
     if [[ "$fwd" != 1 ]]; then
         echo 1 >/proc/sys/net/ipv4/ip_forward
@@ -62,9 +71,16 @@ node_network_up() {
     echo "iptables -w -X $NODE_CHAIN" >>"$d/undo"
     iptables -w -A "$NODE_CHAIN" -s "$POD_CIDR" -d "$POD_CIDR" -j RETURN
     iptables -w -A "$NODE_CHAIN" -s "$POD_CIDR" -m comment --comment "drainpipe testenv: pods stay on this machine" -j DROP
+    # tcp-reset and port-unreachable, not net-unreachable: TCP takes the latter as a soft error
+    # and retries until its timeout.
+    iptables -w -A "$NODE_CHAIN" -d "$SERVICE_CIDR" -p tcp -m comment --comment "drainpipe testenv: no such ClusterIP" -j REJECT --reject-with tcp-reset
+    iptables -w -A "$NODE_CHAIN" -d "$SERVICE_CIDR" -m comment --comment "drainpipe testenv: no such ClusterIP" -j REJECT --reject-with icmp-port-unreachable
     echo "iptables -w -F $NODE_CHAIN" >>"$d/undo"
-    iptables -w -C FORWARD -j "$NODE_CHAIN" 2>/dev/null || iptables -w -I FORWARD 1 -j "$NODE_CHAIN"
-    echo "iptables -w -D FORWARD -j $NODE_CHAIN" >>"$d/undo"
+    local hook
+    for hook in FORWARD OUTPUT; do
+        iptables -w -C "$hook" -j "$NODE_CHAIN" 2>/dev/null || iptables -w -I "$hook" 1 -j "$NODE_CHAIN"
+        echo "iptables -w -D $hook -j $NODE_CHAIN" >>"$d/undo"
+    done
 }
 
 # The chains kube-proxy, kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY) and the portmap plugin

@@ -310,7 +310,9 @@ impl TestEnv {
             alertmanager: values.get("DRAINPIPE_ALERTMANAGER_URL").cloned(),
             node: match (
                 values.get("DRAINPIPE_TESTENV_KUBECTL"),
-                values.get("DRAINPIPE_TESTENV_NODE_IP").and_then(|ip| ip.parse().ok()),
+                values
+                    .get("DRAINPIPE_TESTENV_NODE_IP")
+                    .and_then(|ip| ip.parse().ok()),
                 values.get("DRAINPIPE_TESTENV_NODE_TAINT"),
             ) {
                 (Some(kubectl), Some(ip), Some(taint)) => Some(Node {

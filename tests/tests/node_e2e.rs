@@ -90,6 +90,58 @@ fn run(program: &Path, args: &[&str], env: &TestEnv, stdin: Option<&str>) -> Str
     stdout
 }
 
+/// Removes what the test made, also when it failed half-way (a leftover operator would reconcile
+/// the next run's LogDrains too): the release, the LogDrain without waiting for its finalizer
+/// (the fake Heroku is gone by then), the namespaces. Errors are ignored: on success everything
+/// is gone already.
+struct Cleanup {
+    env: TestEnv,
+    kubectl: PathBuf,
+    system: String,
+    ns: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let quiet = |program: &Path, args: &[&str]| {
+            let _ = Command::new(program)
+                .args(args)
+                .env("KUBECONFIG", &self.env.kubeconfig)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet(
+            &self.env.helm,
+            &["uninstall", RELEASE, "-n", &self.system, "--wait"],
+        );
+        quiet(
+            &self.kubectl,
+            &[
+                "patch",
+                "logdrain",
+                DRAIN,
+                "-n",
+                &self.ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+        quiet(
+            &self.kubectl,
+            &[
+                "delete",
+                "namespace",
+                &self.ns,
+                &self.system,
+                "--wait=false",
+            ],
+        );
+    }
+}
+
 struct Cluster {
     env: TestEnv,
     node: Node,
@@ -137,7 +189,9 @@ impl Cluster {
             "-n",
             ns,
             "-l",
-            &format!("app.kubernetes.io/name=drainpipe-ingester,app.kubernetes.io/instance={DRAIN}"),
+            &format!(
+                "app.kubernetes.io/name=drainpipe-ingester,app.kubernetes.io/instance={DRAIN}"
+            ),
         ]);
         list["items"].as_array().cloned().unwrap_or_default()
     }
@@ -151,7 +205,12 @@ impl Cluster {
             .collect()
     }
 
-    async fn wait_ready_ingesters(&self, ns: &str, n: usize, what: &str) -> BTreeMap<String, Value> {
+    async fn wait_ready_ingesters(
+        &self,
+        ns: &str,
+        n: usize,
+        what: &str,
+    ) -> BTreeMap<String, Value> {
         wait_for(what, Duration::from_secs(180), || async {
             let pods = self.ready_ingesters(ns);
             (pods.len() == n).then_some(pods)
@@ -216,7 +275,10 @@ fn restart_counts(pods: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i
             let restarts = p["status"]["containerStatuses"][0]["restartCount"]
                 .as_i64()
                 .unwrap_or(-1);
-            let uid = p["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let uid = p["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             (name.clone(), (uid, restarts))
         })
         .collect()
@@ -285,6 +347,46 @@ impl Logplex {
         }
         acked
     }
+}
+
+/// Sends numbered lines for `app` from `first` through the Service until `stop`, 50 a request,
+/// a new connection each (so kube-proxy spreads them as it would many senders); returns the
+/// acknowledged ids and how many lines were sent.
+fn spawn_sender(
+    logplex: &Logplex,
+    base: &str,
+    app: &'static str,
+    first: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(BTreeSet<String>, u64)> {
+    let logplex = Logplex {
+        http: logplex.http.clone(),
+        password: logplex.password.clone(),
+        tokens: logplex.tokens.clone(),
+    };
+    let base = base.to_string();
+    tokio::spawn(async move {
+        let mut acked = BTreeSet::new();
+        let mut n = first;
+        while !stop.load(Ordering::Relaxed) {
+            acked.extend(logplex.send(&base, app, n, 50).await);
+            n += 50;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (acked, n - first)
+    })
+}
+
+/// `drainpipe_messages_total` of the ingester at `ip`, summed over its labels.
+async fn messages_received(ip: &str) -> f64 {
+    let Ok(res) = reqwest::get(format!("http://{ip}:8080/metrics")).await else {
+        return 0.0;
+    };
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("drainpipe_messages_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The request ids of the archived router lines of `app`.
@@ -356,45 +458,38 @@ fn credentials_secret(name: &str, env: &TestEnv) -> String {
 
 /// Close to examples/production.yaml: Cedar and Fir apps, the test bucket on MinIO, a managed
 /// Glue table, two ingesters with an emptyDir buffer. No alerts: there is no Slack here.
-fn logdrain_yaml(env: &TestEnv, apps: &[&str], prefix: &str, database: &str) -> String {
-    let apps: Vec<String> = apps.iter().map(|a| format!("    - {a}\n")).collect();
-    format!(
-        r#"apiVersion: drainpipe.dev/v1alpha1
-kind: LogDrain
-metadata:
-  name: {DRAIN}
-spec:
-  apps:
-{apps}  heroku:
-    apiTokenSecretRef: {{name: heroku-api, key: token}}
-  endpoint:
-    url: https://logs.example.com
-  archive:
-    s3:
-      bucket: {bucket}
-      prefix: {prefix}
-      region: {region}
-      endpoint: {s3}
-  catalog:
-    glue:
-      database: {database}
-      table: heroku_logs
-      region: {region}
-      manageTable: true
-  ingester:
-    replicas: 2
-    resources:
-      requests: {{cpu: 50m, memory: 64Mi}}
-      limits: {{memory: 512Mi}}
-    bufferStorage:
-      sizeLimit: 1Gi
-  deletionPolicy: Delete
-"#,
-        apps = apps.concat(),
-        bucket = env.bucket,
-        region = env.region,
-        s3 = env.s3_endpoint,
-    )
+fn logdrain(env: &TestEnv, apps: &[&str], prefix: &str, database: &str) -> Value {
+    json!({
+        "apiVersion": "drainpipe.dev/v1alpha1",
+        "kind": "LogDrain",
+        "metadata": {"name": DRAIN},
+        "spec": {
+            "apps": apps,
+            "heroku": {"apiTokenSecretRef": {"name": "heroku-api", "key": "token"}},
+            "endpoint": {"url": "https://logs.example.com"},
+            "archive": {"s3": {
+                "bucket": env.bucket,
+                "prefix": prefix,
+                "region": env.region,
+                "endpoint": env.s3_endpoint,
+            }},
+            "catalog": {"glue": {
+                "database": database,
+                "table": "heroku_logs",
+                "region": env.region,
+                "manageTable": true,
+            }},
+            "ingester": {
+                "replicas": 2,
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+                "bufferStorage": {"sizeLimit": "1Gi"},
+            },
+            "deletionPolicy": "Delete",
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -448,6 +543,13 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     }
     heroku.add_fir_app(FIR);
 
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        kubectl: node.kubectl.clone(),
+        system: system.clone(),
+        ns: ns.clone(),
+    };
+
     // 1. helm install: the operator runs under the chart's ServiceAccount and holds the Lease.
     c.kubectl(&["create", "namespace", &system]);
     c.kubectl(&["create", "namespace", &ns]);
@@ -461,8 +563,19 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let values_path = values.path().to_string_lossy().into_owned();
     let chart = repo_root().join("charts/drainpipe");
     let chart = chart.to_string_lossy().into_owned();
+    // --take-ownership: the CRD may be kept from an earlier release (crds.keep), which
+    // docs/chart.md says to adopt this way.
     c.helm(&[
-        "install", RELEASE, &chart, "-n", &system, "-f", &values_path, "--wait", "--timeout",
+        "install",
+        RELEASE,
+        &chart,
+        "-n",
+        &system,
+        "-f",
+        &values_path,
+        "--take-ownership",
+        "--wait",
+        "--timeout",
         "3m",
     ]);
     let operator_pods = c.kubectl_json(&[
@@ -473,10 +586,21 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "-l",
         "app.kubernetes.io/name=drainpipe",
     ]);
-    let operator_pods = operator_pods["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(operator_pods.len(), 1, "one operator pod: {operator_pods:?}");
+    let operator_pods = operator_pods["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        operator_pods.len(),
+        1,
+        "one operator pod: {operator_pods:?}"
+    );
     let operator = &operator_pods[0];
-    assert!(pod_ready(operator), "operator pod Running and Ready: {}", operator["status"]);
+    assert!(
+        pod_ready(operator),
+        "operator pod Running and Ready: {}",
+        operator["status"]
+    );
     let operator_name = name_of(operator);
     let sa = operator["spec"]["serviceAccountName"]
         .as_str()
@@ -494,27 +618,45 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "the chart grants no admin identity"
     );
     assert_eq!(
-        c.kubectl_answer(&["auth", "can-i", "patch", "logdrains/status", "-n", &ns, "--as", &who]),
+        c.kubectl_answer(&[
+            "auth",
+            "can-i",
+            "patch",
+            "logdrains/status",
+            "-n",
+            &ns,
+            "--as",
+            &who
+        ]),
         "yes"
     );
     let leases = c.kubectl_json(&["get", "leases", "-n", &system]);
-    let held = leases["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|l| l["spec"]["holderIdentity"].as_str().is_some_and(|h| h.contains(&operator_name)));
-    assert!(held, "the operator pod {operator_name} holds the Lease: {leases}");
+    let held = leases["items"].as_array().into_iter().flatten().any(|l| {
+        l["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h.contains(&operator_name))
+    });
+    assert!(
+        held,
+        "the operator pod {operator_name} holds the Lease: {leases}"
+    );
 
     // 2. kubectl apply of the LogDrain: drains on Heroku, the Glue table, two ingesters behind
     // the Service, status and printer columns as docs/operations.md shows them.
     c.kubectl_apply(&ns, &credentials_secret("s3-credentials", &env));
     c.kubectl(&[
-        "create", "secret", "generic", "heroku-api", "-n", &ns,
+        "create",
+        "secret",
+        "generic",
+        "heroku-api",
+        "-n",
+        &ns,
         &format!("--from-literal=token={}", heroku.token()),
     ]);
     let mut apps: Vec<&str> = CEDAR.to_vec();
     apps.push(FIR);
-    c.kubectl_apply(&ns, &logdrain_yaml(&env, &apps, &prefix, &database));
+    let mut drain = logdrain(&env, &apps, &prefix, &database);
+    c.kubectl_apply(&ns, &drain.to_string());
     let ld = wait_for("LogDrain Ready", Duration::from_secs(240), || async {
         let ld = c.logdrain(&ns);
         (condition(&ld, "Ready").is_some_and(|r| r["status"] == "True")).then_some(ld)
@@ -523,25 +665,42 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     for app in CEDAR {
         let drains = heroku.drains(app);
         assert_eq!(drains.len(), 1, "{app}: one log drain: {drains:?}");
-        assert!(drains[0].url.ends_with(&format!("@logs.example.com/logplex/{app}")));
+        assert!(
+            drains[0]
+                .url
+                .ends_with(&format!("@logs.example.com/logplex/{app}"))
+        );
     }
     assert!(heroku.drains(FIR).is_empty(), "a Fir app gets no log drain");
     let telemetry = heroku.telemetry_drains(FIR);
-    assert_eq!(telemetry.len(), 1, "{FIR}: one telemetry drain: {telemetry:?}");
+    assert_eq!(
+        telemetry.len(),
+        1,
+        "{FIR}: one telemetry drain: {telemetry:?}"
+    );
     glue.get_table()
         .database_name(&database)
         .name("heroku_logs")
         .send()
         .await
         .expect("the operator created the Glue table");
-    let pods = c.wait_ready_ingesters(&ns, 2, "two Ready ingester pods").await;
+    let pods = c
+        .wait_ready_ingesters(&ns, 2, "two Ready ingester pods")
+        .await;
     let pod_ips: BTreeSet<String> = pods
         .values()
-        .map(|p| p["status"]["podIP"].as_str().unwrap_or_default().to_string())
+        .map(|p| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
-    wait_for("both pods are endpoints of the Service", Duration::from_secs(60), || async {
-        (c.ready_endpoints(&ns) == pod_ips).then_some(())
-    })
+    wait_for(
+        "both pods are endpoints of the Service",
+        Duration::from_secs(60),
+        || async { (c.ready_endpoints(&ns) == pod_ips).then_some(()) },
+    )
     .await;
     for p in pods.values() {
         let spec = &p["spec"];
@@ -554,25 +713,48 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         );
     }
     let table = c.kubectl(&["get", "logdrains", "-n", &ns]);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "APPS", "READY", "REASON", "LAST", "OBJECT", "AGE"], "{table}");
-    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "APPS", "READY", "REASON", "LAST", "OBJECT", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(&row[..3], [DRAIN, "3", "True"], "{table}");
-    assert_eq!(ld["status"]["drains"].as_array().map(Vec::len), Some(3), "{}", ld["status"]);
+    assert_eq!(
+        ld["status"]["drains"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        ld["status"]
+    );
 
     // 3. Logplex and OTLP/HTTP through the Service's ClusterIP (kube-proxy's DNAT): every
     // acknowledged line is archived, and a docs/athena.md query answers over it in Trino.
     let service = c.kubectl_json(&["get", "service", &format!("{DRAIN}-ingester"), "-n", &ns]);
-    let cluster_ip = service["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_string();
+    let cluster_ip = service["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
     let base = format!("http://{cluster_ip}:8080");
-    let password = String::from_utf8(
-        base64_decode(
-            &c.kubectl(&[
-                "get", "secret", &format!("{DRAIN}-drain-password"), "-n", &ns,
-                "-o", "jsonpath={.data.password}",
-            ]),
-        ),
-    )
+    let password = String::from_utf8(base64_decode(&c.kubectl(&[
+        "get",
+        "secret",
+        &format!("{DRAIN}-drain-password"),
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.data.password}",
+    ])))
     .expect("UTF-8 password");
     let tokens = CEDAR
         .iter()
@@ -581,6 +763,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let logplex = Logplex {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
             .build()
             .expect("HTTP client"),
         password: password.clone(),
@@ -589,30 +772,59 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let mut acked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for app in CEDAR {
         let ids = logplex.send(&base, app, 0, 500).await;
-        assert_eq!(ids.len(), 500, "{app}: every request through the Service acknowledged");
+        assert_eq!(
+            ids.len(),
+            500,
+            "{app}: every request through the Service acknowledged"
+        );
         acked.insert(app, ids);
     }
     let otlp = Command::new(env.otlp_client())
         .args([
-            "-protocol", "http/protobuf",
-            "-endpoint", &format!("{base}/otlp/{FIR}"),
-            "-header", &format!("Authorization=Bearer {password}"),
-            "-n", "300", "-run", "node-otlp", "-app", FIR, "-batch", "100", "-retry-for", "30s",
+            "-protocol",
+            "http/protobuf",
+            "-endpoint",
+            &format!("{base}/otlp/{FIR}"),
+            "-header",
+            &format!("Authorization=Bearer {password}"),
+            "-n",
+            "300",
+            "-run",
+            "node-otlp",
+            "-app",
+            FIR,
+            "-batch",
+            "100",
+            "-retry-for",
+            "30s",
         ])
         .output()
         .expect("run the OTLP client");
-    assert!(otlp.status.success(), "OTLP export: {}", String::from_utf8_lossy(&otlp.stderr));
+    assert!(
+        otlp.status.success(),
+        "OTLP export: {}",
+        String::from_utf8_lossy(&otlp.stderr)
+    );
     for app in CEDAR {
         wait_archived(&env, &prefix, app, &acked[app]).await;
     }
-    wait_for("the OTLP records archived", Duration::from_secs(120), || async {
-        let n = archived_records(&env, &prefix)
-            .await
-            .iter()
-            .filter(|r| r["app"] == FIR && r["message"].as_str().is_some_and(|m| m.contains("node-otlp")))
-            .count();
-        (n == 300).then_some(())
-    })
+    wait_for(
+        "the OTLP records archived",
+        Duration::from_secs(120),
+        || async {
+            let n = archived_records(&env, &prefix)
+                .await
+                .iter()
+                .filter(|r| {
+                    r["app"] == FIR
+                        && r["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("node-otlp"))
+                })
+                .count();
+            (n == 300).then_some(())
+        },
+    )
     .await;
     let trino = Trino::new(env.trino());
     let (_, sql) = drainpipe_tests::athena_docs::documented_queries()
@@ -621,7 +833,10 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         .find(|(name, _)| name == "5xx responses per app per hour")
         .expect("docs/athena.md has the 5xx query");
     let (y, m, d) = DAY;
-    assert!(sql.contains(&format!("year = '{y}' AND month = '{m}' AND day = '{d}'")), "{sql}");
+    assert!(
+        sql.contains(&format!("year = '{y}' AND month = '{m}' AND day = '{d}'")),
+        "{sql}"
+    );
     let answer = trino
         .query(&drainpipe_tests::athena_docs::on_database(&sql, &database))
         .await
@@ -634,26 +849,150 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let want: BTreeMap<String, u64> = CEDAR.iter().map(|a| (a.to_string(), 100)).collect();
     assert_eq!(per_app, want, "{answer:?}");
 
+    // OTLP/gRPC: the Fir app's telemetry drain moves to gRPC, served by the ingesters' TLS
+    // listener (ALPN h2) behind the Service's second port.
+    let tls = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec![cluster_ip.clone(), "otlp.example.com".to_owned()])
+            .expect("certificate");
+    let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    c.kubectl(&[
+        "create", "secret", "tls", "otlp-tls", "-n", &ns, "--cert", &cert, "--key", &key,
+    ]);
+    drain["spec"]["endpoint"] = json!({
+        "url": "https://logs.example.com",
+        "otlpTransport": "grpc",
+        "otlpGrpc": "otlp.example.com:443",
+    });
+    drain["spec"]["ingester"]["otlpGrpc"] = json!({"port": 4317, "tlsSecretName": "otlp-tls"});
+    c.kubectl_apply(&ns, &drain.to_string());
+    wait_for(
+        "the telemetry drain moved to gRPC",
+        Duration::from_secs(120),
+        || async {
+            let d = heroku.telemetry_drains(FIR);
+            (d.len() == 1 && d[0].exporter_type == "otlp").then_some(())
+        },
+    )
+    .await;
+    let grpc_pods = wait_for(
+        "two ingesters with the gRPC listener",
+        Duration::from_secs(240),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            let all = c.ingester_pods(&ns);
+            (pods.len() == 2
+                && all.len() == 2
+                && pods.values().all(|p| {
+                    p["spec"]["containers"][0]["args"]
+                        .to_string()
+                        .contains("--otlp-grpc-listen")
+                }))
+            .then_some(pods)
+        },
+    )
+    .await;
+    let grpc_ips: BTreeSet<String> = grpc_pods
+        .values()
+        .map(|p| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    wait_for(
+        "the new pods are the Service's endpoints",
+        Duration::from_secs(60),
+        || async { (c.ready_endpoints(&ns) == grpc_ips).then_some(()) },
+    )
+    .await;
+    // The headers Heroku's exporter sends are the ones registered on the telemetry drain.
+    let registered = heroku.telemetry_drains(FIR)[0].headers.clone();
+    let headers: Vec<String> = registered.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let grpc = Command::new(env.otlp_client())
+        .args([
+            "-protocol",
+            "grpc",
+            "-endpoint",
+            &format!("{cluster_ip}:4317"),
+            "-ca",
+            &cert,
+            "-n",
+            "300",
+            "-run",
+            "node-grpc",
+            "-app",
+            FIR,
+            "-batch",
+            "100",
+            "-retry-for",
+            "30s",
+        ])
+        .args(headers.iter().flat_map(|h| ["-header", h.as_str()]))
+        .output()
+        .expect("run the OTLP client");
+    assert!(
+        grpc.status.success(),
+        "OTLP/gRPC export: {}",
+        String::from_utf8_lossy(&grpc.stderr)
+    );
+    wait_for(
+        "the OTLP/gRPC records archived",
+        Duration::from_secs(120),
+        || async {
+            let n = archived_records(&env, &prefix)
+                .await
+                .iter()
+                .filter(|r| {
+                    r["app"] == FIR
+                        && r["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("node-grpc"))
+                })
+                .count();
+            (n == 300).then_some(())
+        },
+    )
+    .await;
+
     // 4. A new app reaches the running pods through the kubelet's Secret volume: no restart.
     let before = restart_counts(&c.ready_ingesters(&ns));
     heroku.add_app("shop-api");
-    let mut more = apps.clone();
-    more.push("shop-api");
-    c.kubectl_apply(&ns, &logdrain_yaml(&env, &more, &prefix, &database));
+    drain["spec"]["apps"]
+        .as_array_mut()
+        .expect("apps")
+        .push(json!("shop-api"));
+    c.kubectl_apply(&ns, &drain.to_string());
     wait_for("a drain for shop-api", Duration::from_secs(120), || async {
         (heroku.drains("shop-api").len() == 1).then_some(())
     })
     .await;
     let mut logplex = logplex;
-    logplex
-        .tokens
-        .insert("shop-api".to_string(), heroku.drains("shop-api")[0].token.clone());
-    for ip in &pod_ips {
+    logplex.tokens.insert(
+        "shop-api".to_string(),
+        heroku.drains("shop-api")[0].token.clone(),
+    );
+    for ip in &grpc_ips {
         let pod_base = format!("http://{ip}:8080");
-        wait_for(&format!("pod {ip} takes shop-api"), Duration::from_secs(150), || async {
-            let frame = router_frame("shop-api", 1_000_000);
-            (logplex.post(&pod_base, "shop-api", 1_000_000, &[frame]).await == 200).then_some(())
-        })
+        wait_for(
+            &format!("pod {ip} takes shop-api"),
+            Duration::from_secs(150),
+            || async {
+                let frame = router_frame("shop-api", 1_000_000);
+                (logplex
+                    .post(&pod_base, "shop-api", 1_000_000, &[frame])
+                    .await
+                    == 200)
+                    .then_some(())
+            },
+        )
         .await;
     }
     assert_eq!(
@@ -662,38 +1001,102 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "the same pods, not restarted, took the new routes"
     );
 
+    // 5. Scaling by load (autoscaling.mode operator): idle, the ingesters go down to one;
+    // under load a real second pod starts, becomes an endpoint and takes traffic through the
+    // Service; after the window it is removed again, its buffer flushed first.
+    drain["spec"]["ingester"]["autoscaling"] = json!({
+        "mode": "operator",
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "targetMessagesPerSecond": 100,
+        "scaleDownStabilization": "20s",
+    });
+    c.kubectl_apply(&ns, &drain.to_string());
+    let one = wait_for(
+        "idle: scaled down to one ingester",
+        Duration::from_secs(180),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            (pods.len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(pods)
+        },
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_sender(&logplex, &base, "shop-worker", 5_000_000, stop.clone());
+    let two = c
+        .wait_ready_ingesters(&ns, 2, "under load: a second ingester")
+        .await;
+    let second = two
+        .iter()
+        .find(|(name, _)| !one.contains_key(*name))
+        .map(|(_, p)| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .expect("a new pod");
+    wait_for(
+        "the second pod takes traffic through the Service",
+        Duration::from_secs(120),
+        || async {
+            let ready = c.ready_endpoints(&ns).contains(&second);
+            (ready && messages_received(&second).await > 0.0).then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (load_acked, _) = load.await.expect("sender");
+    wait_for(
+        "after the window: back to one ingester",
+        Duration::from_secs(180),
+        || async {
+            (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
+        },
+    )
+    .await;
+    wait_archived(&env, &prefix, "shop-worker", &load_acked).await;
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    for reason in ["ScaledUp", "ScaledDown"] {
+        assert!(events.contains(reason), "event {reason} recorded: {events}");
+    }
+    drain["spec"]["ingester"]
+        .as_object_mut()
+        .expect("ingester")
+        .remove("autoscaling");
+    c.kubectl_apply(&ns, &drain.to_string());
+    c.wait_ready_ingesters(&ns, 2, "manual again: two ingesters")
+        .await;
+
     // 6. Pods deleted mid-stream: a plain delete (preStop, SIGTERM, flush) and a forced one lose
     // no acknowledged line.
     for force in [false, true] {
         let stop = Arc::new(AtomicBool::new(false));
-        let sender = {
-            let stop = stop.clone();
-            let base = base.clone();
-            let logplex = Logplex {
-                http: logplex.http.clone(),
-                password: logplex.password.clone(),
-                tokens: logplex.tokens.clone(),
-            };
-            let start = if force { 3_000_000 } else { 2_000_000 };
-            tokio::spawn(async move {
-                let mut acked = BTreeSet::new();
-                let mut n = start;
-                while !stop.load(Ordering::Relaxed) {
-                    acked.extend(logplex.send(&base, "shop-web", n, 50).await);
-                    n += 50;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                (acked, n - start)
-            })
-        };
+        let start = if force { 3_000_000 } else { 2_000_000 };
+        let sender = spawn_sender(&logplex, &base, "shop-web", start, stop.clone());
         tokio::time::sleep(Duration::from_secs(3)).await;
         let victim = c.ready_ingesters(&ns).into_keys().next().expect("a pod");
-        let mut args = vec!["delete", "pod", victim.as_str(), "-n", ns.as_str(), "--wait=false"];
+        let mut args = vec![
+            "delete",
+            "pod",
+            victim.as_str(),
+            "-n",
+            ns.as_str(),
+            "--wait=false",
+        ];
         if force {
             args.extend(["--grace-period=0", "--force"]);
         }
         c.kubectl(&args);
-        c.wait_ready_ingesters(&ns, 2, "a replacement pod Ready").await;
+        c.wait_ready_ingesters(&ns, 2, "a replacement pod Ready")
+            .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.store(true, Ordering::Relaxed);
         let (ids, sent) = sender.await.expect("sender");
@@ -716,61 +1119,83 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let values_up_path = values_up.path().to_string_lossy().into_owned();
     let old_pods: BTreeSet<String> = c.ready_ingesters(&ns).into_keys().collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let stop = stop.clone();
-        let base = base.clone();
-        let logplex = Logplex {
-            http: logplex.http.clone(),
-            password: logplex.password.clone(),
-            tokens: logplex.tokens.clone(),
-        };
-        tokio::spawn(async move {
-            let mut acked = BTreeSet::new();
-            let mut n = 4_000_000;
-            while !stop.load(Ordering::Relaxed) {
-                acked.extend(logplex.send(&base, "shop-worker", n, 50).await);
-                n += 50;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            acked
-        })
-    };
+    let sender = spawn_sender(&logplex, &base, "shop-worker", 4_000_000, stop.clone());
     c.helm(&[
-        "upgrade", RELEASE, &chart, "-n", &system, "-f", &values_up_path, "--wait", "--timeout",
+        "upgrade",
+        RELEASE,
+        &chart,
+        "-n",
+        &system,
+        "-f",
+        &values_up_path,
+        "--wait",
+        "--timeout",
         "3m",
     ]);
-    let rolled = wait_for("the ingesters rolled to the new tag", Duration::from_secs(240), || async {
-        let pods = c.ready_ingesters(&ns);
-        let new_tag = format!("ghcr.io/drainpipe/drainpipe-ingester:{upgraded}");
-        (pods.len() == 2
-            && pods.values().all(|p| p["spec"]["containers"][0]["image"] == new_tag.as_str())
-            && c.ingester_pods(&ns).len() == 2)
-            .then_some(pods)
-    })
+    let rolled = wait_for(
+        "the ingesters rolled to the new tag",
+        Duration::from_secs(240),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            let new_tag = format!("ghcr.io/drainpipe/drainpipe-ingester:{upgraded}");
+            (pods.len() == 2
+                && pods
+                    .values()
+                    .all(|p| p["spec"]["containers"][0]["image"] == new_tag.as_str())
+                && c.ingester_pods(&ns).len() == 2)
+                .then_some(pods)
+        },
+    )
     .await;
     assert!(rolled.keys().all(|p| !old_pods.contains(p)), "new pods");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let upgraded_ids = sender.await.expect("sender");
-    assert!(!upgraded_ids.is_empty(), "lines acknowledged during the upgrade");
+    let (upgraded_ids, _) = sender.await.expect("sender");
+    assert!(
+        !upgraded_ids.is_empty(),
+        "lines acknowledged during the upgrade"
+    );
     wait_archived(&env, &prefix, "shop-worker", &upgraded_ids).await;
 
     c.kubectl(&["delete", "logdrain", DRAIN, "-n", &ns, "--timeout=180s"]);
-    c.helm(&["uninstall", RELEASE, "-n", &system, "--wait", "--timeout", "3m"]);
-    assert!(heroku.all_drains().is_empty(), "no Heroku drain left: {:?}", heroku.all_drains());
-    assert!(heroku.all_telemetry_drains().is_empty(), "no telemetry drain left");
-    wait_for("no pod left in either namespace", Duration::from_secs(180), || async {
-        let left = c.kubectl(&["get", "pods", "-n", &ns, "-o", "name"])
-            + &c.kubectl(&["get", "pods", "-n", &system, "-o", "name"]);
-        left.trim().is_empty().then_some(())
-    })
+    c.helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        &system,
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    assert!(
+        heroku.all_drains().is_empty(),
+        "no Heroku drain left: {:?}",
+        heroku.all_drains()
+    );
+    assert!(
+        heroku.all_telemetry_drains().is_empty(),
+        "no telemetry drain left"
+    );
+    wait_for(
+        "no pod left in either namespace",
+        Duration::from_secs(180),
+        || async {
+            let left = c.kubectl(&["get", "pods", "-n", &ns, "-o", "name"])
+                + &c.kubectl(&["get", "pods", "-n", &system, "-o", "name"]);
+            left.trim().is_empty().then_some(())
+        },
+    )
     .await;
     // Only this test's pods tolerate the node's taint, so once they are gone no process may be
     // left in the kubelet's pod cgroups.
-    wait_for("no pod process left on the node", Duration::from_secs(60), || async {
-        let left = pod_processes();
-        left.is_empty().then_some(())
-    })
+    wait_for(
+        "no pod process left on the node",
+        Duration::from_secs(60),
+        || async {
+            let left = pod_processes();
+            left.is_empty().then_some(())
+        },
+    )
     .await;
     c.kubectl(&["delete", "namespace", &ns, &system, "--wait=false"]);
 }
@@ -788,7 +1213,11 @@ fn pod_processes() -> Vec<String> {
                 walk(&path, out);
             } else if path.file_name().is_some_and(|n| n == "cgroup.procs") {
                 let procs = std::fs::read_to_string(&path).unwrap_or_default();
-                out.extend(procs.split_whitespace().map(|p| format!("{p} in {}", dir.display())));
+                out.extend(
+                    procs
+                        .split_whitespace()
+                        .map(|p| format!("{p} in {}", dir.display())),
+                );
             }
         }
     }

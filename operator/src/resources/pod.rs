@@ -403,7 +403,12 @@ mod tests {
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
-            ["AWS_REGION", "DRAINPIPE_FORMAT", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID"]
+            [
+                "AWS_REGION",
+                "DRAINPIPE_FORMAT",
+                "AWS_ENDPOINT_URL_S3",
+                "AWS_ACCESS_KEY_ID"
+            ]
         );
         let endpoint = env.iter().find(|e| e.name == "AWS_ENDPOINT_URL_S3");
         assert_eq!(
