@@ -33,6 +33,11 @@ node_preflight() {
         command -v "$bin" >/dev/null || die "$bin is missing: run \`scripts/testenv install\` first"
     done
     [[ -f "$PAUSE_DIR/bin/pause.tar" ]] || die "the pause image is missing: run \`scripts/testenv install\` first"
+    # The node's addresses and rule names are fixed, so one machine runs one node: another
+    # checkout's (another state dir) must be stopped first.
+    if ip -4 addr show dev lo | grep -qw "$NODE_IP" || iptables -w -S "$NODE_CHAIN" >/dev/null 2>&1; then
+        die "another test environment's node holds $NODE_IP or the $NODE_CHAIN rules (not this state dir $STATE): stop it with its own \`scripts/testenv down\` first"
+    fi
 }
 
 # Network: the node address, the drop routes, forwarding for pod-to-pod and Service traffic, and

@@ -543,6 +543,14 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     }
     heroku.add_fir_app(FIR);
 
+    let started = std::time::Instant::now();
+    // The run takes minutes: each step says when it starts (`--nocapture` shows them).
+    let progress = |step: &str| {
+        eprintln!(
+            "[node_e2e {:>5.0}s] {step}",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let _cleanup = Cleanup {
         env: env.clone(),
         kubectl: node.kubectl.clone(),
@@ -550,6 +558,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         ns: ns.clone(),
     };
 
+    progress("1. helm install");
     // 1. helm install: the operator runs under the chart's ServiceAccount and holds the Lease.
     c.kubectl(&["create", "namespace", &system]);
     c.kubectl(&["create", "namespace", &ns]);
@@ -641,6 +650,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "the operator pod {operator_name} holds the Lease: {leases}"
     );
 
+    progress("2. kubectl apply of the LogDrain");
     // 2. kubectl apply of the LogDrain: drains on Heroku, the Glue table, two ingesters behind
     // the Service, status and printer columns as docs/operations.md shows them.
     c.kubectl_apply(&ns, &credentials_secret("s3-credentials", &env));
@@ -738,6 +748,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         ld["status"]
     );
 
+    progress("3. Logplex and OTLP/HTTP through the Service, Trino");
     // 3. Logplex and OTLP/HTTP through the Service's ClusterIP (kube-proxy's DNAT): every
     // acknowledged line is archived, and a docs/athena.md query answers over it in Trino.
     let service = c.kubectl_json(&["get", "service", &format!("{DRAIN}-ingester"), "-n", &ns]);
@@ -849,6 +860,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     let want: BTreeMap<String, u64> = CEDAR.iter().map(|a| (a.to_string(), 100)).collect();
     assert_eq!(per_app, want, "{answer:?}");
 
+    progress("3. OTLP/gRPC through the Service");
     // OTLP/gRPC: the Fir app's telemetry drain moves to gRPC, served by the ingesters' TLS
     // listener (ALPN h2) behind the Service's second port.
     let tls = tempfile::tempdir().expect("temp dir");
@@ -962,6 +974,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     )
     .await;
 
+    progress("4. a new app through the Secret volume");
     // 4. A new app reaches the running pods through the kubelet's Secret volume: no restart.
     let before = restart_counts(&c.ready_ingesters(&ns));
     heroku.add_app("shop-api");
@@ -1001,6 +1014,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "the same pods, not restarted, took the new routes"
     );
 
+    progress("5. scaling by load");
     // 5. Scaling by load (autoscaling.mode operator): idle, the ingesters go down to one;
     // under load a real second pod starts, becomes an endpoint and takes traffic through the
     // Service; after the window it is removed again, its buffer flushed first.
@@ -1075,6 +1089,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     c.wait_ready_ingesters(&ns, 2, "manual again: two ingesters")
         .await;
 
+    progress("6. pods deleted mid-stream");
     // 6. Pods deleted mid-stream: a plain delete (preStop, SIGTERM, flush) and a forced one lose
     // no acknowledged line.
     for force in [false, true] {
@@ -1108,6 +1123,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         wait_archived(&env, &prefix, "shop-web", &ids).await;
     }
 
+    progress("7. helm upgrade, uninstall");
     // 7. helm upgrade to another tag rolls the pods without losing a line; uninstall and the
     // LogDrain's deletion leave no Heroku drain and no pod on the node.
     let values_up = tempfile::NamedTempFile::new().expect("values file");
@@ -1198,6 +1214,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     )
     .await;
     c.kubectl(&["delete", "namespace", &ns, &system, "--wait=false"]);
+    progress("done");
 }
 
 /// The pids in the kubelet's pod cgroups (cgroup v1: one tree per controller, the memory one
