@@ -171,6 +171,14 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
+    /// An HTTP keep-alive connection older than this is closed after the
+    /// request it carries (`Connection: close`), so senders open new
+    /// connections and a Service or L4 load balancer spreads them over pods
+    /// that started since (Logplex and the OTLP exporters keep one
+    /// connection per drain for as long as it is open). `0s` never closes.
+    #[arg(long, env = "DRAINPIPE_MAX_CONNECTION_AGE", default_value = "60s", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+
     /// Open no listener: upload everything the write-ahead log in
     /// `--data-dir` holds to `--archive`, then exit 0 once the log is
     /// empty, non-zero when it is not (archive unreachable within

@@ -435,6 +435,7 @@ async fn start(
         Arc::clone(&server),
         stop.clone(),
         SHUTDOWN_GRACE,
+        config.max_connection_age,
     ));
     let shutdown_delay = config.shutdown_delay;
     let stopping_alerts = Arc::clone(&alerts);

@@ -317,3 +317,57 @@ async fn chunked_post_status(addr: std::net::SocketAddr, n: usize, size: usize) 
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP response: {text:?}"))
 }
+
+/// One response's head, read off a keep-alive connection (the 200s here carry no body).
+async fn response_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.expect("read the response");
+        assert_eq!(n, 1, "connection closed mid-response: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+/// `--max-connection-age`: a keep-alive connection is closed after the first response once it
+/// is that old (`Connection: close`), so a sender reconnects and a Service spreads it over pods
+/// started since; younger connections stay open.
+#[tokio::test]
+async fn an_old_keep_alive_connection_is_closed_after_its_response() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dirs = Dirs::new();
+    let ing = Ingester::start(&with_routes(&dirs, &["--max-connection-age", "1s"]), &[]);
+    let addr = ing.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("user:s3cr3t-pw")
+    };
+    let request = |id: &str| {
+        let body = body(&[app_line(&format!("keep-alive {id}"))]);
+        let mut r = format!(
+            "POST /logplex/shop HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nLogplex-Drain-Token: {TOKEN}\r\nLogplex-Msg-Count: 1\r\nLogplex-Frame-Id: {id}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&body);
+        r
+    };
+    s.write_all(&request("A1")).await.expect("first request");
+    let first = response_head(&mut s).await;
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    assert!(!first.contains("connection: close"), "a young connection stays open: {first}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.write_all(&request("A2")).await.expect("second request on the same connection");
+    let second = response_head(&mut s).await;
+    assert!(second.starts_with("http/1.1 200"), "still acknowledged: {second}");
+    assert!(second.contains("connection: close"), "{second}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    assert_eq!(n, 0, "nothing after the last response");
+}

@@ -311,3 +311,20 @@ pub async fn object_keys(env: &TestEnv, prefix: &str) -> Vec<String> {
     }
     keys
 }
+
+/// A binary of the ingester package next to the running test executable (`drainpipe-ingester`,
+/// `drainpipe-loadgen`): `cargo test --workspace` builds them for the ingester's own tests.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p drainpipe-ingester --bin {name}` first)",
+        bin.display()
+    );
+    bin
+}

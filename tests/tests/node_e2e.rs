@@ -391,7 +391,7 @@ async fn messages_received(ip: &str) -> f64 {
 
 /// The request ids of the archived router lines of `app`.
 async fn archived_ids(env: &TestEnv, prefix: &str, app: &str) -> BTreeSet<String> {
-    archived_records(env, prefix)
+    archived_records(env, &format!("{prefix}{app}/"))
         .await
         .into_iter()
         .filter(|r| r["app"] == app)
@@ -1015,9 +1015,19 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     );
 
     progress("5. scaling by load");
-    // 5. Scaling by load (autoscaling.mode operator): idle, the ingesters go down to one;
+    // 5. Scaling by load (autoscaling.mode operator) with drainpipe-loadgen, which keeps one
+    // keep-alive connection per drain as Logplex does: idle, the ingesters go down to one;
     // under load a real second pod starts, becomes an endpoint and takes traffic through the
-    // Service; after the window it is removed again, its buffer flushed first.
+    // Service (the senders' connections are recycled after --max-connection-age); after the
+    // window it is removed again, its buffer flushed first.
+    let load_apps = ["lg-1", "lg-2", "lg-3", "lg-4"];
+    for app in load_apps {
+        heroku.add_app(app);
+        drain["spec"]["apps"]
+            .as_array_mut()
+            .expect("apps")
+            .push(json!(app));
+    }
     drain["spec"]["ingester"]["autoscaling"] = json!({
         "mode": "operator",
         "minReplicas": 1,
@@ -1026,58 +1036,75 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "scaleDownStabilization": "20s",
     });
     c.kubectl_apply(&ns, &drain.to_string());
-    let one = wait_for(
-        "idle: scaled down to one ingester",
-        Duration::from_secs(180),
-        || async {
-            let pods = c.ready_ingesters(&ns);
-            (pods.len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(pods)
-        },
-    )
+    let one = wait_for("idle: scaled down to one ingester", Duration::from_secs(180), || async {
+        let pods = c.ready_ingesters(&ns);
+        (pods.len() == 1
+            && c.ingester_pods(&ns).len() == 1
+            && load_apps.iter().all(|a| heroku.drains(a).len() == 1))
+        .then_some(pods)
+    })
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = spawn_sender(&logplex, &base, "shop-worker", 5_000_000, stop.clone());
-    let two = c
-        .wait_ready_ingesters(&ns, 2, "under load: a second ingester")
-        .await;
+    let load_tokens: Vec<String> = load_apps
+        .iter()
+        .map(|a| heroku.drains(a)[0].token.clone())
+        .collect();
+    for (app, token) in load_apps.iter().zip(&load_tokens) {
+        logplex.tokens.insert(app.to_string(), token.clone());
+    }
+    // The routes reach the pod through its Secret volume: the last app is accepted there.
+    let only = one.values().next().and_then(|p| p["status"]["podIP"].as_str()).expect("pod IP").to_string();
+    let probe_base = format!("http://{only}:8080");
+    wait_for("the pod takes the load apps", Duration::from_secs(150), || async {
+        let frame = router_frame("lg-4", 6_000_000);
+        (logplex.post(&probe_base, "lg-4", 6_000_000, &[frame]).await == 200).then_some(())
+    })
+    .await;
+    let load = Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-loadgen"))
+        .args(["--url", &base, "--drains", "4", "--app-prefix", "lg"])
+        .args(["--tokens", &load_tokens.join(","), "--body-kb", "4", "--duration", "120s"])
+        .env("DRAINPIPE_LOADGEN_PASSWORD", &password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start drainpipe-loadgen");
+    let two = c.wait_ready_ingesters(&ns, 2, "under load: a second ingester").await;
     let second = two
         .iter()
         .find(|(name, _)| !one.contains_key(*name))
-        .map(|(_, p)| {
-            p["status"]["podIP"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|(_, p)| p["status"]["podIP"].as_str().unwrap_or_default().to_string())
         .expect("a new pod");
-    wait_for(
-        "the second pod takes traffic through the Service",
-        Duration::from_secs(120),
-        || async {
-            let ready = c.ready_endpoints(&ns).contains(&second);
-            (ready && messages_received(&second).await > 0.0).then_some(())
-        },
-    )
+    wait_for("the second pod takes traffic through the Service", Duration::from_secs(110), || async {
+        let ready = c.ready_endpoints(&ns).contains(&second);
+        (ready && messages_received(&second).await > 0.0).then_some(())
+    })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let (load_acked, _) = load.await.expect("sender");
-    wait_for(
-        "after the window: back to one ingester",
-        Duration::from_secs(180),
-        || async {
-            (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
-        },
-    )
+    let report = tokio::task::spawn_blocking(move || load.wait_with_output())
+        .await
+        .expect("join")
+        .expect("drainpipe-loadgen ran");
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    let load_acked: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("acknowledged:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no acknowledged count in the load generator's report:\n{report}"));
+    assert!(load_acked > 0, "{report}");
+    wait_for("after the window: back to one ingester", Duration::from_secs(180), || async {
+        (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
+    })
     .await;
-    wait_archived(&env, &prefix, "shop-worker", &load_acked).await;
-    let events = c.kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    // Everything acknowledged, the removed pod's buffer included, is archived: the load
+    // generator's count plus the one probe line.
+    wait_for("every acknowledged load line archived", Duration::from_secs(120), || async {
+        let mut archived = 0;
+        for app in load_apps {
+            archived += archived_records(&env, &format!("{prefix}{app}/")).await.len();
+        }
+        (archived == load_acked + 1).then_some(())
+    })
+    .await;
+    let events = c.kubectl(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"]);
     for reason in ["ScaledUp", "ScaledDown"] {
         assert!(events.contains(reason), "event {reason} recorded: {events}");
     }

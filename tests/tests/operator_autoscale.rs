@@ -26,23 +26,6 @@ use tokio::sync::Mutex;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The load generator next to this test executable (`cargo test
-/// --workspace` builds it for the ingester's own tests).
-fn loadgen_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("drainpipe-loadgen");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo test --workspace` (or `cargo build -p drainpipe-ingester --bin drainpipe-loadgen` first)",
-        bin.display()
-    );
-    bin
-}
-
 struct Loadgen(Child);
 
 impl Drop for Loadgen {
@@ -147,7 +130,7 @@ async fn replicas(h: &Harness, deployment: &str) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_window() {
-    let bin = loadgen_binary();
+    let bin = drainpipe_tests::ingester::workspace_binary("drainpipe-loadgen");
     let mut h = Harness::new("autoscale", FakeOptions::default()).await;
     h.heroku.add_app("as-web");
     h.settings.autoscale_interval = Duration::from_secs(1);

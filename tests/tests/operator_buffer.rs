@@ -33,23 +33,6 @@ use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The ingester binary next to this test executable: `cargo test
-/// --workspace` builds it (the ingester package has integration tests).
-fn ingester_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("drainpipe-ingester");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo test --workspace` (or `cargo build -p drainpipe-ingester` first)",
-        bin.display()
-    );
-    bin
-}
-
 /// `cmd` with none of this process's DRAINPIPE_/AWS_ settings.
 fn clean(mut cmd: Command) -> Command {
     for (k, _) in std::env::vars() {
@@ -70,7 +53,7 @@ struct Writer {
 
 impl Writer {
     fn start(wal: &Path, scratch: &Path) -> Writer {
-        let mut cmd = clean(Command::new(ingester_binary()));
+        let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-ingester")));
         cmd.args(["--listen", "127.0.0.1:0", "--flush-interval", "1h"])
             .arg("--data-dir")
             .arg(wal)
@@ -531,7 +514,7 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         .display()
         .to_string();
     assert_eq!(args[data_dir + 1], wal.display().to_string());
-    let mut cmd = clean(Command::new(ingester_binary()));
+    let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-ingester")));
     for e in container.env.clone().unwrap_or_default() {
         cmd.env(e.name, e.value.unwrap_or_default());
     }

@@ -85,6 +85,12 @@ struct Args {
     #[arg(long, env = "DRAINPIPE_LOADGEN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
 
+    /// The drains' tokens, one per drain in order, comma-separated: those
+    /// Heroku gave the drains, for an ingester whose routes check them
+    /// (default: `d.00000000-0000-4000-8000-000000000001` and so on).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Vec<String>,
+
     /// Runtime worker threads (the ingester usually shares the machine).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -181,6 +187,13 @@ fn main() -> anyhow::Result<()> {
     if args.drains == 0 || args.pool == 0 || args.body_kb == 0 || args.threads == 0 {
         bail!("--drains, --pool, --body-kb and --threads must be at least 1");
     }
+    if !args.tokens.is_empty() && args.tokens.len() != args.drains {
+        bail!(
+            "--tokens gives {} tokens for {} drains: give one per drain",
+            args.tokens.len(),
+            args.drains
+        );
+    }
     let base = args.url.trim_end_matches('/').to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -244,7 +257,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
             .collect();
         drains.push(Drain {
             app,
-            token: format!("d.00000000-0000-4000-8000-{i:012}"),
+            token: drain_token(&args, i),
             uri,
             bodies,
         });
@@ -269,7 +282,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
         },
         base
     );
-    if !otlp_bodies {
+    if !otlp_bodies && args.tokens.is_empty() {
         eprintln!(
             "drain tokens: d.00000000-0000-4000-8000-000000000001 .. -{:012}",
             args.drains
@@ -805,7 +818,7 @@ mod syslog_load {
             let hostname = if args.hostname_is_app {
                 format!("{}-{i}", args.app_prefix)
             } else {
-                format!("d.00000000-0000-4000-8000-{i:012}")
+                drain_token(&args, i)
             };
             pools.push(chunks(&args, i, &hostname, now_us));
         }
@@ -897,6 +910,14 @@ mod syslog_load {
         }
         Ok(())
     }
+}
+
+/// Drain `i`'s token (1-based): `--tokens`, else the generated one.
+fn drain_token(args: &Args, i: usize) -> String {
+    args.tokens
+        .get(i - 1)
+        .cloned()
+        .unwrap_or_else(|| format!("d.00000000-0000-4000-8000-{i:012}"))
 }
 
 /// The shared duration grammar, without zero: a zero `--duration` or

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -155,6 +155,11 @@ fn logplex(refused: Refused) -> Response<Body> {
     }
 }
 
+/// Whether a connection open for `age` has reached `max_age` (zero: never).
+fn aged(age: Duration, max_age: Duration) -> bool {
+    !max_age.is_zero() && age >= max_age
+}
+
 fn ok() -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));
     r.headers_mut()
@@ -181,12 +186,14 @@ pub(crate) fn unavailable(why: &'static str) -> Response<Body> {
 }
 
 /// Accept connections until `shutdown`, then let in-flight requests finish
-/// (at most `grace`) and return.
+/// (at most `grace`) and return. A connection older than `max_age` (unless
+/// zero) is closed after its next response.
 pub async fn serve(
     listener: TcpListener,
     server: Arc<Server>,
     shutdown: CancellationToken,
     grace: Duration,
+    max_age: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -195,9 +202,20 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(30));
     while let Some((stream, _)) = accept(&listener, &shutdown).await {
         let server = Arc::clone(&server);
+        let opened = Instant::now();
         let service = service_fn(move |req| {
             let server = Arc::clone(&server);
-            async move { Ok::<_, Infallible>(server.handle(req).await) }
+            async move {
+                let mut response = server.handle(req).await;
+                if aged(opened.elapsed(), max_age) {
+                    // hyper ends the connection after a response saying so;
+                    // the sender reconnects, through the load balancer again.
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
