@@ -287,7 +287,7 @@ fn restart_counts(pods: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i
 /// One router line per request, numbered, stamped within [`DAY`]; `status` 503 for every fifth.
 fn router_frame(app: &str, n: u64) -> Vec<u8> {
     let (y, m, d) = DAY;
-    let status = if n % 5 == 0 { 503 } else { 200 };
+    let status = if n.is_multiple_of(5) { 503 } else { 200 };
     format!(
         "<158>1 {y}-{m}-{d}T10:{:02}:{:02}.{:06}+00:00 host heroku router - at=info method=GET path=\"/orders/{n}\" host={app}.herokuapp.com request_id=node-{n} fwd=\"198.51.100.7\" dyno=web.1 connect=1ms service=12ms status={status} bytes=512 protocol=https",
         n / 60 % 60,
