@@ -340,7 +340,9 @@ async fn an_old_keep_alive_connection_is_closed_after_its_response() {
     let dirs = Dirs::new();
     let ing = Ingester::start(&with_routes(&dirs, &["--max-connection-age", "1s"]), &[]);
     let addr = ing.base.trim_start_matches("http://").to_string();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     let auth = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode("user:s3cr3t-pw")
@@ -358,11 +360,19 @@ async fn an_old_keep_alive_connection_is_closed_after_its_response() {
     s.write_all(&request("A1")).await.expect("first request");
     let first = response_head(&mut s).await;
     assert!(first.starts_with("http/1.1 200"), "{first}");
-    assert!(!first.contains("connection: close"), "a young connection stays open: {first}");
+    assert!(
+        !first.contains("connection: close"),
+        "a young connection stays open: {first}"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    s.write_all(&request("A2")).await.expect("second request on the same connection");
+    s.write_all(&request("A2"))
+        .await
+        .expect("second request on the same connection");
     let second = response_head(&mut s).await;
-    assert!(second.starts_with("http/1.1 200"), "still acknowledged: {second}");
+    assert!(
+        second.starts_with("http/1.1 200"),
+        "still acknowledged: {second}"
+    );
     assert!(second.contains("connection: close"), "{second}");
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))

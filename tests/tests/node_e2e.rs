@@ -377,6 +377,42 @@ fn spawn_sender(
     })
 }
 
+/// Sends 300 log records of the Fir app with the OpenTelemetry exporter (`args`: protocol,
+/// endpoint, headers), each body naming `run`, and waits until all 300 are archived.
+async fn otlp_run(env: &TestEnv, prefix: &str, args: &[&str], run: &str) {
+    let out = Command::new(env.otlp_client())
+        .args(args)
+        .args([
+            "-n",
+            "300",
+            "-run",
+            run,
+            "-app",
+            FIR,
+            "-batch",
+            "100",
+            "-retry-for",
+            "30s",
+        ])
+        .output()
+        .expect("run the OTLP client");
+    assert!(
+        out.status.success(),
+        "{run}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let what = format!("the {run} records archived");
+    wait_for(&what, Duration::from_secs(120), || async {
+        let n = archived_records(env, &format!("{prefix}{FIR}/"))
+            .await
+            .iter()
+            .filter(|r| r["message"].as_str().is_some_and(|m| m.contains(run)))
+            .count();
+        (n == 300).then_some(())
+    })
+    .await;
+}
+
 /// `drainpipe_messages_total` of the ingester at `ip`, summed over its labels.
 async fn messages_received(ip: &str) -> f64 {
     let Ok(res) = reqwest::get(format!("http://{ip}:8080/metrics")).await else {
@@ -790,53 +826,20 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         );
         acked.insert(app, ids);
     }
-    let otlp = Command::new(env.otlp_client())
-        .args([
-            "-protocol",
-            "http/protobuf",
-            "-endpoint",
-            &format!("{base}/otlp/{FIR}"),
-            "-header",
-            &format!("Authorization=Bearer {password}"),
-            "-n",
-            "300",
-            "-run",
-            "node-otlp",
-            "-app",
-            FIR,
-            "-batch",
-            "100",
-            "-retry-for",
-            "30s",
-        ])
-        .output()
-        .expect("run the OTLP client");
-    assert!(
-        otlp.status.success(),
-        "OTLP export: {}",
-        String::from_utf8_lossy(&otlp.stderr)
-    );
+    let bearer = format!("Authorization=Bearer {password}");
+    let otlp_http = format!("{base}/otlp/{FIR}");
+    let otlp_args = [
+        "-protocol",
+        "http/protobuf",
+        "-endpoint",
+        &otlp_http,
+        "-header",
+        &bearer,
+    ];
+    otlp_run(&env, &prefix, &otlp_args, "node-otlp").await;
     for app in CEDAR {
         wait_archived(&env, &prefix, app, &acked[app]).await;
     }
-    wait_for(
-        "the OTLP records archived",
-        Duration::from_secs(120),
-        || async {
-            let n = archived_records(&env, &prefix)
-                .await
-                .iter()
-                .filter(|r| {
-                    r["app"] == FIR
-                        && r["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("node-otlp"))
-                })
-                .count();
-            (n == 300).then_some(())
-        },
-    )
-    .await;
     let trino = Trino::new(env.trino());
     let (_, sql) = drainpipe_tests::athena_docs::documented_queries()
         .expect("docs/athena.md")
@@ -928,51 +931,17 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     // The headers Heroku's exporter sends are the ones registered on the telemetry drain.
     let registered = heroku.telemetry_drains(FIR)[0].headers.clone();
     let headers: Vec<String> = registered.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let grpc = Command::new(env.otlp_client())
-        .args([
-            "-protocol",
-            "grpc",
-            "-endpoint",
-            &format!("{cluster_ip}:4317"),
-            "-ca",
-            &cert,
-            "-n",
-            "300",
-            "-run",
-            "node-grpc",
-            "-app",
-            FIR,
-            "-batch",
-            "100",
-            "-retry-for",
-            "30s",
-        ])
-        .args(headers.iter().flat_map(|h| ["-header", h.as_str()]))
-        .output()
-        .expect("run the OTLP client");
-    assert!(
-        grpc.status.success(),
-        "OTLP/gRPC export: {}",
-        String::from_utf8_lossy(&grpc.stderr)
-    );
-    wait_for(
-        "the OTLP/gRPC records archived",
-        Duration::from_secs(120),
-        || async {
-            let n = archived_records(&env, &prefix)
-                .await
-                .iter()
-                .filter(|r| {
-                    r["app"] == FIR
-                        && r["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("node-grpc"))
-                })
-                .count();
-            (n == 300).then_some(())
-        },
-    )
-    .await;
+    let grpc_endpoint = format!("{cluster_ip}:4317");
+    let mut grpc_args = vec![
+        "-protocol",
+        "grpc",
+        "-endpoint",
+        &grpc_endpoint,
+        "-ca",
+        &cert,
+    ];
+    grpc_args.extend(headers.iter().flat_map(|h| ["-header", h.as_str()]));
+    otlp_run(&env, &prefix, &grpc_args, "node-grpc").await;
 
     progress("4. a new app through the Secret volume");
     // 4. A new app reaches the running pods through the kubelet's Secret volume: no restart.
@@ -1036,13 +1005,17 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         "scaleDownStabilization": "20s",
     });
     c.kubectl_apply(&ns, &drain.to_string());
-    let one = wait_for("idle: scaled down to one ingester", Duration::from_secs(180), || async {
-        let pods = c.ready_ingesters(&ns);
-        (pods.len() == 1
-            && c.ingester_pods(&ns).len() == 1
-            && load_apps.iter().all(|a| heroku.drains(a).len() == 1))
-        .then_some(pods)
-    })
+    let one = wait_for(
+        "idle: scaled down to one ingester",
+        Duration::from_secs(180),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            (pods.len() == 1
+                && c.ingester_pods(&ns).len() == 1
+                && load_apps.iter().all(|a| heroku.drains(a).len() == 1))
+            .then_some(pods)
+        },
+    )
     .await;
     let load_tokens: Vec<String> = load_apps
         .iter()
@@ -1052,31 +1025,60 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         logplex.tokens.insert(app.to_string(), token.clone());
     }
     // The routes reach the pod through its Secret volume: the last app is accepted there.
-    let only = one.values().next().and_then(|p| p["status"]["podIP"].as_str()).expect("pod IP").to_string();
+    let only = one
+        .values()
+        .next()
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .expect("pod IP")
+        .to_string();
     let probe_base = format!("http://{only}:8080");
-    wait_for("the pod takes the load apps", Duration::from_secs(150), || async {
-        let frame = router_frame("lg-4", 6_000_000);
-        (logplex.post(&probe_base, "lg-4", 6_000_000, &[frame]).await == 200).then_some(())
-    })
+    wait_for(
+        "the pod takes the load apps",
+        Duration::from_secs(150),
+        || async {
+            let frame = router_frame("lg-4", 6_000_000);
+            (logplex.post(&probe_base, "lg-4", 6_000_000, &[frame]).await == 200).then_some(())
+        },
+    )
     .await;
-    let load = Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-loadgen"))
-        .args(["--url", &base, "--drains", "4", "--app-prefix", "lg"])
-        .args(["--tokens", &load_tokens.join(","), "--body-kb", "4", "--duration", "120s"])
-        .env("DRAINPIPE_LOADGEN_PASSWORD", &password)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start drainpipe-loadgen");
-    let two = c.wait_ready_ingesters(&ns, 2, "under load: a second ingester").await;
+    let load = Command::new(drainpipe_tests::ingester::workspace_binary(
+        "drainpipe-loadgen",
+    ))
+    .args(["--url", &base, "--drains", "4", "--app-prefix", "lg"])
+    .args([
+        "--tokens",
+        &load_tokens.join(","),
+        "--body-kb",
+        "4",
+        "--duration",
+        "120s",
+    ])
+    .env("DRAINPIPE_LOADGEN_PASSWORD", &password)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start drainpipe-loadgen");
+    let two = c
+        .wait_ready_ingesters(&ns, 2, "under load: a second ingester")
+        .await;
     let second = two
         .iter()
         .find(|(name, _)| !one.contains_key(*name))
-        .map(|(_, p)| p["status"]["podIP"].as_str().unwrap_or_default().to_string())
+        .map(|(_, p)| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .expect("a new pod");
-    wait_for("the second pod takes traffic through the Service", Duration::from_secs(110), || async {
-        let ready = c.ready_endpoints(&ns).contains(&second);
-        (ready && messages_received(&second).await > 0.0).then_some(())
-    })
+    wait_for(
+        "the second pod takes traffic through the Service",
+        Duration::from_secs(110),
+        || async {
+            let ready = c.ready_endpoints(&ns).contains(&second);
+            (ready && messages_received(&second).await > 0.0).then_some(())
+        },
+    )
     .await;
     let report = tokio::task::spawn_blocking(move || load.wait_with_output())
         .await
@@ -1088,23 +1090,42 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         .find_map(|l| l.strip_prefix("acknowledged:"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no acknowledged count in the load generator's report:\n{report}"));
+        .unwrap_or_else(|| {
+            panic!("no acknowledged count in the load generator's report:\n{report}")
+        });
     assert!(load_acked > 0, "{report}");
-    wait_for("after the window: back to one ingester", Duration::from_secs(180), || async {
-        (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
-    })
+    wait_for(
+        "after the window: back to one ingester",
+        Duration::from_secs(180),
+        || async {
+            (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
+        },
+    )
     .await;
     // Everything acknowledged, the removed pod's buffer included, is archived: the load
     // generator's count plus the one probe line.
-    wait_for("every acknowledged load line archived", Duration::from_secs(120), || async {
-        let mut archived = 0;
-        for app in load_apps {
-            archived += archived_records(&env, &format!("{prefix}{app}/")).await.len();
-        }
-        (archived == load_acked + 1).then_some(())
-    })
+    wait_for(
+        "every acknowledged load line archived",
+        Duration::from_secs(120),
+        || async {
+            let mut archived = 0;
+            for app in load_apps {
+                archived += archived_records(&env, &format!("{prefix}{app}/"))
+                    .await
+                    .len();
+            }
+            (archived == load_acked + 1).then_some(())
+        },
+    )
     .await;
-    let events = c.kubectl(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"]);
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     for reason in ["ScaledUp", "ScaledDown"] {
         assert!(events.contains(reason), "event {reason} recorded: {events}");
     }

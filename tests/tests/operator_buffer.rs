@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -53,7 +53,9 @@ struct Writer {
 
 impl Writer {
     fn start(wal: &Path, scratch: &Path) -> Writer {
-        let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-ingester")));
+        let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary(
+            "drainpipe-ingester",
+        )));
         cmd.args(["--listen", "127.0.0.1:0", "--flush-interval", "1h"])
             .arg("--data-dir")
             .arg(wal)
@@ -514,7 +516,9 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         .display()
         .to_string();
     assert_eq!(args[data_dir + 1], wal.display().to_string());
-    let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary("drainpipe-ingester")));
+    let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary(
+        "drainpipe-ingester",
+    )));
     for e in container.env.clone().unwrap_or_default() {
         cmd.env(e.name, e.value.unwrap_or_default());
     }
