@@ -5,6 +5,7 @@ pub use drainpipe_testenv as env;
 pub mod athena_docs;
 pub mod heroku_fake;
 pub mod ingester;
+pub mod node;
 pub mod operator;
 pub mod slack_fake;
 pub mod trino;

@@ -14,7 +14,7 @@ use drainpipe_operator::glue::Catalog;
 use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
 use drainpipe_operator::lifecycle::Buckets;
 use drainpipe_operator::metrics::Metrics;
-use drainpipe_operator::resources::IngesterDefaults;
+use drainpipe_operator::resources::{IngesterDefaults, IngesterPodDefaults};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -204,6 +204,35 @@ impl Harness {
         .metadata
         .resource_version
         .unwrap_or_default()
+    }
+
+    /// Makes the ingester pods (and Jobs) this operator writes run on the
+    /// real node: the ingester image imported under the chart's name (never
+    /// pulled), the node's taint tolerated, and MinIO's keys from the
+    /// Secret `s3-credentials` in their environment, as the chart's
+    /// `ingester.extraEnv` gives them where there is no IRSA. Call before
+    /// [`Harness::start`].
+    pub async fn on_node(&mut self) {
+        let version = crate::node::app_version();
+        crate::node::import_images(&self.env, &[&version]);
+        self.put_secret(
+            "s3-credentials",
+            json!({"access-key": self.env.access_key, "secret-key": self.env.secret_key}),
+        )
+        .await;
+        let from_secret = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": key}}});
+        let pod = json!({
+            "imagePullPolicy": "Never",
+            "tolerations": [{"key": self.env.node().taint_key, "operator": "Exists", "effect": "NoSchedule"}],
+            "env": [
+                from_secret("AWS_ACCESS_KEY_ID", "access-key"),
+                from_secret("AWS_SECRET_ACCESS_KEY", "secret-key"),
+            ],
+        });
+        self.settings.ingester = IngesterDefaults {
+            image: crate::node::chart_image("drainpipe-ingester", &version),
+            pod: IngesterPodDefaults::parse(&pod.to_string()).expect("ingester pod defaults"),
+        };
     }
 
     /// Starts the controller in a task with a fresh context, as a newly

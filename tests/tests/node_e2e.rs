@@ -19,6 +19,10 @@ use std::time::Duration;
 use drainpipe_tests::env::{Node, TestEnv};
 use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions};
 use drainpipe_tests::ingester::archived_records;
+use drainpipe_tests::node::{
+    DAY, LocalVolumes, Logplex, app_version, archived_ids, chart_image, import_images,
+    pod_processes, repo_root, router_frame, run, stop_container, wait_archived,
+};
 use drainpipe_tests::operator::wait_for;
 use drainpipe_tests::trino::Trino;
 use serde_json::{Value, json};
@@ -27,67 +31,8 @@ const RELEASE: &str = "drainpipe";
 const DRAIN: &str = "shop";
 const CEDAR: [&str; 2] = ["shop-web", "shop-worker"];
 const FIR: &str = "billing-api";
-/// The day every Logplex line is stamped with: the day docs/athena.md's queries name.
-const DAY: (&str, &str, &str) = ("2026", "11", "21");
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
-}
-
-/// The chart's appVersion, the tag its images default to.
-fn app_version() -> String {
-    let chart = std::fs::read_to_string(repo_root().join("charts/drainpipe/Chart.yaml"))
-        .expect("read Chart.yaml");
-    let chart: Value = serde_yaml::from_str(&chart).expect("Chart.yaml is YAML");
-    chart["appVersion"]
-        .as_str()
-        .expect("Chart.yaml has an appVersion")
-        .to_string()
-}
-
-/// Runs a command of the node's tools (kubectl, helm, scripts/testenv) and returns its stdout;
-/// panics with both outputs when it fails.
-fn run(program: &Path, args: &[&str], env: &TestEnv, stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait for the command");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{} {} failed ({}):\n{stdout}\n{}",
-        program.display(),
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// Removes what the test made, also when it failed half-way (a leftover operator would reconcile
@@ -284,71 +229,6 @@ fn restart_counts(pods: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i
         .collect()
 }
 
-/// One router line per request, numbered, stamped within [`DAY`]; `status` 503 for every fifth.
-fn router_frame(app: &str, n: u64) -> Vec<u8> {
-    let (y, m, d) = DAY;
-    let status = if n.is_multiple_of(5) { 503 } else { 200 };
-    format!(
-        "<158>1 {y}-{m}-{d}T10:{:02}:{:02}.{:06}+00:00 host heroku router - at=info method=GET path=\"/orders/{n}\" host={app}.herokuapp.com request_id=node-{n} fwd=\"198.51.100.7\" dyno=web.1 connect=1ms service=12ms status={status} bytes=512 protocol=https",
-        n / 60 % 60,
-        n % 60,
-        n % 1_000_000
-    )
-    .into_bytes()
-}
-
-/// Posts Logplex requests as Logplex does: basic auth from the drain URL, the drain token.
-struct Logplex {
-    http: reqwest::Client,
-    password: String,
-    tokens: BTreeMap<String, String>,
-}
-
-impl Logplex {
-    /// POSTs `frames` for `app` to `base` (`http://IP:PORT`); returns the HTTP status (0 when
-    /// the connection failed: not acknowledged).
-    async fn post(&self, base: &str, app: &str, first: u64, frames: &[Vec<u8>]) -> u16 {
-        let mut body = Vec::new();
-        for f in frames {
-            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
-            body.extend_from_slice(f);
-            body.push(b'\n');
-        }
-        let res = self
-            .http
-            .post(format!("{base}/logplex/{app}"))
-            .basic_auth("drainpipe", Some(&self.password))
-            .header("Content-Type", "application/logplex-1")
-            .header("Logplex-Msg-Count", frames.len().to_string())
-            .header("Logplex-Frame-Id", format!("{first:032X}"))
-            .header(
-                "Logplex-Drain-Token",
-                self.tokens.get(app).map(String::as_str).unwrap_or_default(),
-            )
-            .body(body)
-            .send()
-            .await;
-        res.map(|r| r.status().as_u16()).unwrap_or(0)
-    }
-
-    /// Sends `count` numbered lines from `first` for `app`, `batch` per request, and returns the
-    /// request ids of the acknowledged ones (200).
-    async fn send(&self, base: &str, app: &str, first: u64, count: u64) -> BTreeSet<String> {
-        let mut acked = BTreeSet::new();
-        let batch = 50;
-        let mut n = first;
-        while n < first + count {
-            let end = (n + batch).min(first + count);
-            let frames: Vec<Vec<u8>> = (n..end).map(|i| router_frame(app, i)).collect();
-            if self.post(base, app, n, &frames).await == 200 {
-                acked.extend((n..end).map(|i| format!("node-{i}")));
-            }
-            n = end;
-        }
-        acked
-    }
-}
-
 /// Sends numbered lines for `app` from `first` through the Service until `stop`, 50 a request,
 /// a new connection each (so kube-proxy spreads them as it would many senders); returns the
 /// acknowledged ids and how many lines were sent.
@@ -359,11 +239,7 @@ fn spawn_sender(
     first: u64,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(BTreeSet<String>, u64)> {
-    let logplex = Logplex {
-        http: logplex.http.clone(),
-        password: logplex.password.clone(),
-        tokens: logplex.tokens.clone(),
-    };
+    let logplex = logplex.clone();
     let base = base.to_string();
     tokio::spawn(async move {
         let mut acked = BTreeSet::new();
@@ -423,37 +299,6 @@ async fn messages_received(ip: &str) -> f64 {
         .filter(|l| l.starts_with("drainpipe_messages_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// The request ids of the archived router lines of `app`.
-async fn archived_ids(env: &TestEnv, prefix: &str, app: &str) -> BTreeSet<String> {
-    archived_records(env, &format!("{prefix}{app}/"))
-        .await
-        .into_iter()
-        .filter(|r| r["app"] == app)
-        .filter_map(|r| r["request_id"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Waits until every acknowledged id is archived; panics naming what is missing.
-async fn wait_archived(env: &TestEnv, prefix: &str, app: &str, acked: &BTreeSet<String>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let archived = archived_ids(env, prefix, app).await;
-        let missing: Vec<&String> = acked.difference(&archived).collect();
-        if missing.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "{app}: {} of {} acknowledged lines never reached the archive, e.g. {:?}",
-                missing.len(),
-                acked.len(),
-                &missing[..missing.len().min(5)]
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 fn values_yaml(env: &TestEnv, node: &Node, heroku: &str, tag: &str) -> String {
@@ -536,25 +381,11 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         env: env.clone(),
         node: node.clone(),
     };
-    let testenv = repo_root().join("scripts/testenv");
-    let images = repo_root().join("target/images");
     let version = app_version();
     let upgraded = format!("{version}-node-upgrade");
     // The names the chart renders for its default repositories, at appVersion and at the tag
     // the upgrade step moves to (the same images: a new tag is what rolls the pods).
-    for program in ["drainpipe-operator", "drainpipe-ingester"] {
-        let archive = images.join(format!("{program}-amd64.tar"));
-        assert!(
-            archive.is_file(),
-            "{} is missing: build the images first with `scripts/image --profile image-check` (scripts/test does, before the tests)",
-            archive.display()
-        );
-        let archive = archive.to_string_lossy().into_owned();
-        for tag in [&version, &upgraded] {
-            let name = format!("ghcr.io/drainpipe/{program}:{tag}");
-            run(&testenv, &["import-image", &archive, &name], &env, None);
-        }
-    }
+    import_images(&env, &[&version, &upgraded]);
 
     let id = suffix();
     let system = format!("drainpipe-{id}");
@@ -755,7 +586,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(
             container["image"],
-            format!("ghcr.io/drainpipe/drainpipe-ingester:{version}")
+            chart_image("drainpipe-ingester", &version)
         );
     }
     let table = c.kubectl(&["get", "logdrains", "-n", &ns]);
@@ -807,15 +638,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         .iter()
         .map(|app| (app.to_string(), heroku.drains(app)[0].token.clone()))
         .collect();
-    let logplex = Logplex {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("HTTP client"),
-        password: password.clone(),
-        tokens,
-    };
+    let logplex = Logplex::new(&password, tokens);
     let mut acked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for app in CEDAR {
         let ids = logplex.send(&base, app, 0, 500).await;
@@ -1104,20 +927,26 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     .await;
     // Everything acknowledged, the removed pod's buffer included, is archived: the load
     // generator's count plus the one probe line.
-    wait_for(
-        "every acknowledged load line archived",
-        Duration::from_secs(120),
-        || async {
-            let mut archived = 0;
-            for app in load_apps {
-                archived += archived_records(&env, &format!("{prefix}{app}/"))
-                    .await
-                    .len();
-            }
-            (archived == load_acked + 1).then_some(())
-        },
-    )
-    .await;
+    // More archived than acknowledged is fine (a request whose answer was lost may still have
+    // been written); fewer is a lost line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut archived = 0;
+        for app in load_apps {
+            archived += archived_records(&env, &format!("{prefix}{app}/"))
+                .await
+                .len();
+        }
+        if archived > load_acked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{archived} load lines archived, {} acknowledged (with the probe line); the load generator said:\n{report}",
+            load_acked + 1
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let events = c.kubectl(&[
         "get",
         "events",
@@ -1171,6 +1000,119 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         wait_archived(&env, &prefix, "shop-web", &ids).await;
     }
 
+    progress("6. a claim buffer: a replacement pod on the same claim");
+    // With `bufferStorage.persistentVolumeClaim` the ingesters are a StatefulSet on pre-made
+    // local PersistentVolumes. A pod that hangs (its process stopped: no upload, no flush on
+    // SIGTERM) and is force-deleted comes back under the same name on the same claim, and the
+    // new process uploads what the old one acknowledged.
+    let volumes = LocalVolumes::create(&env, &format!("node-{id}-local"), 2, "1Gi");
+    drain["spec"]["ingester"]["bufferStorage"] = json!({"persistentVolumeClaim": {
+        "size": "1Gi",
+        "storageClassName": volumes.class,
+    }});
+    c.kubectl_apply(&ns, &drain.to_string());
+    let ordinals = [format!("{DRAIN}-ingester-0"), format!("{DRAIN}-ingester-1")];
+    let pods = wait_for(
+        "two StatefulSet pods Ready on their claims",
+        Duration::from_secs(240),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            (c.ingester_pods(&ns).len() == 2 && ordinals.iter().all(|n| pods.contains_key(n)))
+                .then_some(pods)
+        },
+    )
+    .await;
+    let victim = &ordinals[1];
+    let claim = format!("buffer-{victim}");
+    let volume_of = |claim: &str| {
+        c.kubectl(&[
+            "get",
+            "pvc",
+            claim,
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.volumeName}",
+        ])
+    };
+    let volume = volume_of(&claim);
+    assert!(volume.starts_with(&volumes.class), "{claim} on {volume}");
+    let old = &pods[victim];
+    let ip = old["status"]["podIP"].as_str().expect("pod IP");
+    let claim_acked = logplex
+        .send(&format!("http://{ip}:8080"), "shop-web", 5_000_000, 300)
+        .await;
+    assert_eq!(claim_acked.len(), 300, "{victim} acknowledged every line");
+    assert!(
+        archived_ids(&env, &prefix, "shop-web")
+            .await
+            .is_disjoint(&claim_acked),
+        "nothing archived before the pod hung (objects are held 60 s): the lines are on the claim"
+    );
+    stop_container(old);
+    c.kubectl(&[
+        "delete",
+        "pod",
+        victim,
+        "-n",
+        &ns,
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    let old_uid = old["metadata"]["uid"].clone();
+    wait_for(
+        "the replacement pod Ready on the same claim",
+        Duration::from_secs(180),
+        || async {
+            c.ready_ingesters(&ns)
+                .get(victim)
+                .is_some_and(|p| p["metadata"]["uid"] != old_uid)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        volume_of(&claim),
+        volume,
+        "the same claim on the same volume"
+    );
+    wait_archived(&env, &prefix, "shop-web", &claim_acked).await;
+    let log = c.kubectl(&["logs", victim, "-n", &ns]);
+    assert!(
+        log.contains("write-ahead log from the previous run: uploading it first"),
+        "the replacement found the old pod's log on the claim:\n{log}"
+    );
+    // Back to emptyDir: a Deployment again, and each released claim is emptied by a real flush
+    // Job, then deleted.
+    drain["spec"]["ingester"]["bufferStorage"] = json!({"sizeLimit": "1Gi"});
+    c.kubectl_apply(&ns, &drain.to_string());
+    wait_for(
+        "a Deployment's two pods, the claims flushed and deleted",
+        Duration::from_secs(240),
+        || async {
+            let pods = c.ready_ingesters(&ns);
+            let claims = c.kubectl(&["get", "pvc", "-n", &ns, "-o", "name"]);
+            (pods.len() == 2
+                && c.ingester_pods(&ns).len() == 2
+                && pods.keys().all(|n| !ordinals.contains(n))
+                && claims.trim().is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    for reason in ["BufferFlushStarted", "BufferClaimDeleted"] {
+        assert!(events.contains(reason), "event {reason} recorded: {events}");
+    }
+
     progress("7. helm upgrade, uninstall");
     // 7. helm upgrade to another tag rolls the pods without losing a line; uninstall and the
     // LogDrain's deletion leave no Heroku drain and no pod on the node.
@@ -1201,7 +1143,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         Duration::from_secs(240),
         || async {
             let pods = c.ready_ingesters(&ns);
-            let new_tag = format!("ghcr.io/drainpipe/drainpipe-ingester:{upgraded}");
+            let new_tag = chart_image("drainpipe-ingester", &upgraded);
             (pods.len() == 2
                 && pods
                     .values()
@@ -1263,34 +1205,6 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     .await;
     c.kubectl(&["delete", "namespace", &ns, &system, "--wait=false"]);
     progress("done");
-}
-
-/// The pids in the kubelet's pod cgroups (cgroup v1: one tree per controller, the memory one
-/// holds every pod; v2: one tree).
-fn pod_processes() -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.file_name().is_some_and(|n| n == "cgroup.procs") {
-                let procs = std::fs::read_to_string(&path).unwrap_or_default();
-                out.extend(
-                    procs
-                        .split_whitespace()
-                        .map(|p| format!("{p} in {}", dir.display())),
-                );
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for root in ["/sys/fs/cgroup/memory/kubepods", "/sys/fs/cgroup/kubepods"] {
-        walk(Path::new(root), &mut out);
-    }
-    out
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

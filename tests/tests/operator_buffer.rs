@@ -1,203 +1,74 @@
-//! `spec.ingester.bufferStorage.persistentVolumeClaim` against the real
-//! kube-apiserver: the ingesters run as a StatefulSet (no Deployment) and
-//! back, the PodDisruptionBudget follows the replicas, and a scale-down
-//! leaves no unarchived log behind: the released claim gets a flush Job,
-//! which the test runs as the kubelet would (the real ingester's
-//! `--flush-and-exit` on a directory standing for the volume, holding what
-//! a real ingester acknowledged before it was killed -9) against MinIO;
-//! only then is the claim deleted, and every acknowledged message is in
-//! the archive.
+//! `spec.ingester.bufferStorage.persistentVolumeClaim` on the test
+//! environment's real node: the ingesters run as a StatefulSet (no
+//! Deployment) on pre-made local PersistentVolumes, the PodDisruptionBudget
+//! follows the replicas, and no released claim goes before a flush Job has
+//! emptied it. Nothing is played: kube-controller-manager's StatefulSet,
+//! Job and PVC-protection controllers and the kubelet do their parts, and
+//! the pods run the project's ingester image.
 //!
-//! The test cluster runs no StatefulSet, Job or PVC-protection controller
-//! and no kubelet, so the test plays them: it creates the claims and pods
-//! the StatefulSet controller would, deletes the pod a scale-down stops,
-//! and marks the Job complete once the flush exited 0.
+//! To leave acknowledged data on a claim, a test stops (SIGSTOP) the pod's
+//! ingester process before the pod goes: a hung process, which can neither
+//! upload nor flush on SIGTERM.
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use drainpipe_tests::heroku_fake::FakeOptions;
-use drainpipe_tests::ingester::archived_records;
-use drainpipe_tests::operator::{Harness, condition, condition_is, wait_for};
+use drainpipe_tests::node::{LocalVolumes, Logplex, archived_ids, stop_container, wait_archived};
+use drainpipe_tests::operator::{Harness, condition_is, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// `cmd` with none of this process's DRAINPIPE_/AWS_ settings.
-fn clean(mut cmd: Command) -> Command {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DRAINPIPE_") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
-
-/// A real ingester on loopback writing its log to `wal`, its objects held
-/// for an hour: what it acknowledges stays on the "volume".
-struct Writer {
-    child: Child,
-    base: String,
-}
-
-impl Writer {
-    fn start(wal: &Path, scratch: &Path) -> Writer {
-        let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary(
-            "drainpipe-ingester",
-        )));
-        cmd.args(["--listen", "127.0.0.1:0", "--flush-interval", "1h"])
-            .arg("--data-dir")
-            .arg(wal)
-            .arg("--archive")
-            .arg(format!("file://{}", scratch.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("start drainpipe-ingester");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.split(',').next().unwrap_or("").to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the ingester logs its address");
-        Writer {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Posts `n` Logplex requests for `app`; returns the acknowledged texts.
-    async fn send(&self, app: &str, n: usize) -> BTreeSet<String> {
-        let c = reqwest::Client::new();
-        let mut acked = BTreeSet::new();
-        for r in 0..n {
-            let texts: Vec<String> = (0..10)
-                .map(|m| format!("{app} request {r} msg {m} {}", "b".repeat(100)))
-                .collect();
-            let mut body = Vec::new();
-            for t in &texts {
-                let line = format!("<190>1 2026-12-02T01:00:00.000000+00:00 host app web.1 - {t}");
-                body.extend_from_slice(format!("{} {line}\n", line.len() + 1).as_bytes());
-            }
-            let res = c
-                .post(format!("{}/logplex/{app}", self.base))
-                .header("Content-Type", "application/logplex-1")
-                .header("Logplex-Msg-Count", texts.len().to_string())
-                .header("Logplex-Frame-Id", format!("F{r}"))
-                .header(
-                    "Logplex-Drain-Token",
-                    "d.01234567-89ab-cdef-0123-456789abcdef",
-                )
-                .body(body)
-                .send()
-                .await
-                .expect("POST to the ingester");
-            assert_eq!(res.status(), 200);
-            acked.extend(texts);
-        }
-        acked
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-}
-
-fn wal_bytes(wal: &Path) -> u64 {
-    std::fs::read_dir(wal)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Every message under `prefix` in the test bucket.
-async fn archived(h: &Harness, prefix: &str) -> BTreeSet<String> {
-    archived_records(&h.env, prefix)
-        .await
-        .iter()
-        .filter_map(|r| r["message"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn pvc_spec(h: &Harness, apps: &[&str], replicas: i32) -> serde_json::Value {
+fn pvc_spec(h: &Harness, apps: &[&str], replicas: i32, class: &str) -> serde_json::Value {
     let mut spec = h.spec(apps, None);
     spec["ingester"] = json!({
         "replicas": replicas,
-        "bufferStorage": {"persistentVolumeClaim": {"size": "1Gi", "storageClassName": "standard"}},
+        "bufferStorage": {"persistentVolumeClaim": {"size": "1Gi", "storageClassName": class}},
     });
     spec
 }
 
-/// Plays the StatefulSet controller: claim `ordinal` (from the set's
-/// claim template) and the pod that mounts it.
-async fn create_claim_and_pod(h: &Harness, set: &StatefulSet, ordinal: u32) {
-    let spec = set.spec.as_ref().expect("statefulset spec");
-    let set_name = set.name_any();
-    let template = &spec
-        .volume_claim_templates
-        .as_ref()
-        .expect("claim templates")[0];
-    let claim_name = format!("{}-{set_name}-{ordinal}", template.name_any());
-    let mut claim = template.clone();
-    claim.metadata.name = Some(claim_name.clone());
-    claim.metadata.namespace = Some(h.ns.clone());
+/// Waits until LogDrain `name` reports `n` ready replicas and
+/// `IngesterAvailable`, read from its StatefulSet.
+async fn wait_ready(h: &Harness, name: &str, n: i32) {
+    h.wait_status(name, &format!("{n} ready replicas"), 3 * MINUTE, |ld| {
+        ld.status.as_ref().is_some_and(|s| s.ready_replicas == n)
+            && condition_is(ld, "IngesterAvailable", "True")
+    })
+    .await;
+}
+
+/// The volume claim `claim` is bound to.
+async fn bound_volume(h: &Harness, claim: &str) -> String {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), &h.ns);
-    if claims
-        .get_opt(&claim_name)
-        .await
-        .expect("get claim")
-        .is_none()
-    {
-        claims
-            .create(&PostParams::default(), &claim)
-            .await
-            .unwrap_or_else(|e| panic!("creating claim {claim_name}: {e}"));
-    }
-    let mut pod_spec = spec.template.spec.clone().expect("pod template");
-    pod_spec.volumes.get_or_insert_with(Vec::new).push(
-        serde_json::from_value(json!({
-            "name": template.name_any(),
-            "persistentVolumeClaim": {"claimName": claim_name},
-        }))
-        .expect("claim volume"),
-    );
-    pod_spec.automount_service_account_token = Some(false);
-    let pod = Pod {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{set_name}-{ordinal}")),
-            labels: spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone()),
-            ..Default::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
-    };
-    h.create_pod(&pod).await;
+    wait_for(&format!("claim {claim} bound"), MINUTE, || {
+        let claims = claims.clone();
+        async move {
+            let c = claims.get_opt(claim).await.ok()??;
+            let bound = c.status.as_ref()?.phase.as_deref() == Some("Bound");
+            bound.then(|| c.spec?.volume_name).flatten()
+        }
+    })
+    .await
+}
+
+/// Waits until claim `claim` is gone (deleted and released by the
+/// PVC-protection controller).
+async fn claim_gone(h: &Harness, claim: &str) {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), &h.ns);
+    wait_for(&format!("claim {claim} deleted"), 3 * MINUTE, || {
+        let claims = claims.clone();
+        async move { claims.get_opt(claim).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
 }
 
 async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {
@@ -215,12 +86,61 @@ async fn flush_job(h: &Harness, claim: &str) -> Option<Job> {
         })
 }
 
+/// Pod `name` as kubectl shows it.
+async fn pod(h: &Harness, name: &str) -> serde_json::Value {
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let pod = pods
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading pod {name}: {e}"));
+    serde_json::to_value(pod).expect("pod as JSON")
+}
+
+/// Sends 300 lines of `app` from `first` straight to LogDrain `drain`'s pod
+/// `name` (its IP, as a sender the Service picked it for would); all must
+/// be acknowledged.
+async fn send_to_pod(
+    h: &Harness,
+    drain: &str,
+    name: &str,
+    app: &str,
+    first: u64,
+) -> BTreeSet<String> {
+    let p = pod(h, name).await;
+    let base = format!(
+        "http://{}:8080",
+        p["status"]["podIP"].as_str().expect("pod IP")
+    );
+    let password = h.drain_password(drain).await;
+    let token = h.heroku.drains(app)[0].token.clone();
+    let logplex = Logplex::new(&password, BTreeMap::from([(app.to_string(), token)]));
+    let acked = logplex.send(&base, app, first, 300).await;
+    assert_eq!(acked.len(), 300, "pod {name} acknowledged every line");
+    acked
+}
+
+/// `kubectl delete pod --grace-period=0 --force`; a pod already gone is fine.
+async fn force_delete(h: &Harness, pod: &str) {
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    match pods
+        .delete(pod, &DeleteParams::default().grace_period(0))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => panic!("deleting pod {pod}: {e}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_removes_it() {
     let mut h = Harness::new("buffer-sts", FakeOptions::default()).await;
+    h.on_node().await;
     h.heroku.add_app("buf-web");
     h.start();
-    h.apply("buf", pvc_spec(&h, &["buf-web"], 2)).await;
+    let volumes = LocalVolumes::create(&h.env, &format!("{}-local", h.ns), 2, "2Gi");
+    let class = volumes.class.clone();
+    h.apply("buf", pvc_spec(&h, &["buf-web"], 2, &class)).await;
 
     let sets: Api<StatefulSet> = Api::namespaced(h.client.clone(), &h.ns);
     let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), &h.ns);
@@ -238,7 +158,10 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
         .clone()
         .expect("claim templates")[0];
     let claim_spec = claim.spec.clone().expect("claim spec");
-    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("standard"));
+    assert_eq!(
+        claim_spec.storage_class_name.as_deref(),
+        Some(class.as_str())
+    );
     assert_eq!(
         claim_spec
             .resources
@@ -283,46 +206,20 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
         Some(IntOrString::Int(1))
     );
 
-    // The status reads the StatefulSet: first nothing available...
-    let ld = h
-        .wait_status(
-            "buf",
-            "IngesterAvailable from the StatefulSet",
-            MINUTE,
-            |ld| {
-                condition(ld, "IngesterAvailable")
-                    .is_some_and(|c| c.reason == "StatefulSetUnavailable")
-            },
-        )
-        .await;
-    assert!(condition(&ld, "IngesterAvailable").is_some_and(|c| {
-        c.message
-            .contains("kubectl describe statefulset buf-ingester")
-    }));
-    // ...then what the StatefulSet controller reports.
-    sets.patch_status(
-        "buf-ingester",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {
-            "replicas": 2, "readyReplicas": 2, "availableReplicas": 2,
-            "currentReplicas": 2, "updatedReplicas": 2,
-        }})),
-    )
-    .await
-    .expect("StatefulSet status");
-    let ld = h
-        .wait_status("buf", "2 ready replicas", MINUTE, |ld| {
-            ld.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
-                && condition_is(ld, "IngesterAvailable", "True")
-        })
-        .await;
-    assert_eq!(ld.status.as_ref().map(|s| s.replicas), Some(2));
+    // The status reads the StatefulSet: both pods Ready on the node, each
+    // on its claim, bound to one of the local volumes.
+    wait_ready(&h, "buf", 2).await;
+    for ordinal in [0, 1] {
+        let claim = format!("buffer-buf-ingester-{ordinal}");
+        let volume = bound_volume(&h, &claim).await;
+        assert!(volume.starts_with(&class), "{claim} bound to {volume}");
+    }
 
     // A bigger claim: Kubernetes refuses to change a StatefulSet's claim
     // templates, so the set is re-created (its pods and claims orphaned,
     // then adopted).
     let first_uid = set.uid();
-    let mut bigger = pvc_spec(&h, &["buf-web"], 2);
+    let mut bigger = pvc_spec(&h, &["buf-web"], 2, &class);
     bigger["ingester"]["bufferStorage"]["persistentVolumeClaim"]["size"] = json!("2Gi");
     h.apply("buf", bigger).await;
     let replaced = wait_for("the StatefulSet re-created with 2Gi claims", MINUTE, || {
@@ -357,7 +254,7 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
     );
 
     // One replica: no budget (it would block every node drain).
-    h.apply("buf", pvc_spec(&h, &["buf-web"], 1)).await;
+    h.apply("buf", pvc_spec(&h, &["buf-web"], 1, &class)).await;
     wait_for("the budget to go at 1 replica", MINUTE, || {
         let budgets = budgets.clone();
         async move {
@@ -403,229 +300,121 @@ async fn a_claim_buffer_runs_a_statefulset_with_a_budget_and_switching_back_remo
         async move { budgets.get_opt("buf-ingester").await.ok()? }
     })
     .await;
+    // Both claims were released (pod 1 at the scale-down, pod 0 with the
+    // StatefulSet): each emptied by a flush Job, then deleted.
+    for ordinal in [0, 1] {
+        claim_gone(&h, &format!("buffer-buf-ingester-{ordinal}")).await;
+    }
+    let reasons = h.event_reasons("buf").await;
+    for reason in ["BufferFlushStarted", "BufferClaimDeleted"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
     h.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scale_down_flushes_the_released_claim_before_deleting_it() {
+async fn released_claims_are_flushed_by_a_job_before_they_go_and_a_failed_flush_keeps_them() {
     let mut h = Harness::new("buffer-flush", FakeOptions::default()).await;
+    h.on_node().await;
     h.heroku.add_app("flush-web");
     h.start();
-    h.apply("flush", pvc_spec(&h, &["flush-web"], 2)).await;
-    let sets: Api<StatefulSet> = Api::namespaced(h.client.clone(), &h.ns);
-    let set = wait_for("the ingester StatefulSet", MINUTE, || {
-        let sets = sets.clone();
-        async move { sets.get_opt("flush-ingester").await.ok()? }
-    })
-    .await;
-    for ordinal in [0, 1] {
-        create_claim_and_pod(&h, &set, ordinal).await;
-    }
+    let volumes = LocalVolumes::create(&h.env, &format!("{}-local", h.ns), 2, "1Gi");
+    h.apply("flush", pvc_spec(&h, &["flush-web"], 2, &volumes.class))
+        .await;
+    wait_ready(&h, "flush", 2).await;
     let claim0 = "buffer-flush-ingester-0";
     let claim1 = "buffer-flush-ingester-1";
-
-    // Pod 1 acknowledges messages and dies with them in its log (kill -9):
-    // the volume of claim 1 now holds data no archive has.
-    let volume = tempfile::tempdir().expect("stand-in for claim 1's volume");
-    let wal = volume.path().join("wal");
-    let scratch = tempfile::tempdir().expect("scratch");
-    let writer = Writer::start(&wal, scratch.path());
-    let acked = writer.send("flush-web", 30).await;
-    writer.kill9();
-    assert!(wal_bytes(&wal) > 0, "the log holds the acknowledged data");
     let prefix = format!("{}/", h.ns);
-    assert!(archived(&h, &prefix).await.is_empty());
 
-    // Scale down to 1: the StatefulSet controller deletes pod 1, and its
-    // claim is retained.
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), &h.ns);
-    h.apply("flush", pvc_spec(&h, &["flush-web"], 1)).await;
-    // While pod 1 still stops (flushing itself), no Job.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Pod 1 acknowledges lines (held for the flush interval, 60 s), then
+    // hangs: what it acknowledged is only on claim 1's volume.
+    let acked1 = send_to_pod(&h, "flush", "flush-ingester-1", "flush-web", 0).await;
+    stop_container(&pod(&h, "flush-ingester-1").await);
+    let archived = archived_ids(&h.env, &prefix, "flush-web").await;
+    assert!(
+        archived.is_disjoint(&acked1),
+        "nothing of pod 1 archived before it hung: the test needs the lines on the claim"
+    );
+
+    // Scale down to 1: the StatefulSet controller stops pod 1, its claim
+    // is retained. While the pod still mounts the claim, no Job.
+    h.apply("flush", pvc_spec(&h, &["flush-web"], 1, &volumes.class))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         flush_job(&h, claim1).await.is_none(),
         "pod 1 still mounts its claim"
     );
-    pods.delete("flush-ingester-1", &DeleteParams::default().grace_period(0))
-        .await
-        .expect("delete pod 1");
-
-    let job = wait_for("the flush Job of the released claim", MINUTE, || {
+    // The hung pod would hold its claim for its whole grace period.
+    force_delete(&h, "flush-ingester-1").await;
+    wait_for("the flush Job of the released claim", MINUTE, || {
         let h = &h;
         async move { flush_job(h, claim1).await }
     })
     .await;
     assert!(flush_job(&h, claim0).await.is_none(), "claim 0 is in use");
-
-    // Scaled up again before the Job ran: the pod comes back on its claim
-    // and the Job is cancelled.
-    h.apply("flush", pvc_spec(&h, &["flush-web"], 2)).await;
-    drop(job);
-    wait_for("the flush Job to be cancelled", MINUTE, || {
-        let h = &h;
-        async move { flush_job(h, claim1).await.is_none().then_some(()) }
-    })
-    .await;
-    // And down again, for good this time.
-    h.apply("flush", pvc_spec(&h, &["flush-web"], 1)).await;
-    let job = wait_for("a new flush Job", MINUTE, || {
-        let h = &h;
-        async move {
-            flush_job(h, claim1)
-                .await
-                .filter(|j| j.metadata.deletion_timestamp.is_none())
-        }
-    })
-    .await;
-    let pod = job
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .expect("job pod");
-    let volume_claim = pod.volumes.as_ref().and_then(|v| {
-        v.iter().find_map(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .map(|c| c.claim_name.clone())
-        })
-    });
-    assert_eq!(volume_claim.as_deref(), Some(claim1));
-    let container = &pod.containers[0];
-    let args = container.args.clone().expect("args");
-    assert_eq!(args[0], "--flush-and-exit");
-
-    // The kubelet's part: the Job's command line on the volume, the data
-    // dir mapped to the stand-in directory, with the pod's environment.
-    let data_dir = args
-        .iter()
-        .position(|a| a == "--data-dir")
-        .expect("--data-dir");
-    let mut args = args.clone();
-    let in_pod = args[data_dir + 1].clone();
-    let mount = container.volume_mounts.as_ref().expect("mounts")[0]
-        .mount_path
-        .clone();
-    args[data_dir + 1] = volume
-        .path()
-        .join(
-            in_pod
-                .strip_prefix(&format!("{mount}/"))
-                .expect("under the mount"),
-        )
-        .display()
-        .to_string();
-    assert_eq!(args[data_dir + 1], wal.display().to_string());
-    let mut cmd = clean(Command::new(drainpipe_tests::ingester::workspace_binary(
-        "drainpipe-ingester",
-    )));
-    for e in container.env.clone().unwrap_or_default() {
-        cmd.env(e.name, e.value.unwrap_or_default());
-    }
-    // The pod's identity (its ServiceAccount's role) as MinIO's keys.
-    cmd.env("AWS_ACCESS_KEY_ID", &h.env.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &h.env.secret_key);
-    let out = cmd
-        .args(&args)
-        .output()
-        .expect("run the flush Job's command");
-    assert!(
-        out.status.success(),
-        "--flush-and-exit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(wal_bytes(&wal), 0, "exit 0 means the volume's log is empty");
-    // Flushed, but the Job not complete yet: the claim must still be there.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = claims
-        .get(claim1)
+    // The Job's pod uploads the log on the claim; only then does the claim go.
+    claim_gone(&h, claim1).await;
+    wait_archived(&h.env, &prefix, "flush-web", &acked1).await;
+    let kept = Api::<PersistentVolumeClaim>::namespaced(h.client.clone(), &h.ns)
+        .get(claim0)
         .await
-        .expect("claim 1 before its Job completed");
-    assert!(
-        still.metadata.deletion_timestamp.is_none(),
-        "a claim may go only after its flush Job succeeded"
-    );
-    h.mark_job_complete(&job.name_any()).await;
-
-    // The claim goes (deletion asked; no PVC-protection controller runs
-    // here to finish it), claim 0 stays.
-    wait_for("the released claim to be deleted", MINUTE, || {
-        let claims = claims.clone();
-        async move {
-            match claims.get_opt(claim1).await.ok()? {
-                None => Some(()),
-                Some(c) => c.metadata.deletion_timestamp.map(|_| ()),
-            }
-        }
-    })
-    .await;
-    let kept = claims.get(claim0).await.expect("claim 0");
+        .expect("claim 0");
     assert!(kept.metadata.deletion_timestamp.is_none());
-    wait_for("the finished Job to be removed", MINUTE, || {
-        let h = &h;
-        async move {
-            let job = flush_job(h, claim1).await;
-            job.is_none_or(|j| j.metadata.deletion_timestamp.is_some())
-                .then_some(())
-        }
-    })
-    .await;
-
-    let seen = archived(&h, &prefix).await;
-    let missing: Vec<&String> = acked.difference(&seen).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages not archived, e.g. {:?}",
-        missing.len(),
-        acked.len(),
-        missing.first()
-    );
     let reasons = h.event_reasons("flush").await;
-    for reason in [
-        "BufferFlushStarted",
-        "BufferFlushCancelled",
-        "BufferClaimDeleted",
-    ] {
+    for reason in ["BufferFlushStarted", "BufferClaimDeleted"] {
         assert!(
             reasons.iter().any(|r| r == reason),
             "{reason} in {reasons:?}"
         );
     }
 
-    // Let the claims go (the PVC-protection controller's part), then
-    // delete: the LogDrain waits for claim 0 to be flushed too.
-    release_claims(&claims).await;
+    // Pod 0 acknowledges lines and hangs too, then its volume breaks: its
+    // write-ahead log directory moved aside, a file in its place, so the
+    // ingester cannot open it. Deleting the LogDrain waits for claim 0.
+    let acked0 = send_to_pod(&h, "flush", "flush-ingester-0", "flush-web", 1_000).await;
+    stop_container(&pod(&h, "flush-ingester-0").await);
+    let volume0 = volumes.path(&bound_volume(&h, claim0).await);
+    let (wal, aside) = (volume0.join("wal"), volume0.join("wal.aside"));
+    std::fs::rename(&wal, &aside).expect("move the log aside");
+    std::fs::write(&wal, b"not a directory").expect("a file where the log was");
     h.logdrains()
         .delete("flush", &DeleteParams::default())
         .await
         .expect("delete LogDrain");
-    // The StatefulSet goes first; its controller would then stop pod 0.
+    let sets: Api<StatefulSet> = Api::namespaced(h.client.clone(), &h.ns);
     wait_for("the StatefulSet to be deleted", MINUTE, || {
         let sets = sets.clone();
         async move {
-            let gone = match sets.get_opt("flush-ingester").await.ok()? {
-                None => true,
-                Some(s) => s.metadata.deletion_timestamp.is_some(),
-            };
-            gone.then_some(())
+            sets.get_opt("flush-ingester")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
         }
     })
     .await;
-    pods.delete("flush-ingester-0", &DeleteParams::default().grace_period(0))
-        .await
-        .expect("delete pod 0");
-    let job = wait_for("the flush Job of claim 0 on deletion", MINUTE, || {
+    force_delete(&h, "flush-ingester-0").await;
+    // The Job's pod fails on every try; after its back-off limit the Job
+    // fails: a warning, and the claim and the LogDrain stay.
+    let failed = wait_for("the flush Job of claim 0 to fail", 4 * MINUTE, || {
         let h = &h;
-        async move { flush_job(h, claim0).await }
+        async move {
+            let job = flush_job(h, claim0).await?;
+            let failed = job
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Failed" && c.status == "True");
+            failed.then_some(job)
+        }
     })
     .await;
-    assert!(
-        h.logdrains().get_opt("flush").await.expect("get").is_some(),
-        "the LogDrain waits for its claims"
-    );
-    // The flush fails (archive unreachable, say): the claim and the
-    // LogDrain stay, with a warning.
-    h.mark_job_failed(&job.name_any()).await;
     wait_for("the BufferFlushFailed warning", MINUTE, || {
         let h = &h;
         async move {
@@ -637,36 +426,30 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         }
     })
     .await;
-    let kept = claims
+    let kept = Api::<PersistentVolumeClaim>::namespaced(h.client.clone(), &h.ns)
         .get(claim0)
         .await
         .expect("claim 0 after a failed flush");
     assert!(kept.metadata.deletion_timestamp.is_none());
-    assert!(h.logdrains().get_opt("flush").await.expect("get").is_some());
-    // Deleting the failed Job retries at once.
+    assert!(
+        h.logdrains().get_opt("flush").await.expect("get").is_some(),
+        "the LogDrain waits for its claims"
+    );
+
+    // The volume mended, deleting the failed Job retries at once: the new
+    // Job uploads pod 0's lines, the claim goes, and so does the LogDrain.
+    std::fs::remove_file(&wal).expect("remove the file");
+    std::fs::rename(&aside, &wal).expect("put the log back");
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
-    jobs.delete(&job.name_any(), &DeleteParams::background())
+    jobs.delete(&failed.name_any(), &DeleteParams::background())
         .await
         .expect("delete the failed Job");
-    let job = wait_for("a new flush Job for claim 0", MINUTE, || {
-        let h = &h;
-        let old = job.uid();
-        async move {
-            flush_job(h, claim0)
-                .await
-                .filter(|j| j.uid() != old && j.metadata.deletion_timestamp.is_none())
-        }
-    })
-    .await;
-    h.mark_job_complete(&job.name_any()).await;
     wait_for(
         "the LogDrain to go once its claims are flushed",
-        MINUTE,
+        3 * MINUTE,
         || {
             let h = &h;
-            let claims = claims.clone();
             async move {
-                release_claims(&claims).await;
                 h.logdrains()
                     .get_opt("flush")
                     .await
@@ -677,24 +460,7 @@ async fn scale_down_flushes_the_released_claim_before_deleting_it() {
         },
     )
     .await;
+    claim_gone(&h, claim0).await;
+    wait_archived(&h.env, &prefix, "flush-web", &acked0).await;
     h.teardown().await;
-}
-
-/// Removes the PVC-protection finalizer, as its controller does once no
-/// pod uses a claim being deleted.
-async fn release_claims(claims: &Api<PersistentVolumeClaim>) {
-    let Ok(list) = claims.list(&Default::default()).await else {
-        return;
-    };
-    for c in list.items {
-        if c.metadata.deletion_timestamp.is_some() {
-            let _ = claims
-                .patch(
-                    &c.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-    }
 }
