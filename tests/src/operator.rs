@@ -15,8 +15,7 @@ use drainpipe_operator::heroku::{HerokuClient, HerokuOptions};
 use drainpipe_operator::lifecycle::Buckets;
 use drainpipe_operator::metrics::Metrics;
 use drainpipe_operator::resources::{IngesterDefaults, IngesterPodDefaults};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -215,24 +214,55 @@ impl Harness {
     pub async fn on_node(&mut self) {
         let version = crate::node::app_version();
         crate::node::import_images(&self.env, &[&version]);
-        self.put_secret(
-            "s3-credentials",
-            json!({"access-key": self.env.access_key, "secret-key": self.env.secret_key}),
-        )
-        .await;
-        let from_secret = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": key}}});
+        self.put_s3_credentials(&self.env.root_credentials()).await;
+        // `session-token` only for temporary credentials (`Harness::put_s3_credentials`).
+        let from_secret = |name: &str, key: &str| {
+            json!({"name": name, "valueFrom": {"secretKeyRef": {
+                "name": "s3-credentials", "key": key, "optional": key == "session-token",
+            }}})
+        };
         let pod = json!({
             "imagePullPolicy": "Never",
             "tolerations": [{"key": self.env.node().taint_key, "operator": "Exists", "effect": "NoSchedule"}],
             "env": [
                 from_secret("AWS_ACCESS_KEY_ID", "access-key"),
                 from_secret("AWS_SECRET_ACCESS_KEY", "secret-key"),
+                from_secret("AWS_SESSION_TOKEN", "session-token"),
             ],
         });
         self.settings.ingester = IngesterDefaults {
             image: crate::node::chart_image("drainpipe-ingester", &version),
             pod: IngesterPodDefaults::parse(&pod.to_string()).expect("ingester pod defaults"),
         };
+    }
+
+    /// Adds `name=value` to the environment of the ingester pods this
+    /// operator writes (the chart's `ingester.extraEnv`).
+    pub fn pod_env(&mut self, name: &str, value: &str) {
+        self.settings.ingester.pod.env.get_or_insert_default().push(
+            k8s_openapi::api::core::v1::EnvVar {
+                name: name.to_string(),
+                value: Some(value.to_string()),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Writes `credentials` into the Secret `s3-credentials` the ingester
+    /// pods on the node read ([`Harness::on_node`]); pods started after this
+    /// use them.
+    pub async fn put_s3_credentials(&self, credentials: &aws_sdk_s3::config::Credentials) {
+        let mut data = json!({
+            "access-key": credentials.access_key_id(),
+            "secret-key": credentials.secret_access_key(),
+        });
+        if let Some(token) = credentials.session_token() {
+            data["session-token"] = json!(token);
+        }
+        // Written whole, so a key left out (no session token) goes.
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let _ = api.delete("s3-credentials", &DeleteParams::default()).await;
+        self.put_secret("s3-credentials", data).await;
     }
 
     /// Starts the controller in a task with a fresh context, as a newly
@@ -430,53 +460,6 @@ impl Harness {
             .collect()
     }
 
-    /// Plays the Job controller: Job `job` (in this test's namespace)
-    /// succeeded, with the conditions Kubernetes 1.31 and later require in
-    /// that order.
-    pub async fn mark_job_complete(&self, job: &str) {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        self.patch_job_status(
-            job,
-            json!({"status": {
-                "startTime": now,
-                "completionTime": now,
-                "succeeded": 1,
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                    {"type": "Complete", "status": "True", "lastTransitionTime": now},
-                ],
-            }}),
-        )
-        .await;
-    }
-
-    /// Plays the Job controller: Job `job` failed, its back-off limit
-    /// reached.
-    pub async fn mark_job_failed(&self, job: &str) {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        self.patch_job_status(
-            job,
-            json!({"status": {
-                "startTime": now,
-                "failed": 4,
-                "conditions": [
-                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-                     "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
-                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                     "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
-                ],
-            }}),
-        )
-        .await;
-    }
-
-    async fn patch_job_status(&self, job: &str, status: serde_json::Value) {
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
-        jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap_or_else(|e| panic!("writing the status of Job {job}: {e}"));
-    }
-
     /// How many times the operator reported `reason` about LogDrain
     /// `name`: events, and the repeats the recorder folded into a series.
     pub async fn event_count(&self, name: &str, reason: &str) -> i32 {
@@ -486,77 +469,6 @@ impl Harness {
             .filter(|e| e.reason.as_deref() == Some(reason))
             .map(|e| e.series.as_ref().map_or(1, |s| s.count))
             .sum()
-    }
-
-    /// Creates `pod` as the controller that owns it would (a test playing
-    /// it), once the namespace's default ServiceAccount exists, which pod
-    /// admission requires; a pod of that name already there is fine.
-    pub async fn create_pod(&self, pod: &Pod) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        wait_for("the pod to be created", Duration::from_secs(60), || {
-            let pods = pods.clone();
-            async move {
-                match pods.create(&PostParams::default(), pod).await {
-                    Ok(_) => Some(()),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
-                    Err(_) => None,
-                }
-            }
-        })
-        .await;
-    }
-
-    /// Plays the kubelet: marks every pod of LogDrain `name`'s ingester
-    /// Running and Ready (the test cluster has no nodes). Returns how many.
-    pub async fn mark_ingester_pods_ready(&self, name: &str) -> usize {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let selector =
-            format!("app.kubernetes.io/instance={name},app.kubernetes.io/name=drainpipe-ingester");
-        let pods = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap_or_else(|e| panic!("listing ingester pods: {e}"));
-        let status = ready_pod_status();
-        for pod in &pods.items {
-            api.patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&status),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("marking pod {} ready: {e}", pod.name_any()));
-        }
-        pods.items.len()
-    }
-
-    /// Plays the kubelet: LogDrain `name`'s (first) ingester pod runs at
-    /// `ip` and is Ready, so the operator reads `http://{ip}:8080/metrics`.
-    pub async fn run_pod_at(&self, name: &str, ip: &str) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let selector = format!("app.kubernetes.io/instance={name}");
-        let pod = wait_for("the ingester pod", Duration::from_secs(60), || {
-            let pods = pods.clone();
-            let selector = selector.clone();
-            async move {
-                let list = pods
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .ok()?;
-                list.items.into_iter().next()
-            }
-        })
-        .await;
-        let mut status = ready_pod_status();
-        status["status"]["podIP"] = json!(ip);
-        status["status"]["podIPs"] = json!([{"ip": ip}]);
-        status["status"]["startTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .expect("mark the pod running at the loopback address");
     }
 
     /// The routes file in LogDrain `name`'s routes Secret, as the ingester
@@ -631,14 +543,6 @@ impl Harness {
             .send()
             .await;
     }
-}
-
-/// A random loopback address other than 127.0.0.1, to stand for a pod IP
-/// (something listening there on port 8080 is what the operator reads).
-pub fn loopback_ip() -> String {
-    let b = uuid::Uuid::new_v4();
-    let octet = |i: usize| b.as_bytes()[i].clamp(1, 254);
-    format!("127.{}.{}.{}", octet(1), octet(2), octet(3).max(2))
 }
 
 /// A pod status as a kubelet reports a Running, Ready pod (`patch_status`

@@ -235,9 +235,14 @@ impl Drop for SlackFake {
 impl SlackFake {
     /// Binds a loopback port and serves until dropped: every post accepted, no rate limit.
     pub async fn start() -> SlackFake {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        SlackFake::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`SlackFake::start`] on a port of `ip`: the node's address, for ingester pods to post to.
+    pub async fn start_on(ip: std::net::IpAddr) -> SlackFake {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
-            .expect("bind a loopback port for the fake Slack");
+            .expect("bind a port for the fake Slack");
         let addr = listener
             .local_addr()
             .expect("local address of the fake Slack");
@@ -269,7 +274,7 @@ impl SlackFake {
         lock(&self.state)
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://IP:PORT` (no trailing slash).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

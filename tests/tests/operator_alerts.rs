@@ -1,19 +1,24 @@
 //! `spec.alerts` end to end against the real kube-apiserver: the operator
 //! resolves each rule's Secret into the routes Secret the ingesters read,
 //! names every rule it leaves out in `AlertsReady`, follows the Secrets as
-//! they are fixed or rotated, and reports a destination an ingester pod
-//! says it disabled. The API server itself refuses a rule with two
-//! destinations.
+//! they are fixed or rotated, and reports a destination the ingester pods
+//! (real ones, on the test environment's node) disabled when the fake
+//! Slack said the channel is gone. The API server itself refuses a rule
+//! with two destinations.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drainpipe_contract::alerts::{AlertRule, Destination};
 use drainpipe_operator::crd::LogDrain;
 use drainpipe_tests::heroku_fake::FakeOptions;
+use drainpipe_tests::node::{Logplex, router_frame};
 use drainpipe_tests::operator::{
-    Harness, TEST_MANAGER, condition, condition_is, condition_reason, loopback_ip, wait_for,
+    Harness, TEST_MANAGER, condition, condition_is, condition_reason, wait_for,
 };
-use kube::api::{Patch, PatchParams};
+use drainpipe_tests::slack_fake::SlackFake;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -79,6 +84,7 @@ fn message(ld: &LogDrain) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
     let mut h = Harness::new("alerts", FakeOptions::default()).await;
+    h.on_node().await;
     h.heroku.add_app("shop-web");
     let version = h.put_secret("slack-alerts", json!({"url": WEBHOOK})).await;
     h.put_secret("am-auth", json!({"token": AM_TOKEN})).await;
@@ -170,28 +176,44 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
         Some((ROTATED_WEBHOOK.to_string(), rotated))
     );
 
-    // An ingester pod that disabled a destination (Slack said 404): its
-    // /metrics is all the operator reads.
-    let ip = loopback_ip();
-    let exposition = "drainpipe_alert_destination_disabled{rule=\"router-5xx\",reason=\"channel_not_found\"} 1\n";
-    let listener = tokio::net::TcpListener::bind(format!("{ip}:8080"))
-        .await
-        .expect("bind the pod's metrics address");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || async move { exposition }),
-    );
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    h.run_pod_at("shop", &ip).await;
+    // The webhook's channel is gone (Slack answers 404 channel_not_found):
+    // the ingester pods on the node post a router 503 there, disable the
+    // destination, and say so in their /metrics, which the operator reads.
+    let slack = SlackFake::start_on(h.env.node().ip).await;
+    slack.gone(404);
+    h.put_secret("slack-alerts", json!({"url": slack.webhook_url()}))
+        .await;
+    let password = h.drain_password("shop").await;
+    let token = h.heroku.drains("shop-web")[0].token.clone();
+    let logplex = Logplex::new(&password, BTreeMap::from([("shop-web".to_string(), token)]));
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
     let mut pokes = 0;
-    let ld = wait_for("DestinationDisabled", MINUTE, || {
-        let h = &h;
+    // The kubelet swaps the routes Secret volume within a minute or two; until then the pods
+    // post to the old webhook, which goes nowhere.
+    let ld = wait_for("DestinationDisabled", 4 * MINUTE, || {
+        let (h, pods, logplex) = (&h, &pods, &logplex);
         pokes += 1;
         let poke = pokes;
         async move {
-            // Pod status changes reach no watch of the operator's: poke.
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
+                .await
+                .ok()?;
+            for ip in list
+                .items
+                .iter()
+                .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            {
+                logplex
+                    .post(
+                        &format!("http://{ip}:8080"),
+                        "shop-web",
+                        0,
+                        &[router_frame("shop-web", 0)],
+                    )
+                    .await;
+            }
+            // Pod metrics changes reach no watch of the operator's: poke.
             h.poke("shop", poke).await;
             let ld = h.get("shop").await;
             (condition_reason(&ld, "AlertsReady") == "DestinationDisabled").then_some(ld)
@@ -203,7 +225,10 @@ async fn alert_rules_reach_the_routes_and_bad_ones_are_named() {
         "1 of 4 alert rules not active: alert rule \"router-5xx\": destination disabled, \
          Slack answered channel_not_found; it is retried once Secret \"slack-alerts\" changes"
     );
-    server.abort();
+    assert!(
+        slack.requests().iter().any(|r| r.status == Some(404)),
+        "the pods posted to the webhook and were refused"
+    );
 
     // The API server refuses a rule with two destinations.
     let mut both = spec.clone();

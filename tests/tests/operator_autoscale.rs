@@ -1,19 +1,15 @@
 //! Scaling the ingesters (`spec.ingester.autoscaling`) against the real
-//! kube-apiserver and kube-controller-manager: real ingesters on loopback
-//! addresses stand behind the pods the test registers (it plays the
-//! kubelet), `drainpipe-loadgen` drives load into them, and the operator
-//! scales the Deployment up and back down with events. Mode `hpa` creates a
-//! HorizontalPodAutoscaler the API server accepts, and the operator leaves
-//! the replicas alone.
+//! kube-apiserver and kube-controller-manager: the ingester pods run on the
+//! test environment's node, `drainpipe-loadgen` drives load into the first
+//! one, and the operator scales the Deployment up and back down with
+//! events. Mode `hpa` creates a HorizontalPodAutoscaler the API server
+//! accepts, and the operator leaves the replicas alone.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use drainpipe_tests::heroku_fake::FakeOptions;
-use drainpipe_tests::ingester::InProcessIngester;
-use drainpipe_tests::operator::{Harness, ready_pod_status, wait_for};
+use drainpipe_tests::operator::{Harness, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,7 +17,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -34,69 +29,26 @@ impl Drop for Loadgen {
     }
 }
 
-/// Each registered pod's ingester, by pod name.
-type Pods = Arc<Mutex<HashMap<String, InProcessIngester>>>;
-
-/// Plays the kubelet for LogDrain `name`: every pod the ReplicaSet makes
-/// gets a real ingester on a loopback address of its own (port 8080, where
-/// the operator reads `/metrics`) and is marked Running and Ready at it;
-/// the ingesters of deleted pods are stopped.
-fn kubelet(h: &Harness, name: &str, pods: Pods) -> tokio::task::JoinHandle<()> {
+/// The addresses of LogDrain `name`'s Ready ingester pods.
+async fn ready_pod_ips(h: &Harness, name: &str) -> Vec<String> {
     let api: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
-    let env = h.env.clone();
-    let prefix = format!("{}/", h.ns);
-    let selector = format!("app.kubernetes.io/instance={name}");
-    // A /16 of its own per test run, so runs side by side never collide.
-    let net = uuid::Uuid::new_v4().as_bytes()[0].clamp(10, 250);
-    tokio::spawn(async move {
-        let mut next: u8 = 2;
-        loop {
-            if let Ok(list) = api.list(&ListParams::default().labels(&selector)).await {
-                let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
-                let mut running = pods.lock().await;
-                let gone: Vec<String> = running
-                    .keys()
-                    .filter(|n| !names.contains(n))
-                    .cloned()
-                    .collect();
-                for n in gone {
-                    if let Some(ingester) = running.remove(&n) {
-                        ingester.stop().await;
-                    }
-                }
-                for pod in list.items {
-                    let pod_name = pod.name_any();
-                    if running.contains_key(&pod_name) || pod.metadata.deletion_timestamp.is_some()
-                    {
-                        continue;
-                    }
-                    let ip = format!("127.{net}.0.{next}");
-                    next = next.wrapping_add(1).max(2);
-                    let ingester = InProcessIngester::start_with(
-                        &env,
-                        &prefix,
-                        &["--listen".to_string(), format!("{ip}:8080")],
-                    )
-                    .await;
-                    let mut status = ready_pod_status();
-                    status["status"]["podIP"] = json!(ip);
-                    status["status"]["podIPs"] = json!([{"ip": ip}]);
-                    status["status"]["startTime"] =
-                        json!(k8s_openapi::jiff::Timestamp::now().to_string());
-                    if api
-                        .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
-                        .await
-                        .is_ok()
-                    {
-                        running.insert(pod_name, ingester);
-                    } else {
-                        ingester.stop().await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
+    let selector =
+        format!("app.kubernetes.io/instance={name},app.kubernetes.io/name=drainpipe-ingester");
+    let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let status = p.status?;
+            let ready = status
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(status.pod_ip).flatten()
+        })
+        .collect()
 }
 
 /// The notes of the events with `reason` about LogDrain `name`.
@@ -131,10 +83,12 @@ async fn replicas(h: &Harness, deployment: &str) -> Option<i32> {
 async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_window() {
     let bin = drainpipe_tests::ingester::workspace_binary("drainpipe-loadgen");
     let mut h = Harness::new("autoscale", FakeOptions::default()).await;
-    h.heroku.add_app("as-web");
+    h.on_node().await;
+    // The load generator's app: `--app-prefix as`, one drain.
+    h.heroku.add_app("as-1");
     h.settings.autoscale_interval = Duration::from_secs(1);
     h.start();
-    let mut spec = h.spec(&["as-web"], None);
+    let mut spec = h.spec(&["as-1"], None);
     spec["ingester"] = json!({"autoscaling": {
         "mode": "operator",
         "minReplicas": 1,
@@ -143,19 +97,17 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
         "scaleDownStabilization": "5s",
     }});
     h.apply("as", spec).await;
-    let pods: Pods = Arc::default();
-    let kubelet = kubelet(&h, "as", pods.clone());
+    h.wait_drains_registered("as", &["as-1"]).await;
 
     // One pod, no load: the operator keeps it at minReplicas.
-    let first = wait_for("the first ingester pod running", MINUTE, || {
-        let pods = pods.clone();
-        async move {
-            let running = pods.lock().await;
-            running.values().next().map(|i| i.base_url().to_string())
-        }
+    let first = wait_for("the first ingester pod Ready", 3 * MINUTE, || async {
+        let ips = ready_pod_ips(&h, "as").await;
+        (ips.len() == 1).then(|| format!("http://{}:8080", ips[0]))
     })
     .await;
     assert_eq!(replicas(&h, "as-ingester").await, Some(1));
+    let token = h.heroku.drains("as-1")[0].token.clone();
+    let password = h.drain_password("as").await;
 
     let load = Loadgen(
         Command::new(&bin)
@@ -164,11 +116,16 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
                 &first,
                 "--drains",
                 "1",
+                "--app-prefix",
+                "as",
+                "--tokens",
+                &token,
                 "--body-kb",
                 "4",
                 "--duration",
                 "5m",
             ])
+            .env("DRAINPIPE_LOADGEN_PASSWORD", &password)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -184,8 +141,8 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
         (replicas(&h, "as-ingester").await == Some(3)).then_some(())
     })
     .await;
-    wait_for("3 ingester pods running", MINUTE, || async {
-        (pods.lock().await.len() == 3).then_some(())
+    wait_for("3 ingester pods Ready", 3 * MINUTE, || async {
+        (ready_pod_ips(&h, "as").await.len() == 3).then_some(())
     })
     .await;
 
@@ -221,11 +178,6 @@ async fn the_operator_scales_the_ingesters_up_under_load_and_down_after_the_wind
         "the spec's replicas are not touched"
     );
 
-    kubelet.abort();
-    let _ = kubelet.await;
-    for (_, ingester) in pods.lock().await.drain() {
-        ingester.stop().await;
-    }
     h.teardown().await;
 }
 

@@ -30,7 +30,7 @@ use drainpipe_tests::node::{Logplex, archived_ids, run, wait_archived};
 use drainpipe_tests::operator::{Harness, condition, condition_is, condition_reason, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -375,16 +375,7 @@ async fn a_finished_run_is_reported_once_in_status_events_and_metrics() {
     h.on_node().await;
     // Objects closed every 2 s: each batch of lines makes objects of its own, for the run to
     // merge.
-    h.settings
-        .ingester
-        .pod
-        .env
-        .get_or_insert_default()
-        .push(EnvVar {
-            name: "DRAINPIPE_FLUSH_INTERVAL".into(),
-            value: Some("2s".into()),
-            ..EnvVar::default()
-        });
+    h.pod_env("DRAINPIPE_FLUSH_INTERVAL", "2s");
     h.heroku.add_app("run-web");
     h.start();
     let mut spec = h.spec(&["run-web"], None);

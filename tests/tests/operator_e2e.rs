@@ -2,10 +2,11 @@
 //! kube-controller-manager, moto's Glue, the fake Heroku API, and the
 //! controller running in-process.
 //!
-//! The test cluster has no kubelet, so ingester pods never run by
-//! themselves: `IngesterAvailable` (and so `Ready`) stays False with reason
-//! `DeploymentUnavailable` until a test plays the kubelet and marks the pods
-//! Ready.
+//! The ingester pods tolerate none of the node's taints unless a test
+//! gives the operator the node's pod defaults (`Harness::on_node`), so they
+//! stay Pending: `IngesterAvailable` (and so `Ready`) is False with reason
+//! `DeploymentUnavailable`, as it would be on a cluster with no room for
+//! them. The first test then lets them onto the node.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -157,7 +158,8 @@ async fn three_apps_become_drains_a_table_and_an_ingester() {
         assert_eq!(route.drain_tokens, vec![d.token.clone()]);
     }
 
-    // No kubelet: the ingester is honestly unavailable, and so not Ready.
+    // The pods cannot be scheduled (the node's taint): the ingester is
+    // honestly unavailable, and so not Ready.
     let ld = h
         .wait_status("shop", "ingester unavailable", MINUTE, |ld| {
             condition_is(ld, "IngesterAvailable", "False")
@@ -173,20 +175,16 @@ async fn three_apps_become_drains_a_table_and_an_ingester() {
         .unwrap_or_default();
     assert!(msg.contains("0 of 3 ingester pods available"), "{msg}");
 
-    // Playing the kubelet: once the pods are Ready the LogDrain is.
-    let pods = wait_for("ingester pods to exist", MINUTE, || {
-        let h = &h;
-        async move {
-            let n = h.mark_ingester_pods_ready("shop").await;
-            (n >= 3).then_some(n)
-        }
-    })
-    .await;
-    assert_eq!(pods, 3);
+    // The administrator gives the ingester pods the node's toleration (the
+    // chart's `ingester.tolerations`, which restarts the operator): the
+    // pods roll onto the node, and once they are Ready the LogDrain is.
+    h.kill().await;
+    h.on_node().await;
+    h.start();
     // One available pod already makes the LogDrain Ready (logs flow, reason
-    // PartiallyAvailable); the pods are marked one by one, so wait for all.
+    // PartiallyAvailable); the pods start one by one, so wait for all.
     let ld = h
-        .wait_status("shop", "Ready with 3 ready replicas", MINUTE, |ld| {
+        .wait_status("shop", "Ready with 3 ready replicas", 3 * MINUTE, |ld| {
             condition_is(ld, "Ready", "True")
                 && ld.status.as_ref().is_some_and(|s| s.ready_replicas == 3)
         })

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use drainpipe_tests::heroku_fake::FakeOptions;
 use drainpipe_tests::ingester::InProcessIngester;
+use drainpipe_tests::node::Logplex;
 use drainpipe_tests::operator::{
-    Harness, condition, condition_is, condition_reason, loopback_ip, status_drains,
+    Harness, condition, condition_is, condition_reason, status_drains, wait_for,
 };
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -498,36 +499,22 @@ async fn endpoint_ingress_exposes_the_ingester_over_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     let mut h = harness("fresh", &["fresh-web"]).await;
+    h.on_node().await;
+    // Objects closed every second, so a line is archived at once.
+    h.pod_env("DRAINPIPE_FLUSH_INTERVAL", "1s");
     h.settings.archive_stale_after = Duration::from_secs(4);
     // Requeued every ~2 s, so freshness is read again without other changes.
     h.settings.resync = Duration::from_secs(2);
-    // The pod's endpoint: the real ingester on a loopback address of its
-    // own, at the port the operator reads (8080), as a pod IP would be.
-    let ip = loopback_ip();
-    let ingester = InProcessIngester::start_with(
-        &h.env,
-        &format!("{}/", h.ns),
-        &[
-            "--listen".to_string(),
-            format!("{ip}:8080"),
-            "--flush-interval".to_string(),
-            "1s".to_string(),
-        ],
-    )
-    .await;
     h.start();
     let mut spec = h.spec(&["fresh-web"], None);
     spec["ingester"]["replicas"] = json!(1);
     h.apply("fresh", spec).await;
     h.wait_drains_registered("fresh", &["fresh-web"]).await;
-
-    // Play the kubelet: the pod runs at `ip` and is Ready.
-    h.run_pod_at("fresh", &ip).await;
+    let pod = ready_pod(&h, "fresh").await;
+    let logplex = logplex_for(&h, "fresh", "fresh-web").await;
 
     let send = || async {
-        let status = ingester
-            .post_logplex_as("fresh-web", ("drainpipe", "x"), "d.x", &[frame("hello")])
-            .await;
+        let status = logplex.post(&pod, "fresh-web", 0, &[frame("hello")]).await;
         assert_eq!(status, 200);
     };
     send().await;
@@ -565,8 +552,72 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
         condition_is(ld, "ArchiveFresh", "True")
     })
     .await;
-    ingester.stop().await;
     h.teardown().await;
+}
+
+/// `http://IP:8080` of LogDrain `name`'s one Ready ingester pod on the node
+/// (none other Ready or being deleted).
+async fn ready_pod(h: &Harness, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let selector =
+        format!("app.kubernetes.io/instance={name},app.kubernetes.io/name=drainpipe-ingester");
+    wait_for("one Ready ingester pod", 3 * MINUTE, || {
+        let (pods, selector) = (pods.clone(), selector.clone());
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            if list.items.len() != 1 {
+                return None;
+            }
+            let status = list.items[0].status.clone()?;
+            let ready = status
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then(|| format!("http://{}:8080", status.pod_ip.unwrap_or_default()))
+        }
+    })
+    .await
+}
+
+/// Gives LogDrain `name`'s ingester pod `credentials`: written into its
+/// credentials Secret, the pod deleted, its replacement Ready. Returns the
+/// replacement's `http://IP:8080`.
+async fn restart_pod_with(
+    h: &Harness,
+    name: &str,
+    credentials: &aws_sdk_s3::config::Credentials,
+) -> String {
+    h.put_s3_credentials(credentials).await;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &h.ns);
+    let selector = format!("app.kubernetes.io/instance={name}");
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default().labels(&selector),
+    )
+    .await
+    .expect("delete the ingester pod");
+    ready_pod(h, name).await
+}
+
+async fn pod_metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("the pod's /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// A Logplex sender with LogDrain `drain`'s password and `app`'s drain token.
+async fn logplex_for(h: &Harness, drain: &str, app: &str) -> Logplex {
+    let token = h.heroku.drains(app)[0].token.clone();
+    Logplex::new(
+        &h.drain_password(drain).await,
+        [(app.to_string(), token)].into(),
+    )
 }
 
 /// A MinIO session policy: `actions` allowed on the test bucket, nothing else.
@@ -605,7 +656,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     h.settings.resync = Duration::from_secs(2);
     let prefix = format!("{}/", h.ns);
     let probes = format!("{prefix}_drainpipe-probe/");
-    let listen = |ip: &str| vec!["--listen".to_string(), format!("{ip}:8080")];
+    // Not on the node yet: the pod cannot be scheduled.
     h.start();
     let mut spec = h.spec(&["wr-web"], None);
     spec["ingester"]["replicas"] = json!(1);
@@ -620,11 +671,12 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         .await;
     assert_eq!(condition_reason(&ld, "ArchiveWritable"), "Probing");
 
-    // An ingester with the writer's normal credentials.
-    let root = h.env.root_credentials();
-    let ip = loopback_ip();
-    let good = InProcessIngester::start_s3_as(&h.env, &prefix, root, &listen(&ip)).await;
-    h.run_pod_at("wr", &ip).await;
+    // Let onto the node (the operator restarted with the node's pod
+    // defaults), the pod runs with the writer's normal credentials.
+    h.kill().await;
+    h.on_node().await;
+    h.start();
+    let good = ready_pod(&h, "wr").await;
     let ld = h
         .wait_status("wr", "archive writable and ready", MINUTE, |ld| {
             condition_is(ld, "ArchiveWritable", "True") && condition_is(ld, "Ready", "True")
@@ -638,14 +690,13 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         msg.contains(&format!("s3://{}/{probes}", h.env.bucket)),
         "{msg}"
     );
-    let metrics = good.metrics().await;
+    let metrics = pod_metrics(&good).await;
     assert!(
         metrics.contains("drainpipe_archive_writable 1"),
         "{metrics}"
     );
     // The probe object was deleted again, and nothing else was written.
     assert_eq!(keys(&h, &prefix).await, Vec::<String>::new());
-    good.stop().await;
 
     // The same pod with credentials that may read the bucket but not write.
     let read_only = h
@@ -658,9 +709,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         read_only.session_token().unwrap_or_default().to_string(),
         h.env.secret_key.clone(),
     ];
-    let ip = loopback_ip();
-    let denied = InProcessIngester::start_s3_as(&h.env, &prefix, read_only, &listen(&ip)).await;
-    h.run_pod_at("wr", &ip).await;
+    let denied = restart_pod_with(&h, "wr", &read_only).await;
     let ld = h
         .wait_status("wr", "archive not writable", MINUTE, |ld| {
             condition_is(ld, "ArchiveWritable", "False")
@@ -688,7 +737,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "WriteDenied")
     );
-    let metrics = denied.metrics().await;
+    let metrics = pod_metrics(&denied).await;
     assert!(
         metrics.contains("drainpipe_archive_writable 0"),
         "{metrics}"
@@ -708,7 +757,6 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
             "a credential in the metrics"
         );
     }
-    denied.stop().await;
 
     // Credentials that may write but not delete: writable, the probe object
     // stays (one per process), and the message says so.
@@ -719,9 +767,7 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
             &["s3:GetObject", "s3:ListBucket", "s3:PutObject"],
         ))
         .await;
-    let ip = loopback_ip();
-    let kept = InProcessIngester::start_s3_as(&h.env, &prefix, no_delete, &listen(&ip)).await;
-    h.run_pod_at("wr", &ip).await;
+    restart_pod_with(&h, "wr", &no_delete).await;
     let ld = h
         .wait_status("wr", "writable without delete", MINUTE, |ld| {
             condition(ld, "ArchiveWritable")
@@ -735,7 +781,6 @@ async fn archive_writable_follows_the_ingesters_write_probe() {
     let left = keys(&h, &prefix).await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].starts_with(&probes), "{left:?}");
-    kept.stop().await;
     h.env
         .s3_client()
         .delete_object()
