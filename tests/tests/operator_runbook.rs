@@ -513,11 +513,18 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     let pod = ready_pod(&h, "fresh").await;
     let logplex = logplex_for(&h, "fresh", "fresh-web").await;
 
-    let send = || async {
-        let status = logplex.post(&pod, "fresh-web", 0, &[frame("hello")]).await;
-        assert_eq!(status, 200);
+    // Each request its own Logplex frame id: a repeated one is a retry,
+    // which the ingester drops as a duplicate.
+    let send = |frame_id: u64| {
+        let (logplex, pod) = (&logplex, &pod);
+        async move {
+            let status = logplex
+                .post(pod, "fresh-web", frame_id, &[frame("hello")])
+                .await;
+            assert_eq!(status, 200);
+        }
     };
-    send().await;
+    send(1).await;
     let ld = h
         .wait_status("fresh", "archive fresh", MINUTE, |ld| {
             condition_is(ld, "ArchiveFresh", "True")
@@ -547,7 +554,7 @@ async fn archive_fresh_follows_what_the_ingester_pods_archive() {
     assert!(msg.contains("fresh-web (last object"), "{msg}");
 
     // It sends again: fresh again.
-    send().await;
+    send(2).await;
     h.wait_status("fresh", "archive fresh again", MINUTE, |ld| {
         condition_is(ld, "ArchiveFresh", "True")
     })
