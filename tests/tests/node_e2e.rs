@@ -186,6 +186,21 @@ impl Cluster {
         ips
     }
 
+    /// Panics unless events with each of `reasons` were recorded in `ns`.
+    fn assert_events(&self, ns: &str, reasons: &[&str]) {
+        let events = self.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        for reason in reasons {
+            assert!(events.contains(reason), "event {reason} recorded: {events}");
+        }
+    }
+
     fn logdrain(&self, ns: &str) -> Value {
         self.kubectl_json(&["get", "logdrain", DRAIN, "-n", ns])
     }
@@ -947,17 +962,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let events = c.kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    for reason in ["ScaledUp", "ScaledDown"] {
-        assert!(events.contains(reason), "event {reason} recorded: {events}");
-    }
+    c.assert_events(&ns, &["ScaledUp", "ScaledDown"]);
     drain["spec"]["ingester"]
         .as_object_mut()
         .expect("ingester")
@@ -1101,17 +1106,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
         },
     )
     .await;
-    let events = c.kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    for reason in ["BufferFlushStarted", "BufferClaimDeleted"] {
-        assert!(events.contains(reason), "event {reason} recorded: {events}");
-    }
+    c.assert_events(&ns, &["BufferFlushStarted", "BufferClaimDeleted"]);
 
     progress("7. helm upgrade, uninstall");
     // 7. helm upgrade to another tag rolls the pods without losing a line; uninstall and the
