@@ -238,10 +238,19 @@ fn cgroup_procs() -> Vec<(PathBuf, String)> {
     out
 }
 
-/// The processes left in the kubelet's pod cgroups, as "PID in DIR".
-pub fn pod_processes() -> Vec<String> {
+/// The processes in the kubelet's pod cgroups, as "PID in DIR", but for those of the pods whose
+/// UIDs are in `others` (pods of other tests, which share the node).
+pub fn pod_processes_except(others: &BTreeSet<String>) -> Vec<String> {
     cgroup_procs()
         .into_iter()
+        .filter(|(dir, _)| {
+            !dir.components().any(|c| {
+                c.as_os_str()
+                    .to_str()
+                    .and_then(|name| name.strip_prefix("pod"))
+                    .is_some_and(|uid| others.contains(uid))
+            })
+        })
         .map(|(dir, pid)| format!("{pid} in {}", dir.display()))
         .collect()
 }

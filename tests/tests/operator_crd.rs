@@ -411,4 +411,10 @@ async fn api_server_enforces_the_schema() {
         drainpipe_operator::crd::Format::Json,
         "default"
     );
+    // No operator runs here, so the LogDrains have no finalizer: the namespace goes with them,
+    // and no later operator on the cluster (the node test's) takes them up.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+        .delete(&ns, &Default::default())
+        .await
+        .expect("delete the test namespace");
 }
