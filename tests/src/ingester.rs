@@ -264,6 +264,38 @@ pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Va
     records
 }
 
+/// How many records (lines) the `.json.gz` objects under `prefix` hold, counted without parsing
+/// them: for archives of millions of lines, where [`archived_records`] takes minutes.
+pub async fn archived_count(env: &TestEnv, prefix: &str) -> usize {
+    use std::io::Read as _;
+    let s3 = env.s3_client();
+    let mut count = 0;
+    for key in object_keys(env, prefix)
+        .await
+        .iter()
+        .filter(|k| k.ends_with(".json.gz"))
+    {
+        let body = s3
+            .get_object()
+            .bucket(&env.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("get archive object")
+            .body
+            .collect()
+            .await
+            .expect("object body")
+            .into_bytes();
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .expect("gzip JSON lines");
+        count += text.iter().filter(|b| **b == b'\n').count();
+    }
+    count
+}
+
 /// Runs `drainpipe-ingester compact` in this process over the test bucket's `prefix`, writing
 /// `format` (with `parquet`, closed JSON days are converted too), every closed day into one
 /// object, and returns its report.

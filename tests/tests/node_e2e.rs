@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use drainpipe_tests::env::{Node, TestEnv};
 use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions};
-use drainpipe_tests::ingester::archived_records;
+use drainpipe_tests::ingester::{archived_count, archived_records};
 use drainpipe_tests::node::{
     DAY, LocalVolumes, Logplex, app_version, archived_ids, chart_image, import_images,
     pod_processes_except, repo_root, router_frame, run, stop_container, wait_archived,
@@ -952,18 +952,27 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
     loop {
         let mut archived = 0;
         for app in load_apps {
-            archived += archived_records(&env, &format!("{prefix}{app}/"))
-                .await
-                .len();
+            archived += archived_count(&env, &format!("{prefix}{app}/")).await;
         }
         if archived > load_acked {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{archived} load lines archived, {} acknowledged (with the probe line); the load generator said:\n{report}",
-            load_acked + 1
-        );
+        if tokio::time::Instant::now() > deadline {
+            // What the pods went through, for the reader of a failure.
+            let events = c.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--sort-by=.lastTimestamp",
+                "-o",
+                "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+            ]);
+            panic!(
+                "{archived} load lines archived, {} acknowledged (with the probe line); the load generator said:\n{report}\nevents:\n{events}",
+                load_acked + 1
+            );
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     c.assert_events(&ns, &["ScaledUp", "ScaledDown"]);
