@@ -171,11 +171,13 @@ pub struct Config {
     #[arg(long, env = "DRAINPIPE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
-    /// An HTTP keep-alive connection older than this is closed after the
-    /// request it carries (`Connection: close`), so senders open new
-    /// connections and a Service or L4 load balancer spreads them over pods
-    /// that started since (Logplex and the OTLP exporters keep one
-    /// connection per drain for as long as it is open). `0s` never closes.
+    /// A connection older than this is closed: an HTTP/1.1 keep-alive one
+    /// after the request it carries (`Connection: close`), an OTLP/gRPC
+    /// (HTTP/2) one by a GOAWAY, which lets its calls in flight finish. So
+    /// senders open new connections and a Service or L4 load balancer
+    /// spreads them over pods that started since (Logplex and the OTLP
+    /// exporters keep one connection per drain for as long as it is open).
+    /// `0s` never closes.
     #[arg(long, env = "DRAINPIPE_MAX_CONNECTION_AGE", default_value = "60s", value_parser = parse_duration)]
     pub max_connection_age: Duration,
 

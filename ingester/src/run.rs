@@ -419,6 +419,7 @@ async fn start(
                 Arc::clone(&server),
                 stop.clone(),
                 SHUTDOWN_GRACE,
+                config.max_connection_age,
             ));
             (Some(addr), Some(serving))
         }

@@ -371,6 +371,67 @@ async fn sdk_grpc_records_arrive_field_by_field_gzip_or_not() {
     );
 }
 
+/// `--max-connection-age` on OTLP/gRPC: an HTTP/2 connection that old gets a
+/// GOAWAY and is closed once its calls have ended, so an exporter opens a new
+/// one (through a Service, to pods started since). The SDK exporter, whose
+/// calls span several such ages, loses and repeats nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_grpc_connection_is_closed_by_goaway_and_the_exporter_loses_nothing() {
+    let env = TestEnv::require();
+    let client = env.otlp_client().to_owned();
+    let dirs = Dirs::new();
+    let ing = start_with(
+        &dirs,
+        &[
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--max-connection-age",
+            "200ms",
+        ],
+    );
+    let endpoint = ing.logged_addr("OTLP/gRPC on http://").await;
+    // A bare HTTP/2 connection with no call on it: the ingester ends it once
+    // it is 200 ms old, not before.
+    let tcp = tokio::net::TcpStream::connect(endpoint)
+        .await
+        .expect("connect");
+    let opened = std::time::Instant::now();
+    let (_calls, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the ingester ends an old connection");
+    assert!(ended.is_ok(), "ended by a GOAWAY, not an error: {ended:?}");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(150),
+        "ended at {:?}, before its age",
+        opened.elapsed()
+    );
+
+    let run = "grpc-aged-run";
+    let out = send_grpc(
+        &client,
+        &endpoint.to_string(),
+        "fir-app",
+        PASSWORD,
+        &[],
+        3000,
+        run,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records_of_run(&dirs, run, 3000).await;
+    check(&recs, 3000, run);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_wrong_token_is_unauthenticated_and_unknown_app_not_found() {
     let env = TestEnv::require();

@@ -35,6 +35,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::body::Body as GrpcBody;
@@ -43,9 +44,7 @@ use tonic::server::{Grpc, UnaryService};
 
 use drainpipe_contract::otlp::{APP_HEADER, EXPORT_PATH};
 
-use crate::input::intake::{
-    INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us,
-};
+use crate::input::intake::{INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, header_str, now_us};
 use crate::input::otlp::{self, Refusal, RetryInfo};
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
@@ -57,40 +56,37 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Accept connections until `shutdown`, then let calls in flight finish (at
 /// most `grace`): connections get a GOAWAY and close once their calls end.
+/// A connection older than `max_age` (unless zero) gets a GOAWAY too, so the
+/// exporter opens a new one, through the load balancer again.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
     server: Arc<Server>,
     shutdown: CancellationToken,
     grace: Duration,
+    max_age: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE))
         .keep_alive_timeout(Duration::from_secs(20));
+    // Each connection's task holds a sender; all dropped means all closed.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     while let Some((stream, peer)) = accept(&listener, &shutdown).await {
         let server = Arc::clone(&server);
         let service = service_fn(move |req| {
             let server = Arc::clone(&server);
             async move { Ok::<_, Infallible>(counted(&server, req).await) }
         });
-        let (watcher, h2, tls) = (graceful.watcher(), h2.clone(), tls.clone());
+        let (open, h2, tls, shutdown) = (open.clone(), h2.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let served = match tls {
-                None => {
-                    watcher
-                        .watch(h2.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
+            let _open = open;
+            let io = match tls {
+                None => Either::Left(stream),
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(h2.serve_connection(TokioIo::new(stream), service))
-                                .await
-                        }
+                        Ok(Ok(stream)) => Either::Right(stream),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "OTLP/gRPC TLS handshake failed");
                             return;
@@ -102,13 +98,41 @@ pub(crate) async fn serve(
                     }
                 }
             };
+            let conn = h2.serve_connection(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            let aged = async {
+                if max_age.is_zero() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(max_age).await;
+            };
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                () = aged => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "OTLP/gRPC connection ended with an error");
             }
         });
     }
     drop(listener);
-    finish(graceful, grace, "OTLP/gRPC").await;
+    drop(open);
+    if tokio::time::timeout(grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "OTLP/gRPC requests still running after the shutdown grace period; closing"
+        );
+    }
 }
 
 /// One call's answer, counted by gRPC code, with the latency of every
