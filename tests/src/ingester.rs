@@ -233,32 +233,42 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The `.json.gz` object `key` of the test bucket, decompressed.
+async fn gunzipped(env: &TestEnv, s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
+    use std::io::Read as _;
+    let body = s3
+        .get_object()
+        .bucket(&env.bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("get archive object")
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .into_bytes();
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .read_to_end(&mut text)
+        .expect("gzip JSON lines");
+    text
+}
+
 /// Every record (JSON line) of the `.json.gz` objects under `prefix` in the test bucket.
 pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Value> {
-    use std::io::Read as _;
     let s3 = env.s3_client();
     let keys = object_keys(env, prefix).await;
     let mut records = Vec::new();
     for key in keys.iter().filter(|k| k.ends_with(".json.gz")) {
-        let body = s3
-            .get_object()
-            .bucket(&env.bucket)
-            .key(key)
-            .send()
-            .await
-            .expect("get archive object")
-            .body
-            .collect()
-            .await
-            .expect("object body")
-            .into_bytes();
-        let mut text = String::new();
-        flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .expect("gzip JSON lines");
+        let text = gunzipped(env, &s3, key).await;
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        if text.is_empty() {
+            continue;
+        }
         records.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")),
+            text.split(|b| *b == b'\n')
+                .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("JSON line")),
         );
     }
     records
@@ -267,7 +277,6 @@ pub async fn archived_records(env: &TestEnv, prefix: &str) -> Vec<serde_json::Va
 /// How many records (lines) the `.json.gz` objects under `prefix` hold, counted without parsing
 /// them: for archives of millions of lines, where [`archived_records`] takes minutes.
 pub async fn archived_count(env: &TestEnv, prefix: &str) -> usize {
-    use std::io::Read as _;
     let s3 = env.s3_client();
     let mut count = 0;
     for key in object_keys(env, prefix)
@@ -275,23 +284,11 @@ pub async fn archived_count(env: &TestEnv, prefix: &str) -> usize {
         .iter()
         .filter(|k| k.ends_with(".json.gz"))
     {
-        let body = s3
-            .get_object()
-            .bucket(&env.bucket)
-            .key(key)
-            .send()
+        count += gunzipped(env, &s3, key)
             .await
-            .expect("get archive object")
-            .body
-            .collect()
-            .await
-            .expect("object body")
-            .into_bytes();
-        let mut text = Vec::new();
-        flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_end(&mut text)
-            .expect("gzip JSON lines");
-        count += text.iter().filter(|b| **b == b'\n').count();
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
     }
     count
 }
