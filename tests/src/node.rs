@@ -109,6 +109,7 @@ impl LocalVolumes {
     pub fn create(env: &TestEnv, class: &str, count: usize, size: &str) -> LocalVolumes {
         let node = env.node();
         let dirs = tempfile::tempdir().expect("a directory for the volumes");
+        let hostname = node_name(env, node);
         let mut names = Vec::new();
         for i in 0..count {
             let name = format!("{class}-{i}");
@@ -127,7 +128,7 @@ impl LocalVolumes {
                     "storageClassName": class,
                     "local": {"path": dir.to_string_lossy()},
                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node_name(env, node)]},
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [hostname]},
                     ]}]}},
                 },
             });

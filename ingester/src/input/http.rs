@@ -225,5 +225,5 @@ pub async fn serve(
         });
     }
     drop(listener);
-    finish(graceful, grace, "HTTP").await;
+    finish(graceful.shutdown(), grace, "HTTP").await;
 }

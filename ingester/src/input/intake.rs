@@ -310,17 +310,14 @@ pub(crate) async fn accept(
     }
 }
 
-/// Ask the connections `graceful` watches to close once their requests are
-/// answered, and wait for that at most `grace`.
+/// Wait at most `grace` for `all_closed`: every connection told to close once
+/// its requests are answered, and closed.
 pub(crate) async fn finish(
-    graceful: hyper_util::server::graceful::GracefulShutdown,
+    all_closed: impl std::future::Future<Output = ()>,
     grace: Duration,
     listener: &str,
 ) {
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, all_closed).await.is_err() {
         tracing::warn!(
             ?grace,
             "{listener} requests still running after the shutdown grace period; closing"

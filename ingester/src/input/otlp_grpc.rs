@@ -44,7 +44,9 @@ use tonic::server::{Grpc, UnaryService};
 
 use drainpipe_contract::otlp::{APP_HEADER, EXPORT_PATH};
 
-use crate::input::intake::{INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, header_str, now_us};
+use crate::input::intake::{
+    INFLIGHT_FULL, Refused, Server, WAL_FULL, accept, finish, header_str, now_us,
+};
 use crate::input::otlp::{self, Refusal, RetryInfo};
 use crate::input::tls::ReloadingTls;
 use crate::parse::BodyFormat;
@@ -124,15 +126,10 @@ pub(crate) async fn serve(
     }
     drop(listener);
     drop(open);
-    if tokio::time::timeout(grace, all_closed.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "OTLP/gRPC requests still running after the shutdown grace period; closing"
-        );
-    }
+    let all_closed = async move {
+        all_closed.recv().await;
+    };
+    finish(all_closed, grace, "OTLP/gRPC").await;
 }
 
 /// One call's answer, counted by gRPC code, with the latency of every
