@@ -93,6 +93,54 @@ pub fn run(program: &Path, args: &[&str], env: &TestEnv, stdin: Option<&str>) ->
     stdout
 }
 
+/// A pod's log followed from now until its container exits (`kubectl logs -f`) into a file, so
+/// what a pod said while it stopped can still be read after the pod is gone.
+pub struct FollowedLog {
+    child: std::process::Child,
+    file: tempfile::NamedTempFile,
+}
+
+impl FollowedLog {
+    pub fn start(env: &TestEnv, ns: &str, pod: &str) -> FollowedLog {
+        let node = env.node();
+        let file = tempfile::NamedTempFile::new().expect("a file for the pod's log");
+        let out = file.reopen().expect("reopen the log file");
+        let child = Command::new(&node.kubectl)
+            .args(["logs", "--follow", "-n", ns, pod])
+            .env("KUBECONFIG", &env.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl logs --follow");
+        FollowedLog { child, file }
+    }
+
+    /// What the pod has logged so far.
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(self.file.path()).unwrap_or_default()
+    }
+
+    /// Waits (up to `limit`) until the container has exited and its log stream ended.
+    pub async fn wait_ended(&mut self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        false
+    }
+}
+
+impl Drop for FollowedLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Pre-made `local` PersistentVolumes on the node, one directory each, of a storage class only
 /// this test's claims name (no StorageClass object: the binder matches PVs by class name). Drop
 /// deletes the volumes and their directories.

@@ -20,7 +20,7 @@ use drainpipe_tests::env::{Node, TestEnv};
 use drainpipe_tests::heroku_fake::{FakeHeroku, FakeOptions};
 use drainpipe_tests::ingester::{archived_count, archived_records};
 use drainpipe_tests::node::{
-    DAY, LocalVolumes, Logplex, app_version, archived_ids, chart_image, import_images,
+    DAY, FollowedLog, LocalVolumes, Logplex, app_version, archived_ids, chart_image, import_images,
     pod_processes_except, repo_root, router_frame, run, stop_container, wait_archived,
 };
 use drainpipe_tests::operator::wait_for;
@@ -913,6 +913,12 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
                 .to_string()
         })
         .expect("a new pod");
+    // Each pod's log, kept past its deletion: the one scaled down must say it stopped with
+    // everything it acknowledged in the archive.
+    let mut followed: BTreeMap<String, FollowedLog> = two
+        .keys()
+        .map(|name| (name.clone(), FollowedLog::start(&env, &ns, name)))
+        .collect();
     wait_for(
         "the second pod takes traffic through the Service",
         Duration::from_secs(110),
@@ -936,14 +942,28 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
             panic!("no acknowledged count in the load generator's report:\n{report}")
         });
     assert!(load_acked > 0, "{report}");
-    wait_for(
+    let last = wait_for(
         "after the window: back to one ingester",
         Duration::from_secs(180),
         || async {
-            (c.ready_ingesters(&ns).len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(())
+            let ready = c.ready_ingesters(&ns);
+            (ready.len() == 1 && c.ingester_pods(&ns).len() == 1).then_some(ready)
         },
     )
     .await;
+    let removed = followed
+        .keys()
+        .find(|name| !last.contains_key(*name))
+        .cloned()
+        .expect("one of the two pods was removed");
+    let mut removed_log = followed.remove(&removed).expect("followed");
+    drop(followed);
+    let ended = removed_log.wait_ended(Duration::from_secs(30)).await;
+    let said = removed_log.text();
+    assert!(
+        ended && said.contains("everything is in the archive"),
+        "the scaled-down pod {removed} did not stop with its buffer archived; its log:\n{said}"
+    );
     // Everything acknowledged, the removed pod's buffer included, is archived: the load
     // generator's count plus the one probe line.
     // More archived than acknowledged is fine (a request whose answer was lost may still have
@@ -969,7 +989,7 @@ async fn helm_install_to_archived_logs_on_a_real_node() {
                 "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
             ]);
             panic!(
-                "{archived} load lines archived, {} acknowledged (with the probe line); the load generator said:\n{report}\nevents:\n{events}",
+                "{archived} load lines archived, {} acknowledged (with the probe line); the load generator said:\n{report}\nevents:\n{events}\nthe scaled-down pod {removed} said:\n{said}",
                 load_acked + 1
             );
         }
