@@ -93,8 +93,8 @@ pub fn run(program: &Path, args: &[&str], env: &TestEnv, stdin: Option<&str>) ->
     stdout
 }
 
-/// A pod's log followed from now until its container exits (`kubectl logs -f`) into a file, so
-/// what a pod said while it stopped can still be read after the pod is gone.
+/// A pod's log from its container's start, followed until the container exits (`kubectl logs
+/// -f`) into a file, so what a pod said while it stopped can still be read after the pod is gone.
 pub struct FollowedLog {
     child: std::process::Child,
     file: tempfile::NamedTempFile,
