@@ -165,12 +165,7 @@ impl InProcessIngester {
         token: &str,
         frames: &[Vec<u8>],
     ) -> reqwest::RequestBuilder {
-        let mut body = Vec::new();
-        for f in frames {
-            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
-            body.extend_from_slice(f);
-            body.push(b'\n');
-        }
+        let body = logplex_body(frames);
         let id = self
             .frames
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -356,4 +351,16 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A Logplex POST body: each frame octet-counted (its length with the trailing newline, a space,
+/// the frame, the newline), as Logplex sends them.
+pub fn logplex_body(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for f in frames {
+        body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
+        body.extend_from_slice(f);
+        body.push(b'\n');
+    }
+    body
 }

@@ -343,12 +343,7 @@ impl Logplex {
     /// POSTs `frames` for `app` to `base` (`http://IP:PORT`); returns the HTTP status (0 when
     /// the connection failed: not acknowledged).
     pub async fn post(&self, base: &str, app: &str, first: u64, frames: &[Vec<u8>]) -> u16 {
-        let mut body = Vec::new();
-        for f in frames {
-            body.extend_from_slice(format!("{} ", f.len() + 1).as_bytes());
-            body.extend_from_slice(f);
-            body.push(b'\n');
-        }
+        let body = crate::ingester::logplex_body(frames);
         let res = self
             .http
             .post(format!("{base}/logplex/{app}"))
